@@ -1,0 +1,58 @@
+//! `palisade check`: validate the configuration and every guest, then print what would be served.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use palisade_config::Config;
+
+use crate::apps;
+
+pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = apps::runtime(&config)?;
+    if let Err(errors) = apps::build_router(&config, &runtime) {
+        anyhow::bail!("{}", apps::describe(&errors));
+    }
+    print!("{}", summary(&config));
+    Ok(())
+}
+
+/// A human-readable summary of listeners, tenants and routes.
+fn summary(config: &Config) -> String {
+    let mut out = String::new();
+    let listen: Vec<String> = config.server.listen.iter().map(|a| format!("http://{a}")).collect();
+    let _ = writeln!(out, "{}: ok", config.file.display());
+    let _ = writeln!(out, "listen: {}", listen.join(", "));
+    let _ = writeln!(out, "data_dir: {}", config.server.data_dir.display());
+    for t in &config.tenants {
+        let hosts: Vec<String> = t.hosts.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "tenant {} (hosts: {}; memory {}, timeout {}, max_concurrency {}{})",
+            t.name,
+            hosts.join(", "),
+            human_size(t.memory),
+            humantime_short(t.timeout),
+            t.max_concurrency,
+            t.data.as_ref().map(|d| format!(", data {}", d.display())).unwrap_or_default(),
+        );
+        let width = t.routes.iter().map(|r| r.path.len()).max().unwrap_or(0);
+        for r in &t.routes {
+            let _ = writeln!(out, "  {:width$}  {:9}  {}", r.path, r.target.kind(), r.target.path().display());
+        }
+    }
+    out
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+fn humantime_short(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}

@@ -1,0 +1,56 @@
+//! The `palisade` binary: command-line flags, logging and wiring. Everything else lives in library crates.
+
+mod apps;
+mod check;
+mod logging;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A memory-safe, multi-tenant edge server: static files, wasi:http components and CGI programs compiled to
+/// WebAssembly, each request in a fresh sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about, long_about = None)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the sites in a configuration file until SIGINT or SIGTERM.
+    Serve {
+        /// The configuration file; relative paths inside it are relative to its directory.
+        #[arg(long, short, default_value = "palisade.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and the guests it names, and print what it would serve.
+    Check {
+        /// The configuration file to check.
+        #[arg(long, short, default_value = "palisade.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Check { config } => check::run(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! palisade's configuration: `palisade.toml` in, an immutable, validated [`Config`] out.
+//!
+//! The pipeline is `text → raw (serde, spans kept) → validate → Config`. Every problem is reported as a
+//! [`Diagnostic`] that names the file, line and column of the offending key, so `palisade check` can print
+//! `palisade.toml:12:10: unknown size unit "MiBs"` instead of a bare error. All problems found in one pass are
+//! reported together. Relative paths are resolved against the directory holding the config file.
+//!
+//! ```no_run
+//! let config = palisade_config::Config::load("palisade.toml".as_ref())?;
+//! for tenant in &config.tenants {
+//!     println!("{} serves {} routes", tenant.name, tenant.routes.len());
+//! }
+//! # Ok::<(), palisade_config::ConfigError>(())
+//! ```
+//!
+//! This crate does no networking and starts no runtime, so it can be fuzzed and unit-tested on its own.
+
+mod diagnostic;
+mod model;
+mod raw;
+mod units;
+mod validate;
+
+pub use diagnostic::{ConfigError, Diagnostic, Location};
+pub use model::{
+    Config, DEFAULT_DATA_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT, HostPattern, Route, RouteTarget, ServerConfig, Tenant,
+};
+pub use units::{parse_duration, parse_size};
+
+use std::path::Path;
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates configuration `text` as if it had been read from `path`.
+    ///
+    /// `path` names the file in diagnostics, and its directory anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw = raw::parse(path, text)?;
+        validate::validate(path, text, raw)
+    }
+}

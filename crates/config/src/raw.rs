@@ -1,0 +1,70 @@
+//! The file as written: serde types that mirror the TOML exactly, with spans kept for diagnostics.
+//!
+//! `deny_unknown_fields` everywhere, so a misspelt key is an error with a line number, never silently ignored.
+
+use crate::diagnostic::{ConfigError, Diagnostic, Location};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    pub(crate) tenants: BTreeMap<Spanned<String>, Spanned<RawTenant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) data_dir: Option<Spanned<String>>,
+    pub(crate) shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTenant {
+    pub(crate) hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) memory: Option<Spanned<SizeValue>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) max_concurrency: Option<Spanned<i64>>,
+    pub(crate) data: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) path: Option<Spanned<String>>,
+    #[serde(rename = "static")]
+    pub(crate) static_dir: Option<Spanned<String>>,
+    pub(crate) component: Option<Spanned<String>>,
+    pub(crate) cgi: Option<Spanned<String>>,
+}
+
+/// A size is written either as a string with a unit (`"64 MiB"`) or as a plain number of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+pub(crate) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => Location::of_span(path, text, &span),
+            None => Location::at(path, text, 0),
+        };
+        ConfigError::Invalid(vec![Diagnostic {
+            location,
+            message: e.message().trim().to_string(),
+        }])
+    })
+}

@@ -1,0 +1,406 @@
+//! Raw file → validated [`Config`]: every check that needs more than serde, each failure located.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::model::*;
+use crate::raw::{RawConfig, RawRoute, RawServer, RawTenant, SizeValue};
+use crate::units::{parse_duration, parse_size};
+use crate::{ConfigError, Diagnostic, Location};
+
+/// Guests are 32-bit: no linear memory can exceed 4 GiB.
+const MAX_MEMORY: u64 = 4 << 30;
+
+/// Collects diagnostics while walking the raw file.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base_dir: PathBuf,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.problems.push(Diagnostic {
+            location: self.location(span),
+            message: message.into(),
+        });
+    }
+
+    fn location(&self, span: &Range<usize>) -> Location {
+        Location::of_span(self.file, self.text, span)
+    }
+
+    /// Resolves a path written in the file against the file's directory.
+    fn resolve(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Resolves a path that must exist and be a file (`want_dir == false`) or a directory.
+    fn existing(&mut self, key: &str, value: &Spanned<String>, want_dir: bool) -> Option<PathBuf> {
+        let path = self.resolve(value.get_ref());
+        let what = if want_dir { "directory" } else { "file" };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() == want_dir => Some(path),
+            Ok(_) => {
+                self.error(&value.span(), format!("`{key}`: {} is not a {what}", path.display()));
+                None
+            }
+            Err(e) => {
+                self.error(&value.span(), format!("`{key}`: {what} {} not found ({e})", path.display()));
+                None
+            }
+        }
+    }
+}
+
+pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let base_dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    let mut c = Checker {
+        file,
+        text,
+        base_dir,
+        problems: Vec::new(),
+    };
+
+    let server = server(&mut c, raw.server);
+    let mut tenants = Vec::new();
+    let mut claimed: HashMap<HostPattern, (String, Location)> = HashMap::new();
+    for (name, raw_tenant) in raw.tenants {
+        if let Some(t) = tenant(&mut c, &name, raw_tenant, &mut claimed) {
+            tenants.push(t);
+        }
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            file: file.to_path_buf(),
+            server,
+            tenants,
+        })
+    } else {
+        c.problems.sort_by_key(|d| (d.location.line, d.location.column));
+        Err(ConfigError::Invalid(c.problems))
+    }
+}
+
+fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig {
+    let mut out = ServerConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        data_dir: c.resolve(DEFAULT_DATA_DIR),
+        shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+    };
+    let Some(raw) = raw else { return out };
+    let raw = raw.into_inner();
+    if let Some(listen) = raw.listen {
+        if listen.get_ref().is_empty() {
+            c.error(&listen.span(), "`listen` needs at least one address, like \"127.0.0.1:8080\"");
+        }
+        out.listen.clear();
+        for addr in listen.into_inner() {
+            match addr.get_ref().parse::<SocketAddr>() {
+                Ok(a) if out.listen.contains(&a) => c.error(&addr.span(), format!("`listen`: {a} is listed twice")),
+                Ok(a) => out.listen.push(a),
+                Err(_) => c.error(
+                    &addr.span(),
+                    format!("`listen`: {:?} is not an IP:port address, like \"127.0.0.1:8080\" or \"[::1]:8080\"", addr.get_ref()),
+                ),
+            }
+        }
+    }
+    if let Some(dir) = raw.data_dir {
+        out.data_dir = c.resolve(dir.get_ref());
+    }
+    if let Some(t) = raw.shutdown_timeout {
+        if let Some(d) = duration(c, "shutdown_timeout", &t) {
+            out.shutdown_timeout = d;
+        }
+    }
+    out
+}
+
+fn duration(c: &mut Checker<'_>, key: &str, value: &Spanned<String>) -> Option<Duration> {
+    match parse_duration(value.get_ref()) {
+        Ok(d) if d.is_zero() => {
+            c.error(&value.span(), format!("`{key}` must be longer than zero"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            c.error(&value.span(), format!("`{key}`: {e}"));
+            None
+        }
+    }
+}
+
+fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn tenant(
+    c: &mut Checker<'_>,
+    name: &Spanned<String>,
+    raw: Spanned<RawTenant>,
+    claimed: &mut HashMap<HostPattern, (String, Location)>,
+) -> Option<Tenant> {
+    let before = c.problems.len();
+    let tenant_span = raw.span();
+    let raw = raw.into_inner();
+    let name_str = name.get_ref().clone();
+    if !valid_tenant_name(&name_str) {
+        c.error(
+            &name.span(),
+            format!("tenant name {name_str:?} may only use letters, digits, '-' and '_' (at most 64)"),
+        );
+    }
+
+    let hosts = hosts(c, &name_str, &tenant_span, raw.hosts, claimed);
+
+    let memory = match raw.memory {
+        None => DEFAULT_MEMORY,
+        Some(m) => {
+            let parsed = match m.get_ref() {
+                SizeValue::Bytes(n) => u64::try_from(*n).map_err(|_| "`memory` cannot be negative".to_string()),
+                SizeValue::Text(t) => parse_size(t).map_err(|e| format!("`memory`: {e}")),
+            };
+            match parsed {
+                Ok(0) => {
+                    c.error(&m.span(), "`memory` must be larger than zero");
+                    0
+                }
+                Ok(b) if b > MAX_MEMORY => {
+                    c.error(&m.span(), "`memory` cannot exceed 4 GiB (guests are 32-bit)");
+                    0
+                }
+                Ok(b) => b,
+                Err(e) => {
+                    c.error(&m.span(), e);
+                    0
+                }
+            }
+        }
+    };
+
+    let timeout = match &raw.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => duration(c, "timeout", t).unwrap_or_default(),
+    };
+
+    let max_concurrency = match &raw.max_concurrency {
+        None => DEFAULT_MAX_CONCURRENCY,
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(v) if v > 0 && v <= 100_000 => v,
+            _ => {
+                c.error(&n.span(), "`max_concurrency` must be between 1 and 100000");
+                0
+            }
+        },
+    };
+
+    let data = raw.data.as_ref().and_then(|d| c.existing("data", d, true));
+
+    let mut env = BTreeMap::new();
+    for (k, v) in raw.env {
+        let key = k.get_ref();
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            c.error(&k.span(), format!("`env`: {key:?} is not a valid variable name"));
+        } else if v.get_ref().contains('\0') {
+            c.error(&v.span(), format!("`env`: the value of {key} contains a NUL byte"));
+        } else {
+            env.insert(key.clone(), v.into_inner());
+        }
+    }
+
+    let mut routes: Vec<Route> = Vec::new();
+    for raw_route in raw.routes {
+        if let Some(r) = route(c, raw_route) {
+            if let Some(dup) = routes.iter().find(|x| x.path == r.path) {
+                let msg = format!("route path {:?} is already used at {}", r.path, dup.location);
+                c.problems.push(Diagnostic {
+                    location: r.location.clone(),
+                    message: msg,
+                });
+            } else {
+                routes.push(r);
+            }
+        }
+    }
+    if routes.is_empty() && c.problems.len() == before {
+        c.error(
+            &tenant_span,
+            format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"),
+        );
+    }
+
+    (c.problems.len() == before).then(|| Tenant {
+        name: name_str,
+        hosts,
+        memory,
+        timeout,
+        max_concurrency,
+        data,
+        env,
+        routes,
+    })
+}
+
+fn hosts(
+    c: &mut Checker<'_>,
+    tenant: &str,
+    tenant_span: &Range<usize>,
+    raw: Option<Spanned<Vec<Spanned<String>>>>,
+    claimed: &mut HashMap<HostPattern, (String, Location)>,
+) -> Vec<HostPattern> {
+    let Some(raw) = raw else {
+        c.error(
+            tenant_span,
+            format!("tenant {tenant:?} needs `hosts`, like hosts = [\"{tenant}.localhost\"] or [\"*\"]"),
+        );
+        return Vec::new();
+    };
+    if raw.get_ref().is_empty() {
+        c.error(&raw.span(), "`hosts` needs at least one host name (or \"*\" for any)");
+    }
+    let mut out = Vec::new();
+    for h in raw.into_inner() {
+        let pattern = match parse_host(h.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                c.error(&h.span(), format!("`hosts`: {e}"));
+                continue;
+            }
+        };
+        let here = c.location(&h.span());
+        if let Some((other, at)) = claimed.get(&pattern) {
+            let msg = if other == tenant {
+                format!("`hosts`: {pattern} is listed twice (first at {at})")
+            } else {
+                format!("`hosts`: {pattern} is already claimed by tenant {other:?} at {at}")
+            };
+            c.problems.push(Diagnostic { location: here, message: msg });
+            continue;
+        }
+        claimed.insert(pattern.clone(), (tenant.to_string(), here));
+        out.push(pattern);
+    }
+    out
+}
+
+/// A host pattern as written: `*`, or a DNS name / IP literal without port.
+fn parse_host(written: &str) -> Result<HostPattern, String> {
+    if written == "*" {
+        return Ok(HostPattern::Any);
+    }
+    let lower = written.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !lower.is_empty()
+        && lower.len() <= 253
+        && (lower.parse::<std::net::IpAddr>().is_ok()
+            || lower
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+    if ok {
+        Ok(HostPattern::Exact(lower))
+    } else if written.contains(':') && !written.starts_with('[') {
+        Err(format!("{written:?}: write the host without a port (the port is ignored when matching)"))
+    } else {
+        Err(format!("{written:?} is not a host name"))
+    }
+}
+
+/// Normalises a route prefix: must start with `/`; a trailing `/` is dropped except for the root.
+fn normalise_route_path(written: &str) -> Result<String, String> {
+    if !written.starts_with('/') {
+        return Err(format!("route path {written:?} must start with '/'"));
+    }
+    if written.contains(['?', '#']) || written.chars().any(|ch| ch.is_control() || ch == ' ') {
+        return Err(format!("route path {written:?} may not contain spaces, control characters, '?' or '#'"));
+    }
+    if written.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("route path {written:?} may not contain '.' or '..' segments"));
+    }
+    let trimmed = written.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+}
+
+fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let Some(path) = raw.path else {
+        c.error(&span, "route needs `path`, like path = \"/\"");
+        return None;
+    };
+    let norm = match normalise_route_path(path.get_ref()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            c.error(&path.span(), e);
+            None
+        }
+    };
+    let targets: Vec<(&str, Spanned<String>)> = [("static", raw.static_dir), ("component", raw.component), ("cgi", raw.cgi)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let (kind, value) = match targets.as_slice() {
+        [(k, v)] => (*k, v),
+        [] => {
+            c.error(&span, "route needs one of `static`, `component` or `cgi`");
+            return None;
+        }
+        [_, (k, v), ..] => {
+            c.error(&v.span(), format!("route has more than one of `static`, `component`, `cgi` (`{k}` is extra)"));
+            return None;
+        }
+    };
+    let location = c.location(&value.span());
+    let target = match kind {
+        "static" => RouteTarget::Static(c.existing(kind, value, true)?),
+        "component" => RouteTarget::Component(c.existing(kind, value, false)?),
+        _ => RouteTarget::Cgi(c.existing(kind, value, false)?),
+    };
+    Some(Route {
+        path: norm?,
+        target,
+        location,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_paths_normalise() {
+        assert_eq!(normalise_route_path("/"), Ok("/".into()));
+        assert_eq!(normalise_route_path("/app/"), Ok("/app".into()));
+        assert_eq!(normalise_route_path("/cgi-bin/mail"), Ok("/cgi-bin/mail".into()));
+        assert!(normalise_route_path("app").is_err());
+        assert!(normalise_route_path("/a/../b").is_err());
+        assert!(normalise_route_path("/a?b").is_err());
+    }
+
+    #[test]
+    fn hosts_parse() {
+        assert_eq!(parse_host("*"), Ok(HostPattern::Any));
+        assert_eq!(parse_host("Alice.Localhost."), Ok(HostPattern::Exact("alice.localhost".into())));
+        assert_eq!(parse_host("127.0.0.1"), Ok(HostPattern::Exact("127.0.0.1".into())));
+        assert!(parse_host("alice.localhost:8080").unwrap_err().contains("without a port"));
+        assert!(parse_host("a b").is_err());
+        assert!(parse_host("").is_err());
+    }
+}

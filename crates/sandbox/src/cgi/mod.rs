@@ -1,0 +1,217 @@
+//! CGI/1.1 programs compiled to WASI preview1 command modules: a fresh instance per request, in-process.
+
+mod meta;
+mod response;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext, full_body};
+use tokio::time::Instant;
+use wasmtime::{InstancePre, Module, Store, StoreLimits};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::engine::{RuntimeInner, deadline_ticks};
+use crate::error::{LoadError, guest_failure, timed_out};
+use crate::pipe::{CappedPipe, log_output};
+use crate::tenant::{MAX_CGI_REQUEST_BODY, MAX_CGI_RESPONSE, MAX_LOGGED_OUTPUT, TenantSandbox};
+
+/// Where a tenant's private directory appears inside its CGI guests.
+pub const DATA_MOUNT: &str = "/data";
+
+/// Per-request host state of a CGI instance.
+pub(crate) struct CgiState {
+    pub(crate) wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+/// A compiled, pre-instantiated CGI command module bound to one tenant.
+#[derive(Clone)]
+pub struct CgiApp {
+    inner: Arc<CgiInner>,
+}
+
+struct CgiInner {
+    pre: InstancePre<CgiState>,
+    /// argv[0] for the program: its file name, as a CGI server would exec it.
+    program: String,
+    tenant: Arc<TenantSandbox>,
+    _runtime: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for CgiApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CgiApp").field("program", &self.inner.program).finish_non_exhaustive()
+    }
+}
+
+impl CgiApp {
+    pub(crate) fn load(
+        runtime: Arc<RuntimeInner>,
+        path: &Path,
+        bytes: &[u8],
+        tenant: Arc<TenantSandbox>,
+    ) -> Result<CgiApp, LoadError> {
+        let module = Module::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            kind: "module",
+            message: format!("{e:#}"),
+        })?;
+        if module.get_export("_start").is_none() {
+            return Err(LoadError::Link {
+                path: path.to_path_buf(),
+                message: "is not a WASI command module: it has no `_start` export (build it as a program with main())"
+                    .into(),
+            });
+        }
+        let pre = runtime.module_linker.instantiate_pre(&module).map_err(|e| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
+        Ok(CgiApp {
+            inner: Arc::new(CgiInner {
+                pre,
+                program,
+                tenant,
+                _runtime: runtime,
+            }),
+        })
+    }
+}
+
+impl CgiInner {
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<RequestBody>,
+        cx: RequestContext,
+    ) -> Result<http::Response<Body>, HandlerError> {
+        let permit = self.tenant.admit()?;
+        let deadline = Instant::now() + self.tenant.limits.timeout;
+        let (parts, body) = request.into_parts();
+
+        // A CGI program reads its body from stdin, so the body is collected first (bounded, and within the
+        // request's deadline: a client that trickles its body cannot hold an instance slot forever).
+        let body = match tokio::time::timeout_at(deadline, collect_bounded(body, MAX_CGI_REQUEST_BODY)).await {
+            Ok(Ok(Some(bytes))) => bytes,
+            Ok(Ok(None)) => return Err(HandlerError::new(Fault::PayloadTooLarge, "request body too large", "")),
+            Ok(Err(e)) => return Err(HandlerError::new(Fault::BadRequest, "could not read request body", e.to_string())),
+            Err(_) => return Err(HandlerError::new(Fault::BadRequest, "request body not received in time", "")),
+        };
+
+        let meta = meta::MetaRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            content_length: (!body.is_empty() || parts.headers.contains_key(http::header::CONTENT_LENGTH))
+                .then_some(body.len()),
+        };
+        let vars = meta::meta_variables(&meta, &cx)
+            .map_err(|e| HandlerError::new(Fault::BadRequest, "path cannot be given to a CGI program", e))?;
+
+        let stdout = CappedPipe::new(MAX_CGI_RESPONSE);
+        let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
+        let mut store = self.new_store(vars, body, &stdout, &stderr)?;
+
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        };
+        let outcome = tokio::time::timeout_at(deadline, run).await;
+        drop(store);
+        drop(permit);
+        log_output("stderr", &stderr);
+
+        match outcome {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+                // A program that exits (with any code) has still produced its output; CGI judges the output.
+                Some(I32Exit(code)) => {
+                    if *code != 0 {
+                        tracing::info!(exit_code = code, "CGI program exited with a non-zero status");
+                    }
+                }
+                None => return Err(guest_failure(&e)),
+            },
+            Ok(Ok(())) => {}
+        }
+        if stdout.overflowed() {
+            return Err(HandlerError::new(
+                Fault::GuestBadResponse,
+                "guest response too large",
+                format!("CGI output exceeded {MAX_CGI_RESPONSE} bytes"),
+            ));
+        }
+        let parsed = response::parse(stdout.take())
+            .map_err(|e| HandlerError::new(Fault::GuestBadResponse, "guest sent a malformed CGI response", e))?;
+        let mut out = http::Response::new(if parts.method == http::Method::HEAD {
+            full_body(Bytes::new())
+        } else {
+            full_body(parsed.body)
+        });
+        *out.status_mut() = parsed.status;
+        *out.headers_mut() = parsed.headers;
+        Ok(out)
+    }
+
+    fn new_store(
+        &self,
+        vars: Vec<(String, String)>,
+        body: Bytes,
+        stdout: &CappedPipe,
+        stderr: &CappedPipe,
+    ) -> Result<Store<CgiState>, HandlerError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.arg(&self.program)
+            .envs(&self.tenant.env)
+            .envs(&vars)
+            .stdin(MemoryInputPipe::new(body))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        if let Some(dir) = &self.tenant.data_dir {
+            wasi.preopened_dir(dir, DATA_MOUNT, FsPerms::ReadWrite).map_err(|e| {
+                HandlerError::new(Fault::Internal, "internal error", format!("cannot open data directory {}: {e:#}", dir.display()))
+            })?;
+        }
+        let state = CgiState {
+            wasi: wasi.build_p1(),
+            limits: self.tenant.store_limits(),
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(self.tenant.limits.timeout));
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+/// Reads a whole body, or `None` once it passes `limit` bytes.
+async fn collect_bounded(mut body: RequestBody, limit: usize) -> Result<Option<Bytes>, palisade_http::BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > limit {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+impl Handler for CgiApp {
+    fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+        context: RequestContext,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, HandlerError>> {
+        Box::pin(self.inner.clone().handle(request, context))
+    }
+}

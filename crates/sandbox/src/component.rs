@@ -1,0 +1,230 @@
+//! `wasi:http/proxy` components: a fresh `Store` and instance per request, bodies streamed both ways.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext};
+use tokio::time::Instant;
+use tracing::Instrument;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Store, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::engine::{RuntimeInner, deadline_ticks};
+use crate::error::{LoadError, guest_failure, timed_out};
+use crate::pipe::{CappedPipe, log_output};
+use crate::tenant::{MAX_LOGGED_OUTPUT, TenantSandbox};
+
+/// Per-request host state of a component instance.
+pub(crate) struct ComponentState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: GuestHooks,
+    limits: StoreLimits,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// palisade's `wasi:http` policy for guests. Outbound HTTP is denied until a tenant declares backends.
+struct GuestHooks;
+
+impl WasiHttpHooks for GuestHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!(limit = "outbound_denied", uri = %request.uri(), "guest outbound HTTP request denied");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// A compiled, pre-instantiated `wasi:http/proxy` component bound to one tenant.
+#[derive(Clone)]
+pub struct ComponentApp {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    pre: ProxyPre<ComponentState>,
+    tenant: Arc<TenantSandbox>,
+    _runtime: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for ComponentApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentApp").field("tenant", &self.inner.tenant.name).finish_non_exhaustive()
+    }
+}
+
+impl ComponentApp {
+    pub(crate) fn load(
+        runtime: Arc<RuntimeInner>,
+        path: &Path,
+        bytes: &[u8],
+        tenant: Arc<TenantSandbox>,
+    ) -> Result<ComponentApp, LoadError> {
+        let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            kind: "component",
+            message: format!("{e:#}"),
+        })?;
+        let link = |e: wasmtime::Error| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = runtime.component_linker.instantiate_pre(&component).map_err(link)?;
+        let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("does not export wasi:http/incoming-handler ({e:#})"),
+        })?;
+        Ok(ComponentApp {
+            inner: Arc::new(AppInner {
+                pre,
+                tenant,
+                _runtime: runtime,
+            }),
+        })
+    }
+}
+
+impl AppInner {
+    fn new_store(&self, stderr: &CappedPipe, stdout: &CappedPipe) -> Store<ComponentState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.tenant.env).stdout(stdout.clone()).stderr(stderr.clone());
+        let state = ComponentState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: GuestHooks,
+            limits: self.tenant.store_limits(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(self.tenant.limits.timeout));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<Body>, HandlerError> {
+        let permit = self.tenant.admit()?;
+        let deadline = Instant::now() + self.tenant.limits.timeout;
+        let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
+        let stdout = CappedPipe::new(MAX_LOGGED_OUTPUT);
+        let mut store = self.new_store(&stderr, &stdout);
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (guest_request, outparam) = {
+            let mut http = store.data_mut().http();
+            let req = http
+                .new_incoming_request(Scheme::Http, request.map(|b| b.map_err(body_error)))
+                .map_err(|e| HandlerError::new(Fault::BadRequest, "request cannot be given to the guest", format!("{e:#}")))?;
+            let out = http
+                .new_response_outparam(sender)
+                .map_err(|e| HandlerError::new(Fault::Internal, "internal error", format!("{e:#}")))?;
+            (req, out)
+        };
+
+        // The guest keeps running after it has sent the response head (it streams the body), so it runs on its
+        // own task; the task holds the concurrency permit and is cut off at the deadline either way.
+        let pre = self.pre.clone();
+        let task = tokio::spawn(
+            async move {
+                let _permit = permit;
+                let run = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
+                };
+                let result = match tokio::time::timeout_at(deadline, run).await {
+                    Ok(r) => r.map_err(|e| guest_failure(&e)),
+                    Err(_) => Err(timed_out()),
+                };
+                log_output("stderr", &stderr);
+                log_output("stdout", &stdout);
+                if let Err(e) = &result {
+                    tracing::warn!(fault = ?e.fault, "guest failed: {}", e.detail);
+                }
+                result
+            }
+            .in_current_span(),
+        );
+
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response.map(|b| b.map_err(Into::into).boxed_unsync())),
+            Ok(Ok(Err(code))) => Err(error_code_failure(&code)),
+            // The guest returned (or trapped) without setting a response.
+            Ok(Err(_)) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(HandlerError::new(
+                    Fault::GuestFailed,
+                    "guest sent no response",
+                    "guest returned without calling response-outparam.set",
+                )),
+                Err(join) => Err(HandlerError::new(Fault::Internal, "internal error", join.to_string())),
+            },
+            Err(_) => {
+                task.abort();
+                Err(timed_out())
+            }
+        }
+    }
+}
+
+/// Request body errors as wasi-http reports them to the guest.
+fn body_error(e: palisade_http::BoxError) -> wasmtime_wasi_http::Error {
+    match e.downcast::<hyper::Error>() {
+        Ok(h) => wasmtime_wasi_http::Error::Hyper(*h),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
+}
+
+fn error_code_failure(code: &ErrorCode) -> HandlerError {
+    HandlerError::new(Fault::GuestFailed, "guest reported an error", format!("guest set error code {code:?}"))
+}
+
+impl Handler for ComponentApp {
+    fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+        _context: RequestContext,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, HandlerError>> {
+        Box::pin(self.inner.clone().handle(request))
+    }
+}

@@ -1,0 +1,194 @@
+//! The wasmtime engine: configuration, compile cache, epoch ticker, linkers, and loading apps.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cgi::{CgiApp, CgiState};
+use crate::component::{ComponentApp, ComponentState};
+use crate::error::LoadError;
+use crate::tenant::TenantSandbox;
+
+/// How often the epoch advances; guest deadlines are rounded up to this.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Process-wide sandbox settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled guests are cached (keyed by content hash and engine settings); `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest per-instance memory any tenant may use, in bytes (sizes the pooling allocator's slots).
+    pub max_memory: u64,
+    /// Guest instances that may exist at once across all tenants (sizes the pool).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: None,
+            max_memory: 64 << 20,
+            max_instances: 1000,
+        }
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) component_linker: wasmtime::component::Linker<ComponentState>,
+    pub(crate) module_linker: wasmtime::Linker<CgiState>,
+    _ticker: EpochTicker,
+}
+
+/// The guest runtime: one engine and its linkers, shared by every app.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine: pooling allocator sized by `options`, epoch interruption, and the compile cache.
+    pub fn new(options: &RuntimeOptions) -> Result<Runtime, LoadError> {
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(options)));
+        if let Some(dir) = &options.cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LoadError::Engine(format!("cannot create cache directory {}: {e}", dir.display())))?;
+            let mut cache = CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(Cache::new(cache).map_err(engine_err)?));
+        }
+        let engine = Engine::new(&config).map_err(engine_err)?;
+
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(engine_err)?;
+
+        let mut module_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut CgiState| &mut s.wasi)
+            .map_err(engine_err)?;
+
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                component_linker,
+                module_linker,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
+    pub fn load_component(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<ComponentApp, LoadError> {
+        let bytes = read_guest(path, GuestKind::Component)?;
+        ComponentApp::load(self.inner.clone(), path, &bytes, tenant)
+    }
+
+    /// Compiles (or loads from cache) a WASI preview1 command module and prepares it as a CGI program.
+    pub fn load_cgi(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<CgiApp, LoadError> {
+        let bytes = read_guest(path, GuestKind::Module)?;
+        CgiApp::load(self.inner.clone(), path, &bytes, tenant)
+    }
+}
+
+/// The pooling allocator keeps memories, tables and stacks mapped between instances, so a fresh instance per
+/// request costs no page-table changes (and no TLB shootdowns across cores).
+fn pooling(options: &RuntimeOptions) -> PoolingAllocationConfig {
+    let n = options.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(8))
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX))
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(2 << 20)
+        .decommit_batch_size(64);
+    pool
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GuestKind {
+    Component,
+    Module,
+}
+
+/// Reads a guest and checks it is the binary kind its route key says, so a wrong key gets a clear message.
+fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
+    let wrong = |reason: &str| LoadError::WrongKind {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let bytes = std::fs::read(path).map_err(|e| wrong(&format!("cannot read: {e}")))?;
+    // Text format is accepted too (wasmtime assembles it); only binaries are checked for their kind.
+    if !bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    let is_component = bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00]);
+    match (want, is_component) {
+        (GuestKind::Component, false) => Err(wrong(
+            "is a core WebAssembly module, not a component; serve it with `cgi = ...` or make it a component",
+        )),
+        (GuestKind::Module, true) => Err(wrong(
+            "is a WebAssembly component, not a preview1 command module; serve it with `component = ...`",
+        )),
+        _ => Ok(bytes),
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests can be interrupted at their deadline.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("palisade-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Epoch ticks that make up `timeout`, rounded up, at least one.
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}

@@ -1,0 +1,30 @@
+//! palisade's sandbox: every guest request runs in a fresh wasmtime instance with its tenant's limits.
+//!
+//! - [`Runtime`] owns the one wasmtime [`Engine`](wasmtime::Engine) (pooling allocator, epoch interruption,
+//!   on-disk compile cache) and the linkers for both guest ABIs.
+//! - [`Runtime::load_component`] compiles a `wasi:http/proxy` component once and pre-instantiates it;
+//!   the resulting [`ComponentApp`] is a [`Handler`](palisade_http::Handler) that creates a new `Store` and
+//!   instance for every request and streams bodies both ways.
+//! - [`Runtime::load_cgi`] does the same for a WASI preview1 command module speaking CGI/1.1 ([`CgiApp`]):
+//!   meta-variables in the environment, the body on stdin, a CGI response parsed from stdout.
+//! - [`TenantSandbox`] is what one tenant's apps share: limits (memory, deadline, concurrency), the
+//!   environment, and the private `/data` directory.
+//!
+//! Limits are enforced by wasmtime, not by trusting the guest: linear memory through `StoreLimits` (growth
+//! past the limit traps), time through epoch interruption plus a host-side deadline on every await,
+//! concurrency through a semaphore per tenant. A trap, a timeout or a malformed response becomes a
+//! [`HandlerError`](palisade_http::HandlerError) with the right [`Fault`](palisade_http::Fault); the detail
+//! is logged with the tenant and route, and never reaches the client.
+
+mod cgi;
+mod component;
+mod engine;
+mod error;
+mod pipe;
+mod tenant;
+
+pub use cgi::{CgiApp, DATA_MOUNT};
+pub use component::ComponentApp;
+pub use engine::{Runtime, RuntimeOptions};
+pub use error::LoadError;
+pub use tenant::{TenantLimits, TenantSandbox};

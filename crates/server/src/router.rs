@@ -1,0 +1,121 @@
+//! Host and path → tenant and route. Pure data, no I/O: built once at start-up, read by every request.
+
+use std::collections::HashMap;
+
+/// One tenant's routes, longest prefix first.
+#[derive(Debug)]
+pub struct TenantRoutes<H> {
+    /// The tenant's name.
+    pub name: String,
+    routes: Vec<(String, H)>,
+}
+
+impl<H> TenantRoutes<H> {
+    /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order.
+    pub fn new(name: impl Into<String>, mut routes: Vec<(String, H)>) -> TenantRoutes<H> {
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        TenantRoutes {
+            name: name.into(),
+            routes,
+        }
+    }
+
+    /// The route with the longest prefix that contains `path` on a segment boundary:
+    /// `/app` matches `/app` and `/app/x`, not `/apple`; `/` matches everything.
+    pub fn route(&self, path: &str) -> Option<(&str, &H)> {
+        self.routes.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(p, h)| (p.as_str(), h))
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// All tenants, found by host.
+#[derive(Debug)]
+pub struct Router<H> {
+    tenants: Vec<TenantRoutes<H>>,
+    by_host: HashMap<String, usize>,
+    any_host: Option<usize>,
+}
+
+impl<H> Default for Router<H> {
+    fn default() -> Self {
+        Router {
+            tenants: Vec::new(),
+            by_host: HashMap::new(),
+            any_host: None,
+        }
+    }
+}
+
+impl<H> Router<H> {
+    /// Adds a tenant answering for `hosts` (lower-case names, or `"*"` for any host nobody else claims).
+    ///
+    /// Host uniqueness is the configuration's job; here a later claim simply replaces an earlier one.
+    pub fn add(&mut self, hosts: &[String], tenant: TenantRoutes<H>) {
+        let index = self.tenants.len();
+        self.tenants.push(tenant);
+        for h in hosts {
+            if h == "*" {
+                self.any_host = Some(index);
+            } else {
+                self.by_host.insert(h.clone(), index);
+            }
+        }
+    }
+
+    /// The tenant for a request's host (already normalised by [`crate::host::request_host`]).
+    pub fn tenant(&self, host: Option<&str>) -> Option<&TenantRoutes<H>> {
+        host.and_then(|h| self.by_host.get(h))
+            .or(self.any_host.as_ref())
+            .and_then(|&i| self.tenants.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantRoutes<u32> {
+        TenantRoutes::new("t", vec![("/".into(), 1), ("/app".into(), 2), ("/app/admin".into(), 3), ("/cgi-bin/mail".into(), 4)])
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = tenant();
+        assert_eq!(t.route("/").map(|r| *r.1), Some(1));
+        assert_eq!(t.route("/index.html").map(|r| *r.1), Some(1));
+        assert_eq!(t.route("/app").map(|r| *r.1), Some(2));
+        assert_eq!(t.route("/app/").map(|r| *r.1), Some(2));
+        assert_eq!(t.route("/app/x").map(|r| *r.1), Some(2));
+        assert_eq!(t.route("/apple").map(|r| *r.1), Some(1));
+        assert_eq!(t.route("/app/admin/users").map(|r| *r.1), Some(3));
+        assert_eq!(t.route("/cgi-bin/mail/inbox").map(|r| (r.0, *r.1)), Some(("/cgi-bin/mail", 4)));
+    }
+
+    #[test]
+    fn no_root_route_means_no_match() {
+        let t = TenantRoutes::new("t", vec![("/app".to_string(), 1)]);
+        assert!(t.route("/").is_none());
+        assert!(t.route("/other").is_none());
+    }
+
+    #[test]
+    fn hosts_and_wildcard() {
+        let mut r = Router::default();
+        r.add(&["alice.localhost".into()], TenantRoutes::new("alice", vec![("/".into(), 1)]));
+        r.add(&["bob.localhost".into(), "www.bob.localhost".into()], TenantRoutes::new("bob", vec![("/".into(), 2)]));
+        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| t.name.as_str()), Some("alice"));
+        assert_eq!(r.tenant(Some("www.bob.localhost")).map(|t| t.name.as_str()), Some("bob"));
+        assert!(r.tenant(Some("carol.localhost")).is_none());
+        assert!(r.tenant(None).is_none());
+        r.add(&["*".into()], TenantRoutes::new("default", vec![("/".into(), 3)]));
+        assert_eq!(r.tenant(Some("carol.localhost")).map(|t| t.name.as_str()), Some("default"));
+        assert_eq!(r.tenant(None).map(|t| t.name.as_str()), Some("default"));
+        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| t.name.as_str()), Some("alice"));
+    }
+}

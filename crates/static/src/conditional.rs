@@ -1,0 +1,150 @@
+//! Validators (ETag, Last-Modified), conditional requests (RFC 9110 §13) and byte ranges (§14).
+
+use std::ops::RangeInclusive;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, header};
+
+/// The validators of one file version.
+#[derive(Debug, Clone)]
+pub(crate) struct Validators {
+    /// Strong entity tag, `"<mtime-hex>-<size-hex>"` as nginx forms it.
+    pub(crate) etag: String,
+    /// Modification time, truncated to whole seconds (HTTP dates have no fractions).
+    pub(crate) modified: Option<SystemTime>,
+}
+
+impl Validators {
+    pub(crate) fn new(size: u64, modified: Option<SystemTime>) -> Validators {
+        let modified = modified.map(|m| {
+            let secs = m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            UNIX_EPOCH + Duration::from_secs(secs)
+        });
+        let secs = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+        Validators {
+            etag: format!("\"{secs:x}-{size:x}\""),
+            modified,
+        }
+    }
+
+    /// `If-None-Match` (preferred) or `If-Modified-Since`: true when the client's copy is current (→ 304).
+    pub(crate) fn not_modified(&self, headers: &HeaderMap) -> bool {
+        if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+            let Ok(list) = inm.to_str() else { return false };
+            return list.split(',').map(str::trim).any(|tag| tag == "*" || weak_eq(tag, &self.etag));
+        }
+        match (headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()), self.modified) {
+            (Some(since), Some(modified)) => httpdate::parse_http_date(since).is_ok_and(|since| modified <= since),
+            _ => false,
+        }
+    }
+
+    /// `If-Range`: whether a Range request may be honoured (the client's validator still matches).
+    fn if_range_holds(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
+            return true;
+        };
+        if value.starts_with('"') {
+            // Strong comparison only.
+            return value == self.etag;
+        }
+        match (httpdate::parse_http_date(value), self.modified) {
+            (Ok(date), Some(modified)) => modified == date,
+            _ => false,
+        }
+    }
+}
+
+/// Weak comparison of entity tags: `W/"x"` matches `"x"`.
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.trim_start_matches("W/") == b.trim_start_matches("W/")
+}
+
+/// What a request's `Range` header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    /// No usable Range: send the whole file (200).
+    Full,
+    /// One satisfiable range (206).
+    Partial(RangeInclusive<u64>),
+    /// A well-formed Range that no byte of the file satisfies (416).
+    Unsatisfiable,
+}
+
+pub(crate) fn range_request(headers: &HeaderMap, size: u64, validators: &Validators) -> RangeRequest {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeRequest::Full;
+    };
+    if !validators.if_range_holds(headers) {
+        return RangeRequest::Full;
+    }
+    // A Range header that does not parse is ignored, as RFC 9110 §14.2 allows.
+    let Ok(parsed) = http_range_header::parse_range_header(value) else {
+        return RangeRequest::Full;
+    };
+    match parsed.validate(size) {
+        // Several ranges would need multipart/byteranges; serving the whole file is also correct.
+        Ok(ranges) if ranges.len() == 1 => ranges.into_iter().next().map_or(RangeRequest::Full, RangeRequest::Partial),
+        Ok(_) => RangeRequest::Full,
+        Err(_) => RangeRequest::Unsatisfiable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn v() -> Validators {
+        Validators::new(100, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)))
+    }
+
+    #[test]
+    fn etag_matching() {
+        let v = v();
+        assert!(v.not_modified(&headers(&[(header::IF_NONE_MATCH, &v.etag)])));
+        assert!(v.not_modified(&headers(&[(header::IF_NONE_MATCH, &format!("\"zz\", W/{}", v.etag))])));
+        assert!(v.not_modified(&headers(&[(header::IF_NONE_MATCH, "*")])));
+        assert!(!v.not_modified(&headers(&[(header::IF_NONE_MATCH, "\"other\"")])));
+    }
+
+    #[test]
+    fn modified_since() {
+        let v = v();
+        let same = httpdate::fmt_http_date(v.modified.unwrap());
+        let earlier = httpdate::fmt_http_date(v.modified.unwrap() - Duration::from_secs(10));
+        assert!(v.not_modified(&headers(&[(header::IF_MODIFIED_SINCE, &same)])));
+        assert!(!v.not_modified(&headers(&[(header::IF_MODIFIED_SINCE, &earlier)])));
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!v.not_modified(&headers(&[(header::IF_NONE_MATCH, "\"x\""), (header::IF_MODIFIED_SINCE, &same)])));
+    }
+
+    #[test]
+    fn ranges() {
+        let v = v();
+        let r = |s: &str| range_request(&headers(&[(header::RANGE, s)]), 100, &v);
+        assert_eq!(r("bytes=0-9"), RangeRequest::Partial(0..=9));
+        assert_eq!(r("bytes=90-"), RangeRequest::Partial(90..=99));
+        assert_eq!(r("bytes=-5"), RangeRequest::Partial(95..=99));
+        assert_eq!(r("bytes=200-300"), RangeRequest::Unsatisfiable);
+        assert_eq!(r("bytes=0-1,5-6"), RangeRequest::Full);
+        assert_eq!(r("pages=1-2"), RangeRequest::Full);
+        assert_eq!(range_request(&HeaderMap::new(), 100, &v), RangeRequest::Full);
+    }
+
+    #[test]
+    fn if_range() {
+        let v = v();
+        let h = headers(&[(header::RANGE, "bytes=0-0"), (header::IF_RANGE, "\"stale\"")]);
+        assert_eq!(range_request(&h, 100, &v), RangeRequest::Full);
+        let h = headers(&[(header::RANGE, "bytes=0-0"), (header::IF_RANGE, &v.etag)]);
+        assert_eq!(range_request(&h, 100, &v), RangeRequest::Partial(0..=0));
+    }
+}

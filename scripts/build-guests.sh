@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds every guest in the repository from its C source:
+#   examples/*  -> examples/demo/apps/   (the demo's apps)
+#   tests/guests/*  -> target/guests/    (fixtures for the integration tests)
+# Installs the guest toolchain first if needed (scripts/guest-setup.sh). Rebuilds only what changed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$root/scripts/guest-build.sh
+"$root/scripts/guest-setup.sh"
+inc=(-I"$root/guests/include")
+
+# kind source output
+guests=(
+  "component examples/hello/hello.c examples/demo/apps/hello.wasm"
+  "cgi examples/cgi-echo/echo.c examples/demo/apps/echo-cgi.wasm"
+  "component tests/guests/probe-component.c target/guests/probe-component.wasm"
+  "cgi tests/guests/probe-cgi.c target/guests/probe-cgi.wasm"
+  "cgi examples/cgi-echo/echo.c target/guests/echo-cgi.wasm"
+  "component examples/hello/hello.c target/guests/hello.wasm"
+)
+for g in "${guests[@]}"; do
+  read -r kind src out <<<"$g"
+  mkdir -p "$root/$(dirname "$out")"
+  if [ "$root/$out" -nt "$root/$src" ] && [ "$root/$out" -nt "$root/guests/include/palisade_http.h" ]; then
+    continue
+  fi
+  echo "guest: $kind $src -> $out" >&2
+  "$build" "$kind" "$root/$src" "$root/$out" "${inc[@]}"
+done

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Compiles one C (or C++) source into a palisade guest (run scripts/guest-setup.sh first; it is called if needed).
+#   build.sh cgi       in.c out.wasm   # WASI preview1 command module (CGI/1.1: env + stdin in, stdout out)
+#   build.sh component in.c out.wasm   # wasi:http/proxy component (exports wasi:http/incoming-handler)
+# Extra compiler flags may follow: build.sh cgi in.c out.wasm -DFOO -Iinclude
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${GUEST_CACHE:-$HOME/.cache/palisade-guest}
+[ $# -ge 3 ] || { echo "usage: $0 cgi|component IN.c OUT.wasm [cflags...]" >&2; exit 2; }
+kind=$1 src=$2 out=$3; shift 3
+[ -f "$src" ] || { echo "build.sh: no such source: $src" >&2; exit 2; }
+[ -f "$CACHE/bindings/proxy/proxy.c" ] || "$here/guest-setup.sh"
+export PATH=$HOME/.cargo/bin:$PATH
+cc=(clang-19 --target=wasm32-wasi --sysroot="$CACHE/sysroot" -O2)
+case "$src" in *.cc|*.cpp|*.cxx) cc=(clang++-19 --target=wasm32-wasi --sysroot="$CACHE/sysroot" -O2 -fno-exceptions) ;; esac
+case $kind in
+  cgi)
+    "${cc[@]}" "$@" "$src" -o "$out" ;;
+  component)
+    b=$CACHE/bindings/proxy
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    "${cc[@]}" -mexec-model=reactor -I"$b" "$@" "$src" "$b/proxy.c" "$b/proxy_component_type.o" -o "$tmp/core.wasm"
+    wasm-tools component new "$tmp/core.wasm" \
+      --adapt wasi_snapshot_preview1="$CACHE/adapter/wasi_snapshot_preview1.proxy.wasm" -o "$out" ;;
+  *) echo "build.sh: kind must be cgi or component, not '$kind'" >&2; exit 2 ;;
+esac
