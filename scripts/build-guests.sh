@@ -11,9 +11,9 @@ inc=(-I"$root/guests/include")
 
 # kind source output
 guests=(
-  "component examples/hello/hello.c examples/demo/apps/hello.wasm"
+  "component-cli examples/hello/hello.c examples/demo/apps/hello.wasm"
   "cgi examples/cgi-echo/echo.c examples/demo/apps/echo-cgi.wasm"
-  "component tests/guests/probe-component.c target/guests/probe-component.wasm"
+  "component-cli tests/guests/probe-component.c target/guests/probe-component.wasm"
   "cgi tests/guests/probe-cgi.c target/guests/probe-cgi.wasm"
   "cgi examples/cgi-echo/echo.c target/guests/echo-cgi.wasm"
   "component examples/hello/hello.c target/guests/hello.wasm"

@@ -2,11 +2,13 @@
 # Compiles one C (or C++) source into a palisade guest (run scripts/guest-setup.sh first; it is called if needed).
 #   build.sh cgi       in.c out.wasm   # WASI preview1 command module (CGI/1.1: env + stdin in, stdout out)
 #   build.sh component in.c out.wasm   # wasi:http/proxy component (exports wasi:http/incoming-handler)
+#   build.sh component-cli in.c out.wasm  # the same, linked with the full WASI adapter: getenv, files, clocks
+#                                         # (imports wasi:cli and wasi:filesystem besides wasi:http)
 # Extra compiler flags may follow: build.sh cgi in.c out.wasm -DFOO -Iinclude
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${GUEST_CACHE:-$HOME/.cache/palisade-guest}
-[ $# -ge 3 ] || { echo "usage: $0 cgi|component IN.c OUT.wasm [cflags...]" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: $0 cgi|component|component-cli IN.c OUT.wasm [cflags...]" >&2; exit 2; }
 kind=$1 src=$2 out=$3; shift 3
 [ -f "$src" ] || { echo "build.sh: no such source: $src" >&2; exit 2; }
 [ -f "$CACHE/bindings/proxy/proxy.c" ] || "$here/guest-setup.sh"
@@ -16,11 +18,12 @@ case "$src" in *.cc|*.cpp|*.cxx) cc=(clang++-19 --target=wasm32-wasi --sysroot="
 case $kind in
   cgi)
     "${cc[@]}" "$@" "$src" -o "$out" ;;
-  component)
+  component|component-cli)
+    adapter=proxy; [ "$kind" = component-cli ] && adapter=reactor
     b=$CACHE/bindings/proxy
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     "${cc[@]}" -mexec-model=reactor -I"$b" "$@" "$src" "$b/proxy.c" "$b/proxy_component_type.o" -o "$tmp/core.wasm"
     wasm-tools component new "$tmp/core.wasm" \
-      --adapt wasi_snapshot_preview1="$CACHE/adapter/wasi_snapshot_preview1.proxy.wasm" -o "$out" ;;
-  *) echo "build.sh: kind must be cgi or component, not '$kind'" >&2; exit 2 ;;
+      --adapt wasi_snapshot_preview1="$CACHE/adapter/wasi_snapshot_preview1.$adapter.wasm" -o "$out" ;;
+  *) echo "build.sh: kind must be cgi, component or component-cli, not '$kind'" >&2; exit 2 ;;
 esac

@@ -5,10 +5,14 @@
 //   /trap /loop /membomb                        hostile behaviour, stopped by the sandbox
 //   /data-write?TEXT  writes /data/note.txt     /data-read reads it back
 //   /escape     tries to open files outside /data and reports each attempt
+//   /sleep      answers after one second (for graceful-shutdown tests)
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+char *volatile sink;
 
 extern char **environ;
 
@@ -52,6 +56,10 @@ int main(void) {
         printf("partial success\n");
         fflush(stdout);
         exit(3);
+    } else if (!strcmp(p, "/sleep")) {
+        sleep(1);
+        header();
+        printf("slept\n");
     } else if (!strcmp(p, "/trap")) {
         __builtin_trap();
     } else if (!strcmp(p, "/loop")) {
@@ -62,6 +70,7 @@ int main(void) {
             char *m = malloc(1 << 20);
             if (!m) __builtin_trap();
             memset(m, 1, 1 << 20);
+            sink = m;  // observable, so the compiler cannot elide the allocation
         }
     } else if (!strcmp(p, "/data-write")) {
         FILE *f = fopen("/data/note.txt", "w");

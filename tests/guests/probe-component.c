@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include "palisade_http.h"
 
+char *volatile sink;
+
 static void echo(request_t request, outparam_t out, const char *path) {
     wasi_http_types_method_t m;
     wasi_http_types_method_incoming_request_method(wasi_http_types_borrow_incoming_request(request), &m);
@@ -47,6 +49,7 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
             char *p = malloc(1 << 20);
             if (!p) __builtin_trap();
             memset(p, 1, 1 << 20);
+            sink = p;  // observable, so the compiler cannot elide the allocation
         }
     } else if (strstr(path, "/noresponse")) {
         wasi_http_types_incoming_request_drop_own(request);

@@ -33,11 +33,7 @@ pub(crate) fn runtime(config: &Config) -> anyhow::Result<Runtime> {
 fn sandbox(tenant: &Tenant) -> Arc<TenantSandbox> {
     TenantSandbox::new(
         &tenant.name,
-        TenantLimits {
-            memory: tenant.memory,
-            timeout: tenant.timeout,
-            max_concurrency: tenant.max_concurrency,
-        },
+        TenantLimits { memory: tenant.memory, timeout: tenant.timeout, max_concurrency: tenant.max_concurrency },
         tenant.env.clone(),
         tenant.data.clone(),
     )
@@ -48,7 +44,9 @@ fn handler(runtime: &Runtime, sandbox: &Arc<TenantSandbox>, route: &Route) -> Re
         RouteTarget::Static(dir) => {
             Arc::new(StaticDir::open(dir).map_err(|e| format!("cannot open static directory {}: {e}", dir.display()))?)
         }
-        RouteTarget::Component(file) => Arc::new(runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?),
+        RouteTarget::Component(file) => {
+            Arc::new(runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?)
+        }
         RouteTarget::Cgi(file) => Arc::new(runtime.load_cgi(file, sandbox.clone()).map_err(|e| e.to_string())?),
     })
 }
@@ -63,10 +61,7 @@ pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<Router<
         for route in &tenant.routes {
             match handler(runtime, &sandbox, route) {
                 Ok(h) => routes.push((route.path.clone(), h)),
-                Err(message) => errors.push(RouteError {
-                    route: route.clone(),
-                    message,
-                }),
+                Err(message) => errors.push(RouteError { route: route.clone(), message }),
             }
         }
         let hosts: Vec<String> = tenant.hosts.iter().map(HostPattern::to_string).collect();

@@ -20,7 +20,8 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let sandbox = apps::runtime(&config)?;
-    let router = apps::build_router(&config, &sandbox).map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
+    let router =
+        apps::build_router(&config, &sandbox).map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     let server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");

@@ -23,8 +23,8 @@ mod validate;
 
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
-    Config, DEFAULT_DATA_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TIMEOUT, HostPattern, Route, RouteTarget, ServerConfig, Tenant,
+    Config, DEFAULT_DATA_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT,
+    HostPattern, Route, RouteTarget, ServerConfig, Tenant,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -33,10 +33,8 @@ use std::path::Path;
 impl Config {
     /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(path, &text)
     }
 

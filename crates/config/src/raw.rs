@@ -62,9 +62,6 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
             Some(span) => Location::of_span(path, text, &span),
             None => Location::at(path, text, 0),
         };
-        ConfigError::Invalid(vec![Diagnostic {
-            location,
-            message: e.message().trim().to_string(),
-        }])
+        ConfigError::Invalid(vec![Diagnostic { location, message: e.message().trim().to_string() }])
     })
 }

@@ -26,10 +26,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        self.problems.push(Diagnostic {
-            location: self.location(span),
-            message: message.into(),
-        });
+        self.problems.push(Diagnostic { location: self.location(span), message: message.into() });
     }
 
     fn location(&self, span: &Range<usize>) -> Location {
@@ -39,11 +36,7 @@ impl Checker<'_> {
     /// Resolves a path written in the file against the file's directory.
     fn resolve(&self, written: &str) -> PathBuf {
         let p = Path::new(written);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
     }
 
     /// Resolves a path that must exist and be a file (`want_dir == false`) or a directory.
@@ -70,12 +63,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
         _ => PathBuf::from("."),
     };
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
-    let mut c = Checker {
-        file,
-        text,
-        base_dir,
-        problems: Vec::new(),
-    };
+    let mut c = Checker { file, text, base_dir, problems: Vec::new() };
 
     let server = server(&mut c, raw.server);
     let mut tenants = Vec::new();
@@ -87,11 +75,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     }
 
     if c.problems.is_empty() {
-        Ok(Config {
-            file: file.to_path_buf(),
-            server,
-            tenants,
-        })
+        Ok(Config { file: file.to_path_buf(), server, tenants })
     } else {
         c.problems.sort_by_key(|d| (d.location.line, d.location.column));
         Err(ConfigError::Invalid(c.problems))
@@ -117,7 +101,10 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
                 Ok(a) => out.listen.push(a),
                 Err(_) => c.error(
                     &addr.span(),
-                    format!("`listen`: {:?} is not an IP:port address, like \"127.0.0.1:8080\" or \"[::1]:8080\"", addr.get_ref()),
+                    format!(
+                        "`listen`: {:?} is not an IP:port address, like \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                        addr.get_ref()
+                    ),
                 ),
             }
         }
@@ -125,10 +112,10 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
     if let Some(dir) = raw.data_dir {
         out.data_dir = c.resolve(dir.get_ref());
     }
-    if let Some(t) = raw.shutdown_timeout {
-        if let Some(d) = duration(c, "shutdown_timeout", &t) {
-            out.shutdown_timeout = d;
-        }
+    if let Some(t) = raw.shutdown_timeout
+        && let Some(d) = duration(c, "shutdown_timeout", &t)
+    {
+        out.shutdown_timeout = d;
     }
     out
 }
@@ -148,9 +135,7 @@ fn duration(c: &mut Checker<'_>, key: &str, value: &Spanned<String>) -> Option<D
 }
 
 fn valid_tenant_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn tenant(
@@ -232,23 +217,17 @@ fn tenant(
         if let Some(r) = route(c, raw_route) {
             if let Some(dup) = routes.iter().find(|x| x.path == r.path) {
                 let msg = format!("route path {:?} is already used at {}", r.path, dup.location);
-                c.problems.push(Diagnostic {
-                    location: r.location.clone(),
-                    message: msg,
-                });
+                c.problems.push(Diagnostic { location: r.location.clone(), message: msg });
             } else {
                 routes.push(r);
             }
         }
     }
     if routes.is_empty() && c.problems.len() == before {
-        c.error(
-            &tenant_span,
-            format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"),
-        );
+        c.error(&tenant_span, format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"));
     }
 
-    (c.problems.len() == before).then(|| Tenant {
+    (c.problems.len() == before).then_some(Tenant {
         name: name_str,
         hosts,
         memory,
@@ -311,9 +290,9 @@ fn parse_host(written: &str) -> Result<HostPattern, String> {
     let ok = !lower.is_empty()
         && lower.len() <= 253
         && (lower.parse::<std::net::IpAddr>().is_ok()
-            || lower
-                .split('.')
-                .all(|label| !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+            || lower.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
     if ok {
         Ok(HostPattern::Exact(lower))
     } else if written.contains(':') && !written.starts_with('[') {
@@ -352,10 +331,11 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
             None
         }
     };
-    let targets: Vec<(&str, Spanned<String>)> = [("static", raw.static_dir), ("component", raw.component), ("cgi", raw.cgi)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let targets: Vec<(&str, Spanned<String>)> =
+        [("static", raw.static_dir), ("component", raw.component), ("cgi", raw.cgi)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
     let (kind, value) = match targets.as_slice() {
         [(k, v)] => (*k, v),
         [] => {
@@ -373,11 +353,7 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
         "component" => RouteTarget::Component(c.existing(kind, value, false)?),
         _ => RouteTarget::Cgi(c.existing(kind, value, false)?),
     };
-    Some(Route {
-        path: norm?,
-        target,
-        location,
-    })
+    Some(Route { path: norm?, target, location })
 }
 
 #[cfg(test)]

@@ -53,11 +53,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The part of `path` below the route prefix: `/cgi-bin/mail/inbox` → `/inbox`, and `""` when equal.
     pub fn path_below_route<'p>(&self, path: &'p str) -> &'p str {
-        if &*self.route == "/" {
-            path
-        } else {
-            path.get(self.route.len()..).unwrap_or("")
-        }
+        if &*self.route == "/" { path } else { path.get(self.route.len()..).unwrap_or("") }
     }
 }
 
@@ -139,11 +135,7 @@ pub struct HandlerError {
 impl HandlerError {
     /// A new error with a public `reason` and private `detail`.
     pub fn new(fault: Fault, reason: &'static str, detail: impl Into<String>) -> HandlerError {
-        HandlerError {
-            fault,
-            reason,
-            detail: detail.into(),
-        }
+        HandlerError { fault, reason, detail: detail.into() }
     }
 
     /// The response the client gets.
@@ -170,13 +162,7 @@ mod tests {
 
     fn ctx(route: &str) -> RequestContext {
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        RequestContext {
-            request_id: 1,
-            tenant: "t".into(),
-            route: route.into(),
-            remote_addr: addr,
-            local_addr: addr,
-        }
+        RequestContext { request_id: 1, tenant: "t".into(), route: route.into(), remote_addr: addr, local_addr: addr }
     }
 
     #[test]
@@ -188,10 +174,7 @@ mod tests {
 
     #[test]
     fn overloaded_carries_retry_after() {
-        let r = Fault::Overloaded {
-            retry_after: Duration::from_secs(2),
-        }
-        .response("busy");
+        let r = Fault::Overloaded { retry_after: Duration::from_secs(2) }.response("busy");
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
     }

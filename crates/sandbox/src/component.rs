@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
@@ -15,7 +16,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::{RuntimeInner, deadline_ticks};
+use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::{LoadError, guest_failure, timed_out};
 use crate::pipe::{CappedPipe, log_output};
 use crate::tenant::{MAX_LOGGED_OUTPUT, TenantSandbox};
@@ -31,20 +32,13 @@ pub(crate) struct ComponentState {
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for ComponentState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -60,10 +54,7 @@ impl WasiHttpHooks for GuestHooks {
     ) -> Box<
         dyn Future<
                 Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
+                    (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
                     wasmtime_wasi_http::Error,
                 >,
             > + Send,
@@ -103,22 +94,13 @@ impl ComponentApp {
             kind: "component",
             message: format!("{e:#}"),
         })?;
-        let link = |e: wasmtime::Error| LoadError::Link {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        };
+        let link = |e: wasmtime::Error| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") };
         let instance_pre = runtime.component_linker.instantiate_pre(&component).map_err(link)?;
         let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Link {
             path: path.to_path_buf(),
             message: format!("does not export wasi:http/incoming-handler ({e:#})"),
         })?;
-        Ok(ComponentApp {
-            inner: Arc::new(AppInner {
-                pre,
-                tenant,
-                _runtime: runtime,
-            }),
-        })
+        Ok(ComponentApp { inner: Arc::new(AppInner { pre, tenant, _runtime: runtime }) })
     }
 }
 
@@ -135,8 +117,6 @@ impl AppInner {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.tenant.limits.timeout));
-        store.epoch_deadline_trap();
         store
     }
 
@@ -149,15 +129,26 @@ impl AppInner {
         let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
         let stdout = CappedPipe::new(MAX_LOGGED_OUTPUT);
         let mut store = self.new_store(&stderr, &stdout);
+        arm_deadline(&mut store, deadline);
 
+        // Whether the guest has handed over its response head. Failures before that are returned to the caller
+        // (which logs them once); failures after it can only cut the body short, so the task logs them.
+        let responded = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let on_response = {
+            let responded = responded.clone();
+            move |r| {
+                responded.store(true, Ordering::Release);
+                let _ = sender.send(r);
+            }
+        };
         let (guest_request, outparam) = {
             let mut http = store.data_mut().http();
-            let req = http
-                .new_incoming_request(Scheme::Http, request.map(|b| b.map_err(body_error)))
-                .map_err(|e| HandlerError::new(Fault::BadRequest, "request cannot be given to the guest", format!("{e:#}")))?;
+            let req = http.new_incoming_request(Scheme::Http, request.map(|b| b.map_err(body_error))).map_err(|e| {
+                HandlerError::new(Fault::BadRequest, "request cannot be given to the guest", format!("{e:#}"))
+            })?;
             let out = http
-                .new_response_outparam(sender)
+                .new_response_outparam_from_callback(on_response)
                 .map_err(|e| HandlerError::new(Fault::Internal, "internal error", format!("{e:#}")))?;
             (req, out)
         };
@@ -178,8 +169,10 @@ impl AppInner {
                 };
                 log_output("stderr", &stderr);
                 log_output("stdout", &stdout);
-                if let Err(e) = &result {
-                    tracing::warn!(fault = ?e.fault, "guest failed: {}", e.detail);
+                if let Err(e) = &result
+                    && responded.load(Ordering::Acquire)
+                {
+                    tracing::warn!(fault = ?e.fault, "guest failed while streaming its response: {}", e.detail);
                 }
                 result
             }
@@ -200,7 +193,10 @@ impl AppInner {
                 Err(join) => Err(HandlerError::new(Fault::Internal, "internal error", join.to_string())),
             },
             Err(_) => {
+                // Wait for the aborted guest to be dropped (it yields every epoch tick), so its concurrency slot
+                // is free again before the client hears about the timeout.
                 task.abort();
+                let _ = task.await;
                 Err(timed_out())
             }
         }

@@ -29,11 +29,7 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions {
-            cache_dir: None,
-            max_memory: 64 << 20,
-            max_instances: 1000,
-        }
+        RuntimeOptions { cache_dir: None, max_memory: 64 << 20, max_instances: 1000 }
     }
 }
 
@@ -83,14 +79,7 @@ impl Runtime {
 
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Runtime {
-            inner: Arc::new(RuntimeInner {
-                engine,
-                component_linker,
-                module_linker,
-                _ticker: ticker,
-            }),
-        })
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, component_linker, module_linker, _ticker: ticker }) })
     }
 
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
@@ -132,10 +121,7 @@ enum GuestKind {
 
 /// Reads a guest and checks it is the binary kind its route key says, so a wrong key gets a clear message.
 fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
-    let wrong = |reason: &str| LoadError::WrongKind {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
+    let wrong = |reason: &str| LoadError::WrongKind { path: path.to_path_buf(), reason: reason.to_string() };
     let bytes = std::fs::read(path).map_err(|e| wrong(&format!("cannot read: {e}")))?;
     // Text format is accepted too (wasmtime assembles it); only binaries are checked for their kind.
     if !bytes.starts_with(b"\0asm") {
@@ -146,9 +132,9 @@ fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
         (GuestKind::Component, false) => Err(wrong(
             "is a core WebAssembly module, not a component; serve it with `cgi = ...` or make it a component",
         )),
-        (GuestKind::Module, true) => Err(wrong(
-            "is a WebAssembly component, not a preview1 command module; serve it with `component = ...`",
-        )),
+        (GuestKind::Module, true) => {
+            Err(wrong("is a WebAssembly component, not a preview1 command module; serve it with `component = ...`"))
+        }
         _ => Ok(bytes),
     }
 }
@@ -163,18 +149,13 @@ impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("palisade-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker {
-            stop,
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("palisade-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
     }
 }
 
@@ -187,8 +168,17 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Epoch ticks that make up `timeout`, rounded up, at least one.
-pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+/// Makes a store's guest yield to the async runtime at every epoch tick, and trap once `deadline` has passed.
+///
+/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its tokio worker
+/// thread, and tasks queued on that worker (new connections among them) would wait until the deadline.
+pub(crate) fn arm_deadline<T: 'static>(store: &mut wasmtime::Store<T>, deadline: tokio::time::Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if tokio::time::Instant::now() >= deadline {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
 }

@@ -27,10 +27,7 @@ pub(crate) struct CappedPipe {
 
 impl CappedPipe {
     pub(crate) fn new(cap: usize) -> CappedPipe {
-        CappedPipe {
-            cap,
-            inner: Arc::default(),
-        }
+        CappedPipe { cap, inner: Arc::default() }
     }
 
     fn push(&self, bytes: &[u8]) {

@@ -22,13 +22,15 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     pub(crate) fn new(router: Router<Arc<dyn Handler>>) -> Dispatcher {
-        Dispatcher {
-            router,
-            next_request_id: AtomicU64::new(1),
-        }
+        Dispatcher { router, next_request_id: AtomicU64::new(1) }
     }
 
-    pub(crate) async fn dispatch(&self, req: Request<Incoming>, remote: SocketAddr, local: SocketAddr) -> Response<Body> {
+    pub(crate) async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();

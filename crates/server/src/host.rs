@@ -17,12 +17,9 @@ pub enum HostError {
 pub fn request_host<B>(req: &Request<B>) -> Result<Option<String>, HostError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => Some(
-            h.to_str()
-                .ok()
-                .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .ok_or(HostError::Invalid)?,
-        ),
+        (Some(h), None) => {
+            Some(h.to_str().ok().and_then(|s| s.parse::<http::uri::Authority>().ok()).ok_or(HostError::Invalid)?)
+        }
         (None, _) => None,
         (Some(_), Some(_)) => return Err(HostError::Invalid),
     };

@@ -50,11 +50,7 @@ impl Server {
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             listeners.push(listener);
         }
-        Ok(Server {
-            listeners,
-            dispatcher: Arc::new(Dispatcher::new(router)),
-            shutdown_timeout,
-        })
+        Ok(Server { listeners, dispatcher: Arc::new(Dispatcher::new(router)), shutdown_timeout })
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -83,7 +79,10 @@ impl Server {
         }
 
         shutdown.await;
-        tracing::info!("shutting down: no new connections; waiting up to {:?} for requests in flight", self.shutdown_timeout);
+        tracing::info!(
+            "shutting down: no new connections; waiting up to {:?} for requests in flight",
+            self.shutdown_timeout
+        );
         let _ = stop_tx.send(true);
         for l in accept_loops {
             let _ = l.await;

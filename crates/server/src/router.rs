@@ -13,11 +13,8 @@ pub struct TenantRoutes<H> {
 impl<H> TenantRoutes<H> {
     /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order.
     pub fn new(name: impl Into<String>, mut routes: Vec<(String, H)>) -> TenantRoutes<H> {
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        TenantRoutes {
-            name: name.into(),
-            routes,
-        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        TenantRoutes { name: name.into(), routes }
     }
 
     /// The route with the longest prefix that contains `path` on a segment boundary:
@@ -28,10 +25,7 @@ impl<H> TenantRoutes<H> {
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    prefix == "/" || path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// All tenants, found by host.
@@ -44,11 +38,7 @@ pub struct Router<H> {
 
 impl<H> Default for Router<H> {
     fn default() -> Self {
-        Router {
-            tenants: Vec::new(),
-            by_host: HashMap::new(),
-            any_host: None,
-        }
+        Router { tenants: Vec::new(), by_host: HashMap::new(), any_host: None }
     }
 }
 
@@ -70,9 +60,7 @@ impl<H> Router<H> {
 
     /// The tenant for a request's host (already normalised by [`crate::host::request_host`]).
     pub fn tenant(&self, host: Option<&str>) -> Option<&TenantRoutes<H>> {
-        host.and_then(|h| self.by_host.get(h))
-            .or(self.any_host.as_ref())
-            .and_then(|&i| self.tenants.get(i))
+        host.and_then(|h| self.by_host.get(h)).or(self.any_host.as_ref()).and_then(|&i| self.tenants.get(i))
     }
 }
 
@@ -81,7 +69,10 @@ mod tests {
     use super::*;
 
     fn tenant() -> TenantRoutes<u32> {
-        TenantRoutes::new("t", vec![("/".into(), 1), ("/app".into(), 2), ("/app/admin".into(), 3), ("/cgi-bin/mail".into(), 4)])
+        TenantRoutes::new(
+            "t",
+            vec![("/".into(), 1), ("/app".into(), 2), ("/app/admin".into(), 3), ("/cgi-bin/mail".into(), 4)],
+        )
     }
 
     #[test]

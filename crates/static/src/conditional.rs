@@ -21,10 +21,7 @@ impl Validators {
             UNIX_EPOCH + Duration::from_secs(secs)
         });
         let secs = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-        Validators {
-            etag: format!("\"{secs:x}-{size:x}\""),
-            modified,
-        }
+        Validators { etag: format!("\"{secs:x}-{size:x}\""), modified }
     }
 
     /// `If-None-Match` (preferred) or `If-Modified-Since`: true when the client's copy is current (→ 304).

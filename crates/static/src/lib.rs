@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext, empty_body, full_body};
@@ -91,10 +91,10 @@ impl StaticDir {
         if !meta.is_file() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "not a regular file"));
         }
-        Ok(Opened::File(file.into_std(), FileMeta {
-            len: meta.len(),
-            modified: meta.modified().ok().map(cap_std::time::SystemTime::into_std),
-        }))
+        Ok(Opened::File(
+            file.into_std(),
+            FileMeta { len: meta.len(), modified: meta.modified().ok().map(cap_std::time::SystemTime::into_std) },
+        ))
     }
 }
 
@@ -130,7 +130,13 @@ fn content_type(path: &Path) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("application/octet-stream"))
 }
 
-fn respond(method: &Method, req_headers: &http::HeaderMap, file: std::fs::File, meta: &FileMeta, path: &Path) -> Response<Body> {
+fn respond(
+    method: &Method,
+    req_headers: &http::HeaderMap,
+    file: std::fs::File,
+    meta: &FileMeta,
+    path: &Path,
+) -> Response<Body> {
     let validators = Validators::new(meta.len, meta.modified);
     let mut response = Response::new(empty_body());
     let headers = response.headers_mut();

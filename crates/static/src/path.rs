@@ -44,7 +44,8 @@ mod tests {
 
     #[test]
     fn traversal_is_refused() {
-        for bad in ["/..", "/../etc/passwd", "/a/../../b", "/%2e%2e/x", "/%2E%2E%2Fx", "/a%00b", "/a%5c..%5cb", "/%ff"] {
+        for bad in ["/..", "/../etc/passwd", "/a/../../b", "/%2e%2e/x", "/%2E%2E%2Fx", "/a%00b", "/a%5c..%5cb", "/%ff"]
+        {
             assert_eq!(relative_path(bad), Err(PathError::Invalid), "{bad}");
         }
     }

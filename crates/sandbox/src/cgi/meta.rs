@@ -18,7 +18,15 @@ pub(crate) struct MetaRequest<'a> {
 fn withheld(name: &str) -> bool {
     matches!(
         name,
-        "proxy" | "content-type" | "content-length" | "authorization" | "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
+        "proxy"
+            | "content-type"
+            | "content-length"
+            | "authorization"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
     )
 }
 

@@ -16,7 +16,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::engine::{RuntimeInner, deadline_ticks};
+use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::{LoadError, guest_failure, timed_out};
 use crate::pipe::{CappedPipe, log_output};
 use crate::tenant::{MAX_CGI_REQUEST_BODY, MAX_CGI_RESPONSE, MAX_LOGGED_OUTPUT, TenantSandbox};
@@ -69,19 +69,12 @@ impl CgiApp {
                     .into(),
             });
         }
-        let pre = runtime.module_linker.instantiate_pre(&module).map_err(|e| LoadError::Link {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        })?;
+        let pre = runtime
+            .module_linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
         let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
-        Ok(CgiApp {
-            inner: Arc::new(CgiInner {
-                pre,
-                program,
-                tenant,
-                _runtime: runtime,
-            }),
-        })
+        Ok(CgiApp { inner: Arc::new(CgiInner { pre, program, tenant, _runtime: runtime }) })
     }
 }
 
@@ -100,7 +93,9 @@ impl CgiInner {
         let body = match tokio::time::timeout_at(deadline, collect_bounded(body, MAX_CGI_REQUEST_BODY)).await {
             Ok(Ok(Some(bytes))) => bytes,
             Ok(Ok(None)) => return Err(HandlerError::new(Fault::PayloadTooLarge, "request body too large", "")),
-            Ok(Err(e)) => return Err(HandlerError::new(Fault::BadRequest, "could not read request body", e.to_string())),
+            Ok(Err(e)) => {
+                return Err(HandlerError::new(Fault::BadRequest, "could not read request body", e.to_string()));
+            }
             Err(_) => return Err(HandlerError::new(Fault::BadRequest, "request body not received in time", "")),
         };
 
@@ -118,6 +113,7 @@ impl CgiInner {
         let stdout = CappedPipe::new(MAX_CGI_RESPONSE);
         let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
         let mut store = self.new_store(vars, body, &stdout, &stderr)?;
+        arm_deadline(&mut store, deadline);
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -177,17 +173,16 @@ impl CgiInner {
             .stderr(stderr.clone());
         if let Some(dir) = &self.tenant.data_dir {
             wasi.preopened_dir(dir, DATA_MOUNT, FsPerms::ReadWrite).map_err(|e| {
-                HandlerError::new(Fault::Internal, "internal error", format!("cannot open data directory {}: {e:#}", dir.display()))
+                HandlerError::new(
+                    Fault::Internal,
+                    "internal error",
+                    format!("cannot open data directory {}: {e:#}", dir.display()),
+                )
             })?;
         }
-        let state = CgiState {
-            wasi: wasi.build_p1(),
-            limits: self.tenant.store_limits(),
-        };
+        let state = CgiState { wasi: wasi.build_p1(), limits: self.tenant.store_limits() };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.tenant.limits.timeout));
-        store.epoch_deadline_trap();
         Ok(store)
     }
 }

@@ -18,7 +18,14 @@ pub(crate) struct CgiResponse {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer" | "proxy-connection" | "content-length"
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+            | "content-length"
     )
 }
 
@@ -135,7 +142,8 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_length_are_dropped() {
-        let r = ok("Content-Type: a/b\r\nConnection: close\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\nx");
+        let r =
+            ok("Content-Type: a/b\r\nConnection: close\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\nx");
         assert!(!r.headers.contains_key(header::CONNECTION));
         assert!(!r.headers.contains_key(header::CONTENT_LENGTH));
         assert!(!r.headers.contains_key(header::TRANSFER_ENCODING));

@@ -1,0 +1,125 @@
+//! `palisade check`: a summary for a good configuration; `file:line:col: message` and exit 1 for broken ones.
+
+use crate::harness::Site;
+use crate::two_tenants;
+
+/// 1-based line of the first line containing `needle` in the site's config.
+fn line_of(site: &Site, needle: &str) -> usize {
+    let text = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    text.lines().position(|l| l.contains(needle)).expect("needle in config") + 1
+}
+
+/// Runs check and asserts it fails with a message at `needle`'s line that contains `message`.
+fn fails_at(site: &Site, needle: &str, message: &str) {
+    let (code, _out, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 1, "check should fail:\n{err}");
+    let want = format!("palisade.toml:{}:", line_of(site, needle));
+    let line = err.lines().find(|l| l.contains(&want)).unwrap_or_else(|| panic!("no {want} in:\n{err}"));
+    assert!(line.contains(message), "{line:?} should mention {message:?}");
+}
+
+fn one_tenant(body: &str) -> Site {
+    let site = Site::new();
+    site.write("www/index.html", "x");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\n{body}\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n"
+    ));
+    site
+}
+
+#[test]
+fn good_config_prints_a_summary() {
+    let site = two_tenants();
+    let (code, out, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("palisade.toml: ok"), "{out}");
+    assert!(
+        out.contains("tenant alice (hosts: alice.localhost; memory 16 MiB, timeout 1s, max_concurrency 8"),
+        "{out}"
+    );
+    assert!(out.contains("/cgi-bin/probe"), "{out}");
+    assert!(out.contains("component"), "{out}");
+}
+
+#[test]
+fn unknown_key() {
+    fails_at(&one_tenant("memroy = \"64 MiB\""), "memroy", "unknown field `memroy`");
+}
+
+#[test]
+fn bad_size_and_duration() {
+    fails_at(&one_tenant("memory = \"64 MiBs\""), "MiBs", "invalid size");
+    fails_at(&one_tenant("timeout = \"5 parsecs\""), "parsecs", "invalid duration");
+    fails_at(&one_tenant("max_concurrency = 0"), "max_concurrency", "between 1 and");
+}
+
+#[test]
+fn duplicate_host() {
+    let site = Site::new();
+    site.write("www/index.html", "x");
+    site.config(
+        "[tenants.a]\nhosts = [\"same.localhost\"]\n[[tenants.a.routes]]\npath = \"/\"\nstatic = \"www\"\n\
+         [tenants.b]\nhosts = [\"other.localhost\", \"Same.Localhost\"]\n[[tenants.b.routes]]\npath = \"/\"\nstatic = \"www\"\n",
+    );
+    fails_at(&site, "Same.Localhost", "already claimed by tenant \"a\"");
+}
+
+#[test]
+fn missing_files() {
+    let site = Site::new();
+    site.config("[tenants.t]\nhosts = [\"t.localhost\"]\n[[tenants.t.routes]]\npath = \"/\"\ncomponent = \"apps/missing.wasm\"\n");
+    fails_at(&site, "missing.wasm", "not found");
+    let site = one_tenant("data = \"no-such-dir\"");
+    fails_at(&site, "no-such-dir", "directory");
+}
+
+#[test]
+fn invalid_and_mismatched_wasm() {
+    let site = Site::new();
+    site.write("apps/garbage.wasm", "this is not WebAssembly");
+    let cgi = site.guest("probe-cgi.wasm");
+    let component = site.guest("probe-component.wasm");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\n\
+         [[tenants.t.routes]]\npath = \"/a\"\ncomponent = \"apps/garbage.wasm\"\n\
+         [[tenants.t.routes]]\npath = \"/b\"\ncomponent = \"{cgi}\"\n\
+         [[tenants.t.routes]]\npath = \"/c\"\ncgi = \"{component}\"\n"
+    ));
+    fails_at(&site, "garbage.wasm", "not a valid WebAssembly component");
+    fails_at(&site, "component = \"apps/probe-cgi", "is a core WebAssembly module, not a component");
+    fails_at(&site, "cgi = \"apps/probe-component", "is a WebAssembly component, not a preview1 command module");
+}
+
+#[test]
+fn route_problems() {
+    fails_at(&one_tenant("[[tenants.t.routes]]\npath = \"nope\"\nstatic = \"www\""), "\"nope\"", "must start with '/'");
+    let site = one_tenant("[[tenants.t.routes]]\npath = \"/x\"\nstatic = \"www\"\ncgi = \"www/index.html\"");
+    fails_at(&site, "cgi = \"www/index.html\"", "more than one");
+}
+
+#[test]
+fn missing_config_file() {
+    let site = Site::new();
+    let (code, _, err) = site.run(&["check", "--config", "nowhere.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nowhere.toml: cannot read configuration"), "{err}");
+}
+
+#[test]
+fn serve_refuses_a_broken_config_too() {
+    let site = one_tenant("timeout = \"forever\"");
+    let (code, _, err) = site.run(&["serve", "--config", "palisade.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("palisade.toml:{}:", line_of(&site, "forever"))), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let site = Site::new();
+    let (code, out, _) = site.run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("palisade "), "{out}");
+    let (code, out, _) = site.run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("serve") && out.contains("check") && out.contains("--log-format"), "{out}");
+}

@@ -1,0 +1,96 @@
+//! Start-up and shutdown: graceful drain on SIGTERM, the on-disk compile cache, JSON logs.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Running, Site};
+use crate::{HOSTS, two_tenants};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_in_flight_then_exits_0() {
+    let site = two_tenants();
+    let mut server = site.start();
+    let client = server.client(HOSTS);
+    let slow = {
+        let c = client.clone();
+        let u = server.url("bob.localhost", "/cgi-bin/probe/sleep");
+        tokio::spawn(async move {
+            let r = c.get(u).send().await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let code = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "exit code after SIGTERM");
+    let (status, body) = slow.await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "slept\n"), "the in-flight request completes");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Nothing listens any more.
+    assert!(std::net::TcpStream::connect(server.addr).is_err());
+    assert!(server.log().contains("all connections closed"));
+}
+
+#[tokio::test]
+async fn compiled_guests_are_cached_on_disk() {
+    let site = Site::new();
+    let component = site.guest("hello.wasm");
+    site.write(
+        "palisade.toml",
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tenants.t]\nhosts = [\"*\"]\n\
+             [[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
+        ),
+    );
+    let first = Running::start(&site.path("palisade.toml"));
+    let files = |dir: std::path::PathBuf| walk(&dir);
+    let cached = files(site.path("palisade-data/cache"));
+    assert!(!cached.is_empty(), "compiled artifacts appear under data_dir/cache");
+    drop(first);
+    let second = Running::start(&site.path("palisade.toml"));
+    let r = second.client(&[]).get(format!("http://{}/", second.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(files(site.path("palisade-data/cache")), cached, "a restart reuses the cache");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn json_log_format() {
+    let site = two_tenants();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(site.path("palisade.toml"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let site2 = Site::new();
+    site2.write("www/index.html", "x");
+    site2.config("[tenants.t]\nhosts = [\"*\"]\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n");
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(site2.path("palisade.toml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with('{') && first.contains("\"level\":\"INFO\""), "{first}");
+}

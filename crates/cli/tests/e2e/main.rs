@@ -1,0 +1,86 @@
+//! End-to-end tests: the real `palisade` binary, real C guests compiled to WebAssembly, real HTTP clients.
+//!
+//! Modules, one concern each:
+//! - `harness`: start the binary on an ephemeral port, clients, raw sockets.
+//! - `handlers`: each route kind answers (static, component, CGI), over HTTP/1.1 and h2c.
+//! - `routing`: host → tenant, longest prefix → route, unknown host/path, missing Host.
+//! - `cgi`: CGI/1.1 meta-variables, body, Status/Location, malformed output, /data isolation.
+//! - `static_files`: conditional and range requests, HEAD, index.html, traversal attempts.
+//! - `hostile`: traps, endless loops, memory bombs, concurrency limits, and the server still answering.
+//! - `check`: `palisade check` on good and broken configurations.
+//! - `lifecycle`: graceful shutdown and the compile cache.
+
+#![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
+#![allow(clippy::unwrap_used, reason = "test helpers panic on purpose: a failed step is a failed test")]
+
+mod harness;
+
+mod cgi;
+mod check;
+mod handlers;
+mod hostile;
+mod lifecycle;
+mod routing;
+mod static_files;
+
+use harness::Site;
+
+/// Two tenants with every route kind, used by most tests.
+///
+/// alice: `/` static, `/app` probe component, `/app/admin` static, `/cgi-bin/probe` probe CGI, data dir, env.
+/// bob: `/` static, `/cgi-bin/probe` probe CGI, its own data dir holding `secret.txt`.
+pub fn two_tenants() -> Site {
+    let site = Site::new();
+    site.write("www/alice/index.html", "<h1>alice</h1>\n");
+    site.write("www/alice/style.css", "body { color: red }\n");
+    site.write("www/admin/index.html", "admin area\n");
+    site.write("www/bob/index.html", "<h1>bob</h1>\n");
+    site.mkdir("tenants/alice");
+    site.write("tenants/bob/secret.txt", "bob's secret\n");
+    let component = site.guest("probe-component.wasm");
+    let cgi = site.guest("probe-cgi.wasm");
+    site.config(&format!(
+        r#"
+[tenants.alice]
+hosts = ["alice.localhost"]
+memory = "16 MiB"
+timeout = "1s"
+max_concurrency = 8
+data = "tenants/alice"
+env = {{ GREETING = "hi-alice" }}
+
+[[tenants.alice.routes]]
+path = "/"
+static = "www/alice"
+
+[[tenants.alice.routes]]
+path = "/app"
+component = "{component}"
+
+[[tenants.alice.routes]]
+path = "/app/admin"
+static = "www/admin"
+
+[[tenants.alice.routes]]
+path = "/cgi-bin/probe"
+cgi = "{cgi}"
+
+[tenants.bob]
+hosts = ["bob.localhost"]
+data = "tenants/bob"
+env = {{ GREETING = "hi-bob" }}
+
+[[tenants.bob.routes]]
+path = "/"
+static = "www/bob"
+
+[[tenants.bob.routes]]
+path = "/cgi-bin/probe"
+cgi = "{cgi}"
+"#
+    ));
+    site
+}
+
+/// The host names `two_tenants` answers for.
+pub const HOSTS: &[&str] = &["alice.localhost", "bob.localhost"];

@@ -1,0 +1,118 @@
+//! Static files: validators, conditional and range requests, HEAD, directories, traversal.
+
+use crate::harness::status_line;
+use crate::{HOSTS, two_tenants};
+
+#[tokio::test]
+async fn conditional_requests() {
+    let site = two_tenants();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let url = server.url("alice.localhost", "/style.css");
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let modified = r.headers()["last-modified"].to_str().unwrap().to_string();
+
+    let r = client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    assert!(r.text().await.unwrap().is_empty());
+
+    let r = client.get(&url).header("if-modified-since", &modified).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    let r = client.get(&url).header("if-none-match", "\"something-else\"").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn ranges_and_head() {
+    let site = two_tenants();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let url = server.url("alice.localhost", "/style.css"); // "body { color: red }\n", 20 bytes
+    let r = client.get(&url).header("range", "bytes=5-9").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 5-9/20");
+    assert_eq!(r.text().await.unwrap(), "{ col");
+
+    let r = client.get(&url).header("range", "bytes=-4").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.text().await.unwrap(), "d }\n");
+
+    let r = client.get(&url).header("range", "bytes=100-200").send().await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */20");
+
+    let r = client.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "20");
+    assert!(r.text().await.unwrap().is_empty());
+
+    let r = client.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn large_file_streams_intact() {
+    let site = two_tenants();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    site.write("www/alice/big.bin", &big);
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let r = client.get(server.url("alice.localhost", "/big.bin")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(&r.bytes().await.unwrap()[..], &big[..]);
+    let r =
+        client.get(server.url("alice.localhost", "/big.bin")).header("range", "bytes=2999990-").send().await.unwrap();
+    assert_eq!(&r.bytes().await.unwrap()[..], &big[2_999_990..]);
+}
+
+#[tokio::test]
+async fn directories_index_and_redirect() {
+    let site = two_tenants();
+    site.write("www/alice/docs/index.html", "docs index");
+    site.mkdir("www/alice/empty");
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let r = client.get(server.url("alice.localhost", "/docs/")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "docs index");
+    let r = client.get(server.url("alice.localhost", "/docs?x=1")).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "/docs/?x=1");
+    // No listings.
+    let r = client.get(server.url("alice.localhost", "/empty/")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client.get(server.url("alice.localhost", "/missing.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn traversal_never_escapes_the_root() {
+    let site = two_tenants();
+    std::os::unix::fs::symlink("/etc/passwd", site.path("www/alice/passwd-link")).unwrap();
+    std::os::unix::fs::symlink("../bob", site.path("www/alice/bob-link")).unwrap();
+    site.write("www/alice/inner.txt", "inner");
+    std::os::unix::fs::symlink("inner.txt", site.path("www/alice/inner-link")).unwrap();
+    let server = site.start();
+    for path in [
+        "/../bob/index.html",
+        "/%2e%2e/bob/index.html",
+        "/%2E%2E%2Fbob%2Findex.html",
+        "/..%2f..%2fetc%2fpasswd",
+        "/passwd-link",
+        "/bob-link/index.html",
+        "/a%00b",
+    ] {
+        let raw = server.raw(&format!("GET {path} HTTP/1.1\r\nHost: alice.localhost\r\nConnection: close\r\n\r\n"));
+        let status = status_line(&raw);
+        assert!(status.contains(" 404 ") || status.contains(" 400 "), "{path}: {status}");
+        assert!(!raw.contains("root:"), "{path} leaked /etc/passwd");
+        assert!(!raw.contains("<h1>bob</h1>"), "{path} reached bob's site");
+    }
+    // A symlink that stays inside the root is fine.
+    let raw = server.raw("GET /inner-link HTTP/1.1\r\nHost: alice.localhost\r\nConnection: close\r\n\r\n");
+    assert!(raw.ends_with("inner"), "{raw}");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The demo, from a fresh Debian 12 machine: installs what is needed, builds palisade and the demo's C guests,
+# and serves two tenants (alice and bob) on 127.0.0.1:8080 until Ctrl-C.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/setup.sh
+scripts/build-guests.sh
+cargo build --release --locked
+config=examples/demo/palisade.toml
+./target/release/palisade check --config "$config"
+cat <<'TRY'
+
+Try these in another terminal (Ctrl-C here stops the server gracefully):
+  curl -H 'Host: alice.localhost' http://127.0.0.1:8080/                      # alice's static site
+  curl -H 'Host: alice.localhost' http://127.0.0.1:8080/app/hi?there          # a wasi:http component (C)
+  curl -H 'Host: alice.localhost' http://127.0.0.1:8080/cgi-bin/echo/x?q=1    # a C CGI program; counts visits in alice's /data
+  curl -H 'Host: bob.localhost' -d 'hello bob' http://127.0.0.1:8080/cgi-bin/echo   # bob's copy: its own /data, its own env
+  curl --http2-prior-knowledge -H 'Host: bob.localhost' http://127.0.0.1:8080/hello # HTTP/2 without TLS
+  curl -H 'Host: nobody.localhost' http://127.0.0.1:8080/                     # no such tenant: 404
+
+TRY
+unset RUST_BACKTRACE
+exec ./target/release/palisade serve --config "$config"

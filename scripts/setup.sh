@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything palisade's demo and tests need on Debian 12 (as root, with Rust installed), idempotently:
+# Debian packages for building and testing, then the C -> WebAssembly guest toolchain (scripts/guest-setup.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+pkgs=(curl ca-certificates build-essential pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+"$root/scripts/guest-setup.sh"
