@@ -21,7 +21,9 @@ guests=(
 for g in "${guests[@]}"; do
   read -r kind src out <<<"$g"
   mkdir -p "$root/$(dirname "$out")"
-  if [ "$root/$out" -nt "$root/$src" ] && [ "$root/$out" -nt "$root/guests/include/palisade_http.h" ]; then
+  # Up to date when newer than its source, the shared header and the build scripts.
+  if [ "$root/$out" -nt "$root/$src" ] && [ "$root/$out" -nt "$root/guests/include/palisade_http.h" ] \
+     && [ "$root/$out" -nt "$0" ] && [ "$root/$out" -nt "$build" ]; then
     continue
   fi
   echo "guest: $kind $src -> $out" >&2

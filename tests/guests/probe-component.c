@@ -7,6 +7,7 @@
 //   /loop      spins forever (the deadline must stop it)
 //   /membomb   allocates until memory runs out
 //   /noresponse returns without ever setting a response
+//   /exit      calls exit(0) before responding
 #include <stdio.h>
 #include "palisade_http.h"
 
@@ -51,6 +52,8 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
             memset(p, 1, 1 << 20);
             sink = p;  // observable, so the compiler cannot elide the allocation
         }
+    } else if (strstr(path, "/exit")) {
+        exit(0);
     } else if (strstr(path, "/noresponse")) {
         wasi_http_types_incoming_request_drop_own(request);
     } else if (strstr(path, "/stream")) {

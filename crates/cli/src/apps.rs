@@ -1,16 +1,20 @@
 //! Configuration → running handlers: one sandbox per tenant, one handler per route.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use palisade_config::{Config, HostPattern, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
-use palisade_sandbox::{Runtime, RuntimeOptions, TenantLimits, TenantSandbox};
-use palisade_server::{Router, TenantRoutes};
+use palisade_sandbox::{AppInfo, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantLimits, TenantSandbox};
+use palisade_server::{Router, Routes, TenantRoutes};
 use palisade_static::StaticDir;
 
 /// The most guest instances the pool holds, whatever the tenants' concurrency adds up to.
 const MAX_POOLED_INSTANCES: u32 = 1000;
+
+/// Where a tenant's `data` directory appears inside its CGI programs.
+const DATA_MOUNT: &str = "/data";
 
 /// One failure to load a route's target, with where the route is written.
 pub(crate) struct RouteError {
@@ -18,56 +22,87 @@ pub(crate) struct RouteError {
     pub(crate) message: String,
 }
 
+/// A route that loaded, and what its guest imports and exports (none for static routes).
+pub(crate) struct LoadedRoute {
+    pub(crate) tenant: String,
+    pub(crate) path: String,
+    pub(crate) info: Option<AppInfo>,
+}
+
 /// The runtime sized for this configuration; compiled guests are cached under `data_dir`.
 pub(crate) fn runtime(config: &Config) -> anyhow::Result<Runtime> {
     let max_memory = config.tenants.iter().map(|t| t.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
     let wanted: u32 = config.tenants.iter().map(|t| t.max_concurrency).fold(0, u32::saturating_add);
+    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted)
+}
+
+/// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each.
+pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> anyhow::Result<Runtime> {
     let options = RuntimeOptions {
-        cache_dir: Some(config.server.data_dir.join("cache")),
+        cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
-        max_instances: wanted.clamp(1, MAX_POOLED_INSTANCES),
+        max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
     };
     Runtime::new(&options).context("starting the WebAssembly runtime")
 }
 
 fn sandbox(tenant: &Tenant) -> Arc<TenantSandbox> {
+    let cgi =
+        tenant.data.iter().map(|d| Preopen { host: d.clone(), guest: DATA_MOUNT.into(), writable: true }).collect();
     TenantSandbox::new(
         &tenant.name,
         TenantLimits { memory: tenant.memory, timeout: tenant.timeout, max_concurrency: tenant.max_concurrency },
         tenant.env.clone(),
-        tenant.data.clone(),
+        GuestDirs { cgi, components: Vec::new() },
     )
 }
 
-fn handler(runtime: &Runtime, sandbox: &Arc<TenantSandbox>, route: &Route) -> Result<Arc<dyn Handler>, String> {
-    Ok(match &route.target {
+/// The handler for one route target, and its guest's imports and exports if it is a guest.
+pub(crate) fn handler(
+    runtime: &Runtime,
+    sandbox: &Arc<TenantSandbox>,
+    target: &RouteTarget,
+) -> Result<(Arc<dyn Handler>, Option<AppInfo>), String> {
+    Ok(match target {
         RouteTarget::Static(dir) => {
-            Arc::new(StaticDir::open(dir).map_err(|e| format!("cannot open static directory {}: {e}", dir.display()))?)
+            let dir =
+                StaticDir::open(dir).map_err(|e| format!("cannot open static directory {}: {e}", dir.display()))?;
+            (Arc::new(dir), None)
         }
         RouteTarget::Component(file) => {
-            Arc::new(runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?)
+            let app = runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?;
+            let info = app.info().clone();
+            (Arc::new(app), Some(info))
         }
-        RouteTarget::Cgi(file) => Arc::new(runtime.load_cgi(file, sandbox.clone()).map_err(|e| e.to_string())?),
+        RouteTarget::Cgi(file) => {
+            let app = runtime.load_cgi(file, sandbox.clone()).map_err(|e| e.to_string())?;
+            let info = app.info().clone();
+            (Arc::new(app), Some(info))
+        }
     })
 }
 
 /// Loads every route of every tenant; collects all failures rather than stopping at the first.
-pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<Router<Arc<dyn Handler>>, Vec<RouteError>> {
+pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
     let mut router = Router::default();
+    let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
         let sandbox = sandbox(tenant);
         let mut routes = Vec::new();
         for route in &tenant.routes {
-            match handler(runtime, &sandbox, route) {
-                Ok(h) => routes.push((route.path.clone(), h)),
+            match handler(runtime, &sandbox, &route.target) {
+                Ok((h, info)) => {
+                    routes.push((route.path.clone(), h));
+                    loaded.push(LoadedRoute { tenant: tenant.name.clone(), path: route.path.clone(), info });
+                }
                 Err(message) => errors.push(RouteError { route: route.clone(), message }),
             }
         }
         let hosts: Vec<String> = tenant.hosts.iter().map(HostPattern::to_string).collect();
         router.add(&hosts, TenantRoutes::new(tenant.name.clone(), routes));
     }
-    if errors.is_empty() { Ok(router) } else { Err(errors) }
+    if errors.is_empty() { Ok((router, loaded)) } else { Err(errors) }
 }
 
 /// `file:line:col: route "/app": message` lines for load failures.

@@ -10,15 +10,16 @@ use crate::apps;
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let runtime = apps::runtime(&config)?;
-    if let Err(errors) = apps::build_router(&config, &runtime) {
-        anyhow::bail!("{}", apps::describe(&errors));
-    }
-    print!("{}", summary(&config));
+    let loaded = match apps::build_router(&config, &runtime) {
+        Ok((_, loaded)) => loaded,
+        Err(errors) => anyhow::bail!("{}", apps::describe(&errors)),
+    };
+    print!("{}", summary(&config, &loaded));
     Ok(())
 }
 
-/// A human-readable summary of listeners, tenants and routes.
-fn summary(config: &Config) -> String {
+/// A human-readable summary of listeners, tenants, routes, and what each guest imports and exports.
+fn summary(config: &Config, loaded: &[apps::LoadedRoute]) -> String {
     let mut out = String::new();
     let listen: Vec<String> = config.server.listen.iter().map(|a| format!("http://{a}")).collect();
     let _ = writeln!(out, "{}: ok", config.file.display());
@@ -39,6 +40,10 @@ fn summary(config: &Config) -> String {
         let width = t.routes.iter().map(|r| r.path.len()).max().unwrap_or(0);
         for r in &t.routes {
             let _ = writeln!(out, "  {:width$}  {:9}  {}", r.path, r.target.kind(), r.target.path().display());
+            let info = loaded.iter().find(|l| l.tenant == t.name && l.path == r.path).and_then(|l| l.info.as_ref());
+            if let Some(info) = info {
+                let _ = writeln!(out, "  {:width$}  {info}", "");
+            }
         }
     }
     out

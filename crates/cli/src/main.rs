@@ -3,6 +3,7 @@
 mod apps;
 mod check;
 mod logging;
+mod run;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
         #[arg(long, short, default_value = "palisade.toml")]
         config: PathBuf,
     },
+    /// Serve one component or CGI program at `/` on every host, with no configuration file.
+    Run(run::RunArgs),
     /// Validate a configuration file and the guests it names, and print what it would serve.
     Check {
         /// The configuration file to check.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => check::run(&config),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,31 +1,53 @@
 //! `palisade serve`: load everything, bind, serve until a signal, drain, exit 0.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use palisade_config::Config;
-use palisade_server::Server;
+use palisade_server::{Routes, Server};
 
 use crate::apps;
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    block_on(serve(config))
+}
+
+/// Runs `future` on palisade's multi-threaded async runtime.
+pub(crate) fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("palisade-worker")
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+        .context("starting the async runtime")?
+        .block_on(future)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let sandbox = apps::runtime(&config)?;
-    let router =
+    let (router, loaded) =
         apps::build_router(&config, &sandbox).map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
-    let server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
+    for app in &loaded {
+        if let Some(info) = &app.info {
+            tracing::info!(tenant = %app.tenant, route = %app.path, "{info}");
+        }
+    }
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
+    let server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
+    serve_until_signal(server).await
+}
+
+/// Binds `listen` for `router` (used by `palisade run`).
+pub(crate) async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> anyhow::Result<Server> {
+    Ok(Server::bind(listen, router, shutdown_timeout).await?)
+}
+
+/// Announces each bound address and serves until SIGINT/SIGTERM.
+pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
     for addr in server.local_addrs() {
         tracing::info!("palisade listening on http://{addr}");
     }

@@ -18,6 +18,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, 
 
 use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::{LoadError, guest_failure, timed_out};
+use crate::introspect::{AppInfo, component_import_provided, component_info};
 use crate::pipe::{CappedPipe, log_output};
 use crate::tenant::{MAX_LOGGED_OUTPUT, TenantSandbox};
 
@@ -72,6 +73,7 @@ pub struct ComponentApp {
 
 struct AppInner {
     pre: ProxyPre<ComponentState>,
+    info: AppInfo,
     tenant: Arc<TenantSandbox>,
     _runtime: Arc<RuntimeInner>,
 }
@@ -94,20 +96,43 @@ impl ComponentApp {
             kind: "component",
             message: format!("{e:#}"),
         })?;
-        let link = |e: wasmtime::Error| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") };
-        let instance_pre = runtime.component_linker.instantiate_pre(&component).map_err(link)?;
+        let info = component_info(&runtime.engine, &component);
+        let missing: Vec<&str> =
+            info.imports.iter().map(String::as_str).filter(|i| !component_import_provided(i)).collect();
+        if !missing.is_empty() {
+            return Err(LoadError::Link {
+                path: path.to_path_buf(),
+                message: format!(
+                    "imports what palisade does not provide: {} (palisade links WASI 0.2: wasi:cli, clocks, \
+                     filesystem, io, random, sockets and http)",
+                    missing.join(", ")
+                ),
+            });
+        }
+        let instance_pre = runtime
+            .component_linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("cannot be linked: {e:#}") })?;
         let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Link {
             path: path.to_path_buf(),
             message: format!("does not export wasi:http/incoming-handler ({e:#})"),
         })?;
-        Ok(ComponentApp { inner: Arc::new(AppInner { pre, tenant, _runtime: runtime }) })
+        Ok(ComponentApp { inner: Arc::new(AppInner { pre, info, tenant, _runtime: runtime }) })
+    }
+}
+
+impl ComponentApp {
+    /// What the component imports and exports.
+    pub fn info(&self) -> &AppInfo {
+        &self.inner.info
     }
 }
 
 impl AppInner {
-    fn new_store(&self, stderr: &CappedPipe, stdout: &CappedPipe) -> Store<ComponentState> {
+    fn new_store(&self, stderr: &CappedPipe, stdout: &CappedPipe) -> Result<Store<ComponentState>, HandlerError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&self.tenant.env).stdout(stdout.clone()).stderr(stderr.clone());
+        self.tenant.configure_wasi(&mut wasi, true)?;
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
         let state = ComponentState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -117,7 +142,7 @@ impl AppInner {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store
+        Ok(store)
     }
 
     async fn handle(
@@ -128,7 +153,7 @@ impl AppInner {
         let deadline = Instant::now() + self.tenant.limits.timeout;
         let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
         let stdout = CappedPipe::new(MAX_LOGGED_OUTPUT);
-        let mut store = self.new_store(&stderr, &stdout);
+        let mut store = self.new_store(&stderr, &stdout)?;
         arm_deadline(&mut store, deadline);
 
         // Whether the guest has handed over its response head. Failures before that are returned to the caller

@@ -20,6 +20,7 @@ mod cgi;
 mod component;
 mod engine;
 mod error;
+mod introspect;
 mod pipe;
 mod tenant;
 
@@ -27,4 +28,5 @@ pub use cgi::{CgiApp, DATA_MOUNT};
 pub use component::ComponentApp;
 pub use engine::{Runtime, RuntimeOptions};
 pub use error::LoadError;
-pub use tenant::{TenantLimits, TenantSandbox};
+pub use introspect::AppInfo;
+pub use tenant::{GuestDirs, Preopen, TenantLimits, TenantSandbox};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use palisade_http::{Fault, HandlerError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// A tenant's hard limits per guest request.
 #[derive(Debug, Clone)]
@@ -32,24 +33,44 @@ pub struct TenantSandbox {
     pub(crate) name: Arc<str>,
     pub(crate) limits: TenantLimits,
     pub(crate) env: Vec<(String, String)>,
-    pub(crate) data_dir: Option<PathBuf>,
+    dirs: GuestDirs,
     instances: Arc<Semaphore>,
 }
 
+/// A host directory made visible inside guests.
+#[derive(Debug, Clone)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where guests see it, e.g. `/data`.
+    pub guest: String,
+    /// Whether guests may create, change and delete files in it.
+    pub writable: bool,
+}
+
+/// Which directories each kind of guest sees. Nothing, unless configured.
+#[derive(Debug, Clone, Default)]
+pub struct GuestDirs {
+    /// Preopened in CGI modules (a tenant's `data` is `/data` here).
+    pub cgi: Vec<Preopen>,
+    /// Preopened in components.
+    pub components: Vec<Preopen>,
+}
+
 impl TenantSandbox {
-    /// Settings for tenant `name`: its limits, guest environment and optional private `/data` directory.
+    /// Settings for tenant `name`: its limits, guest environment and the directories its guests see.
     pub fn new(
         name: &str,
         limits: TenantLimits,
         env: impl IntoIterator<Item = (String, String)>,
-        data_dir: Option<PathBuf>,
+        dirs: GuestDirs,
     ) -> Arc<TenantSandbox> {
         Arc::new(TenantSandbox {
             name: name.into(),
             instances: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             limits,
             env: env.into_iter().collect(),
-            data_dir,
+            dirs,
         })
     }
 
@@ -65,6 +86,23 @@ impl TenantSandbox {
                 "max_concurrency reached",
             )
         })
+    }
+
+    /// Adds the tenant's environment and directories for one guest of the given kind to a WASI context.
+    pub(crate) fn configure_wasi(&self, wasi: &mut WasiCtxBuilder, component: bool) -> Result<(), HandlerError> {
+        wasi.envs(&self.env);
+        let dirs = if component { &self.dirs.components } else { &self.dirs.cgi };
+        for dir in dirs {
+            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+                HandlerError::new(
+                    Fault::Internal,
+                    "internal error",
+                    format!("cannot open {}: {e:#}", dir.host.display()),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Store limits for one instance: memory growth past the limit traps (→ 500), so no guest can

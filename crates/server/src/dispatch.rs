@@ -1,27 +1,25 @@
 //! One request: find the tenant and route, call its handler, turn failures into clear responses.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use palisade_http::{Body, Fault, Handler, RequestContext};
+use palisade_http::{Body, Fault, RequestContext};
 use tracing::Instrument;
 
 use crate::host::{HostError, request_host};
-use crate::router::Router;
 
 /// What every connection shares: the router and the request counter.
 pub(crate) struct Dispatcher {
-    router: Router<Arc<dyn Handler>>,
+    router: crate::Routes,
     next_request_id: AtomicU64,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(router: Router<Arc<dyn Handler>>) -> Dispatcher {
+    pub(crate) fn new(router: crate::Routes) -> Dispatcher {
         Dispatcher { router, next_request_id: AtomicU64::new(1) }
     }
 

@@ -26,6 +26,9 @@ use tokio::net::TcpListener;
 use dispatch::Dispatcher;
 pub use router::{Router, TenantRoutes};
 
+/// The router a [`Server`] dispatches with: handlers of any route kind behind one trait.
+pub type Routes = Router<Arc<dyn Handler>>;
+
 /// How long a client may take to send a request head before the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,11 +41,7 @@ pub struct Server {
 
 impl Server {
     /// Binds every address in `listen` (so a port conflict is reported before anything is served).
-    pub async fn bind(
-        listen: &[SocketAddr],
-        router: Router<Arc<dyn Handler>>,
-        shutdown_timeout: Duration,
-    ) -> std::io::Result<Server> {
+    pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
         let mut listeners = Vec::with_capacity(listen.len());
         for addr in listen {
             let listener = TcpListener::bind(addr)

@@ -3,17 +3,11 @@
 use crate::harness::Site;
 use crate::two_tenants;
 
-/// 1-based line of the first line containing `needle` in the site's config.
-fn line_of(site: &Site, needle: &str) -> usize {
-    let text = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
-    text.lines().position(|l| l.contains(needle)).expect("needle in config") + 1
-}
-
 /// Runs check and asserts it fails with a message at `needle`'s line that contains `message`.
 fn fails_at(site: &Site, needle: &str, message: &str) {
     let (code, _out, err) = site.run(&["check", "--config", "palisade.toml"]);
     assert_eq!(code, 1, "check should fail:\n{err}");
-    let want = format!("palisade.toml:{}:", line_of(site, needle));
+    let want = format!("palisade.toml:{}:", site.line_of(needle));
     let line = err.lines().find(|l| l.contains(&want)).unwrap_or_else(|| panic!("no {want} in:\n{err}"));
     assert!(line.contains(message), "{line:?} should mention {message:?}");
 }
@@ -110,7 +104,7 @@ fn serve_refuses_a_broken_config_too() {
     let site = one_tenant("timeout = \"forever\"");
     let (code, _, err) = site.run(&["serve", "--config", "palisade.toml"]);
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("palisade.toml:{}:", line_of(&site, "forever"))), "{err}");
+    assert!(err.contains(&format!("palisade.toml:{}:", site.line_of("forever"))), "{err}");
 }
 
 #[test]

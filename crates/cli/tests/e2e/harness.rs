@@ -71,6 +71,12 @@ impl Site {
         self.write("palisade.toml", text)
     }
 
+    /// 1-based line of the first line of `palisade.toml` containing `needle`.
+    pub fn line_of(&self, needle: &str) -> usize {
+        let text = std::fs::read_to_string(self.path("palisade.toml")).expect("config");
+        text.lines().position(|l| l.contains(needle)).expect("needle in config") + 1
+    }
+
     /// Runs `palisade ARGS...` to completion, returning (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("run palisade");
@@ -96,9 +102,13 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path) -> Running {
+        Running::spawn(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()])
+    }
+
+    /// Runs `palisade ARGS...` (a command that serves) and waits until it listens.
+    pub fn spawn(args: &[&std::ffi::OsStr]) -> Running {
         let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::null())

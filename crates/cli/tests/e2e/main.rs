@@ -8,6 +8,7 @@
 //! - `static_files`: conditional and range requests, HEAD, index.html, traversal attempts.
 //! - `hostile`: traps, endless loops, memory bombs, concurrency limits, and the server still answering.
 //! - `check`: `palisade check` on good and broken configurations.
+//! - `byoc`: bring your own guest: `palisade run`, missing-import errors, per-app import/export summaries.
 //! - `lifecycle`: graceful shutdown and the compile cache.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
@@ -15,6 +16,7 @@
 
 mod harness;
 
+mod byoc;
 mod cgi;
 mod check;
 mod handlers;

@@ -14,10 +14,11 @@ use tokio::time::Instant;
 use wasmtime::{InstancePre, Module, Store, StoreLimits};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::{LoadError, guest_failure, timed_out};
+use crate::introspect::{AppInfo, foreign_module_imports, module_info};
 use crate::pipe::{CappedPipe, log_output};
 use crate::tenant::{MAX_CGI_REQUEST_BODY, MAX_CGI_RESPONSE, MAX_LOGGED_OUTPUT, TenantSandbox};
 
@@ -38,6 +39,7 @@ pub struct CgiApp {
 
 struct CgiInner {
     pre: InstancePre<CgiState>,
+    info: AppInfo,
     /// argv[0] for the program: its file name, as a CGI server would exec it.
     program: String,
     tenant: Arc<TenantSandbox>,
@@ -62,6 +64,16 @@ impl CgiApp {
             kind: "module",
             message: format!("{e:#}"),
         })?;
+        let foreign = foreign_module_imports(&module);
+        if !foreign.is_empty() {
+            return Err(LoadError::Link {
+                path: path.to_path_buf(),
+                message: format!(
+                    "imports what palisade does not provide: {} (CGI modules may import only wasi_snapshot_preview1)",
+                    foreign.join(", ")
+                ),
+            });
+        }
         if module.get_export("_start").is_none() {
             return Err(LoadError::Link {
                 path: path.to_path_buf(),
@@ -72,9 +84,17 @@ impl CgiApp {
         let pre = runtime
             .module_linker
             .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("cannot be linked: {e:#}") })?;
+        let info = module_info(&module);
         let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
-        Ok(CgiApp { inner: Arc::new(CgiInner { pre, program, tenant, _runtime: runtime }) })
+        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, _runtime: runtime }) })
+    }
+}
+
+impl CgiApp {
+    /// What the module imports and exports.
+    pub fn info(&self) -> &AppInfo {
+        &self.inner.info
     }
 }
 
@@ -165,21 +185,12 @@ impl CgiInner {
         stderr: &CappedPipe,
     ) -> Result<Store<CgiState>, HandlerError> {
         let mut wasi = WasiCtxBuilder::new();
+        self.tenant.configure_wasi(&mut wasi, false)?;
         wasi.arg(&self.program)
-            .envs(&self.tenant.env)
             .envs(&vars)
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        if let Some(dir) = &self.tenant.data_dir {
-            wasi.preopened_dir(dir, DATA_MOUNT, FsPerms::ReadWrite).map_err(|e| {
-                HandlerError::new(
-                    Fault::Internal,
-                    "internal error",
-                    format!("cannot open data directory {}: {e:#}", dir.display()),
-                )
-            })?;
-        }
         let state = CgiState { wasi: wasi.build_p1(), limits: self.tenant.store_limits() };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);

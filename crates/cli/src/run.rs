@@ -1,0 +1,98 @@
+//! `palisade run app.wasm`: one component or CGI module at `/`, no config file; the palisade `wasmtime serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use palisade_config::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, RouteTarget,
+};
+use palisade_sandbox::{GuestDirs, Preopen, TenantLimits, TenantSandbox};
+use palisade_server::{Router, TenantRoutes};
+
+use crate::{apps, serve};
+
+/// What `palisade run` was asked to serve.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The guest: a wasi:http component or a WASI preview1 CGI program (detected from the file).
+    app: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// An environment variable for the guest, `NAME=VALUE`; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// A host directory the guest may read and write, `HOST[:GUEST]` (GUEST defaults to HOST); repeatable.
+    #[arg(long = "dir", value_name = "HOST[:GUEST]", value_parser = parse_dir)]
+    dirs: Vec<Preopen>,
+    /// Maximum linear memory per instance, e.g. "64 MiB".
+    #[arg(long, value_parser = palisade_config::parse_size)]
+    memory: Option<u64>,
+    /// Deadline per request, e.g. "30s".
+    #[arg(long, value_parser = palisade_config::parse_duration)]
+    timeout: Option<std::time::Duration>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+fn parse_dir(s: &str) -> Result<Preopen, String> {
+    let (host, guest) = s.split_once(':').unwrap_or((s, s));
+    let host = PathBuf::from(host);
+    if !host.is_dir() {
+        return Err(format!("{} is not a directory", host.display()));
+    }
+    Ok(Preopen { host, guest: guest.to_string(), writable: true })
+}
+
+/// Whether the file holds a component (binary or text format) rather than a core module.
+fn is_component(path: &Path) -> anyhow::Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00]));
+    }
+    Ok(String::from_utf8_lossy(&bytes).trim_start().starts_with("(component"))
+}
+
+/// Where `run` caches compiled guests: the user's cache directory, or a temporary one.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("palisade")
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let target = if is_component(&args.app)? {
+        RouteTarget::Component(args.app.clone())
+    } else {
+        RouteTarget::Cgi(args.app.clone())
+    };
+    let limits = TenantLimits {
+        memory: args.memory.unwrap_or(DEFAULT_MEMORY),
+        timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    };
+    serve::block_on(async move {
+        let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency)?;
+        let dirs = GuestDirs { cgi: args.dirs.clone(), components: args.dirs };
+        let sandbox = TenantSandbox::new("run", limits, args.env, dirs);
+        let (handler, info) = apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut router = Router::default();
+        router.add(&["*".to_string()], TenantRoutes::new("run", vec![("/".to_string(), handler)]));
+        let server = serve::bind(&[args.listen], router, DEFAULT_SHUTDOWN_TIMEOUT).await?;
+        if let Some(info) = info {
+            tracing::info!("{}: {info}", args.app.display());
+        }
+        for addr in server.local_addrs() {
+            println!("Serving {} on http://{addr}/", args.app.display());
+        }
+        serve::serve_until_signal(server).await
+    })
+}
