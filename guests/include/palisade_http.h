@@ -116,7 +116,8 @@ static inline response_t respond(outparam_t out, int status, const char *content
 }
 
 // Writes bytes to the response body, in pieces of at most 4096 bytes as blocking-write-and-flush requires.
-static inline void body_write(response_t *r, const void *data, size_t len) {
+// Returns 0 once the stream has failed (the client went away, or the host cut the response off).
+static inline int body_write(response_t *r, const void *data, size_t len) {
     const uint8_t *p = data;
     while (len > 0) {
         size_t n = len > 4096 ? 4096 : len;
@@ -124,11 +125,12 @@ static inline void body_write(response_t *r, const void *data, size_t len) {
         wasi_io_streams_stream_error_t err;
         if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
                 wasi_io_streams_borrow_output_stream(r->stream), &bytes, &err)) {
-            return;
+            return 0;
         }
         p += n;
         len -= n;
     }
+    return 1;
 }
 
 static inline void body_finish(response_t *r) {

@@ -4,8 +4,10 @@
 //   /malformed  output that is no CGI response  /exit3     valid response, then exit(3)
 //   /trap /loop /membomb                        hostile behaviour, stopped by the sandbox
 //   /data-write?TEXT  writes /data/note.txt     /data-read reads it back
-//   /escape     tries to open files outside /data and reports each attempt
+//   /escape[?PATH]  tries to open files outside /data (and PATH) and reports each attempt
 //   /sleep      answers after one second (for graceful-shutdown tests)
+//   /stderr/N   N MiB to stderr, then a response      /huge/N   an N-MiB response body
+//   /stackoverflow  unbounded recursion
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,12 @@
 char *volatile sink;
 
 extern char **environ;
+
+static int recurse(volatile int depth) {
+    volatile char frame[256];
+    frame[0] = (char)depth;
+    return recurse(depth + 1) + frame[0];
+}
 
 static const char *info(void) {
     const char *p = getenv("PATH_INFO");
@@ -60,6 +68,20 @@ int main(void) {
         sleep(1);
         header();
         printf("slept\n");
+    } else if (!strncmp(p, "/stderr/", 8)) {
+        static char line[1024];
+        memset(line, 'e', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (long i = 0; i < atol(p + 8) * 1024; i++) fwrite(line, 1, sizeof line, stderr);
+        header();
+        printf("wrote stderr\n");
+    } else if (!strncmp(p, "/huge/", 6)) {
+        static char block[1 << 16];
+        memset(block, 'x', sizeof block);
+        header();
+        for (long i = 0; i < atol(p + 6) * 16; i++) fwrite(block, 1, sizeof block, stdout);
+    } else if (!strcmp(p, "/stackoverflow")) {
+        sink = (char *)(long)recurse(0);
     } else if (!strcmp(p, "/trap")) {
         __builtin_trap();
     } else if (!strcmp(p, "/loop")) {
@@ -92,6 +114,8 @@ int main(void) {
         try_open("../etc/passwd");
         try_open("/data/link-out/passwd");
         try_open("/data/../neighbour/secret.txt");
+        const char *q = getenv("QUERY_STRING");
+        if (q && *q) try_open(q);  // e.g. the neighbour's data directory, by its path on the host
     } else {
         header();
         printf("probe ok\n");

@@ -8,10 +8,39 @@
 //   /membomb   allocates until memory runs out
 //   /noresponse returns without ever setting a response
 //   /exit      calls exit(0) before responding
+// Traps of every kind, each a 500:
+//   /stackoverflow  unbounded recursion     /oob     a load far outside linear memory
+//   /divzero        integer division by 0   /badcall an indirect call through a bad function pointer
+// Responses that misbehave:
+//   /huge/N    an N-MiB body               /endless  a body that never ends
+//   /drip      one byte every 100 ms, forever          /stderr/N  N MiB to stderr, then 200
+//   /sleep     waits (in the host, not spinning) for a minute without reading its request body
+//   /hold/N    allocates N MiB, holds it for one second, then answers 200
+// Files (only with component_data): /data-read  reads /data/note.txt   /data-write?X  writes X to it
+// Memory left behind by earlier requests:
+//   /remember?X  puts X in a static buffer and a freed heap block   /recall  shows what those hold now
 #include <stdio.h>
 #include "palisade_http.h"
+#include <unistd.h>
 
 char *volatile sink;
+static char stash[64];
+volatile int zero = 0;
+
+static int recurse(volatile int depth) {
+    volatile char frame[256];
+    frame[0] = (char)depth;
+    return recurse(depth + 1) + frame[0];
+}
+
+static void printable(buf_t *out, const char *label, const char *p, size_t n) {
+    buf_str(out, label);
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i] >= 32 && p[i] < 127 ? p[i] : '.';
+        buf_put(out, &c, 1);
+    }
+    buf_str(out, "\n");
+}
 
 static void echo(request_t request, outparam_t out, const char *path) {
     wasi_http_types_method_t m;
@@ -52,6 +81,93 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
             memset(p, 1, 1 << 20);
             sink = p;  // observable, so the compiler cannot elide the allocation
         }
+    } else if (strstr(path, "/stackoverflow")) {
+        sink = (char *)(long)recurse(0);
+    } else if (strstr(path, "/oob")) {
+        sink = (char *)(long)*(volatile int *)(0xfffffff0u);
+    } else if (strstr(path, "/divzero")) {
+        sink = (char *)(long)(42 / zero);
+    } else if (strstr(path, "/badcall")) {
+        void (*volatile fn)(void) = (void (*)(void))(long)(0x7fffff + zero);
+        fn();
+    } else if (strstr(path, "/huge/")) {
+        long mib = atol(strstr(path, "/huge/") + 6);
+        wasi_http_types_incoming_request_drop_own(request);
+        static char block[1 << 16];
+        memset(block, 'x', sizeof block);
+        response_t r = respond(out, 200, "application/octet-stream", NULL);
+        for (long i = 0; i < mib * 16 && body_write(&r, block, sizeof block); i++) {
+        }
+        body_finish(&r);
+    } else if (strstr(path, "/endless")) {
+        wasi_http_types_incoming_request_drop_own(request);
+        static char block[1 << 14];
+        memset(block, 'y', sizeof block);
+        response_t r = respond(out, 200, "application/octet-stream", NULL);
+        while (body_write(&r, block, sizeof block)) {
+        }
+        body_finish(&r);
+    } else if (strstr(path, "/drip")) {
+        wasi_http_types_incoming_request_drop_own(request);
+        response_t r = respond(out, 200, "text/plain", NULL);
+        while (body_write(&r, ".", 1)) {
+            usleep(100 * 1000);
+        }
+        body_finish(&r);
+    } else if (strstr(path, "/stderr/")) {
+        long mib = atol(strstr(path, "/stderr/") + 8);
+        static char line[1024];
+        memset(line, 'e', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (long i = 0; i < mib * 1024; i++) fwrite(line, 1, sizeof line, stderr);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, "wrote stderr\n");
+    } else if (strstr(path, "/sleep")) {
+        sleep(60);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, "woke up\n");
+    } else if (strstr(path, "/hold/")) {
+        long mib = atol(strstr(path, "/hold/") + 6);
+        char *p = malloc((size_t)mib << 20);
+        if (!p) __builtin_trap();
+        memset(p, 1, (size_t)mib << 20);
+        sink = p;
+        sleep(1);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, "held\n");
+    } else if (strstr(path, "/data-read")) {
+        char line[128] = "";
+        FILE *f = fopen("/data/note.txt", "r");
+        if (f && !fgets(line, sizeof line, f)) line[0] = 0;
+        if (f) fclose(f);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, f ? 200 : 404, f ? line : "cannot open /data/note.txt\n");
+    } else if (strstr(path, "/data-write")) {
+        const char *q = strchr(path, '?');
+        FILE *f = fopen("/data/note.txt", "w");
+        if (f) {
+            fputs(q ? q + 1 : "", f);
+            fclose(f);
+        }
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, f ? 200 : 403, f ? "written\n" : "cannot write /data/note.txt\n");
+    } else if (strstr(path, "/remember")) {
+        const char *q = strchr(path, '?');
+        const char *x = q ? q + 1 : "";
+        strncpy(stash, x, sizeof stash - 1);
+        char *heap = malloc(64);
+        strncpy(heap, x, 63);
+        heap[63] = 0;
+        free(heap);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, "remembered\n");
+    } else if (strstr(path, "/recall")) {
+        buf_t text = {0};
+        printable(&text, "static=", stash, sizeof stash);
+        char *heap = malloc(64);  // uninitialised: whatever this instance's heap holds there
+        printable(&text, "heap=", heap, 64);
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, text.ptr);
     } else if (strstr(path, "/exit")) {
         exit(0);
     } else if (strstr(path, "/noresponse")) {

@@ -4,17 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use palisade_config::{Config, HostPattern, Route, RouteTarget, Tenant};
+use palisade_config::{Config, DataAccess, HostPattern, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
-use palisade_sandbox::{AppInfo, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantLimits, TenantSandbox};
+use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantSandbox};
 use palisade_server::{Router, Routes, TenantRoutes};
 use palisade_static::StaticDir;
 
 /// The most guest instances the pool holds, whatever the tenants' concurrency adds up to.
 const MAX_POOLED_INSTANCES: u32 = 1000;
-
-/// Where a tenant's `data` directory appears inside its CGI programs.
-const DATA_MOUNT: &str = "/data";
 
 /// One failure to load a route's target, with where the route is written.
 pub(crate) struct RouteError {
@@ -31,8 +28,8 @@ pub(crate) struct LoadedRoute {
 
 /// The runtime sized for this configuration; compiled guests are cached under `data_dir`.
 pub(crate) fn runtime(config: &Config) -> anyhow::Result<Runtime> {
-    let max_memory = config.tenants.iter().map(|t| t.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
-    let wanted: u32 = config.tenants.iter().map(|t| t.max_concurrency).fold(0, u32::saturating_add);
+    let max_memory = config.tenants.iter().map(|t| t.limits.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
+    let wanted: u32 = config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add);
     new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted)
 }
 
@@ -47,13 +44,19 @@ pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> 
 }
 
 fn sandbox(tenant: &Tenant) -> Arc<TenantSandbox> {
-    let cgi =
-        tenant.data.iter().map(|d| Preopen { host: d.clone(), guest: DATA_MOUNT.into(), writable: true }).collect();
+    let mount = |writable| -> Vec<Preopen> {
+        tenant.data.iter().map(|d| Preopen { host: d.clone(), guest: DATA_MOUNT.into(), writable }).collect()
+    };
+    let components = match tenant.component_data {
+        DataAccess::None => Vec::new(),
+        DataAccess::ReadOnly => mount(false),
+        DataAccess::ReadWrite => mount(true),
+    };
     TenantSandbox::new(
         &tenant.name,
-        TenantLimits { memory: tenant.memory, timeout: tenant.timeout, max_concurrency: tenant.max_concurrency },
+        tenant.limits.clone(),
         tenant.env.clone(),
-        GuestDirs { cgi, components: Vec::new() },
+        GuestDirs { cgi: mount(true), components },
     )
 }
 

@@ -29,12 +29,14 @@ fn summary(config: &Config, loaded: &[apps::LoadedRoute]) -> String {
         let hosts: Vec<String> = t.hosts.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             out,
-            "tenant {} (hosts: {}; memory {}, timeout {}, max_concurrency {}{})",
+            "tenant {} (hosts: {}; memory {} (total {}), timeout {}, cpu_time {}, max_concurrency {}{})",
             t.name,
             hosts.join(", "),
-            human_size(t.memory),
-            humantime_short(t.timeout),
-            t.max_concurrency,
+            human_size(t.limits.memory),
+            human_size(t.limits.max_total_memory),
+            humantime_short(t.limits.timeout),
+            humantime_short(t.limits.cpu_time),
+            t.limits.max_concurrency,
             t.data.as_ref().map(|d| format!(", data {}", d.display())).unwrap_or_default(),
         );
         let width = t.routes.iter().map(|r| r.path.len()).max().unwrap_or(0);

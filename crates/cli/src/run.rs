@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use palisade_config::{
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, RouteTarget,
-};
-use palisade_sandbox::{GuestDirs, Preopen, TenantLimits, TenantSandbox};
+use palisade_config::{DEFAULT_SHUTDOWN_TIMEOUT, Limits, RouteTarget};
+use palisade_sandbox::{GuestDirs, Preopen, TenantSandbox, is_component};
 use palisade_server::{Router, TenantRoutes};
 
 use crate::{apps, serve};
@@ -51,10 +49,10 @@ fn parse_dir(s: &str) -> Result<Preopen, String> {
 }
 
 /// Whether the file holds a component (binary or text format) rather than a core module.
-fn is_component(path: &Path) -> anyhow::Result<bool> {
+fn holds_component(path: &Path) -> anyhow::Result<bool> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.starts_with(b"\0asm") {
-        return Ok(bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00]));
+        return Ok(is_component(&bytes));
     }
     Ok(String::from_utf8_lossy(&bytes).trim_start().starts_with("(component"))
 }
@@ -69,15 +67,16 @@ fn cache_dir() -> PathBuf {
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
-    let target = if is_component(&args.app)? {
+    let target = if holds_component(&args.app)? {
         RouteTarget::Component(args.app.clone())
     } else {
         RouteTarget::Cgi(args.app.clone())
     };
-    let limits = TenantLimits {
-        memory: args.memory.unwrap_or(DEFAULT_MEMORY),
-        timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    let defaults = Limits::default();
+    let limits = Limits {
+        memory: args.memory.unwrap_or(defaults.memory),
+        timeout: args.timeout.unwrap_or(defaults.timeout),
+        ..defaults
     };
     serve::block_on(async move {
         let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency)?;

@@ -17,6 +17,16 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of guest instances one tenant may have in flight.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+/// Default bound on the linear memory of all of one tenant's instances together.
+pub const DEFAULT_MAX_TOTAL_MEMORY: u64 = 1 << 30;
+/// Default CPU time one guest request may use (time spent running guest code, not waiting).
+pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(10);
+/// Default largest request body a guest is given.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 16 << 20;
+/// Default largest response body a guest may send.
+pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 << 20;
+/// Default amount of a guest's stderr (and a component's stdout) logged per request.
+pub const DEFAULT_MAX_STDERR: u64 = 64 << 10;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -65,18 +75,64 @@ pub struct Tenant {
     pub name: String,
     /// Hosts this tenant answers for.
     pub hosts: Vec<HostPattern>,
-    /// Maximum linear memory per guest instance, in bytes.
-    pub memory: u64,
-    /// Wall-clock deadline per guest request.
-    pub timeout: Duration,
-    /// Guest instances in flight at once; more get 503.
-    pub max_concurrency: u32,
+    /// Hard limits on each of this tenant's guest requests.
+    pub limits: Limits,
     /// Private directory mounted at `/data` in CGI guests, absolute.
     pub data: Option<PathBuf>,
+    /// Whether (and how) `data` is mounted at `/data` in this tenant's components too.
+    pub component_data: DataAccess,
     /// Environment variables given to every guest of this tenant.
     pub env: BTreeMap<String, String>,
     /// Routes, in the order written (matching is by longest prefix, not order).
     pub routes: Vec<Route>,
+}
+
+/// A tenant's hard limits. Every guest request is held to them by the sandbox, not by the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `memory`: maximum linear memory of one guest instance, in bytes.
+    pub memory: u64,
+    /// `max_total_memory`: maximum linear memory of all the tenant's instances in flight together, in bytes.
+    pub max_total_memory: u64,
+    /// `timeout`: wall-clock deadline of one request, from arrival to the guest's last byte.
+    pub timeout: Duration,
+    /// `cpu_time`: time one request may spend running guest code (waiting for I/O does not count).
+    pub cpu_time: Duration,
+    /// `max_concurrency`: guest instances in flight at once; more get 503.
+    pub max_concurrency: u32,
+    /// `max_request_body`: largest request body given to a guest, in bytes; larger gets 413.
+    pub max_request_body: u64,
+    /// `max_response_body`: largest response body a guest may send, in bytes; larger is cut off (502).
+    pub max_response_body: u64,
+    /// `max_stderr`: how much of a guest's stderr is logged per request, in bytes; the rest is dropped.
+    pub max_stderr: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY,
+            max_total_memory: DEFAULT_MAX_TOTAL_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            cpu_time: DEFAULT_CPU_TIME,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            max_stderr: DEFAULT_MAX_STDERR,
+        }
+    }
+}
+
+/// `component_data`: whether a tenant's components see its `data` directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DataAccess {
+    /// `"none"` (the default): components see an empty filesystem.
+    #[default]
+    None,
+    /// `"read-only"`: mounted at `/data`, read-only.
+    ReadOnly,
+    /// `"read-write"`: mounted at `/data`, read-write.
+    ReadWrite,
 }
 
 /// `[[tenants.NAME.routes]]`: a path prefix and what serves it.

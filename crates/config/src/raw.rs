@@ -29,9 +29,15 @@ pub(crate) struct RawServer {
 pub(crate) struct RawTenant {
     pub(crate) hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) memory: Option<Spanned<SizeValue>>,
+    pub(crate) max_total_memory: Option<Spanned<SizeValue>>,
     pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) cpu_time: Option<Spanned<String>>,
     pub(crate) max_concurrency: Option<Spanned<i64>>,
+    pub(crate) max_request_body: Option<Spanned<SizeValue>>,
+    pub(crate) max_response_body: Option<Spanned<SizeValue>>,
+    pub(crate) max_stderr: Option<Spanned<SizeValue>>,
     pub(crate) data: Option<Spanned<String>>,
+    pub(crate) component_data: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]

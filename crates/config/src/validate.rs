@@ -134,6 +134,21 @@ fn duration(c: &mut Checker<'_>, key: &str, value: &Spanned<String>) -> Option<D
     }
 }
 
+/// A size key (`"64 MiB"` or a byte count) that must be above zero, or `default` when absent or invalid.
+fn size(c: &mut Checker<'_>, key: &str, value: Option<&Spanned<SizeValue>>, default: u64) -> u64 {
+    let Some(value) = value else { return default };
+    let parsed = match value.get_ref() {
+        SizeValue::Bytes(n) => u64::try_from(*n).map_err(|_| format!("`{key}` cannot be negative")),
+        SizeValue::Text(t) => parse_size(t).map_err(|e| format!("`{key}`: {e}")),
+    };
+    match parsed {
+        Ok(0) => c.error(&value.span(), format!("`{key}` must be larger than zero")),
+        Ok(b) => return b,
+        Err(e) => c.error(&value.span(), e),
+    }
+    default
+}
+
 fn valid_tenant_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -157,38 +172,24 @@ fn tenant(
 
     let hosts = hosts(c, &name_str, &tenant_span, raw.hosts, claimed);
 
-    let memory = match raw.memory {
-        None => DEFAULT_MEMORY,
-        Some(m) => {
-            let parsed = match m.get_ref() {
-                SizeValue::Bytes(n) => u64::try_from(*n).map_err(|_| "`memory` cannot be negative".to_string()),
-                SizeValue::Text(t) => parse_size(t).map_err(|e| format!("`memory`: {e}")),
-            };
-            match parsed {
-                Ok(0) => {
-                    c.error(&m.span(), "`memory` must be larger than zero");
-                    0
-                }
-                Ok(b) if b > MAX_MEMORY => {
-                    c.error(&m.span(), "`memory` cannot exceed 4 GiB (guests are 32-bit)");
-                    0
-                }
-                Ok(b) => b,
-                Err(e) => {
-                    c.error(&m.span(), e);
-                    0
-                }
-            }
-        }
-    };
-
-    let timeout = match &raw.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) => duration(c, "timeout", t).unwrap_or_default(),
-    };
+    let defaults = Limits::default();
+    let memory = size(c, "memory", raw.memory.as_ref(), defaults.memory);
+    if let Some(m) = &raw.memory
+        && memory > MAX_MEMORY
+    {
+        c.error(&m.span(), "`memory` cannot exceed 4 GiB (guests are 32-bit)");
+    }
+    let max_total_memory = size(c, "max_total_memory", raw.max_total_memory.as_ref(), defaults.max_total_memory);
+    if let Some(total) = &raw.max_total_memory
+        && max_total_memory < memory
+    {
+        c.error(&total.span(), "`max_total_memory` must be at least `memory` (one instance must fit)");
+    }
+    let timeout = raw.timeout.as_ref().map_or(defaults.timeout, |t| duration(c, "timeout", t).unwrap_or_default());
+    let cpu_time = raw.cpu_time.as_ref().map_or(defaults.cpu_time, |t| duration(c, "cpu_time", t).unwrap_or_default());
 
     let max_concurrency = match &raw.max_concurrency {
-        None => DEFAULT_MAX_CONCURRENCY,
+        None => defaults.max_concurrency,
         Some(n) => match u32::try_from(*n.get_ref()) {
             Ok(v) if v > 0 && v <= 100_000 => v,
             _ => {
@@ -197,8 +198,39 @@ fn tenant(
             }
         },
     };
+    let limits = Limits {
+        memory,
+        max_total_memory,
+        timeout,
+        cpu_time,
+        max_concurrency,
+        max_request_body: size(c, "max_request_body", raw.max_request_body.as_ref(), defaults.max_request_body),
+        max_response_body: size(c, "max_response_body", raw.max_response_body.as_ref(), defaults.max_response_body),
+        max_stderr: size(c, "max_stderr", raw.max_stderr.as_ref(), defaults.max_stderr),
+    };
 
     let data = raw.data.as_ref().and_then(|d| c.existing("data", d, true));
+    let component_data = match &raw.component_data {
+        None => DataAccess::None,
+        Some(v) => {
+            let access = match v.get_ref().as_str() {
+                "none" => DataAccess::None,
+                "read-only" => DataAccess::ReadOnly,
+                "read-write" => DataAccess::ReadWrite,
+                other => {
+                    c.error(
+                        &v.span(),
+                        format!("`component_data`: {other:?} is not one of \"none\", \"read-only\", \"read-write\""),
+                    );
+                    DataAccess::None
+                }
+            };
+            if access != DataAccess::None && raw.data.is_none() {
+                c.error(&v.span(), "`component_data` shares the tenant's `data` directory, but `data` is not set");
+            }
+            access
+        }
+    };
 
     let mut env = BTreeMap::new();
     for (k, v) in raw.env {
@@ -227,16 +259,7 @@ fn tenant(
         c.error(&tenant_span, format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"));
     }
 
-    (c.problems.len() == before).then_some(Tenant {
-        name: name_str,
-        hosts,
-        memory,
-        timeout,
-        max_concurrency,
-        data,
-        env,
-        routes,
-    })
+    (c.problems.len() == before).then_some(Tenant { name: name_str, hosts, limits, data, component_data, env, routes })
 }
 
 fn hosts(

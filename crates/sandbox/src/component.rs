@@ -9,18 +9,20 @@ use http_body_util::BodyExt;
 use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext};
 use tokio::time::Instant;
 use tracing::Instrument;
+use wasmtime::Store;
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Store, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::body::{BodyTooLarge, LimitedBody};
 use crate::engine::{RuntimeInner, arm_deadline};
-use crate::error::{LoadError, guest_failure, timed_out};
+use crate::error::LoadError;
 use crate::introspect::{AppInfo, component_import_provided, component_info};
-use crate::pipe::{CappedPipe, log_output};
-use crate::tenant::{MAX_LOGGED_OUTPUT, TenantSandbox};
+use crate::limits::{GuestLimiter, LimitKind};
+use crate::pipe::CappedPipe;
+use crate::tenant::TenantSandbox;
 
 /// Per-request host state of a component instance.
 pub(crate) struct ComponentState {
@@ -28,7 +30,7 @@ pub(crate) struct ComponentState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: GuestHooks,
-    limits: StoreLimits,
+    limiter: GuestLimiter,
 }
 
 impl WasiView for ComponentState {
@@ -138,10 +140,10 @@ impl AppInner {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: GuestHooks,
-            limits: self.tenant.store_limits(),
+            limiter: self.tenant.limiter(),
         };
         let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         Ok(store)
     }
 
@@ -149,12 +151,23 @@ impl AppInner {
         self: Arc<Self>,
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<Body>, HandlerError> {
-        let permit = self.tenant.admit()?;
-        let deadline = Instant::now() + self.tenant.limits.timeout;
-        let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
-        let stdout = CappedPipe::new(MAX_LOGGED_OUTPUT);
+        let tenant = &self.tenant;
+        tenant.check_declared_body(request.headers())?;
+        let permit = tenant.admit()?;
+        let deadline = Instant::now() + tenant.limits.timeout;
+        let stderr = tenant.log_pipe();
+        let stdout = tenant.log_pipe();
         let mut store = self.new_store(&stderr, &stdout)?;
-        arm_deadline(&mut store, deadline);
+        arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
+
+        // A body over `max_request_body` is cut off with an error the guest sees as a failed read; whatever
+        // the guest does next, the client gets 413.
+        let body_too_large = Arc::new(AtomicBool::new(false));
+        let request = {
+            let flag = body_too_large.clone();
+            let limit = tenant.limits.max_request_body;
+            request.map(|b| LimitedBody::new(b, limit, move || flag.store(true, Ordering::Release)).boxed_unsync())
+        };
 
         // Whether the guest has handed over its response head. Failures before that are returned to the caller
         // (which logs them once); failures after it can only cut the body short, so the task logs them.
@@ -181,6 +194,7 @@ impl AppInner {
         // The guest keeps running after it has sent the response head (it streams the body), so it runs on its
         // own task; the task holds the concurrency permit and is cut off at the deadline either way.
         let pre = self.pre.clone();
+        let app = self.clone();
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
@@ -189,11 +203,12 @@ impl AppInner {
                     proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
                 };
                 let result = match tokio::time::timeout_at(deadline, run).await {
-                    Ok(r) => r.map_err(|e| guest_failure(&e)),
-                    Err(_) => Err(timed_out()),
+                    Ok(r) => r.map_err(|e| app.tenant.guest_failure(&e)),
+                    Err(_) => Err(app.tenant.timed_out()),
                 };
-                log_output("stderr", &stderr);
-                log_output("stdout", &stdout);
+                drop(store);
+                app.tenant.log_output("stderr", &stderr);
+                app.tenant.log_output("stdout", &stdout);
                 if let Err(e) = &result
                     && responded.load(Ordering::Acquire)
                 {
@@ -204,8 +219,8 @@ impl AppInner {
             .in_current_span(),
         );
 
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response.map(|b| b.map_err(Into::into).boxed_unsync())),
+        let outcome = match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(code))) => Err(error_code_failure(&code)),
             // The guest returned (or trapped) without setting a response.
             Ok(Err(_)) => match task.await {
@@ -222,14 +237,50 @@ impl AppInner {
                 // is free again before the client hears about the timeout.
                 task.abort();
                 let _ = task.await;
-                Err(timed_out())
+                Err(self.tenant.timed_out())
             }
+        };
+        // The guest saw a failed read at the limit; what it answered after that is beside the point.
+        if body_too_large.load(Ordering::Acquire) {
+            return Err(self.tenant.body_too_large(None));
         }
+        outcome.and_then(|response| self.limit_response(response.map(|b| b.map_err(Into::into).boxed_unsync())))
+    }
+
+    /// Holds the guest's response to `max_response_body`: a declared length over it is a 502 before anything
+    /// is sent; a streamed body is cut off at the limit (the client sees an incomplete response).
+    fn limit_response(self: &Arc<Self>, response: http::Response<Body>) -> Result<http::Response<Body>, HandlerError> {
+        let limit = self.tenant.limits.max_response_body;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = declared
+            && n > limit
+        {
+            let detail = format!("guest declared a {n}-byte body; the limit is {limit}");
+            self.tenant.limit_fired(LimitKind::ResponseBody, &detail);
+            return Err(HandlerError::new(Fault::GuestBadResponse, "guest response too large", detail));
+        }
+        let app = self.clone();
+        let span = tracing::Span::current();
+        Ok(response.map(|body| {
+            LimitedBody::new(body, limit, move || {
+                span.in_scope(|| {
+                    app.tenant.limit_fired(LimitKind::ResponseBody, &format!("response cut off after {limit} bytes"));
+                });
+            })
+            .boxed_unsync()
+        }))
     }
 }
 
 /// Request body errors as wasi-http reports them to the guest.
 fn body_error(e: palisade_http::BoxError) -> wasmtime_wasi_http::Error {
+    if e.is::<BodyTooLarge>() {
+        return wasmtime_wasi_http::Error::HttpRequestBodySize(None);
+    }
     match e.downcast::<hyper::Error>() {
         Ok(h) => wasmtime_wasi_http::Error::Hyper(*h),
         Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),

@@ -11,6 +11,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, P
 use crate::cgi::{CgiApp, CgiState};
 use crate::component::{ComponentApp, ComponentState};
 use crate::error::LoadError;
+use crate::limits::{LimitExceeded, LimitKind};
 use crate::tenant::TenantSandbox;
 
 /// How often the epoch advances; guest deadlines are rounded up to this.
@@ -127,8 +128,7 @@ fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
     if !bytes.starts_with(b"\0asm") {
         return Ok(bytes);
     }
-    let is_component = bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00]);
-    match (want, is_component) {
+    match (want, is_component(&bytes)) {
         (GuestKind::Component, false) => Err(wrong(
             "is a core WebAssembly module, not a component; serve it with `cgi = ...` or make it a component",
         )),
@@ -137,6 +137,11 @@ fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
         }
         _ => Ok(bytes),
     }
+}
+
+/// Whether a WebAssembly binary is a component (layer 1) rather than a core module.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] so running guests can be interrupted at their deadline.
@@ -168,15 +173,30 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Makes a store's guest yield to the async runtime at every epoch tick, and trap once `deadline` has passed.
+/// Makes a store's guest yield to the async runtime at every epoch tick, trap once `deadline` has passed, and
+/// trap once it has run for `cpu_time`.
 ///
 /// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its tokio worker
 /// thread, and tasks queued on that worker (new connections among them) would wait until the deadline.
-pub(crate) fn arm_deadline<T: 'static>(store: &mut wasmtime::Store<T>, deadline: tokio::time::Instant) {
+///
+/// CPU time is counted in epoch ticks: the callback runs only when the guest is executing as a tick passes
+/// (a guest waiting for I/O is not running wasm and is not charged), so `cpu_time` is exceeded after that
+/// many ticks in which the guest ran. A spinning guest is stopped at its CPU budget, not at the (usually
+/// longer) wall-clock deadline, and its worker thread is free for others from then on.
+pub(crate) fn arm_deadline<T: 'static>(
+    store: &mut wasmtime::Store<T>,
+    deadline: tokio::time::Instant,
+    cpu_time: Duration,
+) {
+    let budget = cpu_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    let mut ticks: u128 = 0;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
+        ticks += 1;
         if tokio::time::Instant::now() >= deadline {
             Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else if ticks > budget {
+            Err(LimitExceeded(LimitKind::CpuTime).into())
         } else {
             Ok(wasmtime::UpdateDeadline::Yield(1))
         }

@@ -1,8 +1,6 @@
-//! Errors loading guests, and the mapping of run-time guest failures to faults.
+//! Errors loading guests at start-up. (Run-time failures are mapped to faults by `TenantSandbox::guest_failure`.)
 
 use std::path::PathBuf;
-
-use palisade_http::{Fault, HandlerError};
 
 /// Why a guest could not be loaded at start-up (or by `palisade check`).
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +35,4 @@ pub enum LoadError {
     /// The engine could not be set up.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
-}
-
-/// Turns a failed guest run into the fault the client sees, keeping the full story for the log.
-pub(crate) fn guest_failure(error: &wasmtime::Error) -> HandlerError {
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            HandlerError::new(Fault::GuestTimeout, "guest exceeded its deadline", format!("{error:?}"))
-        }
-        _ => HandlerError::new(Fault::GuestFailed, "guest failed", format!("{error:?}")),
-    }
-}
-
-pub(crate) fn timed_out() -> HandlerError {
-    HandlerError::new(Fault::GuestTimeout, "guest exceeded its deadline", "deadline reached")
 }

@@ -10,23 +10,29 @@
 //! - [`TenantSandbox`] is what one tenant's apps share: limits (memory, deadline, concurrency), the
 //!   environment, and the private `/data` directory.
 //!
-//! Limits are enforced by wasmtime, not by trusting the guest: linear memory through `StoreLimits` (growth
-//! past the limit traps), time through epoch interruption plus a host-side deadline on every await,
-//! concurrency through a semaphore per tenant. A trap, a timeout or a malformed response becomes a
+//! Limits are enforced by wasmtime, not by trusting the guest: linear memory through a `ResourceLimiter` per
+//! store (growth past the instance's or the tenant's limit traps), CPU and wall-clock time through epoch
+//! interruption plus a host-side deadline on every await, concurrency through a semaphore per tenant, body
+//! sizes by the host as bytes pass. Every limit that fires is counted per tenant ([`LimitCounters`]) and
+//! logged once with the tenant and the limit's name. A trap, a timeout or a malformed response becomes a
 //! [`HandlerError`](palisade_http::HandlerError) with the right [`Fault`](palisade_http::Fault); the detail
 //! is logged with the tenant and route, and never reaches the client.
 
+mod body;
 mod cgi;
 mod component;
 mod engine;
 mod error;
 mod introspect;
+mod limits;
 mod pipe;
 mod tenant;
 
-pub use cgi::{CgiApp, DATA_MOUNT};
+pub use cgi::CgiApp;
 pub use component::ComponentApp;
-pub use engine::{Runtime, RuntimeOptions};
+pub use engine::{Runtime, RuntimeOptions, is_component};
 pub use error::LoadError;
 pub use introspect::AppInfo;
-pub use tenant::{GuestDirs, Preopen, TenantLimits, TenantSandbox};
+pub use limits::{LimitCounters, LimitKind};
+pub use palisade_config::Limits;
+pub use tenant::{DATA_MOUNT, GuestDirs, Preopen, TenantSandbox};

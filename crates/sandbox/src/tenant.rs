@@ -1,40 +1,31 @@
-//! What one tenant's guests share: limits, environment, private data directory, concurrency permits.
+//! What one tenant's guests share: limits, environment, directories, concurrency permits, the memory
+//! budget, and the counters of limits that fired.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_config::Limits;
 use palisade_http::{Fault, HandlerError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-/// A tenant's hard limits per guest request.
-#[derive(Debug, Clone)]
-pub struct TenantLimits {
-    /// Maximum linear memory of one instance, in bytes.
-    pub memory: u64,
-    /// Wall-clock deadline of one request, from arrival to the end of the guest's work.
-    pub timeout: Duration,
-    /// Instances in flight at once.
-    pub max_concurrency: u32,
-}
+use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
+use crate::pipe::CappedPipe;
 
-/// Upper bound on request bodies buffered for CGI guests (they read stdin, so the body is held in memory).
-pub(crate) const MAX_CGI_REQUEST_BODY: usize = 16 << 20;
-/// Upper bound on what a CGI guest may write to stdout (its whole response).
-pub(crate) const MAX_CGI_RESPONSE: usize = 64 << 20;
-/// How much of a guest's stderr (and a component's stdout) is kept for the log per request.
-pub(crate) const MAX_LOGGED_OUTPUT: usize = 64 << 10;
+/// Where a tenant's private `data` directory appears inside its guests.
+pub const DATA_MOUNT: &str = "/data";
 
-/// One tenant's sandbox settings, shared by all of its apps.
+/// One tenant's sandbox settings and shared state, used by all of its apps.
 #[derive(Debug)]
 pub struct TenantSandbox {
     pub(crate) name: Arc<str>,
-    pub(crate) limits: TenantLimits,
+    pub(crate) limits: Limits,
     pub(crate) env: Vec<(String, String)>,
     dirs: GuestDirs,
     instances: Arc<Semaphore>,
+    memory: Arc<MemoryBudget>,
+    counters: LimitCounters,
 }
 
 /// A host directory made visible inside guests.
@@ -53,7 +44,7 @@ pub struct Preopen {
 pub struct GuestDirs {
     /// Preopened in CGI modules (a tenant's `data` is `/data` here).
     pub cgi: Vec<Preopen>,
-    /// Preopened in components.
+    /// Preopened in components (only with `component_data`).
     pub components: Vec<Preopen>,
 }
 
@@ -61,36 +52,76 @@ impl TenantSandbox {
     /// Settings for tenant `name`: its limits, guest environment and the directories its guests see.
     pub fn new(
         name: &str,
-        limits: TenantLimits,
+        limits: Limits,
         env: impl IntoIterator<Item = (String, String)>,
         dirs: GuestDirs,
     ) -> Arc<TenantSandbox> {
         Arc::new(TenantSandbox {
             name: name.into(),
             instances: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            memory: Arc::new(MemoryBudget::new(limits.max_total_memory)),
             limits,
             env: env.into_iter().collect(),
             dirs,
+            counters: LimitCounters::default(),
         })
+    }
+
+    /// How often each limit has fired for this tenant.
+    pub fn limit_counters(&self) -> &LimitCounters {
+        &self.counters
+    }
+
+    /// Linear memory this tenant's live instances hold right now, in bytes.
+    pub fn memory_in_use(&self) -> u64 {
+        self.memory.used()
+    }
+
+    /// Records that `kind` fired: one counter, one log line naming the tenant and the limit.
+    pub(crate) fn limit_fired(&self, kind: LimitKind, detail: &str) {
+        self.counters.bump(kind);
+        tracing::warn!(tenant = %self.name, limit = kind.name(), "limit reached: {detail}");
     }
 
     /// Takes one of the tenant's instance slots, or fails with 503 when all are in use.
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, HandlerError> {
         self.instances.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(tenant = %self.name, limit = "max_concurrency", max = self.limits.max_concurrency, "limit reached");
+            self.limit_fired(LimitKind::Concurrency, &format!("{} instances in flight", self.limits.max_concurrency));
             HandlerError::new(
-                Fault::Overloaded {
-                    retry_after: Duration::from_secs(1),
-                },
+                Fault::Overloaded { retry_after: Duration::from_secs(1) },
                 "tenant is at its concurrency limit",
                 "max_concurrency reached",
             )
         })
     }
 
+    /// Refuses a request whose declared body is over `max_request_body` before any guest starts.
+    pub(crate) fn check_declared_body(&self, headers: &http::HeaderMap) -> Result<(), HandlerError> {
+        let declared =
+            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(n) if n > self.limits.max_request_body => Err(self.body_too_large(Some(n))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The 413 for a request body over `max_request_body` (of `declared` bytes, if it said so up front).
+    pub(crate) fn body_too_large(&self, declared: Option<u64>) -> HandlerError {
+        let limit = self.limits.max_request_body;
+        let detail = match declared {
+            Some(n) => format!("request body of {n} bytes; the limit is {limit}"),
+            None => format!("request body passed the limit of {limit} bytes"),
+        };
+        self.limit_fired(LimitKind::RequestBody, &detail);
+        HandlerError::new(Fault::PayloadTooLarge, "request body too large", detail)
+    }
+
     /// Adds the tenant's environment and directories for one guest of the given kind to a WASI context.
+    ///
+    /// Sockets and name lookup stay off whatever the guest imports: guests reach the network only through
+    /// the host's HTTP client, which enforces the tenant's outbound policy.
     pub(crate) fn configure_wasi(&self, wasi: &mut WasiCtxBuilder, component: bool) -> Result<(), HandlerError> {
-        wasi.envs(&self.env);
+        wasi.envs(&self.env).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         let dirs = if component { &self.dirs.components } else { &self.dirs.cgi };
         for dir in dirs {
             let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
@@ -105,13 +136,48 @@ impl TenantSandbox {
         Ok(())
     }
 
-    /// Store limits for one instance: memory growth past the limit traps (→ 500), so no guest can
-    /// mistake an allocation failure for success.
-    pub(crate) fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.limits.memory).unwrap_or(usize::MAX))
-            .instances(64)
-            .trap_on_grow_failure(true)
-            .build()
+    /// The resource limiter of one store: `memory` per instance, `max_total_memory` for the tenant.
+    pub(crate) fn limiter(&self) -> GuestLimiter {
+        GuestLimiter::new(self.limits.memory, self.memory.clone())
+    }
+
+    /// A sink for a guest's stderr (or a component's stdout), capped at `max_stderr`.
+    pub(crate) fn log_pipe(&self) -> CappedPipe {
+        CappedPipe::new(usize::try_from(self.limits.max_stderr).unwrap_or(usize::MAX))
+    }
+
+    /// Logs what a guest wrote to stderr/stdout; going past `max_stderr` fires that limit.
+    pub(crate) fn log_output(&self, stream: &'static str, pipe: &CappedPipe) {
+        crate::pipe::log_output(stream, pipe);
+        if pipe.overflowed() {
+            self.limit_fired(LimitKind::Stderr, &format!("{stream} past {} bytes was dropped", self.limits.max_stderr));
+        }
+    }
+
+    /// Turns a failed guest run into the fault the client sees, counting the limit or trap behind it.
+    /// The full story (trap message, wasm backtrace) goes into the detail, which is logged.
+    pub(crate) fn guest_failure(&self, error: &wasmtime::Error) -> HandlerError {
+        let detail = format!("{error:?}");
+        if let Some(LimitExceeded(kind)) = error.downcast_ref::<LimitExceeded>() {
+            self.limit_fired(*kind, "guest stopped");
+            return match kind {
+                LimitKind::CpuTime => HandlerError::new(Fault::GuestTimeout, "guest exceeded its CPU time", detail),
+                _ => HandlerError::new(Fault::GuestFailed, "guest exceeded its memory limit", detail),
+            };
+        }
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => self.timed_out(),
+            Some(trap) => {
+                self.limit_fired(LimitKind::Trap, &trap.to_string());
+                HandlerError::new(Fault::GuestFailed, "guest failed", detail)
+            }
+            None => HandlerError::new(Fault::GuestFailed, "guest failed", detail),
+        }
+    }
+
+    /// The 504 for a request that reached its wall-clock deadline.
+    pub(crate) fn timed_out(&self) -> HandlerError {
+        self.limit_fired(LimitKind::Timeout, &format!("deadline of {:?} reached", self.limits.timeout));
+        HandlerError::new(Fault::GuestTimeout, "guest exceeded its deadline", "deadline reached")
     }
 }

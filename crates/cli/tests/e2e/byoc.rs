@@ -92,3 +92,44 @@ async fn component_exit_without_response_is_500() {
     let r = client.get(server.url("alice.localhost", "/app/echo")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Components from third-party toolchains (componentize-py, ComponentizeJS) run unchanged: they import
+/// wasi:cli, wasi:filesystem and wasi:sockets at other 0.2.x patch releases than palisade's, and see the
+/// original request line, headers and body.
+#[tokio::test]
+async fn python_and_javascript_components_run_unchanged() {
+    let site = Site::new();
+    let python = site.guest("hello-python.wasm");
+    let js = site.guest("hello-js.wasm");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\nenv = {{ GREETING = \"from the tenant\" }}\n\
+         [[tenants.t.routes]]\npath = \"/py\"\ncomponent = \"{python}\"\n\
+         [[tenants.t.routes]]\npath = \"/js\"\ncomponent = \"{js}\"\n"
+    ));
+    let (code, out, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wasi:sockets/tcp@0.2.9"), "componentize-py's imports are listed: {out}");
+    assert!(out.contains("exports wasi:http/incoming-handler@0.2.10"), "ComponentizeJS's export: {out}");
+
+    let server = site.start();
+    let client = server.client(&["t.localhost"]);
+    for (lang, greeting) in [("python", "hello from Python! (from the tenant)"), ("js", "hello from JavaScript!")] {
+        let prefix = if lang == "python" { "/py" } else { "/js" };
+        let r = client
+            .post(server.url("t.localhost", &format!("{prefix}/some/path?q=1&r=two")))
+            .header("x-test", "abc")
+            .body("hello body")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{lang}");
+        assert_eq!(r.headers()["x-lang"], lang);
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            body,
+            format!("{greeting}\nmethod=POST\npath={prefix}/some/path?q=1&r=two\nx-test=abc\nbody=hello body\n"),
+            "{lang}"
+        );
+    }
+}

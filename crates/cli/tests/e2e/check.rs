@@ -28,7 +28,10 @@ fn good_config_prints_a_summary() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("palisade.toml: ok"), "{out}");
     assert!(
-        out.contains("tenant alice (hosts: alice.localhost; memory 16 MiB, timeout 1s, max_concurrency 8"),
+        out.contains(
+            "tenant alice (hosts: alice.localhost; memory 16 MiB (total 1 GiB), timeout 1s, cpu_time 10s, \
+             max_concurrency 8"
+        ),
         "{out}"
     );
     assert!(out.contains("/cgi-bin/probe"), "{out}");
@@ -45,6 +48,24 @@ fn bad_size_and_duration() {
     fails_at(&one_tenant("memory = \"64 MiBs\""), "MiBs", "invalid size");
     fails_at(&one_tenant("timeout = \"5 parsecs\""), "parsecs", "invalid duration");
     fails_at(&one_tenant("max_concurrency = 0"), "max_concurrency", "between 1 and");
+}
+
+#[test]
+fn bad_limits() {
+    fails_at(&one_tenant("cpu_time = \"lots\""), "lots", "`cpu_time`: invalid duration");
+    fails_at(&one_tenant("cpu_time = \"0s\""), "0s", "`cpu_time` must be longer than zero");
+    fails_at(&one_tenant("max_request_body = -1"), "max_request_body", "cannot be negative");
+    fails_at(&one_tenant("max_response_body = \"1 XB\""), "XB", "`max_response_body`: invalid size");
+    fails_at(&one_tenant("max_stderr = 0"), "max_stderr", "must be larger than zero");
+    fails_at(&one_tenant("memory = \"5 GiB\""), "5 GiB", "cannot exceed 4 GiB");
+    let site = one_tenant("memory = \"64 MiB\"\nmax_total_memory = \"32 MiB\"");
+    fails_at(&site, "32 MiB", "must be at least `memory`");
+}
+
+#[test]
+fn component_data_needs_data_and_a_known_mode() {
+    fails_at(&one_tenant("component_data = \"read-only\""), "component_data", "but `data` is not set");
+    fails_at(&one_tenant("component_data = \"yes\""), "\"yes\"", "is not one of \"none\", \"read-only\"");
 }
 
 #[test]

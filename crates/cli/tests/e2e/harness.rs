@@ -131,7 +131,8 @@ impl Running {
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        // Generous: large guests (a Python interpreter is 18 MB of wasm) compile at first start on a busy machine.
+        let addr = match rx.recv_timeout(Duration::from_secs(240)) {
             Ok(a) => a.parse().expect("address in log line"),
             Err(_) => {
                 let _ = child.kill();
@@ -141,6 +142,18 @@ impl Running {
             }
         };
         Running { child, addr, log }
+    }
+
+    /// The server's resident memory, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS value")
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Everything the server has logged so far.

@@ -31,7 +31,7 @@ async fn component_trap_loop_membomb_and_no_response() {
     expect(&client, url("/app/trap"), 500, "guest failed").await;
     let took = expect(&client, url("/app/loop"), 504, "deadline").await;
     assert!(took >= TIMEOUT && took < TIMEOUT + MARGIN, "loop stopped after {took:?}");
-    expect(&client, url("/app/membomb"), 500, "guest failed").await;
+    expect(&client, url("/app/membomb"), 500, "memory limit").await;
     expect(&client, url("/app/noresponse"), 500, "no response").await;
 
     // The server, the tenant and its neighbour are all fine afterwards.
@@ -53,7 +53,7 @@ async fn cgi_trap_loop_membomb() {
     expect(&client, url("/cgi-bin/probe/trap"), 500, "guest failed").await;
     let took = expect(&client, url("/cgi-bin/probe/loop"), 504, "deadline").await;
     assert!(took >= TIMEOUT && took < TIMEOUT + MARGIN, "loop stopped after {took:?}");
-    expect(&client, url("/cgi-bin/probe/membomb"), 500, "guest failed").await;
+    expect(&client, url("/cgi-bin/probe/membomb"), 500, "memory limit").await;
     expect(&client, url("/cgi-bin/probe"), 200, "probe ok").await;
 }
 

@@ -7,8 +7,12 @@
 //! - `cgi`: CGI/1.1 meta-variables, body, Status/Location, malformed output, /data isolation.
 //! - `static_files`: conditional and range requests, HEAD, index.html, traversal attempts.
 //! - `hostile`: traps, endless loops, memory bombs, concurrency limits, and the server still answering.
+//! - `limits`: every per-tenant limit (memory, total memory, CPU time, bodies, stderr) and every trap kind.
+//! - `neighbours`: a flood of hostile requests while a neighbour tenant keeps getting correct answers.
+//! - `mail`: the overflowing C mail program's two exploits, which leak natively, leak nothing here.
 //! - `check`: `palisade check` on good and broken configurations.
-//! - `byoc`: bring your own guest: `palisade run`, missing-import errors, per-app import/export summaries.
+//! - `byoc`: bring your own guest: Python and JavaScript components, `palisade run`, missing-import errors,
+//!   per-app import/export summaries.
 //! - `lifecycle`: graceful shutdown and the compile cache.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
@@ -22,6 +26,9 @@ mod check;
 mod handlers;
 mod hostile;
 mod lifecycle;
+mod limits;
+mod mail;
+mod neighbours;
 mod routing;
 mod static_files;
 

@@ -11,24 +11,25 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext, full_body};
 use tokio::time::Instant;
-use wasmtime::{InstancePre, Module, Store, StoreLimits};
+use wasmtime::{InstancePre, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::{RuntimeInner, arm_deadline};
-use crate::error::{LoadError, guest_failure, timed_out};
+use crate::error::LoadError;
 use crate::introspect::{AppInfo, foreign_module_imports, module_info};
-use crate::pipe::{CappedPipe, log_output};
-use crate::tenant::{MAX_CGI_REQUEST_BODY, MAX_CGI_RESPONSE, MAX_LOGGED_OUTPUT, TenantSandbox};
+use crate::limits::{GuestLimiter, LimitKind};
+use crate::pipe::CappedPipe;
+use crate::tenant::TenantSandbox;
 
-/// Where a tenant's private directory appears inside its CGI guests.
-pub const DATA_MOUNT: &str = "/data";
+/// Room for the CGI header block on top of `max_response_body` (stdout holds both).
+const CGI_HEADER_ALLOWANCE: u64 = 64 << 10;
 
 /// Per-request host state of a CGI instance.
 pub(crate) struct CgiState {
     pub(crate) wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limiter: GuestLimiter,
 }
 
 /// A compiled, pre-instantiated CGI command module bound to one tenant.
@@ -104,15 +105,18 @@ impl CgiInner {
         request: http::Request<RequestBody>,
         cx: RequestContext,
     ) -> Result<http::Response<Body>, HandlerError> {
-        let permit = self.tenant.admit()?;
-        let deadline = Instant::now() + self.tenant.limits.timeout;
+        let tenant = &self.tenant;
+        tenant.check_declared_body(request.headers())?;
+        let permit = tenant.admit()?;
+        let deadline = Instant::now() + tenant.limits.timeout;
         let (parts, body) = request.into_parts();
 
         // A CGI program reads its body from stdin, so the body is collected first (bounded, and within the
         // request's deadline: a client that trickles its body cannot hold an instance slot forever).
-        let body = match tokio::time::timeout_at(deadline, collect_bounded(body, MAX_CGI_REQUEST_BODY)).await {
+        let limit = usize::try_from(tenant.limits.max_request_body).unwrap_or(usize::MAX);
+        let body = match tokio::time::timeout_at(deadline, collect_bounded(body, limit)).await {
             Ok(Ok(Some(bytes))) => bytes,
-            Ok(Ok(None)) => return Err(HandlerError::new(Fault::PayloadTooLarge, "request body too large", "")),
+            Ok(Ok(None)) => return Err(tenant.body_too_large(None)),
             Ok(Err(e)) => {
                 return Err(HandlerError::new(Fault::BadRequest, "could not read request body", e.to_string()));
             }
@@ -130,10 +134,11 @@ impl CgiInner {
         let vars = meta::meta_variables(&meta, &cx)
             .map_err(|e| HandlerError::new(Fault::BadRequest, "path cannot be given to a CGI program", e))?;
 
-        let stdout = CappedPipe::new(MAX_CGI_RESPONSE);
-        let stderr = CappedPipe::new(MAX_LOGGED_OUTPUT);
+        let max_stdout = tenant.limits.max_response_body.saturating_add(CGI_HEADER_ALLOWANCE);
+        let stdout = CappedPipe::new(usize::try_from(max_stdout).unwrap_or(usize::MAX));
+        let stderr = tenant.log_pipe();
         let mut store = self.new_store(vars, body, &stdout, &stderr)?;
-        arm_deadline(&mut store, deadline);
+        arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -143,10 +148,10 @@ impl CgiInner {
         let outcome = tokio::time::timeout_at(deadline, run).await;
         drop(store);
         drop(permit);
-        log_output("stderr", &stderr);
+        tenant.log_output("stderr", &stderr);
 
         match outcome {
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(tenant.timed_out()),
             Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
                 // A program that exits (with any code) has still produced its output; CGI judges the output.
                 Some(I32Exit(code)) => {
@@ -154,19 +159,17 @@ impl CgiInner {
                         tracing::info!(exit_code = code, "CGI program exited with a non-zero status");
                     }
                 }
-                None => return Err(guest_failure(&e)),
+                None => return Err(tenant.guest_failure(&e)),
             },
             Ok(Ok(())) => {}
         }
-        if stdout.overflowed() {
-            return Err(HandlerError::new(
-                Fault::GuestBadResponse,
-                "guest response too large",
-                format!("CGI output exceeded {MAX_CGI_RESPONSE} bytes"),
-            ));
-        }
         let parsed = response::parse(stdout.take())
             .map_err(|e| HandlerError::new(Fault::GuestBadResponse, "guest sent a malformed CGI response", e))?;
+        if stdout.overflowed() || parsed.body.len() as u64 > tenant.limits.max_response_body {
+            let detail = format!("CGI response body over {} bytes", tenant.limits.max_response_body);
+            tenant.limit_fired(LimitKind::ResponseBody, &detail);
+            return Err(HandlerError::new(Fault::GuestBadResponse, "guest response too large", detail));
+        }
         let mut out = http::Response::new(if parts.method == http::Method::HEAD {
             full_body(Bytes::new())
         } else {
@@ -191,9 +194,9 @@ impl CgiInner {
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        let state = CgiState { wasi: wasi.build_p1(), limits: self.tenant.store_limits() };
+        let state = CgiState { wasi: wasi.build_p1(), limiter: self.tenant.limiter() };
         let mut store = Store::new(self.pre.module().engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         Ok(store)
     }
 }

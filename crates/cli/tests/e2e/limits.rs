@@ -1,0 +1,251 @@
+//! Every per-tenant limit fires with its documented status, is logged with the tenant and the limit's
+//! name, and leaves the server and the tenant able to serve the next request.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Running, Site};
+
+/// `evil` runs the probes under tight limits; `good` is its neighbour on the same server.
+pub fn limited_site() -> Site {
+    let site = Site::new();
+    let component = site.guest("probe-component.wasm");
+    let cgi = site.guest("probe-cgi.wasm");
+    site.mkdir("tenants/evil");
+    site.write("tenants/good/secret.txt", "good's secret\n");
+    site.write("www/good/index.html", "good and well\n");
+    site.config(&format!(
+        r#"
+[tenants.evil]
+hosts = ["evil.localhost"]
+memory = "16 MiB"
+max_total_memory = "40 MiB"
+timeout = "5s"
+cpu_time = "500ms"
+max_concurrency = 4
+max_request_body = "64 KiB"
+max_response_body = "1 MiB"
+max_stderr = "16 KiB"
+data = "tenants/evil"
+
+[[tenants.evil.routes]]
+path = "/app"
+component = "{component}"
+
+[[tenants.evil.routes]]
+path = "/cgi"
+cgi = "{cgi}"
+
+[tenants.good]
+hosts = ["good.localhost"]
+data = "tenants/good"
+
+[[tenants.good.routes]]
+path = "/"
+static = "www/good"
+
+[[tenants.good.routes]]
+path = "/app"
+component = "{component}"
+
+[[tenants.good.routes]]
+path = "/cgi"
+cgi = "{cgi}"
+"#
+    ));
+    site
+}
+
+pub const HOSTS: &[&str] = &["evil.localhost", "good.localhost"];
+
+/// GET `path` as `host`; returns status, body and how long it took.
+pub async fn get(server: &Running, client: &reqwest::Client, host: &str, path: &str) -> (u16, String, Duration) {
+    let start = Instant::now();
+    let r = client.get(server.url(host, path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    (status, body, start.elapsed())
+}
+
+#[tokio::test]
+async fn every_kind_of_trap_is_a_500_logged_with_message_and_backtrace() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let traps = [
+        ("/app/trap", "wasm `unreachable` instruction executed"),
+        ("/app/stackoverflow", "call stack exhausted"),
+        ("/app/oob", "out of bounds memory access"),
+        ("/app/divzero", "integer divide by zero"),
+        ("/app/badcall", "out of bounds table access"),
+        ("/cgi/stackoverflow", "call stack exhausted"),
+        ("/cgi/trap", "wasm `unreachable` instruction executed"),
+    ];
+    for (path, message) in traps {
+        let (status, body, _) = get(&server, &client, "evil.localhost", path).await;
+        assert_eq!((status, body.as_str()), (500, "500 guest failed\n"), "{path}");
+        assert!(server.log_contains(message), "{path}: trap message {message:?} is logged");
+    }
+    let log = server.log();
+    assert!(log.contains("wasm backtrace"), "traps are logged with their wasm backtrace");
+    assert_eq!(log.matches("limit=\"trap\"").count() + log.matches("limit=trap").count(), traps.len(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let (status, body, _) = get(&server, &client, "evil.localhost", "/app/echo").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_spinning_guest_is_stopped_at_its_cpu_time_before_its_deadline() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    for path in ["/app/loop", "/cgi/loop"] {
+        let (status, body, took) = get(&server, &client, "evil.localhost", path).await;
+        assert_eq!((status, body.as_str()), (504, "504 guest exceeded its CPU time\n"), "{path}");
+        assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "{path} stopped after {took:?}");
+    }
+    assert!(server.log_contains("cpu_time"), "the limit is logged by name");
+    // A guest that waits (without using CPU) is held to the wall-clock deadline instead.
+    let (status, body, took) = get(&server, &client, "evil.localhost", "/app/sleep").await;
+    assert_eq!((status, body.as_str()), (504, "504 guest exceeded its deadline\n"));
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(10), "stopped after {took:?}");
+}
+
+#[tokio::test]
+async fn memory_is_capped_per_instance_and_per_tenant() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let (status, body, _) = get(&server, &client, "evil.localhost", "/app/membomb").await;
+    assert_eq!((status, body.as_str()), (500, "500 guest exceeded its memory limit\n"));
+    let (status, _, _) = get(&server, &client, "evil.localhost", "/app/hold/14").await;
+    assert_eq!(status, 200, "one instance fits in `memory`");
+
+    // Three instances holding 14 MiB each do not fit in max_total_memory = 40 MiB; one fits in `memory`.
+    let holders: Vec<_> = (0..3)
+        .map(|_| {
+            let c = client.clone();
+            let u = server.url("evil.localhost", "/app/hold/14");
+            tokio::spawn(async move { c.get(u).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in holders {
+        statuses.push(h.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&500), "{statuses:?}");
+    assert!(server.log_contains("limit=\"max_total_memory\"") || server.log_contains("limit=max_total_memory"));
+    // What they held is returned to the tenant when they finish.
+    let (status, _, _) = get(&server, &client, "evil.localhost", "/app/hold/14").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_get_413() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let big = vec![b'b'; 100 << 10];
+    for path in ["/app/echo", "/cgi/body"] {
+        let r = client.post(server.url("evil.localhost", path)).body(big.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 413, "{path} with Content-Length");
+        // Without a Content-Length, the body is cut off as it streams in.
+        let chunks = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b'c'; 10 << 10])));
+        let r = client
+            .post(server.url("evil.localhost", path))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path} streamed");
+    }
+    let r = client.post(server.url("evil.localhost", "/app/echo")).body(vec![b'k'; 60 << 10]).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a body under the limit is fine");
+    assert!(r.text().await.unwrap().contains("body-length=61440"));
+    assert!(server.log_contains("max_request_body"));
+}
+
+#[tokio::test]
+async fn responses_over_the_limit_are_cut_off_and_never_endless() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    // A CGI response is judged whole: too large is a 502.
+    let (status, body, _) = get(&server, &client, "evil.localhost", "/cgi/huge/2").await;
+    assert_eq!((status, body.as_str()), (502, "502 guest response too large\n"));
+    // A component streams: the head has gone out, so the body is cut off at the limit.
+    for path in ["/app/huge/2", "/app/endless"] {
+        let start = Instant::now();
+        let r = client.get(server.url("evil.localhost", path)).send().await.unwrap();
+        let got = r.bytes().await;
+        assert!(got.is_err() || got.as_ref().is_ok_and(|b| b.len() <= 1 << 20), "{path} was not cut off");
+        assert!(start.elapsed() < Duration::from_secs(5), "{path} took {:?}", start.elapsed());
+    }
+    // A response that drips forever ends at the deadline.
+    let start = Instant::now();
+    let r = client.get(server.url("evil.localhost", "/app/drip")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(10), "drip ended after {took:?}");
+    assert!(server.log_contains("max_response_body"));
+    let (status, _, _) = get(&server, &client, "evil.localhost", "/app/echo").await;
+    assert_eq!(status, 200, "the tenant's slots are all free again");
+}
+
+#[tokio::test]
+async fn ten_megabytes_of_stderr_are_capped_in_the_log() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    for path in ["/app/stderr/10", "/cgi/stderr/10"] {
+        let (status, body, _) = get(&server, &client, "evil.localhost", path).await;
+        assert_eq!((status, body.as_str()), (200, "wrote stderr\n"), "{path}");
+    }
+    assert!(server.log_contains("max_stderr"));
+    let log = server.log();
+    assert!(log.len() < 512 << 10, "the log holds {} bytes: stderr was not capped", log.len());
+}
+
+#[tokio::test]
+async fn no_request_sees_memory_an_earlier_request_left_behind() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let (status, _, _) = get(&server, &client, "evil.localhost", "/app/remember?LEFT-BEHIND-42").await;
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        let (status, body, _) = get(&server, &client, "evil.localhost", "/app/recall").await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("LEFT-BEHIND"), "an earlier request's memory leaked:\n{body}");
+        assert!(body.starts_with("static=....."), "static memory starts zeroed:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn components_see_data_only_when_configured() {
+    let site = Site::new();
+    let component = site.guest("probe-component.wasm");
+    site.write("ro/note.txt", "read me\n");
+    site.mkdir("rw");
+    site.mkdir("none");
+    let mut tenants = String::new();
+    for (name, access) in [("ro", "read-only"), ("rw", "read-write"), ("none", "none")] {
+        tenants.push_str(&format!(
+            "[tenants.{name}]\nhosts = [\"{name}.localhost\"]\ndata = \"{name}\"\ncomponent_data = \"{access}\"\n\
+             [[tenants.{name}.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
+        ));
+    }
+    site.config(&tenants);
+    let server = site.start();
+    let client = server.client(&["ro.localhost", "rw.localhost", "none.localhost"]);
+    assert_eq!(get(&server, &client, "ro.localhost", "/data-read").await.1, "read me\n");
+    assert_eq!(get(&server, &client, "ro.localhost", "/data-write?no").await.0, 403);
+    assert_eq!(std::fs::read_to_string(site.path("ro/note.txt")).unwrap(), "read me\n");
+    assert_eq!(get(&server, &client, "rw.localhost", "/data-write?yes").await.0, 200);
+    assert_eq!(std::fs::read_to_string(site.path("rw/note.txt")).unwrap(), "yes");
+    assert_eq!(get(&server, &client, "none.localhost", "/data-read").await.0, 404);
+    assert_eq!(get(&server, &client, "none.localhost", "/data-write?no").await.0, 403);
+    assert!(!site.path("none/note.txt").exists());
+}

@@ -1,0 +1,72 @@
+//! The "overflowing C mail program" (examples/mail): the same buggy C file that leaks bob's secret when run
+//! natively keeps it from alice under palisade, with both exploits, many times over.
+
+use std::path::Path;
+
+use crate::harness::Site;
+use crate::limits::get;
+
+const SECRET: &str = "SECRET-BOB";
+/// Fills mail.c's 16-byte display name, so what follows overwrites the mailbox path.
+const FILL: &str = "AAAAAAAAAAAAAAAA";
+
+fn mail_site() -> Site {
+    let site = Site::new();
+    let mail = site.guest("mail.wasm");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mail/tenants");
+    for user in ["alice", "bob"] {
+        let mbox = std::fs::read(examples.join(format!("{user}/{user}.mbox"))).unwrap();
+        site.write(&format!("tenants/{user}/{user}.mbox"), mbox);
+    }
+    site.config(&format!(
+        "[tenants.alice]\nhosts = [\"alice.localhost\"]\ndata = \"tenants/alice\"\nenv = {{ MAIL_USER = \"alice\" }}\n\
+         [[tenants.alice.routes]]\npath = \"/mail\"\ncgi = \"{mail}\"\n\
+         [tenants.bob]\nhosts = [\"bob.localhost\"]\ndata = \"tenants/bob\"\nenv = {{ MAIL_USER = \"bob\" }}\n\
+         [[tenants.bob.routes]]\npath = \"/mail\"\ncgi = \"{mail}\"\n"
+    ));
+    site
+}
+
+#[tokio::test]
+async fn neither_exploit_reaches_bobs_secret() {
+    let site = mail_site();
+    let server = site.start();
+    let client = server.client(&["alice.localhost", "bob.localhost"]);
+
+    // Both read their own mail.
+    let (status, alice, _) = get(&server, &client, "alice.localhost", "/mail?action=list").await;
+    assert_eq!(status, 200);
+    assert!(alice.contains("1: From bob: lunch at noon?"), "{alice}");
+    let (_, bob, _) = get(&server, &client, "bob.localhost", "/mail?action=list").await;
+    assert!(bob.contains(SECRET), "bob reads his own secret: {bob}");
+
+    // Bug 1: alice's long display name overwrites her mailbox path with bob's, by every path there is.
+    let bob_on_host = site.path("tenants/bob/bob.mbox");
+    let targets = ["/data/bob.mbox", "/data/../bob/bob.mbox", "../bob/bob.mbox", &bob_on_host.display().to_string()]
+        .map(str::to_string);
+    for target in &targets {
+        let (status, body, _) = get(&server, &client, "alice.localhost", &format!("/mail?name={FILL}{target}")).await;
+        assert!(!body.contains(SECRET), "bug 1 via {target} leaked: {body}");
+        assert_eq!(status, 404, "{target}: the overwritten path opens nothing: {body}");
+    }
+    // The overflow really happened: with alice's own mailbox as the target, it is read from the new path.
+    let (_, body, _) = get(&server, &client, "alice.localhost", &format!("/mail?name={FILL}/data/alice.mbox")).await;
+    assert!(body.contains("Mail for AAAAAAAAAAAAAAAA/data/alice.mbox"), "{body}");
+
+    // Bug 2: bob reads his secret, then alice over-reads her short message; again and again, so alice's
+    // instances reuse the pooled memory that bob's instances used.
+    for _ in 0..20 {
+        let (_, bob, _) = get(&server, &client, "bob.localhost", "/mail?action=show&n=1").await;
+        assert!(bob.contains(SECRET));
+        let (status, alice, _) = get(&server, &client, "alice.localhost", "/mail?action=show&n=1&len=400").await;
+        assert_eq!(status, 200);
+        assert!(alice.contains("From bob: lunch at noon?"), "{alice}");
+        assert!(!alice.contains(SECRET) && !alice.contains("vault"), "bug 2 leaked: {alice:?}");
+    }
+
+    assert!(!server.log().contains(SECRET), "bob's secret is in the log");
+    for entry in std::fs::read_dir(site.path("tenants/alice")).unwrap() {
+        let text = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&text).contains(SECRET), "bob's secret is in alice's data");
+    }
+}

@@ -1,0 +1,99 @@
+//! A body that fails once more than a set number of bytes has passed through it.
+//!
+//! Bodies are streamed, never buffered, so a size limit can only be enforced as bytes pass: the stream is
+//! cut with an error at the limit (the guest sees a failed read, the client a cut-off response), and the
+//! owner is told once through `on_exceeded`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use palisade_http::{BoxError, RequestBody};
+
+/// The error a [`LimitedBody`] fails with at its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("body is larger than {0} bytes")]
+pub(crate) struct BodyTooLarge(pub(crate) u64);
+
+/// `inner`, cut off with [`BodyTooLarge`] after `limit` bytes.
+pub(crate) struct LimitedBody {
+    inner: RequestBody,
+    limit: u64,
+    seen: u64,
+    on_exceeded: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl LimitedBody {
+    pub(crate) fn new(inner: RequestBody, limit: u64, on_exceeded: impl FnOnce() + Send + 'static) -> LimitedBody {
+        LimitedBody { inner, limit, seen: 0, on_exceeded: Some(Box::new(on_exceeded)) }
+    }
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.seen > this.limit {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            this.seen = this.seen.saturating_add(data.len() as u64);
+            if this.seen > this.limit {
+                if let Some(hook) = this.on_exceeded.take() {
+                    hook();
+                }
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    fn chunks(parts: &[&'static str]) -> RequestBody {
+        let frames = parts.iter().map(|p| Ok::<_, BoxError>(Frame::data(Bytes::from_static(p.as_bytes()))));
+        StreamBody::new(futures::stream::iter(frames.collect::<Vec<_>>())).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn passes_up_to_the_limit_and_fails_past_it() {
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let ok = LimitedBody::new(chunks(&["ab", "cd"]), 4, move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(&ok.collect().await.unwrap().to_bytes()[..], b"abcd");
+        assert_eq!(fired.load(Ordering::SeqCst), 0);
+
+        let f = fired.clone();
+        let over = LimitedBody::new(chunks(&["ab", "cde", "f"]), 4, move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        });
+        let err = over.collect().await.err().unwrap();
+        assert!(err.downcast_ref::<BodyTooLarge>().is_some(), "{err}");
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+    }
+}

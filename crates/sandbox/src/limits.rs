@@ -1,0 +1,222 @@
+//! The limits a tenant's guests are held to, how they are enforced inside wasmtime, and what fired.
+//!
+//! - [`GuestLimiter`] is each store's `ResourceLimiter`: growth past the instance's `memory` or past what is
+//!   left of the tenant's `max_total_memory` traps with a [`LimitExceeded`] (so no guest mistakes a failed
+//!   allocation for a successful one), and the memory it charged is returned when the store is dropped.
+//! - [`LimitCounters`] counts every limit that fires, per tenant, for metrics.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Each limit a guest request can run into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// `memory`: one instance grew past its linear-memory limit.
+    Memory,
+    /// `max_total_memory`: the tenant's instances together hold all the memory they may.
+    TotalMemory,
+    /// `timeout`: the request's wall-clock deadline passed.
+    Timeout,
+    /// `cpu_time`: the guest ran for longer than its CPU budget.
+    CpuTime,
+    /// `max_concurrency`: all the tenant's instance slots were in use.
+    Concurrency,
+    /// `max_request_body`: the request body was larger than allowed.
+    RequestBody,
+    /// `max_response_body`: the guest sent a larger response body than allowed.
+    ResponseBody,
+    /// `max_stderr`: the guest wrote more to stderr than is logged.
+    Stderr,
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow, ...).
+    Trap,
+    /// The guest tried to make an outbound request to something it may not reach.
+    OutboundDenied,
+}
+
+impl LimitKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [LimitKind; 10] = [
+        LimitKind::Memory,
+        LimitKind::TotalMemory,
+        LimitKind::Timeout,
+        LimitKind::CpuTime,
+        LimitKind::Concurrency,
+        LimitKind::RequestBody,
+        LimitKind::ResponseBody,
+        LimitKind::Stderr,
+        LimitKind::Trap,
+        LimitKind::OutboundDenied,
+    ];
+
+    /// The configuration key (or event) name, as logged: `memory`, `cpu_time`, `trap`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "memory",
+            LimitKind::TotalMemory => "max_total_memory",
+            LimitKind::Timeout => "timeout",
+            LimitKind::CpuTime => "cpu_time",
+            LimitKind::Concurrency => "max_concurrency",
+            LimitKind::RequestBody => "max_request_body",
+            LimitKind::ResponseBody => "max_response_body",
+            LimitKind::Stderr => "max_stderr",
+            LimitKind::Trap => "trap",
+            LimitKind::OutboundDenied => "outbound_denied",
+        }
+    }
+
+    fn index(self) -> usize {
+        LimitKind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How often each limit has fired for one tenant since start-up.
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    counts: [AtomicU64; LimitKind::ALL.len()],
+}
+
+impl LimitCounters {
+    pub(crate) fn bump(&self, kind: LimitKind) {
+        self.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often `kind` has fired.
+    pub fn get(&self, kind: LimitKind) -> u64 {
+        self.counts[kind.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// The error a guest traps with when the sandbox stops it at a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("guest stopped at its `{0}` limit")]
+pub(crate) struct LimitExceeded(pub(crate) LimitKind);
+
+/// Linear memory the tenant's live instances hold together, against `max_total_memory`.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget { limit, used: AtomicU64::new(0) }
+    }
+
+    /// Takes `bytes` from the budget, or nothing if that would pass the limit.
+    fn try_charge(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes currently charged.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Table elements one instance may hold (function tables of large guests run to a few thousand).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Instances, memories and tables one store may create (a component is a few dozen core instances).
+const MAX_STORE_OBJECTS: usize = 100;
+
+/// One store's resource limiter: per-instance memory, the tenant's total, and table sizes.
+pub(crate) struct GuestLimiter {
+    memory: usize,
+    budget: Arc<MemoryBudget>,
+    charged: u64,
+}
+
+impl GuestLimiter {
+    pub(crate) fn new(memory: u64, budget: Arc<MemoryBudget>) -> GuestLimiter {
+        GuestLimiter { memory: usize::try_from(memory).unwrap_or(usize::MAX), budget, charged: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            return Err(LimitExceeded(LimitKind::Memory).into());
+        }
+        let delta = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        if !self.budget.try_charge(delta) {
+            return Err(LimitExceeded(LimitKind::TotalMemory).into());
+        }
+        self.charged += delta;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(LimitExceeded(LimitKind::Memory).into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_STORE_OBJECTS
+    }
+
+    fn tables(&self) -> usize {
+        MAX_STORE_OBJECTS
+    }
+
+    fn memories(&self) -> usize {
+        MAX_STORE_OBJECTS
+    }
+}
+
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn instance_and_tenant_memory_limits() {
+        let budget = Arc::new(MemoryBudget::new(100));
+        let mut a = GuestLimiter::new(60, budget.clone());
+        let mut b = GuestLimiter::new(60, budget.clone());
+        assert!(a.memory_growing(0, 60, None).unwrap_or(false));
+        let over_instance = a.memory_growing(60, 61, None).unwrap_err();
+        assert_eq!(over_instance.downcast_ref(), Some(&LimitExceeded(LimitKind::Memory)));
+        assert!(b.memory_growing(0, 40, None).unwrap_or(false));
+        let over_tenant = b.memory_growing(40, 41, None).unwrap_err();
+        assert_eq!(over_tenant.downcast_ref(), Some(&LimitExceeded(LimitKind::TotalMemory)));
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 40, "a dropped store returns what it charged");
+        assert!(b.memory_growing(40, 60, None).unwrap_or(false));
+    }
+
+    #[test]
+    fn counters_count_per_kind() {
+        let c = LimitCounters::default();
+        c.bump(LimitKind::Trap);
+        c.bump(LimitKind::Trap);
+        c.bump(LimitKind::CpuTime);
+        assert_eq!(c.get(LimitKind::Trap), 2);
+        assert_eq!(c.get(LimitKind::CpuTime), 1);
+        assert_eq!(c.get(LimitKind::Memory), 0);
+    }
+}
