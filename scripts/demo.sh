@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo, from a fresh Debian 12 machine: installs what is needed, builds palisade and the demo's C guests,
-# and serves two tenants (alice and bob) on 127.0.0.1:8080 until Ctrl-C.
+# and serves three tenants (alice, bob and carol) on 127.0.0.1:8080 until Ctrl-C.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +17,8 @@ Try these in another terminal (Ctrl-C here stops the server gracefully):
   curl -H 'Host: alice.localhost' http://127.0.0.1:8080/cgi-bin/echo/x?q=1    # a C CGI program; counts visits in alice's /data
   curl -H 'Host: bob.localhost' -d 'hello bob' http://127.0.0.1:8080/cgi-bin/echo   # bob's copy: its own /data, its own env
   curl --http2-prior-knowledge -H 'Host: bob.localhost' http://127.0.0.1:8080/hello # HTTP/2 without TLS
+  curl -H 'Host: carol.localhost' -d 'hi' http://127.0.0.1:8080/py/x?y=1     # a component written in Python
+  curl -H 'Host: carol.localhost' http://127.0.0.1:8080/js/hello             # a component written in JavaScript
   curl -H 'Host: nobody.localhost' http://127.0.0.1:8080/                     # no such tenant: 404
 
 TRY

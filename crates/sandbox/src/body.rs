@@ -11,6 +11,11 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use palisade_http::{BoxError, RequestBody};
 
+/// The body length a message declares in `Content-Length`, if it declares a valid one.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// The error a [`LimitedBody`] fails with at its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("body is larger than {0} bytes")]

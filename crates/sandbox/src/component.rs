@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::body::{BodyTooLarge, LimitedBody};
+use crate::body::{BodyTooLarge, LimitedBody, declared_length};
 use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::LoadError;
 use crate::introspect::{AppInfo, component_import_provided, component_info};
@@ -251,12 +251,7 @@ impl AppInner {
     /// is sent; a streamed body is cut off at the limit (the client sees an incomplete response).
     fn limit_response(self: &Arc<Self>, response: http::Response<Body>) -> Result<http::Response<Body>, HandlerError> {
         let limit = self.tenant.limits.max_response_body;
-        let declared = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(n) = declared
+        if let Some(n) = declared_length(response.headers())
             && n > limit
         {
             let detail = format!("guest declared a {n}-byte body; the limit is {limit}");

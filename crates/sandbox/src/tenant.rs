@@ -10,6 +10,7 @@ use palisade_http::{Fault, HandlerError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::body::declared_length;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
 use crate::pipe::CappedPipe;
 
@@ -97,9 +98,7 @@ impl TenantSandbox {
 
     /// Refuses a request whose declared body is over `max_request_body` before any guest starts.
     pub(crate) fn check_declared_body(&self, headers: &http::HeaderMap) -> Result<(), HandlerError> {
-        let declared =
-            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        match declared {
+        match declared_length(headers) {
             Some(n) if n > self.limits.max_request_body => Err(self.body_too_large(Some(n))),
             _ => Ok(()),
         }
