@@ -44,12 +44,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let log = logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => check::run(&config),
         Command::Run(args) => run::run(args),
     };
+    drop(log); // flushes the log before the final error line, so they come out in order
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

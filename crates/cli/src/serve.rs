@@ -15,11 +15,11 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     block_on(serve(config))
 }
 
-/// Runs `future` on palisade's multi-threaded async runtime.
+/// Runs `future` (start-up, then waiting for a signal) on the main thread. Requests are served by the
+/// server's worker threads, one single-threaded runtime per core (see `palisade_server`).
 pub(crate) fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("palisade-worker")
         .build()
         .context("starting the async runtime")?
         .block_on(future)
@@ -51,8 +51,7 @@ pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
     for addr in server.local_addrs() {
         tracing::info!("palisade listening on http://{addr}");
     }
-    server.run(shutdown_signal()).await;
-    Ok(())
+    server.run(shutdown_signal()).await.context("starting the server's workers")
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -114,8 +114,16 @@ impl Fault {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if let Fault::Overloaded { retry_after } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        match self {
+            Fault::Overloaded { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            }
+            // The rest of the body was never read, so this connection cannot carry another request; saying so
+            // keeps clients from sending their next request on it. (HTTP/2 drops the header: it has streams.)
+            Fault::PayloadTooLarge => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -170,6 +178,13 @@ mod tests {
         assert_eq!(ctx("/").path_below_route("/a/b"), "/a/b");
         assert_eq!(ctx("/cgi").path_below_route("/cgi/x"), "/x");
         assert_eq!(ctx("/cgi").path_below_route("/cgi"), "");
+    }
+
+    #[test]
+    fn payload_too_large_closes_the_connection() {
+        let r = Fault::PayloadTooLarge.response("too large");
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
     }
 
     #[test]

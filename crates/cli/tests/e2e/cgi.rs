@@ -105,8 +105,11 @@ async fn data_directory_is_private_and_persistent() {
     let r = client.get(server.url("bob.localhost", "/cgi-bin/probe/data-read")).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("denied /data/note.txt"));
 
-    let r = client.get(server.url("alice.localhost", "/cgi-bin/probe/escape")).send().await.unwrap();
-    let report = r.text().await.unwrap();
+    // /etc/passwd, `..` out of /data, a relative path, the planted symlink, and bob's secret by its host path.
+    let bobs_secret = site.path("tenants/bob/secret.txt");
+    let url = server.url("alice.localhost", &format!("/cgi-bin/probe/escape?{}", bobs_secret.display()));
+    let report = client.get(url).send().await.unwrap().text().await.unwrap();
     assert!(!report.contains("OPENED"), "nothing outside /data may open:\n{report}");
-    assert_eq!(report.matches("denied").count(), 5, "{report}");
+    assert!(!report.contains("bob's secret"), "{report}");
+    assert_eq!(report.matches("denied").count(), 6, "{report}");
 }

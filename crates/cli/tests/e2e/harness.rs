@@ -173,6 +173,18 @@ impl Running {
         false
     }
 
+    /// Waits (at most 5 s) until the log contains `needle` at least `count` times; returns how often it does.
+    pub fn log_count(&self, needle: &str, count: usize) -> usize {
+        let start = Instant::now();
+        loop {
+            let seen = self.log().matches(needle).count();
+            if seen >= count || start.elapsed() > Duration::from_secs(5) {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// An HTTP/1.1 client that resolves every given host name to this server.
     pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
         self.client_builder(hosts).build().expect("client")

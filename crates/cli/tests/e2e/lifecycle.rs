@@ -27,7 +27,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits_0() {
     assert!(start.elapsed() < Duration::from_secs(5));
     // Nothing listens any more.
     assert!(std::net::TcpStream::connect(server.addr).is_err());
-    assert!(server.log().contains("all connections closed"));
+    assert!(server.log_contains("all connections closed"));
 }
 
 #[tokio::test]

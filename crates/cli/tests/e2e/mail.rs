@@ -64,6 +64,9 @@ async fn neither_exploit_reaches_bobs_secret() {
         assert!(!alice.contains(SECRET) && !alice.contains("vault"), "bug 2 leaked: {alice:?}");
     }
 
+    // Every request's access line is in (the log is written asynchronously), and the secret is in none.
+    let requests = 2 + targets.len() + 1 + 2 * 20;
+    assert_eq!(server.log_count("palisade::access", requests), requests);
     assert!(!server.log().contains(SECRET), "bob's secret is in the log");
     for entry in std::fs::read_dir(site.path("tenants/alice")).unwrap() {
         let text = std::fs::read(entry.unwrap().path()).unwrap();

@@ -1,0 +1,81 @@
+# Shared helpers for the benchmark scripts (sourced, not run). Every server runs on loopback, every load run is
+# bounded in time, and every process started here is stopped on exit.
+set -euo pipefail
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_CACHE=${BENCH_CACHE:-$HOME/.cache/palisade-bench}
+WASMTIME=$BENCH_CACHE/bin/wasmtime
+PALISADE=$BENCH_ROOT/target/release/palisade
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+# Production leaves it unset; with it, every error value captures a backtrace (see the notes on wasmtime serve).
+unset RUST_BACKTRACE
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Builds palisade (release) and the guests, and installs the anchors.
+bench_prepare() {
+  "$BENCH_ROOT/bench/setup.sh"
+  "$BENCH_ROOT/scripts/build-guests.sh"
+  (cd "$BENCH_ROOT" && cargo build --release --locked --quiet && cargo build --release --locked --quiet --example hello -p palisade-server)
+}
+
+# Waits until something answers HTTP on 127.0.0.1:PORT (at most 120 s: large guests compile at start-up).
+wait_port() {
+  for _ in $(seq 1200); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.1
+  done
+  echo "nothing answered on port $1" >&2
+  return 1
+}
+
+# start NAME PORT COMMAND...: runs COMMAND in the background (its log in $WORK/NAME.log) and waits for PORT.
+start() {
+  local name=$1 port=$2
+  shift 2
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  LAST_PID=$!
+  wait_port "$port"
+}
+
+# stop PID: stops one server started with `start`.
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# peak_rss_kib PID: the process's peak resident memory so far.
+peak_rss_kib() {
+  awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+# load CONNECTIONS URL [HOST]: one bounded wrk run; prints "req/s p50_us p99_us".
+load() {
+  local conns=$1 url=$2 host=${3:-}
+  local args=(-t1 -c"$conns" -d"$DURATION" --latency)
+  [ -n "$host" ] && args+=(-H "Host: $host")
+  wrk "${args[@]}" "$url" | awk '
+    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = us($2) }
+    $1 == "99%" { p99 = us($2) }
+    /Non-2xx or 3xx responses:/ { bad = $5 }
+    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.0f %.0f\n", rps, p50, p99 }'
+}
+
+# median of the numbers given as arguments.
+median() {
+  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ratio A B: A / B with two decimals.
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'
+}
