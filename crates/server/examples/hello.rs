@@ -37,6 +37,5 @@ async fn main() -> std::io::Result<()> {
     );
     let server = Server::bind(&[addr], router, Duration::from_secs(1)).await?;
     println!("serving hello on http://{addr}/");
-    server.run(async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await;
-    Ok(())
+    server.run(async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await
 }
