@@ -59,6 +59,9 @@ impl Runtime {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Explicit bounds checks instead of guard pages: a reused pool slot then never needs its page
+        // protections changed, which would cost an mprotect and a TLB shootdown on every core per request.
+        config.signals_based_traps(false).memory_guard_size(0).guard_before_linear_memory(false);
         config.wasm_component_model(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(options)));
         if let Some(dir) = &options.cache_dir {
@@ -110,7 +113,9 @@ fn pooling(options: &RuntimeOptions) -> PoolingAllocationConfig {
         .linear_memory_keep_resident(4 << 20)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(2 << 20)
-        .decommit_batch_size(64);
+        .decommit_batch_size(64)
+        // Reset only the pages a request dirtied (Linux 6.7+; ignored elsewhere) instead of all resident ones.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     pool
 }
 
