@@ -23,6 +23,7 @@ EOF
 
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes 2;
+user $(id -un);  # the files live in a private temporary directory
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;

@@ -14,8 +14,9 @@ use crate::error::LoadError;
 use crate::limits::{LimitExceeded, LimitKind};
 use crate::tenant::TenantSandbox;
 
-/// How often the epoch advances; guest deadlines are rounded up to this.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: guests yield to other work this often, and deadlines and CPU time are
+/// counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Process-wide sandbox settings.
 #[derive(Debug, Clone)]
@@ -181,8 +182,9 @@ impl Drop for EpochTicker {
 /// Makes a store's guest yield to the async runtime at every epoch tick, trap once `deadline` has passed, and
 /// trap once it has run for `cpu_time`.
 ///
-/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its tokio worker
-/// thread, and tasks queued on that worker (new connections among them) would wait until the deadline.
+/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its worker thread,
+/// and the connections on that worker would wait until the deadline. With a 1 ms tick, a spinning guest delays
+/// its neighbours by about a millisecond per turn.
 ///
 /// CPU time is counted in epoch ticks: the callback runs only when the guest is executing as a tick passes
 /// (a guest waiting for I/O is not running wasm and is not charged), so `cpu_time` is exceeded after that
@@ -203,7 +205,10 @@ pub(crate) fn arm_deadline<T: 'static>(
         } else if ticks > budget {
             Err(LimitExceeded(LimitKind::CpuTime).into())
         } else {
-            Ok(wasmtime::UpdateDeadline::Yield(1))
+            // tokio's yield_now wakes the task only after the runtime has polled for I/O. A plain yield would
+            // re-queue the guest at once, and a worker with a spinning guest would look for new I/O only every
+            // few dozen task polls: its other connections would wait tens of milliseconds.
+            Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         }
     });
 }
