@@ -21,6 +21,7 @@ guests=(
   "cgi examples/cgi-echo/echo.c target/guests/echo-cgi.wasm"
   "component examples/hello/hello.c target/guests/hello.wasm"
   "cgi examples/mail/mail.c target/guests/mail.wasm"
+  "cgi examples/cgi-hello/hello.c target/guests/hello-cgi.wasm"
   "python examples/hello-python/app.py target/guests/hello-python.wasm"
   "js examples/hello-js/app.js target/guests/hello-js.wasm"
 )
