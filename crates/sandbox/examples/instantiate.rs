@@ -1,0 +1,63 @@
+//! Micro-benchmark (P3): one request through a component app, in process and without a network: a new store,
+//! instantiation, the call to `wasi:http/incoming-handler`, and the response body read to its end.
+//!
+//! `cargo run --release --example instantiate -p palisade-sandbox -- target/guests/hello.wasm [ITERATIONS]`
+//!
+//! Prints the median and the 99th percentile over batches of 1000 requests, per request.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use palisade_http::{Handler, RequestContext, empty_body};
+use palisade_sandbox::{GuestDirs, Limits, Runtime, RuntimeOptions, TenantSandbox};
+
+const BATCH: u32 = 1000;
+
+fn main() -> Result<(), palisade_http::BoxError> {
+    let mut args = std::env::args().skip(1);
+    let guest = PathBuf::from(args.next().ok_or("usage: instantiate GUEST.wasm [ITERATIONS]")?);
+    let iterations: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let sandbox = Runtime::new(&RuntimeOptions::default())?;
+        let tenant = TenantSandbox::new("bench", Limits::default(), Vec::new(), GuestDirs::default());
+        let app = sandbox.load_component(&guest, tenant)?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let context = RequestContext {
+            request_id: 1,
+            tenant: "bench".into(),
+            route: "/".into(),
+            remote_addr: addr,
+            local_addr: addr,
+        };
+        let one = || async {
+            let request = http::Request::builder().uri("http://bench.localhost/hello").body(empty_body())?;
+            let response = app.handle(request, context.clone()).await?;
+            response.into_body().collect().await?;
+            Ok::<_, palisade_http::BoxError>(())
+        };
+        for _ in 0..BATCH {
+            one().await?; // warm up: pool slots, caches, allocator
+        }
+        let mut per_request = Vec::new();
+        for _ in 0..iterations.div_ceil(BATCH) {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                one().await?;
+            }
+            per_request.push(start.elapsed() / BATCH);
+        }
+        per_request.sort();
+        let at = |q: f64| per_request[((per_request.len() - 1) as f64 * q) as usize];
+        println!(
+            "{}: instantiate + call + response, per request: median {:?}, p99 {:?} ({} batches of {BATCH})",
+            guest.display(),
+            at(0.5),
+            at(0.99),
+            per_request.len()
+        );
+        Ok::<_, palisade_http::BoxError>(())
+    })?;
+    Ok(())
+}
