@@ -8,7 +8,11 @@
 //! HTTP semantics: `GET` and `HEAD` (others get 405), `Content-Type` from the extension, strong `ETag` and
 //! `Last-Modified`, `304` for `If-None-Match` / `If-Modified-Since`, single byte ranges with `206`, `416` and
 //! `If-Range`.
+//!
+//! Speed: an open-file cache ([`cache`]) keeps what a path is, with small files' contents and their headers
+//! formatted, for a second; a hit costs no system call.
 
+mod cache;
 mod conditional;
 mod path;
 
@@ -24,6 +28,7 @@ use http_body_util::{BodyExt, StreamBody};
 use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext, empty_body, full_body};
 use tokio::io::AsyncReadExt;
 
+use cache::{Cached, FileCache};
 use conditional::{RangeRequest, Validators, range_request};
 
 /// Files at most this large are read in one go; larger ones are streamed.
@@ -35,6 +40,7 @@ const STREAM_CHUNK: usize = 64 << 10;
 #[derive(Clone)]
 pub struct StaticDir {
     root: Arc<cap_std::fs::Dir>,
+    cache: Arc<FileCache>,
 }
 
 impl std::fmt::Debug for StaticDir {
@@ -47,7 +53,7 @@ impl StaticDir {
     /// Opens `root` for serving. Fails if it is not a readable directory.
     pub fn open(root: &Path) -> io::Result<StaticDir> {
         let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
-        Ok(StaticDir { root: Arc::new(dir) })
+        Ok(StaticDir { root: Arc::new(dir), cache: Arc::default() })
     }
 
     /// Answers one request whose route-relative path is `relative`.
@@ -61,15 +67,14 @@ impl StaticDir {
         let Ok(rel) = path::relative_path(relative) else {
             return Fault::BadRequest.response("invalid path");
         };
-        let (file, meta, served_path) = match self.open_file(&rel) {
-            Ok(Opened::File(f, m)) => (f, m, rel),
-            Ok(Opened::Dir) => {
+        let (entry, file) = match self.lookup(&rel) {
+            Ok((Cached::File(entry), file)) => (entry, file),
+            Ok((Cached::Dir, _)) => {
                 if !uri.path().ends_with('/') {
                     return redirect_to_dir(uri);
                 }
-                let index = rel.join("index.html");
-                match self.open_file(&index) {
-                    Ok(Opened::File(f, m)) => (f, m, index),
+                match self.lookup(&rel.join("index.html")) {
+                    Ok((Cached::File(entry), file)) => (entry, file),
                     _ => return Fault::NotFound.response("not found"),
                 }
             }
@@ -78,34 +83,61 @@ impl StaticDir {
                 return Fault::NotFound.response("not found");
             }
         };
-        respond(method, headers, file, &meta, &served_path)
+        respond(method, headers, &entry, file)
     }
 
-    fn open_file(&self, rel: &Path) -> io::Result<Opened> {
+    /// What `rel` is: from the cache, or opened through the confined root (and cached when it fits). A file too
+    /// large to cache comes with its open handle, to be streamed.
+    fn lookup(&self, rel: &Path) -> io::Result<(Cached, Option<std::fs::File>)> {
+        if let Some(hit) = self.cache.get(rel) {
+            return Ok((hit, None));
+        }
         let target = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
         let file = self.root.open(target)?;
         let meta = file.metadata()?;
         if meta.is_dir() {
-            return Ok(Opened::Dir);
+            self.cache.put(rel, Cached::Dir);
+            return Ok((Cached::Dir, None));
         }
         if !meta.is_file() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "not a regular file"));
         }
-        Ok(Opened::File(
-            file.into_std(),
-            FileMeta { len: meta.len(), modified: meta.modified().ok().map(cap_std::time::SystemTime::into_std) },
-        ))
+        let mut file = file.into_std();
+        let modified = meta.modified().ok().map(cap_std::time::SystemTime::into_std);
+        if meta.len() > cache::MAX_FILE {
+            return Ok((Cached::File(Arc::new(FileEntry::new(rel, meta.len(), modified, None))), Some(file)));
+        }
+        let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut content)?;
+        let entry = Arc::new(FileEntry::new(rel, content.len() as u64, modified, Some(Bytes::from(content))));
+        self.cache.put(rel, Cached::File(entry.clone()));
+        Ok((Cached::File(entry), None))
     }
 }
 
-enum Opened {
-    File(std::fs::File, FileMeta),
-    Dir,
+/// A regular file as its responses need it: validators and headers formatted once, and a small file's contents.
+pub(crate) struct FileEntry {
+    len: u64,
+    validators: Validators,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    content_type: HeaderValue,
+    /// The whole file, when it is at most [`cache::MAX_FILE`]; larger files are streamed from disk.
+    content: Option<Bytes>,
 }
 
-struct FileMeta {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
+impl FileEntry {
+    fn new(path: &Path, len: u64, modified: Option<std::time::SystemTime>, content: Option<Bytes>) -> FileEntry {
+        let validators = Validators::new(len, modified);
+        FileEntry {
+            len,
+            etag: HeaderValue::from_str(&validators.etag).ok(),
+            last_modified: validators.modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
+            validators,
+            content_type: content_type(path),
+            content,
+        }
+    }
 }
 
 fn redirect_to_dir(uri: &http::Uri) -> Response<Body> {
@@ -133,34 +165,30 @@ fn content_type(path: &Path) -> HeaderValue {
 fn respond(
     method: &Method,
     req_headers: &http::HeaderMap,
-    file: std::fs::File,
-    meta: &FileMeta,
-    path: &Path,
+    entry: &FileEntry,
+    file: Option<std::fs::File>,
 ) -> Response<Body> {
-    let validators = Validators::new(meta.len, meta.modified);
     let mut response = Response::new(empty_body());
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&validators.etag) {
-        headers.insert(header::ETAG, v);
+    if let Some(v) = &entry.etag {
+        headers.insert(header::ETAG, v.clone());
     }
-    if let Some(m) = validators.modified
-        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m))
-    {
-        headers.insert(header::LAST_MODIFIED, v);
+    if let Some(v) = &entry.last_modified {
+        headers.insert(header::LAST_MODIFIED, v.clone());
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
-    if validators.not_modified(req_headers) {
+    if entry.validators.not_modified(req_headers) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return response;
     }
-    headers.insert(header::CONTENT_TYPE, content_type(path));
+    headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
 
-    let range = match range_request(req_headers, meta.len, &validators) {
-        RangeRequest::Full => 0..=meta.len.saturating_sub(1),
+    let range = match range_request(req_headers, entry.len, &entry.validators) {
+        RangeRequest::Full => 0..=entry.len.saturating_sub(1),
         RangeRequest::Partial(r) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start(), r.end(), meta.len)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start(), r.end(), entry.len)) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             r
@@ -168,21 +196,30 @@ fn respond(
         RangeRequest::Unsatisfiable => {
             let mut r = Fault::BadRequest.response("range not satisfiable");
             *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", entry.len)) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             return r;
         }
     };
-    let len = if meta.len == 0 { 0 } else { range.end() - range.start() + 1 };
+    let len = if entry.len == 0 { 0 } else { range.end() - range.start() + 1 };
     response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method == Method::HEAD || len == 0 {
         return response;
     }
-    *response.body_mut() = match file_body(file, *range.start(), len) {
+    let body = match (&entry.content, file) {
+        (Some(content), _) => usize::try_from(*range.start())
+            .ok()
+            .zip(usize::try_from(*range.end()).ok())
+            .and_then(|(start, end)| content.get(start..=end).map(|_| full_body(content.slice(start..=end))))
+            .ok_or_else(|| io::Error::other("range outside the cached file")),
+        (None, Some(file)) => file_body(file, *range.start(), len),
+        (None, None) => Err(io::Error::other("file neither cached nor open")),
+    };
+    *response.body_mut() = match body {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "static file read failed");
+            tracing::warn!(error = %e, "static file read failed");
             return Fault::Internal.response("internal error");
         }
     };

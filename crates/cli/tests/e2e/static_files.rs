@@ -1,5 +1,7 @@
 //! Static files: validators, conditional and range requests, HEAD, directories, traversal.
 
+use std::time::Duration;
+
 use crate::harness::status_line;
 use crate::{HOSTS, two_tenants};
 
@@ -115,4 +117,25 @@ async fn traversal_never_escapes_the_root() {
     // A symlink that stays inside the root is fine.
     let raw = server.raw("GET /inner-link HTTP/1.1\r\nHost: alice.localhost\r\nConnection: close\r\n\r\n");
     assert!(raw.ends_with("inner"), "{raw}");
+}
+
+/// Files are cached for a second: a changed file is served, with a new ETag, once that second has passed.
+#[tokio::test]
+async fn a_changed_file_is_served_within_a_second() {
+    let site = two_tenants();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let url = server.url("alice.localhost", "/style.css");
+    let first = client.get(&url).send().await.unwrap();
+    let first_etag = first.headers()["etag"].clone();
+    assert_eq!(first.text().await.unwrap(), "body { color: red }\n");
+    site.write("www/alice/style.css", "body { color: blue; margin: 0 }\n");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = client.get(&url).send().await.unwrap();
+    assert_ne!(second.headers()["etag"], first_etag);
+    assert_eq!(second.text().await.unwrap(), "body { color: blue; margin: 0 }\n");
+    // A file removed is gone once its entry has expired.
+    std::fs::remove_file(site.path("www/alice/style.css")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
 }
