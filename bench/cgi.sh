@@ -7,11 +7,7 @@ source "$(dirname "$0")/lib.sh"
 bench_prepare
 guest=$BENCH_ROOT/target/guests/hello-cgi.wasm
 "$WASMTIME" compile "$guest" -o "$WORK/hello-cgi.cwasm"
-cat >"$WORK/palisade.toml" <<TOML
-[server]
-listen = ["127.0.0.1:18080"]
-data_dir = "$WORK/palisade-data"
-
+palisade_config <<TOML
 [tenants.bench]
 hosts = ["*"]
 

@@ -6,11 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 bench_prepare
 guest=$BENCH_ROOT/target/guests/hello.wasm
-cat >"$WORK/palisade.toml" <<EOF
-[server]
-listen = ["127.0.0.1:18080"]
-data_dir = "$WORK/palisade-data"
-
+palisade_config <<EOF
 [tenants.bench]
 hosts = ["*"]
 max_concurrency = 1000

@@ -25,6 +25,12 @@ bench_prepare() {
   (cd "$BENCH_ROOT" && cargo build --release --locked --quiet && cargo build --release --locked --quiet --example hello -p palisade-server)
 }
 
+# palisade_config: writes $WORK/palisade.toml, palisade's [server] section for the benchmarks (port 18080, state
+# under $WORK) followed by standard input (the tenants).
+palisade_config() {
+  { printf '[server]\nlisten = ["127.0.0.1:18080"]\ndata_dir = "%s"\n\n' "$WORK/palisade-data"; cat; } >"$WORK/palisade.toml"
+}
+
 # Waits until something answers HTTP on 127.0.0.1:PORT (at most 120 s: large guests compile at start-up).
 wait_port() {
   for _ in $(seq 1200); do

@@ -7,11 +7,7 @@ source "$(dirname "$0")/lib.sh"
 bench_prepare
 probe=$BENCH_ROOT/target/guests/probe-component.wasm
 hello=$BENCH_ROOT/target/guests/hello.wasm
-cat >"$WORK/palisade.toml" <<EOF
-[server]
-listen = ["127.0.0.1:18080"]
-data_dir = "$WORK/palisade-data"
-
+palisade_config <<EOF
 [tenants.evil]
 hosts = ["evil.localhost"]
 memory = "16 MiB"

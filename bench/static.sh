@@ -8,11 +8,7 @@ mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 head -c $((1 << 20)) /dev/urandom >"$WORK/www/1m.bin"
 
-cat >"$WORK/palisade.toml" <<EOF
-[server]
-listen = ["127.0.0.1:18080"]
-data_dir = "$WORK/palisade-data"
-
+palisade_config <<EOF
 [tenants.bench]
 hosts = ["*"]
 
