@@ -163,12 +163,19 @@ impl CgiInner {
             },
             Ok(Ok(())) => {}
         }
-        let parsed = response::parse(stdout.take())
-            .map_err(|e| HandlerError::new(Fault::GuestBadResponse, "guest sent a malformed CGI response", e))?;
-        if stdout.overflowed() || parsed.body.len() as u64 > tenant.limits.max_response_body {
+        // Too large is judged before well-formed: output cut off at the cap may not parse.
+        let too_large = || {
             let detail = format!("CGI response body over {} bytes", tenant.limits.max_response_body);
             tenant.limit_fired(LimitKind::ResponseBody, &detail);
-            return Err(HandlerError::new(Fault::GuestBadResponse, "guest response too large", detail));
+            HandlerError::new(Fault::GuestBadResponse, "guest response too large", detail)
+        };
+        if stdout.overflowed() {
+            return Err(too_large());
+        }
+        let parsed = response::parse(stdout.take())
+            .map_err(|e| HandlerError::new(Fault::GuestBadResponse, "guest sent a malformed CGI response", e))?;
+        if parsed.body.len() as u64 > tenant.limits.max_response_body {
+            return Err(too_large());
         }
         let mut out = http::Response::new(if parts.method == http::Method::HEAD {
             full_body(Bytes::new())
