@@ -37,7 +37,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
-    let server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
+    let mut server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
+    if let Some(workers) = config.server.workers {
+        server = server.with_workers(workers);
+    }
     serve_until_signal(server).await
 }
 

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Worker threads serving connections; `None` means one per available core.
+    pub workers: Option<usize>,
 }
 
 /// Which hosts a tenant answers for.

@@ -22,6 +22,7 @@ pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) data_dir: Option<Spanned<String>>,
     pub(crate) shutdown_timeout: Option<Spanned<String>>,
+    pub(crate) workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

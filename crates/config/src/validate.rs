@@ -87,6 +87,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        workers: None,
     };
     let Some(raw) = raw else { return out };
     let raw = raw.into_inner();
@@ -116,6 +117,12 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         && let Some(d) = duration(c, "shutdown_timeout", &t)
     {
         out.shutdown_timeout = d;
+    }
+    if let Some(w) = raw.workers {
+        match usize::try_from(*w.get_ref()) {
+            Ok(n) if (1..=1024).contains(&n) => out.workers = Some(n),
+            _ => c.error(&w.span(), "`workers` must be between 1 and 1024"),
+        }
     }
     out
 }

@@ -52,7 +52,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every address in `listen` (so a port conflict is reported before anything is served).
+    /// Binds every address in `listen` (so a port conflict is reported before anything is served). Connections
+    /// are served by one worker thread per available core, unless [`Server::with_workers`] says otherwise.
     pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
         let mut listeners = Vec::with_capacity(listen.len());
         let mut local_addrs = Vec::with_capacity(listen.len());
@@ -64,6 +65,12 @@ impl Server {
         }
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Server { listeners, local_addrs, dispatcher: Arc::new(Dispatcher::new(router)), shutdown_timeout, workers })
+    }
+
+    /// Serves with `workers` threads (at least one) instead of one per core.
+    pub fn with_workers(mut self, workers: usize) -> Server {
+        self.workers = workers.max(1);
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).

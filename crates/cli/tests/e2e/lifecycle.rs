@@ -95,3 +95,27 @@ fn json_log_format() {
     let _ = child.wait();
     assert!(first.starts_with('{') && first.contains("\"level\":\"INFO\""), "{first}");
 }
+
+#[tokio::test]
+async fn workers_can_be_set_and_are_checked() {
+    let site = Site::new();
+    let component = site.guest("hello.wasm");
+    let config = |workers: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = {workers}\n\n[tenants.t]\nhosts = [\"*\"]\n\
+             [[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
+        )
+    };
+    site.write("palisade.toml", config("0"));
+    let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("palisade.toml:3:11: `workers` must be between 1 and 1024"), "{err}");
+
+    site.write("palisade.toml", config("1"));
+    let server = Running::start(&site.path("palisade.toml"));
+    let client = server.client(&[]);
+    for _ in 0..20 {
+        let r = client.get(format!("http://{}/", server.addr)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
