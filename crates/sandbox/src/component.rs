@@ -93,6 +93,21 @@ impl ComponentApp {
         bytes: &[u8],
         tenant: Arc<TenantSandbox>,
     ) -> Result<ComponentApp, LoadError> {
+        let PreparedComponent { pre, info } =
+            runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
+        Ok(ComponentApp { inner: Arc::new(AppInner { pre, info, tenant, _runtime: runtime }) })
+    }
+}
+
+/// A component compiled, checked and pre-linked: everything about an app that does not depend on its tenant.
+#[derive(Clone)]
+pub(crate) struct PreparedComponent {
+    pre: ProxyPre<ComponentState>,
+    info: AppInfo,
+}
+
+impl PreparedComponent {
+    fn new(runtime: &RuntimeInner, path: &Path, bytes: &[u8]) -> Result<PreparedComponent, LoadError> {
         let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             kind: "component",
@@ -119,7 +134,7 @@ impl ComponentApp {
             path: path.to_path_buf(),
             message: format!("does not export wasi:http/incoming-handler ({e:#})"),
         })?;
-        Ok(ComponentApp { inner: Arc::new(AppInner { pre, info, tenant, _runtime: runtime }) })
+        Ok(PreparedComponent { pre, info })
     }
 }
 

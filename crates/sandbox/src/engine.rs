@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::cgi::{CgiApp, CgiState};
-use crate::component::{ComponentApp, ComponentState};
+use crate::cgi::{CgiApp, CgiState, PreparedModule};
+use crate::component::{ComponentApp, ComponentState, PreparedComponent};
 use crate::error::LoadError;
 use crate::limits::{LimitExceeded, LimitKind};
+use crate::prepared::Prepared;
 use crate::tenant::TenantSandbox;
 
 /// How often the epoch advances: guests yield to other work this often, and deadlines and CPU time are
@@ -39,6 +40,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) component_linker: wasmtime::component::Linker<ComponentState>,
     pub(crate) module_linker: wasmtime::Linker<CgiState>,
+    /// Components prepared so far, by content.
+    pub(crate) components: Prepared<PreparedComponent>,
+    /// CGI modules prepared so far, by content.
+    pub(crate) modules: Prepared<PreparedModule>,
     _ticker: EpochTicker,
 }
 
@@ -84,7 +89,16 @@ impl Runtime {
 
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, component_linker, module_linker, _ticker: ticker }) })
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                component_linker,
+                module_linker,
+                components: Prepared::default(),
+                modules: Prepared::default(),
+                _ticker: ticker,
+            }),
+        })
     }
 
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.

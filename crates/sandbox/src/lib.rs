@@ -26,6 +26,7 @@ mod error;
 mod introspect;
 mod limits;
 mod pipe;
+mod prepared;
 mod tenant;
 
 pub use cgi::CgiApp;

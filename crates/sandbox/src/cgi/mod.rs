@@ -60,6 +60,23 @@ impl CgiApp {
         bytes: &[u8],
         tenant: Arc<TenantSandbox>,
     ) -> Result<CgiApp, LoadError> {
+        let PreparedModule { pre, info } =
+            runtime.modules.get_or_prepare(bytes, || PreparedModule::new(&runtime, path, bytes))?;
+        let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
+        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, _runtime: runtime }) })
+    }
+}
+
+/// A command module compiled, checked and pre-linked: everything about a CGI app that does not depend on its
+/// tenant or its file name.
+#[derive(Clone)]
+pub(crate) struct PreparedModule {
+    pre: InstancePre<CgiState>,
+    info: AppInfo,
+}
+
+impl PreparedModule {
+    fn new(runtime: &RuntimeInner, path: &Path, bytes: &[u8]) -> Result<PreparedModule, LoadError> {
         let module = Module::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             kind: "module",
@@ -87,8 +104,7 @@ impl CgiApp {
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("cannot be linked: {e:#}") })?;
         let info = module_info(&module);
-        let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
-        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, _runtime: runtime }) })
+        Ok(PreparedModule { pre, info })
     }
 }
 
