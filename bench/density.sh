@@ -39,7 +39,12 @@ for n in $COUNTS; do
   stop "$LAST_PID"
   startup
   s=$STARTUP_S
-  sleep 1
+  # Idle means start-up's log (two lines per app) has been written: its size holds for a second (30 s at most).
+  for _ in $(seq 30); do
+    size=$(stat -c %s "$WORK/palisade.log")
+    sleep 1
+    [ "$(stat -c %s "$WORK/palisade.log")" = "$size" ] && break
+  done
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$LAST_PID/status")
   [ -n "$base_rss" ] || base_rss=$rss
   cold=$((n - 1))  # the last tenant: nothing has asked it anything yet
