@@ -16,6 +16,7 @@
 //   /drip      one byte every 100 ms, forever          /stderr/N  N MiB to stderr, then 200
 //   /sleep     waits (in the host, not spinning) for a minute without reading its request body
 //   /hold/N    allocates N MiB, holds it for one second, then answers 200
+//   /outbound  tries an outbound HTTP request to 127.0.0.1 and reports how it went
 // Files (only with component_data): /data-read  reads /data/note.txt   /data-write?X  writes X to it
 // Memory left behind by earlier requests:
 //   /remember?X  puts X in a static buffer and a freed heap block   /recall  shows what those hold now
@@ -126,6 +127,45 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
         sleep(60);
         wasi_http_types_incoming_request_drop_own(request);
         respond_text(out, 200, "woke up\n");
+    } else if (strstr(path, "/outbound")) {
+        wasi_http_types_own_outgoing_request_t req =
+            wasi_http_types_constructor_outgoing_request(wasi_http_types_constructor_fields());
+        proxy_string_t authority = {(uint8_t *)"127.0.0.1:9", 11};
+        proxy_string_t path_only = {(uint8_t *)"/", 1};
+        wasi_http_types_scheme_t scheme = {.tag = WASI_HTTP_TYPES_SCHEME_HTTP};
+        wasi_http_types_borrow_outgoing_request_t r = wasi_http_types_borrow_outgoing_request(req);
+        wasi_http_types_method_outgoing_request_set_scheme(r, &scheme);
+        wasi_http_types_method_outgoing_request_set_authority(r, &authority);
+        wasi_http_types_method_outgoing_request_set_path_with_query(r, &path_only);
+        wasi_http_outgoing_handler_own_future_incoming_response_t future;
+        wasi_http_outgoing_handler_error_code_t err;
+        char outcome[32] = "sent\n";
+        bool failed = !wasi_http_outgoing_handler_handle(req, NULL, &future, &err);
+        if (!failed) {  // the outcome may only be known once the response future is ready
+            wasi_http_types_borrow_future_incoming_response_t f = wasi_http_types_borrow_future_incoming_response(future);
+            wasi_http_types_own_pollable_t ready = wasi_http_types_method_future_incoming_response_subscribe(f);
+            wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(ready));
+            wasi_io_poll_pollable_drop_own(ready);
+            wasi_http_types_result_result_own_incoming_response_error_code_void_t got;
+            if (wasi_http_types_method_future_incoming_response_get(f, &got) && !got.is_err) {
+                if (got.val.ok.is_err) {
+                    failed = true;
+                    err = got.val.ok.val.err;
+                } else {
+                    wasi_http_types_incoming_response_drop_own(got.val.ok.val.ok);
+                }
+            }
+            wasi_http_types_future_incoming_response_drop_own(future);
+        }
+        if (failed) {
+            if (err.tag == WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED) {
+                strcpy(outcome, "denied\n");
+            } else {
+                snprintf(outcome, sizeof outcome, "failed with error %d\n", (int)err.tag);
+            }
+        }
+        wasi_http_types_incoming_request_drop_own(request);
+        respond_text(out, 200, outcome);
     } else if (strstr(path, "/hold/")) {
         long mib = atol(strstr(path, "/hold/") + 6);
         char *p = malloc((size_t)mib << 20);

@@ -45,8 +45,11 @@ impl WasiHttpView for ComponentState {
     }
 }
 
-/// palisade's `wasi:http` policy for guests. Outbound HTTP is denied until a tenant declares backends.
-struct GuestHooks;
+/// palisade's `wasi:http` policy for one tenant's guests. Outbound HTTP is denied until tenants can declare
+/// backends; each attempt counts as the tenant's `outbound_denied` limit.
+struct GuestHooks {
+    tenant: Arc<TenantSandbox>,
+}
 
 impl WasiHttpHooks for GuestHooks {
     fn send_request(
@@ -62,7 +65,7 @@ impl WasiHttpHooks for GuestHooks {
                 >,
             > + Send,
     > {
-        tracing::warn!(limit = "outbound_denied", uri = %request.uri(), "guest outbound HTTP request denied");
+        self.tenant.limit_fired(LimitKind::OutboundDenied, &format!("outbound request to {} denied", request.uri()));
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
@@ -154,7 +157,7 @@ impl AppInner {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: GuestHooks,
+            hooks: GuestHooks { tenant: self.tenant.clone() },
             limiter: self.tenant.limiter(),
         };
         let mut store = Store::new(self.pre.engine(), state);
@@ -208,13 +211,12 @@ impl AppInner {
 
         // The guest keeps running after it has sent the response head (it streams the body), so it runs on its
         // own task; the task holds the concurrency permit and is cut off at the deadline either way.
-        let pre = self.pre.clone();
         let app = self.clone();
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
                 let run = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
+                    let proxy = app.pre.instantiate_async(&mut store).await?;
                     proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
                 };
                 let result = match tokio::time::timeout_at(deadline, run).await {

@@ -279,3 +279,14 @@ fn an_early_413_reaches_a_client_that_is_still_sending() {
         assert!(response.to_ascii_lowercase().contains("connection: close"), "{path}: {response}");
     }
 }
+
+#[tokio::test]
+async fn outbound_http_is_denied_counted_and_logged() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let (status, body, _) = get(&server, &client, "evil.localhost", "/app/outbound").await;
+    assert_eq!((status, body.as_str()), (200, "denied\n"), "the guest sees HTTP-request-denied");
+    assert!(server.log_contains("limit=\"outbound_denied\""), "the denial is logged as the tenant's limit");
+    assert!(server.log_contains("outbound request to http://127.0.0.1:9/ denied"));
+}
