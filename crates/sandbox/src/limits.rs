@@ -125,7 +125,8 @@ impl MemoryBudget {
     }
 
     /// Bytes currently charged.
-    pub(crate) fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
 }

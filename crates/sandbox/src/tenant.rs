@@ -73,11 +73,6 @@ impl TenantSandbox {
         &self.counters
     }
 
-    /// Linear memory this tenant's live instances hold right now, in bytes.
-    pub fn memory_in_use(&self) -> u64 {
-        self.memory.used()
-    }
-
     /// Records that `kind` fired: one counter, one log line naming the tenant and the limit.
     pub(crate) fn limit_fired(&self, kind: LimitKind, detail: &str) {
         self.counters.bump(kind);
@@ -178,5 +173,24 @@ impl TenantSandbox {
     pub(crate) fn timed_out(&self) -> HandlerError {
         self.limit_fired(LimitKind::Timeout, &format!("deadline of {:?} reached", self.limits.timeout));
         HandlerError::new(Fault::GuestTimeout, "guest exceeded its deadline", "deadline reached")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_concurrency_limit_answers_503_and_is_counted() {
+        let limits = Limits { max_concurrency: 1, ..Limits::default() };
+        let tenant = TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default());
+        let held = tenant.admit();
+        assert!(held.is_ok());
+        let refused = tenant.admit().err().map(|e| e.fault.status().as_u16());
+        assert_eq!(refused, Some(503));
+        assert_eq!(tenant.limit_counters().get(LimitKind::Concurrency), 1);
+        drop(held);
+        assert!(tenant.admit().is_ok(), "a released slot can be taken again");
+        assert_eq!(tenant.limit_counters().get(LimitKind::Trap), 0);
     }
 }
