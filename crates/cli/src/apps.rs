@@ -103,7 +103,10 @@ pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<(Routes
             }
         }
         let hosts: Vec<String> = tenant.hosts.iter().map(HostPattern::to_string).collect();
-        router.add(&hosts, TenantRoutes::new(tenant.name.clone(), routes));
+        let mut routes = TenantRoutes::new(tenant.name.clone(), routes);
+        routes.hsts = tenant.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
+        routes.https_redirect = tenant.https_redirect;
+        router.add(&hosts, routes);
     }
     if errors.is_empty() { Ok((router, loaded)) } else { Err(errors) }
 }

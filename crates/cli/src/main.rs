@@ -2,6 +2,7 @@
 
 mod apps;
 mod check;
+mod https;
 mod logging;
 mod run;
 mod serve;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,6 +10,7 @@ use palisade_config::Config;
 use palisade_server::{Routes, Server};
 
 use crate::apps;
+use crate::https::Https;
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -37,11 +39,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
+    let https = Https::load(&config)?;
     let mut server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }
+    let reload = Arc::new(tokio::sync::Notify::new());
+    if let Some((https, _)) = https {
+        server = server
+            .with_tls(&config.server.tls_listen, https.terminator.clone())?
+            .with_acme_challenges(https.challenges.clone());
+        https.keep_fresh(reload.clone());
+    }
+    tokio::spawn(reload_on_sighup(reload));
     serve_until_signal(server).await
+}
+
+/// SIGHUP reloads every certificate (an unchanged file is simply loaded again).
+async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading certificates");
+        reload.notify_one();
+    }
 }
 
 /// Binds `listen` for `router` (used by `palisade run`).
@@ -53,6 +76,9 @@ pub(crate) async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout
 pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
     for addr in server.local_addrs() {
         tracing::info!("palisade listening on http://{addr}");
+    }
+    for addr in server.tls_local_addrs() {
+        tracing::info!("palisade listening on https://{addr}");
     }
     server.run(shutdown_signal()).await.context("starting the server's workers")
 }

@@ -44,6 +44,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Addresses to accept plain HTTP/1.1 and h2c on. Port 0 asks the OS for a free port.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to accept HTTPS on (TLS 1.2/1.3, ALPN `h2` and `http/1.1`); may be empty.
+    pub tls_listen: Vec<SocketAddr>,
     /// Caches and state (compiled guests), absolute.
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish on shutdown.
@@ -57,6 +59,8 @@ pub struct ServerConfig {
 pub enum HostPattern {
     /// One host name, lower-case, no port.
     Exact(String),
+    /// `*.suffix`: any one label below `suffix` (stored without the `*.`), as in certificates.
+    Wildcard(String),
     /// `"*"`: any host no other tenant claims.
     Any,
 }
@@ -65,6 +69,7 @@ impl std::fmt::Display for HostPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
             HostPattern::Any => f.write_str("*"),
         }
     }
@@ -85,6 +90,12 @@ pub struct Tenant {
     pub component_data: DataAccess,
     /// Environment variables given to every guest of this tenant.
     pub env: BTreeMap<String, String>,
+    /// Where this tenant's certificate comes from, if it is served over HTTPS.
+    pub tls: Option<TlsSource>,
+    /// `hsts`: the `Strict-Transport-Security` value added to this tenant's HTTPS responses.
+    pub hsts: Option<String>,
+    /// `https_redirect`: plain-HTTP requests are redirected (308) to HTTPS.
+    pub https_redirect: bool,
     /// Routes, in the order written (matching is by longest prefix, not order).
     pub routes: Vec<Route>,
 }
@@ -175,4 +186,45 @@ impl RouteTarget {
             RouteTarget::Static(p) | RouteTarget::Component(p) | RouteTarget::Cgi(p) => p,
         }
     }
+}
+
+/// Default `hsts = true`: one year, the minimum browsers' preload lists accept.
+pub const DEFAULT_HSTS: &str = "max-age=31536000";
+
+/// Where a tenant's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `tls = { cert = "...", key = "..." }`: PEM files, reloaded when they change.
+    Files {
+        /// The certificate chain, leaf first, absolute.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC), absolute.
+        key: PathBuf,
+        /// Where `tls` is written.
+        location: Location,
+    },
+    /// `acme = { ... }`: obtained and renewed from an ACME (RFC 8555) certificate authority.
+    Acme(AcmeConfig),
+}
+
+/// `acme = { directory, email, challenge, ca }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The CA's directory URL (`https://acme-v02.api.letsencrypt.org/directory` for Let's Encrypt).
+    pub directory: String,
+    /// Contact address given to the CA (expiry notices); optional.
+    pub email: Option<String>,
+    /// How the CA checks that we control the names.
+    pub challenge: AcmeChallenge,
+    /// A PEM root certificate to trust for the directory's own HTTPS (private or test CAs), absolute.
+    pub ca: Option<PathBuf>,
+}
+
+/// The ACME challenge type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `"http-01"`: a token served at `/.well-known/acme-challenge/` on a plain-HTTP listener (port 80).
+    Http01,
+    /// `"tls-alpn-01"` (the default): a special certificate in a TLS handshake on an HTTPS listener (port 443).
+    TlsAlpn01,
 }

@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) data_dir: Option<Spanned<String>>,
     pub(crate) shutdown_timeout: Option<Spanned<String>>,
     pub(crate) workers: Option<Spanned<i64>>,
@@ -41,8 +42,36 @@ pub(crate) struct RawTenant {
     pub(crate) component_data: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+    pub(crate) acme: Option<Spanned<RawAcme>>,
+    pub(crate) hsts: Option<Spanned<BoolOrString>>,
+    pub(crate) https_redirect: Option<Spanned<bool>>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: Option<Spanned<String>>,
+    pub(crate) key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub(crate) directory: Option<Spanned<String>>,
+    pub(crate) email: Option<Spanned<String>>,
+    pub(crate) challenge: Option<Spanned<String>>,
+    pub(crate) ca: Option<Spanned<String>>,
+}
+
+/// `hsts = true` or `hsts = "max-age=...; includeSubDomains"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum BoolOrString {
+    Bool(bool),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::*;
-use crate::raw::{RawConfig, RawRoute, RawServer, RawTenant, SizeValue};
+use crate::raw::{BoolOrString, RawAcme, RawConfig, RawRoute, RawServer, RawTenant, RawTls, SizeValue};
 use crate::units::{parse_duration, parse_size};
 use crate::{ConfigError, Diagnostic, Location};
 
@@ -65,13 +65,18 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let mut c = Checker { file, text, base_dir, problems: Vec::new() };
 
+    let server_span = raw.server.as_ref().map(Spanned::span);
     let server = server(&mut c, raw.server);
     let mut tenants = Vec::new();
     let mut claimed: HashMap<HostPattern, (String, Location)> = HashMap::new();
     for (name, raw_tenant) in raw.tenants {
-        if let Some(t) = tenant(&mut c, &name, raw_tenant, &mut claimed) {
+        if let Some(t) = tenant(&mut c, &server, &name, raw_tenant, &mut claimed) {
             tenants.push(t);
         }
+    }
+    if !server.tls_listen.is_empty() && c.problems.is_empty() && tenants.iter().all(|t| t.tls.is_none()) {
+        let span = server_span.clone().unwrap_or(0..0);
+        c.error(&span, "`tls_listen` is set but no tenant has `tls` or `acme`, so no certificate could be served");
     }
 
     if c.problems.is_empty() {
@@ -85,6 +90,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
 fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig {
     let mut out = ServerConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        tls_listen: Vec::new(),
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         workers: None,
@@ -95,20 +101,10 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         if listen.get_ref().is_empty() {
             c.error(&listen.span(), "`listen` needs at least one address, like \"127.0.0.1:8080\"");
         }
-        out.listen.clear();
-        for addr in listen.into_inner() {
-            match addr.get_ref().parse::<SocketAddr>() {
-                Ok(a) if out.listen.contains(&a) => c.error(&addr.span(), format!("`listen`: {a} is listed twice")),
-                Ok(a) => out.listen.push(a),
-                Err(_) => c.error(
-                    &addr.span(),
-                    format!(
-                        "`listen`: {:?} is not an IP:port address, like \"127.0.0.1:8080\" or \"[::1]:8080\"",
-                        addr.get_ref()
-                    ),
-                ),
-            }
-        }
+        out.listen = addresses(c, "listen", listen.into_inner(), &[]);
+    }
+    if let Some(tls_listen) = raw.tls_listen {
+        out.tls_listen = addresses(c, "tls_listen", tls_listen.into_inner(), &out.listen);
     }
     if let Some(dir) = raw.data_dir {
         out.data_dir = c.resolve(dir.get_ref());
@@ -122,6 +118,28 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         match usize::try_from(*w.get_ref()) {
             Ok(n) if (1..=1024).contains(&n) => out.workers = Some(n),
             _ => c.error(&w.span(), "`workers` must be between 1 and 1024"),
+        }
+    }
+    out
+}
+
+/// A list of `IP:port` addresses, none repeated, none in `taken` (another listener's).
+fn addresses(c: &mut Checker<'_>, key: &str, raw: Vec<Spanned<String>>, taken: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for addr in raw {
+        match addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) if out.contains(&a) => c.error(&addr.span(), format!("`{key}`: {a} is listed twice")),
+            Ok(a) if a.port() != 0 && taken.contains(&a) => {
+                c.error(&addr.span(), format!("`{key}`: {a} is already a plain-HTTP `listen` address"))
+            }
+            Ok(a) => out.push(a),
+            Err(_) => c.error(
+                &addr.span(),
+                format!(
+                    "`{key}`: {:?} is not an IP:port address, like \"127.0.0.1:8443\" or \"[::1]:8443\"",
+                    addr.get_ref()
+                ),
+            ),
         }
     }
     out
@@ -162,6 +180,7 @@ fn valid_tenant_name(name: &str) -> bool {
 
 fn tenant(
     c: &mut Checker<'_>,
+    server: &ServerConfig,
     name: &Spanned<String>,
     raw: Spanned<RawTenant>,
     claimed: &mut HashMap<HostPattern, (String, Location)>,
@@ -251,6 +270,35 @@ fn tenant(
         }
     }
 
+    let tls = tls(c, server, &name_str, &hosts, raw.tls, raw.acme);
+    let https_only = |c: &mut Checker<'_>, key: &str, span: &Range<usize>| {
+        if tls.is_none() {
+            c.error(span, format!("`{key}` needs HTTPS: give the tenant `tls` or `acme`"));
+        }
+    };
+    let hsts = raw.hsts.and_then(|h| {
+        let span = h.span();
+        https_only(c, "hsts", &span);
+        match h.into_inner() {
+            BoolOrString::Bool(false) => None,
+            BoolOrString::Bool(true) => Some(DEFAULT_HSTS.to_string()),
+            BoolOrString::Text(t) if valid_hsts(&t) => Some(t),
+            BoolOrString::Text(t) => {
+                c.error(
+                    &span,
+                    format!("`hsts`: {t:?} is not a Strict-Transport-Security value, like \"max-age=31536000\""),
+                );
+                None
+            }
+        }
+    });
+    let https_redirect = raw.https_redirect.is_some_and(|r| {
+        if *r.get_ref() {
+            https_only(c, "https_redirect", &r.span());
+        }
+        *r.get_ref()
+    });
+
     let mut routes: Vec<Route> = Vec::new();
     for raw_route in raw.routes {
         if let Some(r) = route(c, raw_route) {
@@ -266,7 +314,18 @@ fn tenant(
         c.error(&tenant_span, format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"));
     }
 
-    (c.problems.len() == before).then_some(Tenant { name: name_str, hosts, limits, data, component_data, env, routes })
+    (c.problems.len() == before).then_some(Tenant {
+        name: name_str,
+        hosts,
+        limits,
+        data,
+        component_data,
+        env,
+        tls,
+        hsts,
+        https_redirect,
+        routes,
+    })
 }
 
 fn hosts(
@@ -311,10 +370,90 @@ fn hosts(
     out
 }
 
-/// A host pattern as written: `*`, or a DNS name / IP literal without port.
+/// `max-age=N` first, then only the directives RFC 6797 defines (and `preload`), as browsers parse it.
+fn valid_hsts(value: &str) -> bool {
+    let mut directives = value.split(';').map(str::trim);
+    let max_age = directives.next().and_then(|d| d.strip_prefix("max-age="));
+    max_age.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && directives.all(|d| d.eq_ignore_ascii_case("includeSubDomains") || d.eq_ignore_ascii_case("preload"))
+}
+
+/// A tenant's `tls` or `acme` table: files that exist, or an ACME account that can work with these hosts.
+fn tls(
+    c: &mut Checker<'_>,
+    server: &ServerConfig,
+    tenant: &str,
+    hosts: &[HostPattern],
+    raw_tls: Option<Spanned<RawTls>>,
+    raw_acme: Option<Spanned<RawAcme>>,
+) -> Option<TlsSource> {
+    let span = match (&raw_tls, &raw_acme) {
+        (None, None) => return None,
+        (Some(_), Some(a)) => {
+            c.error(&a.span(), "a tenant has either `tls` (certificate files) or `acme` (automatic), not both");
+            return None;
+        }
+        (Some(t), None) => t.span(),
+        (None, Some(a)) => a.span(),
+    };
+    if server.tls_listen.is_empty() {
+        c.error(&span, format!("tenant {tenant:?} has a certificate but [server] has no `tls_listen` address"));
+    }
+    if let Some(raw) = raw_tls {
+        let raw = raw.into_inner();
+        let (Some(cert), Some(key)) = (raw.cert, raw.key) else {
+            c.error(&span, "`tls` needs `cert` and `key`, like tls = { cert = \"site.pem\", key = \"site.key\" }");
+            return None;
+        };
+        let location = c.location(&span);
+        let cert = c.existing("tls.cert", &cert, false);
+        let key = c.existing("tls.key", &key, false);
+        return Some(TlsSource::Files { cert: cert?, key: key?, location });
+    }
+    let raw = raw_acme?.into_inner();
+    let Some(directory) = raw.directory else {
+        c.error(&span, "`acme` needs `directory`, the CA's directory URL");
+        return None;
+    };
+    if !directory.get_ref().starts_with("https://") {
+        c.error(&directory.span(), "`acme.directory` must be an https:// URL");
+    }
+    for h in hosts {
+        if !matches!(h, HostPattern::Exact(name) if name.parse::<std::net::IpAddr>().is_err()) {
+            c.error(&span, format!("`acme` cannot get a certificate for host {h} (only plain DNS names)"));
+        }
+    }
+    let challenge = match raw.challenge.as_ref().map(|c| c.get_ref().as_str()) {
+        None | Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+        Some("http-01") => AcmeChallenge::Http01,
+        Some(other) => {
+            let at = raw.challenge.as_ref().map_or(span.clone(), Spanned::span);
+            c.error(&at, format!("`acme.challenge`: {other:?} is not \"tls-alpn-01\" or \"http-01\""));
+            AcmeChallenge::TlsAlpn01
+        }
+    };
+    let ca = raw.ca.as_ref().and_then(|ca| c.existing("acme.ca", ca, false));
+    let email = raw.email.map(Spanned::into_inner);
+    if let Some(e) = &email
+        && (!e.contains('@') || e.contains([' ', ',', '\n']))
+    {
+        c.error(&span, format!("`acme.email`: {e:?} is not an email address"));
+    }
+    Some(TlsSource::Acme(AcmeConfig { directory: directory.into_inner(), email, challenge, ca }))
+}
+
+/// A host pattern as written: `*`, `*.suffix`, or a DNS name / IP literal without port.
 fn parse_host(written: &str) -> Result<HostPattern, String> {
     if written == "*" {
         return Ok(HostPattern::Any);
+    }
+    if let Some(suffix) = written.strip_prefix("*.") {
+        return match parse_host(suffix) {
+            Ok(HostPattern::Exact(s)) if s.contains('.') && s.parse::<std::net::IpAddr>().is_err() => {
+                Ok(HostPattern::Wildcard(s))
+            }
+            _ => Err(format!("{written:?}: a wildcard is `*.` followed by a name with at least two labels")),
+        };
     }
     let lower = written.trim_end_matches('.').to_ascii_lowercase();
     let ok = !lower.is_empty()

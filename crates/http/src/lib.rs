@@ -6,6 +6,10 @@
 //! place that turns a fault into a status code and a short plain-text reason. Error detail (trap messages,
 //! guest stderr) goes to the log, never to the client.
 
+mod hosts;
+
+pub use hosts::HostMap;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +52,8 @@ pub struct RequestContext {
     pub remote_addr: SocketAddr,
     /// The listener address the request arrived on.
     pub local_addr: SocketAddr,
+    /// Whether the request arrived over TLS (the `https` scheme).
+    pub secure: bool,
 }
 
 impl RequestContext {
@@ -75,6 +81,8 @@ pub enum Fault {
     BadRequest,
     /// Nothing is configured for this host or path (404).
     NotFound,
+    /// The request's host is not the one its TLS connection was opened for (421, RFC 9110 §15.5.20).
+    Misdirected,
     /// The request body is larger than allowed (413).
     PayloadTooLarge,
     /// The tenant is at its concurrency limit (503 with `Retry-After`).
@@ -98,6 +106,7 @@ impl Fault {
         match self {
             Fault::BadRequest => StatusCode::BAD_REQUEST,
             Fault::NotFound => StatusCode::NOT_FOUND,
+            Fault::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Fault::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Fault::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Fault::GuestFailed | Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,7 +179,14 @@ mod tests {
 
     fn ctx(route: &str) -> RequestContext {
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        RequestContext { request_id: 1, tenant: "t".into(), route: route.into(), remote_addr: addr, local_addr: addr }
+        RequestContext {
+            request_id: 1,
+            tenant: "t".into(),
+            route: route.into(),
+            remote_addr: addr,
+            local_addr: addr,
+            secure: false,
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn main() -> Result<(), palisade_http::BoxError> {
             route: "/".into(),
             remote_addr: addr,
             local_addr: addr,
+            secure: false,
         };
         let one = || async {
             let request = http::Request::builder().uri("http://bench.localhost/hello").body(empty_body())?;

@@ -168,6 +168,7 @@ impl AppInner {
     async fn handle(
         self: Arc<Self>,
         request: http::Request<RequestBody>,
+        secure: bool,
     ) -> Result<http::Response<Body>, HandlerError> {
         let tenant = &self.tenant;
         tenant.check_declared_body(request.headers())?;
@@ -200,9 +201,14 @@ impl AppInner {
         };
         let (guest_request, outparam) = {
             let mut http = store.data_mut().http();
-            let req = http.new_incoming_request(Scheme::Http, request.map(|b| b.map_err(body_error))).map_err(|e| {
-                HandlerError::new(Fault::BadRequest, "request cannot be given to the guest", format!("{e:#}"))
-            })?;
+            let req = http
+                .new_incoming_request(
+                    if secure { Scheme::Https } else { Scheme::Http },
+                    request.map(|b| b.map_err(body_error)),
+                )
+                .map_err(|e| {
+                    HandlerError::new(Fault::BadRequest, "request cannot be given to the guest", format!("{e:#}"))
+                })?;
             let out = http
                 .new_response_outparam_from_callback(on_response)
                 .map_err(|e| HandlerError::new(Fault::Internal, "internal error", format!("{e:#}")))?;
@@ -307,8 +313,8 @@ impl Handler for ComponentApp {
     fn handle(
         &self,
         request: http::Request<RequestBody>,
-        _context: RequestContext,
+        context: RequestContext,
     ) -> BoxFuture<'static, Result<http::Response<Body>, HandlerError>> {
-        Box::pin(self.inner.clone().handle(request))
+        Box::pin(self.inner.clone().handle(request, context.secure))
     }
 }

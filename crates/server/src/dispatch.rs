@@ -1,78 +1,146 @@
 //! One request: find the tenant and route, call its handler, turn failures into clear responses.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use palisade_http::{Body, Fault, RequestContext};
+use palisade_http::{Body, Fault, RequestContext, full_body};
+use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
 use crate::host::{HostError, request_host};
 
-/// What every connection shares: the router and the request counter.
+/// What every connection shares: the router, HTTPS settings and the request counter.
 pub(crate) struct Dispatcher {
     router: crate::Routes,
+    /// ACME HTTP-01 answers to serve, if any tenant uses ACME.
+    pub(crate) challenges: Option<Arc<Challenges>>,
+    /// The port plain-HTTP requests are redirected to, for tenants with `https_redirect`.
+    pub(crate) https_port: Option<u16>,
     next_request_id: AtomicU64,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+    /// `Some` on TLS connections: the SNI name the client asked for, if it sent one.
+    pub(crate) tls: Option<Option<Arc<str>>>,
 }
 
 impl Dispatcher {
     pub(crate) fn new(router: crate::Routes) -> Dispatcher {
-        Dispatcher { router, next_request_id: AtomicU64::new(1) }
+        Dispatcher { router, challenges: None, https_port: None, next_request_id: AtomicU64::new(1) }
     }
 
-    pub(crate) async fn dispatch(
-        &self,
-        req: Request<Incoming>,
-        remote: SocketAddr,
-        local: SocketAddr,
-    ) -> Response<Body> {
+    pub(crate) async fn dispatch(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let method = req.method().clone();
         let path = req.uri().path().to_string();
 
+        if let Some(answer) = self.acme_http01(&path) {
+            return answer;
+        }
         let host = match request_host(&req) {
             Ok(h) => h,
             Err(HostError::Missing) => return Fault::BadRequest.response("missing Host header"),
             Err(HostError::Invalid) => return Fault::BadRequest.response("invalid Host header"),
         };
+        if let (Some(Some(sni)), Some(host)) = (&peer.tls, &host)
+            && **sni != **host
+        {
+            return Fault::Misdirected.response("this connection was opened for another host");
+        }
         let Some(tenant) = self.router.tenant(host.as_deref()) else {
             tracing::debug!(request_id, host = host.as_deref().unwrap_or(""), "no tenant for host");
             return Fault::NotFound.response("no site is configured for this host");
         };
-        let Some((route, handler)) = tenant.route(&path) else {
-            return Fault::NotFound.response("no route matches this path");
-        };
-
-        let span = tracing::info_span!("request", id = request_id, tenant = %tenant.name, route = %route);
-        let context = RequestContext {
-            request_id,
-            tenant: tenant.name.as_str().into(),
-            route: route.into(),
-            remote_addr: remote,
-            local_addr: local,
-        };
-        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
-        let response = match handler.handle(req, context).instrument(span.clone()).await {
-            Ok(r) => r,
-            Err(e) => {
-                span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
-                e.response()
+        if peer.tls.is_none()
+            && tenant.https_redirect
+            && let Some(port) = self.https_port
+        {
+            return redirect_to_https(host.as_deref().unwrap_or(""), port, &req);
+        }
+        let hsts = peer.tls.as_ref().and(tenant.hsts.as_ref());
+        let mut response = match tenant.route(&path) {
+            Some((route, handler)) => {
+                let context = RequestContext {
+                    request_id,
+                    tenant: tenant.name.as_str().into(),
+                    route: route.into(),
+                    remote_addr: peer.remote,
+                    local_addr: peer.local,
+                    secure: peer.tls.is_some(),
+                };
+                call(handler.as_ref(), req, context, started).await
             }
+            None => Fault::NotFound.response("no route matches this path"),
         };
-        span.in_scope(|| {
-            tracing::info!(
-                target: "palisade::access",
-                %method,
-                path,
-                status = response.status().as_u16(),
-                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "request"
-            )
-        });
+        if let Some(hsts) = hsts {
+            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
+        }
         response
     }
+
+    /// The key authorization for an ACME HTTP-01 token, if the path asks for one that is published.
+    fn acme_http01(&self, path: &str) -> Option<Response<Body>> {
+        let token = path.strip_prefix(HTTP01_PREFIX)?;
+        let answer = self.challenges.as_ref()?.http01(token)?;
+        tracing::info!(token, "answered an ACME HTTP-01 validation");
+        let mut response = Response::new(full_body(answer));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        Some(response)
+    }
+}
+
+/// Calls the route's handler, turns a failure into its response, and writes the access-log line.
+async fn call(
+    handler: &dyn palisade_http::Handler,
+    req: Request<Incoming>,
+    context: RequestContext,
+    started: Instant,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span =
+        tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
+    let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    let response = match handler.handle(req, context).instrument(span.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
+            e.response()
+        }
+    };
+    span.in_scope(|| {
+        tracing::info!(
+            target: "palisade::access",
+            %method,
+            path,
+            status = response.status().as_u16(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        )
+    });
+    response
+}
+
+/// 308 to the same path and query on HTTPS (308 keeps the method and body, unlike 301).
+fn redirect_to_https<B>(host: &str, port: u16, req: &Request<B>) -> Response<Body> {
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let authority = if port == 443 { host } else { format!("{host}:{port}") };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{authority}{path}");
+    let mut response = Response::new(full_body(format!("308 moved to {location}\n")));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }

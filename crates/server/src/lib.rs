@@ -1,6 +1,10 @@
 //! palisade's HTTP front: listeners, connections, dispatch to handlers, graceful shutdown.
 //!
-//! Every listener speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge) through hyper-util's auto builder.
+//! Every listener speaks HTTP/1.1 and HTTP/2 through hyper-util's auto builder: plain listeners h2c by prior
+//! knowledge, TLS listeners after a handshake by [`palisade_tls::TlsTerminator`] (ALPN `h2` or `http/1.1`).
+//! On TLS connections a request whose host is not the SNI name is answered 421; tenants may add HSTS to their
+//! HTTPS responses and redirect their plain-HTTP requests to HTTPS. ACME HTTP-01 answers are served on any
+//! listener, before routing.
 //! Each request is dispatched by host to a tenant and by longest path prefix to a route ([`router`]); the
 //! route's [`Handler`](palisade_http::Handler) answers it. The server never inspects what kind of handler it
 //! is calling.
@@ -27,10 +31,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use palisade_http::Handler;
-use tokio::net::TcpListener;
+use palisade_tls::{Challenges, TlsTerminator};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use dispatch::Dispatcher;
+use dispatch::{Dispatcher, Peer};
 pub use router::{Router, TenantRoutes};
 
 /// The router a [`Server`] dispatches with: handlers of any route kind behind one trait.
@@ -39,14 +44,17 @@ pub type Routes = Router<Arc<dyn Handler>>;
 /// How long a client may take to send a request head before the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client may take to complete a TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// Bound listeners plus everything needed to serve them.
 pub struct Server {
-    listeners: Vec<std::net::TcpListener>,
-    local_addrs: Vec<SocketAddr>,
-    dispatcher: Arc<Dispatcher>,
+    listeners: Vec<Listener>,
+    dispatcher: Dispatcher,
+    tls: Option<Arc<TlsTerminator>>,
     shutdown_timeout: Duration,
     workers: usize,
 }
@@ -55,16 +63,26 @@ impl Server {
     /// Binds every address in `listen` (so a port conflict is reported before anything is served). Connections
     /// are served by one worker thread per available core, unless [`Server::with_workers`] says otherwise.
     pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
-        let mut listeners = Vec::with_capacity(listen.len());
-        let mut local_addrs = Vec::with_capacity(listen.len());
-        for addr in listen {
-            let listener =
-                bind(*addr).map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            local_addrs.push(listener.local_addr()?);
-            listeners.push(listener);
-        }
+        let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        Ok(Server { listeners, local_addrs, dispatcher: Arc::new(Dispatcher::new(router)), shutdown_timeout, workers })
+        Ok(Server { listeners, dispatcher: Dispatcher::new(router), tls: None, shutdown_timeout, workers })
+    }
+
+    /// Also serves HTTPS on every address in `listen`, with `tls` terminating each connection. Tenants with
+    /// `https_redirect` are redirected to the first of these ports.
+    pub fn with_tls(mut self, listen: &[SocketAddr], tls: Arc<TlsTerminator>) -> std::io::Result<Server> {
+        for addr in listen {
+            self.listeners.push(Listener::bind(*addr, true)?);
+        }
+        self.dispatcher.https_port = self.listeners.iter().find(|l| l.tls).map(|l| l.local_addr.port());
+        self.tls = Some(tls);
+        Ok(self)
+    }
+
+    /// Serves the ACME HTTP-01 answers published in `challenges` (at `/.well-known/acme-challenge/`).
+    pub fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Server {
+        self.dispatcher.challenges = Some(challenges);
+        self
     }
 
     /// Serves with `workers` threads (at least one) instead of one per core.
@@ -73,9 +91,14 @@ impl Server {
         self
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The plain-HTTP addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.local_addrs.clone()
+        self.listeners.iter().filter(|l| !l.tls).map(|l| l.local_addr).collect()
+    }
+
+    /// The HTTPS addresses actually bound (port 0 resolved).
+    pub fn tls_local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter(|l| l.tls).map(|l| l.local_addr).collect()
     }
 
     /// Serves until `shutdown` completes, then drains connections for at most the shutdown timeout.
@@ -83,12 +106,14 @@ impl Server {
     /// The workers run on their own threads; the future calling this only waits for `shutdown` and for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let dispatcher = Arc::new(self.dispatcher);
         let mut workers = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
-            let listeners = self.listeners.iter().map(std::net::TcpListener::try_clone).collect::<Result<_, _>>()?;
+            let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
             let worker = Worker {
                 listeners,
-                dispatcher: self.dispatcher.clone(),
+                dispatcher: dispatcher.clone(),
+                tls: self.tls.clone(),
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.shutdown_timeout,
             };
@@ -116,19 +141,38 @@ impl Server {
     }
 }
 
-/// Binds a listening socket that each worker can take a handle to (call within a tokio runtime).
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    // Deregistered from this runtime: each worker registers its own handle with its own runtime.
-    socket.listen(LISTEN_BACKLOG)?.into_std()
+/// A bound listening socket that each worker can take a handle to.
+struct Listener {
+    socket: std::net::TcpListener,
+    local_addr: SocketAddr,
+    tls: bool,
+}
+
+impl Listener {
+    /// Binds `addr` (call within a tokio runtime).
+    fn bind(addr: SocketAddr, tls: bool) -> std::io::Result<Listener> {
+        let bound = || {
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            // Deregistered from this runtime: each worker registers its own handle with its own runtime.
+            socket.listen(LISTEN_BACKLOG)?.into_std()
+        };
+        let socket = bound().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        Ok(Listener { local_addr: socket.local_addr()?, socket, tls })
+    }
+
+    fn try_clone(&self) -> std::io::Result<Listener> {
+        Ok(Listener { socket: self.socket.try_clone()?, local_addr: self.local_addr, tls: self.tls })
+    }
 }
 
 /// One thread with a single-threaded runtime, serving the connections it accepts until told to stop.
 struct Worker {
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
     dispatcher: Arc<Dispatcher>,
+    tls: Option<Arc<TlsTerminator>>,
     stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 }
@@ -150,42 +194,74 @@ impl Worker {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
-        let graceful = Arc::new(GracefulShutdown::new());
+        let connections =
+            Arc::new(Connections { dispatcher: self.dispatcher, builder, graceful: GracefulShutdown::new() });
 
         let mut accept_loops = Vec::new();
         for listener in self.listeners {
-            let listener = match TcpListener::from_std(listener) {
+            let socket = match TcpListener::from_std(listener.socket) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot register a listener with a worker");
                     continue;
                 }
             };
-            accept_loops.push(tokio::spawn(accept_loop(
-                listener,
-                self.dispatcher.clone(),
-                builder.clone(),
-                graceful.clone(),
-                self.stop.clone(),
-            )));
+            let tls = if listener.tls { self.tls.clone() } else { None };
+            accept_loops.push(tokio::spawn(accept_loop(socket, tls, connections.clone(), self.stop.clone())));
         }
         for l in accept_loops {
             let _ = l.await;
         }
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
-            tracing::warn!("connections still being accepted at shutdown");
-            return false;
+        let drain = async move {
+            // TLS handshakes still in progress hold a handle; they finish or time out within seconds.
+            let mut connections = connections;
+            loop {
+                match Arc::try_unwrap(connections) {
+                    Ok(c) => return c.graceful.shutdown().await,
+                    Err(still_shared) => connections = still_shared,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         };
-        tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await.is_ok()
+        tokio::time::timeout(self.shutdown_timeout, drain).await.is_ok()
+    }
+}
+
+/// What a worker's accept loops share to serve the connections they accept.
+struct Connections {
+    dispatcher: Arc<Dispatcher>,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    /// Serves HTTP on `io` until the client is done or shutdown asks it to finish.
+    fn serve<IO>(&self, io: IO, peer: Peer)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let dispatcher = self.dispatcher.clone();
+        let remote = peer.remote;
+        let peer = Arc::new(peer);
+        let service = hyper::service::service_fn(move |req| {
+            let dispatcher = dispatcher.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, &peer).await) }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(io), service).into_owned();
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    dispatcher: Arc<Dispatcher>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
+    tls: Option<Arc<TlsTerminator>>,
+    connections: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Ok(local) = listener.local_addr() else { return };
@@ -204,17 +280,27 @@ async fn accept_loop(
         };
         // Guests often write small body chunks; Nagle would add up to 40 ms to each.
         let _ = stream.set_nodelay(true);
-        let dispatcher = dispatcher.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let dispatcher = dispatcher.clone();
-            async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, remote, local).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+        match &tls {
+            None => connections.serve(stream, Peer { remote, local, tls: None }),
+            Some(tls) => {
+                tokio::spawn(handshake(stream, remote, local, tls.clone(), connections.clone()));
             }
-        });
+        }
+    }
+}
+
+/// Completes a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`], then serves HTTP on it.
+async fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    tls: Arc<TlsTerminator>,
+    connections: Arc<Connections>,
+) {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(Some(conn))) => connections.serve(conn.stream, Peer { remote, local, tls: Some(conn.server_name) }),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
     }
 }

@@ -1,20 +1,25 @@
 //! Host and path → tenant and route. Pure data, no I/O: built once at start-up, read by every request.
 
-use std::collections::HashMap;
+use http::HeaderValue;
+use palisade_http::HostMap;
 
-/// One tenant's routes, longest prefix first.
+/// One tenant's routes, longest prefix first, and how its HTTPS is enforced.
 #[derive(Debug)]
 pub struct TenantRoutes<H> {
     /// The tenant's name.
     pub name: String,
+    /// `Strict-Transport-Security` added to the tenant's HTTPS responses.
+    pub hsts: Option<HeaderValue>,
+    /// Whether plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect: bool,
     routes: Vec<(String, H)>,
 }
 
 impl<H> TenantRoutes<H> {
-    /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order.
+    /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order; no HTTPS policy.
     pub fn new(name: impl Into<String>, mut routes: Vec<(String, H)>) -> TenantRoutes<H> {
         routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
-        TenantRoutes { name: name.into(), routes }
+        TenantRoutes { name: name.into(), hsts: None, https_redirect: false, routes }
     }
 
     /// The route with the longest prefix that contains `path` on a segment boundary:
@@ -32,35 +37,31 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[derive(Debug)]
 pub struct Router<H> {
     tenants: Vec<TenantRoutes<H>>,
-    by_host: HashMap<String, usize>,
-    any_host: Option<usize>,
+    by_host: HostMap<usize>,
 }
 
 impl<H> Default for Router<H> {
     fn default() -> Self {
-        Router { tenants: Vec::new(), by_host: HashMap::new(), any_host: None }
+        Router { tenants: Vec::new(), by_host: HostMap::default() }
     }
 }
 
 impl<H> Router<H> {
-    /// Adds a tenant answering for `hosts` (lower-case names, or `"*"` for any host nobody else claims).
+    /// Adds a tenant answering for `hosts` (lower-case names, `*.suffix` wildcards, or `"*"` for any host
+    /// nobody else claims; see [`HostMap`]).
     ///
     /// Host uniqueness is the configuration's job; here a later claim simply replaces an earlier one.
     pub fn add(&mut self, hosts: &[String], tenant: TenantRoutes<H>) {
         let index = self.tenants.len();
         self.tenants.push(tenant);
         for h in hosts {
-            if h == "*" {
-                self.any_host = Some(index);
-            } else {
-                self.by_host.insert(h.clone(), index);
-            }
+            self.by_host.insert(h, index);
         }
     }
 
     /// The tenant for a request's host (already normalised by [`crate::host::request_host`]).
     pub fn tenant(&self, host: Option<&str>) -> Option<&TenantRoutes<H>> {
-        host.and_then(|h| self.by_host.get(h)).or(self.any_host.as_ref()).and_then(|&i| self.tenants.get(i))
+        self.by_host.get(host).and_then(|&i| self.tenants.get(i))
     }
 }
 

@@ -58,6 +58,11 @@ pub(crate) fn meta_variables(req: &MetaRequest<'_>, cx: &RequestContext) -> Resu
         ("REMOTE_ADDR".into(), cx.remote_addr.ip().to_string()),
         ("REMOTE_PORT".into(), cx.remote_addr.port().to_string()),
     ];
+    if cx.secure {
+        // What Apache and nginx's fastcgi_params set, and what CGI programs test to build absolute URLs.
+        vars.push(("HTTPS".into(), "on".into()));
+    }
+    vars.push(("REQUEST_SCHEME".into(), if cx.secure { "https" } else { "http" }.into()));
     if let Some(len) = req.content_length {
         vars.push(("CONTENT_LENGTH".into(), len.to_string()));
     }
@@ -115,6 +120,7 @@ mod tests {
             route: route.into(),
             remote_addr: SocketAddr::from(([10, 0, 0, 9], 5555)),
             local_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            secure: false,
         }
     }
 

@@ -1,0 +1,73 @@
+//! Host name → value, with the one matching rule every part of palisade uses: routing picks a tenant by the
+//! request's host, and TLS picks a certificate by the SNI name, through the same [`HostMap`].
+
+use std::collections::HashMap;
+
+/// Values found by host name: exact names first, then `*.suffix` wildcards (one label, as in certificates,
+/// RFC 6125 §6.4.3), then the catch-all `*`.
+#[derive(Debug, Clone)]
+pub struct HostMap<T> {
+    exact: HashMap<String, T>,
+    wildcard: HashMap<String, T>,
+    any: Option<T>,
+}
+
+impl<T> Default for HostMap<T> {
+    fn default() -> Self {
+        HostMap { exact: HashMap::new(), wildcard: HashMap::new(), any: None }
+    }
+}
+
+impl<T> HostMap<T> {
+    /// Adds `value` for `pattern`: a lower-case host name, `*.suffix` for any one label below `suffix`, or `*`
+    /// for any host nobody else claims. A later insert of the same pattern replaces the earlier one (patterns
+    /// are checked for uniqueness by the configuration).
+    pub fn insert(&mut self, pattern: &str, value: T) {
+        if pattern == "*" {
+            self.any = Some(value);
+        } else if let Some(suffix) = pattern.strip_prefix("*.") {
+            self.wildcard.insert(suffix.to_string(), value);
+        } else {
+            self.exact.insert(pattern.to_string(), value);
+        }
+    }
+
+    /// The value for `host` (lower-case, no port, no trailing dot), or the catch-all; `None` host only
+    /// matches the catch-all.
+    pub fn get(&self, host: Option<&str>) -> Option<&T> {
+        let Some(host) = host else { return self.any.as_ref() };
+        self.exact
+            .get(host)
+            .or_else(|| host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)))
+            .or(self.any.as_ref())
+    }
+
+    /// The value for `host` without falling back to the catch-all.
+    pub fn get_named(&self, host: &str) -> Option<&T> {
+        self.exact.get(host).or_else(|| host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_then_wildcard_then_any() {
+        let mut m = HostMap::default();
+        m.insert("alice.test", 1);
+        m.insert("*.alice.test", 2);
+        m.insert("www.alice.test", 3);
+        assert_eq!(m.get(Some("alice.test")), Some(&1));
+        assert_eq!(m.get(Some("api.alice.test")), Some(&2));
+        assert_eq!(m.get(Some("www.alice.test")), Some(&3));
+        // One label only, as for certificates.
+        assert_eq!(m.get(Some("a.b.alice.test")), None);
+        assert_eq!(m.get(None), None);
+        m.insert("*", 9);
+        assert_eq!(m.get(Some("a.b.alice.test")), Some(&9));
+        assert_eq!(m.get(None), Some(&9));
+        assert_eq!(m.get_named("a.b.alice.test"), None);
+        assert_eq!(m.get_named("x.alice.test"), Some(&2));
+    }
+}
