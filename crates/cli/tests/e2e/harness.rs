@@ -64,11 +64,12 @@ impl Site {
     /// Writes `palisade.toml`: a `[server]` section on port 0 with a shared compile cache, then `tenants`.
     pub fn config(&self, tenants: &str) -> PathBuf {
         let cache = target_dir().join("e2e-data");
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = {:?}\nshutdown_timeout = \"5s\"\n\n{tenants}",
-            cache.display().to_string()
-        );
-        self.write("palisade.toml", text)
+        self.config_with(&format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", cache.display().to_string()), tenants)
+    }
+
+    /// Writes `palisade.toml` with `server` as the `[server]` section's keys (plus a short shutdown timeout).
+    pub fn config_with(&self, server: &str, tenants: &str) -> PathBuf {
+        self.write("palisade.toml", format!("[server]\n{server}\nshutdown_timeout = \"5s\"\n\n{tenants}"))
     }
 
     /// 1-based line of the first line of `palisade.toml` containing `needle`.
@@ -206,6 +207,38 @@ impl Running {
         b
     }
 
+    /// The first HTTPS address, from the `listening on https://` log line.
+    pub fn tls_addr(&self) -> SocketAddr {
+        const NEEDLE: &str = "listening on https://";
+        assert!(self.log_contains(NEEDLE), "no HTTPS listener");
+        let log = self.log();
+        let at = log.find(NEEDLE).unwrap() + NEEDLE.len();
+        log[at..].split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// An HTTPS client trusting `ca_pem` that resolves every given host name to the HTTPS listener, with
+    /// no connection reuse (each request is a new handshake).
+    pub fn https_client(&self, hosts: &[&str], ca_pem: &str) -> reqwest::Client {
+        install_crypto_provider();
+        let tls = self.tls_addr();
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .pool_max_idle_per_host(0);
+        for h in hosts {
+            b = b.resolve(h, tls);
+        }
+        b.build().expect("client")
+    }
+
+    /// `https://HOST:PORT/PATH` for this server's HTTPS listener.
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.tls_addr().port())
+    }
+
     /// `http://HOST:PORT/PATH` for this server.
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.addr.port())
@@ -219,6 +252,11 @@ impl Running {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the server.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
     }
 
     /// Sends SIGTERM and waits (at most `limit`) for the exit code.
@@ -242,6 +280,48 @@ impl Drop for Running {
         if std::thread::panicking() {
             eprintln!("---- palisade log ----\n{}", self.log());
         }
+    }
+}
+
+/// Makes aws-lc-rs the process's rustls provider (clients built without one use it).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A certificate authority for tests, issuing leaf certificates for any names.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM, for clients to trust.
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "palisade test CA");
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa { issuer: rcgen::Issuer::new(params, key), pem }
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses): (chain PEM, key PEM).
+    pub fn leaf(&self, names: &[&str]) -> (String, String) {
+        self.leaf_until(names, None)
+    }
+
+    /// [`TestCa::leaf`], valid until `not_after` when given (e.g. in the past).
+    pub fn leaf_until(&self, names: &[&str], not_after: Option<(i32, u8, u8)>) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some((y, m, d)) = not_after {
+            params.not_before = rcgen::date_time_ymd(y - 1, m, d);
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 

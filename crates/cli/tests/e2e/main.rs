@@ -14,6 +14,8 @@
 //! - `byoc`: bring your own guest: Python and JavaScript components, `palisade run`, missing-import errors,
 //!   per-app import/export summaries.
 //! - `lifecycle`: graceful shutdown and the compile cache.
+//! - `tls`: HTTPS: certificates by SNI, ALPN, 421, HSTS and redirects, resumption, reload, broken certificates.
+//! - `acme`: certificates obtained and renewed from a real ACME server (pebble), both challenge types.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on purpose: a failed step is a failed test")]
@@ -31,6 +33,7 @@ mod mail;
 mod neighbours;
 mod routing;
 mod static_files;
+mod tls;
 
 use harness::Site;
 
