@@ -77,6 +77,7 @@ impl AcmeSite {
                     backoff = FIRST_BACKOFF;
                 }
                 Err(e) => {
+                    let e = with_causes(&e);
                     tracing::error!(tenant = %self.tenant, "ACME certificate not obtained, retrying in {backoff:?}: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -86,4 +87,18 @@ impl AcmeSite {
             }
         }
     }
+}
+
+/// `error: cause: cause`, so a connection failure says why (refused, certificate unknown, ...).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        source = cause.source();
+    }
+    text
 }

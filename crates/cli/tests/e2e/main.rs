@@ -22,6 +22,7 @@
 
 mod harness;
 
+mod acme;
 mod byoc;
 mod cgi;
 mod check;
