@@ -60,6 +60,8 @@ impl TlsTerminator {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SiteResolver(sites.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The server's order (rustls': AES-GCM, then ChaCha20; ECDHE only) rather than whatever a client prefers.
+        config.ignore_client_order = true;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         Ok(TlsTerminator { config: Arc::new(config), sites, challenges })

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# TLS: handshakes and HTTPS requests, palisade (rustls, aws-lc-rs) vs nginx (OpenSSL) with 2 workers, the same
+# ECDSA P-256 certificate, session cache and tickets on. Per contender and round:
+#   full     TLS 1.3 full handshakes/s (X25519), 32 concurrent clients, a new connection each time
+#   resumed  TLS 1.3 resumed handshakes/s (tickets), same clients
+#   https    HTTPS 1 KiB static file req/s over keep-alive connections (wrk, 32 connections)
+# ROUNDS rounds, servers alternating, one at a time; prints medians and palisade/nginx ratios.
+# Usage: bench/tls.sh  (DURATION=5s ROUNDS=3 by default)
+source "$(dirname "$0")/lib.sh"
+bench_prepare
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example handshakes -p palisade-tls)
+HANDSHAKES=$BENCH_ROOT/target/release/examples/handshakes
+secs=${DURATION%s}
+
+cd "$WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 30 \
+  -subj "/CN=bench CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout site.key -out site.csr \
+  -subj "/CN=bench.test" 2>/dev/null
+printf 'subjectAltName=DNS:bench.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+openssl x509 -req -in site.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile ext.cnf \
+  -out leaf.pem 2>/dev/null
+cat leaf.pem ca.pem >site.pem
+mkdir -p www && head -c 1024 /dev/urandom >www/1k.bin
+
+palisade_config <<TOML
+[tenants.bench]
+hosts = ["*"]
+tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
+
+[[tenants.bench.routes]]
+path = "/"
+static = "$WORK/www"
+TOML
+sed -i 's/^listen = .*/&\ntls_listen = ["127.0.0.1:18443"]/' "$WORK/palisade.toml"
+
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+user $(id -un);
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000;
+  open_file_cache max=1000 inactive=60s;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_tickets on;
+  server {
+    listen 127.0.0.1:18080;
+    listen 127.0.0.1:18443 ssl http2;
+    ssl_certificate $WORK/site.pem;
+    ssl_certificate_key $WORK/site.key;
+    root $WORK/www;
+  }
+}
+NGINX
+
+contenders=(palisade nginx)
+run_contender() {
+  case $1 in
+    palisade) start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
+    nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
+  esac
+}
+
+declare -A result
+for round in $(seq "$ROUNDS"); do
+  for c in "${contenders[@]}"; do
+    run_contender "$c"
+    "$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 1 full >/dev/null # warm-up
+    full=$("$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 "$secs" full)
+    resumed=$("$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 "$secs" resume)
+    read -r https _ p99 < <(load 32 "https://127.0.0.1:18443/1k.bin")
+    result[$c full]+="$full " result[$c resumed]+="$resumed " result[$c https]+="$https " result[$c p99]+="$p99 "
+    echo "round $round: $c full $full/s, resumed $resumed/s, https $https req/s (p99 $p99 us)" >&2
+    stop "$LAST_PID"
+  done
+done
+
+printf '\n%-10s %12s %12s %12s %10s\n' server full/s resumed/s https_req/s p99_us
+for c in "${contenders[@]}"; do
+  printf '%-10s %12s %12s %12s %10s\n' "$c" "$(median ${result[$c full]})" "$(median ${result[$c resumed]})" \
+    "$(median ${result[$c https]})" "$(median ${result[$c p99]})"
+done
+for m in full resumed https p99; do
+  echo "TLS $m: palisade/nginx = $(ratio "$(median ${result[palisade $m]})" "$(median ${result[nginx $m]})")"
+done
