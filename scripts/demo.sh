@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The demo, from a fresh Debian 12 machine: installs what is needed, builds palisade and the demo's C guests,
-# and serves three tenants (alice, bob and carol) on 127.0.0.1:8080 until Ctrl-C.
+# makes the demo's certificates, and serves three tenants (alice, bob and carol) on 127.0.0.1:8080 and, for alice
+# and bob, HTTPS on 127.0.0.1:8443, until Ctrl-C.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
 scripts/build-guests.sh
+scripts/demo-certs.sh
 cargo build --release --locked
 config=examples/demo/palisade.toml
 ./target/release/palisade check --config "$config"
@@ -20,6 +22,8 @@ Try these in another terminal (Ctrl-C here stops the server gracefully):
   curl -H 'Host: carol.localhost' -d 'hi' http://127.0.0.1:8080/py/x?y=1     # a component written in Python
   curl -H 'Host: carol.localhost' http://127.0.0.1:8080/js/hello             # a component written in JavaScript
   curl -H 'Host: nobody.localhost' http://127.0.0.1:8080/                     # no such tenant: 404
+  curl --cacert examples/demo/certs/ca.pem https://alice.localhost:8443/app/hi   # HTTPS (HTTP/2), alice's certificate
+  curl --cacert examples/demo/certs/ca.pem -I https://bob.localhost:8443/        # bob's certificate, chosen by SNI
 
 TRY
 unset RUST_BACKTRACE
