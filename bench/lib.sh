@@ -57,6 +57,16 @@ stop() {
   wait "$1" 2>/dev/null || true
 }
 
+# cpu_ms PID: CPU time (user + system, ms) used so far by the process and its child processes (nginx's workers).
+cpu_ms() {
+  local pids=("$1") ticks=0 p
+  mapfile -t -O 1 pids < <(pgrep -P "$1" || true)
+  for p in "${pids[@]}"; do
+    ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+
 # peak_rss_kib PID: the process's peak resident memory so far.
 peak_rss_kib() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status"

@@ -1,9 +1,10 @@
 //! A TLS handshake load generator for the benchmarks: `CONNS` tasks, each opening a TCP connection, completing
-//! a TLS 1.3 handshake (X25519, so every server negotiates the same key exchange), and closing, for `SECS`
-//! seconds. With `resume`, every task keeps its session and resumes it (one full handshake per task first).
+//! a TLS 1.3 handshake (X25519, so every server negotiates the same key exchange), sending one `HEAD PATH` with
+//! `Connection: close` and reading to the end (which is also when the client receives its session tickets),
+//! for `SECS` seconds. With `resume`, every task resumes the session its previous connection got.
 //!
-//! `cargo run --release -p palisade-tls --example handshakes -- ADDR SNI CA.pem CONNS SECS [full|resume]`
-//! prints `handshakes/s`.
+//! `cargo run --release -p palisade-tls --example handshakes -- ADDR SNI CA.pem CONNS SECS [full|resume] [PATH]`
+//! prints `connections/s`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,17 +13,18 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [addr, sni, ca, conns, secs, rest @ ..] = args.as_slice() else {
-        return Err("usage: handshakes ADDR SNI CA.pem CONNS SECS [full|resume]".into());
+        return Err("usage: handshakes ADDR SNI CA.pem CONNS SECS [full|resume] [PATH]".into());
     };
     let addr: SocketAddr = addr.parse()?;
     let conns: usize = conns.parse()?;
     let duration = Duration::from_secs(secs.parse()?);
     let resume = rest.first().is_some_and(|m| m == "resume");
+    let path = rest.get(1).map_or("/", String::as_str);
 
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
@@ -34,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_no_client_auth();
     let config = Arc::new(config);
     let name = ServerName::try_from(sni.clone())?;
+    let request: Arc<str> = format!("HEAD {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").into();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let done = Arc::new(AtomicU64::new(0));
@@ -42,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let end = Instant::now() + duration;
         let mut tasks = Vec::new();
         for _ in 0..conns {
-            let (done, failed, name) = (done.clone(), failed.clone(), name.clone());
+            let (done, failed, name, request) = (done.clone(), failed.clone(), name.clone(), request.clone());
             // Without resumption each task gets a config with an empty session store, so nothing is resumed.
             let config = if resume {
                 Arc::new((*config).clone())
@@ -57,7 +60,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let ok = async {
                         let tcp = tokio::net::TcpStream::connect(addr).await?;
                         let mut tls = connector.connect(name.clone(), tcp).await?;
-                        tls.shutdown().await
+                        tls.write_all(request.as_bytes()).await?;
+                        let mut response = Vec::new();
+                        tls.read_to_end(&mut response).await?;
+                        if response.starts_with(b"HTTP/1.1 200") {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other("not 200"))
+                        }
                     };
                     let counter = if ok.await.is_ok() { &done } else { &failed };
                     counter.fetch_add(1, Ordering::Relaxed);
