@@ -197,6 +197,8 @@ impl Running {
     }
 
     fn client_builder(&self, hosts: &[&str]) -> reqwest::ClientBuilder {
+        // reqwest is built with rustls (for the HTTPS tests) and needs a provider even for plain HTTP.
+        install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .no_proxy()
