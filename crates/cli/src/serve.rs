@@ -40,7 +40,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
     let https = Https::load(&config)?;
-    let mut server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout).await?;
+    let mut server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout)
+        .await?
+        .with_traffic_limits(config.server.traffic.clone());
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }

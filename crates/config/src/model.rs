@@ -52,6 +52,54 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Worker threads serving connections; `None` means one per available core.
     pub workers: Option<usize>,
+    /// What any client's connections and requests may do, before any tenant is involved.
+    pub traffic: TrafficLimits,
+}
+
+/// Limits on client traffic (`[server]` keys of the same names), the defences against slow and oversized
+/// requests and connection floods. Defaults are safe for the open internet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficLimits {
+    /// `header_timeout`: time to send a whole request head (slowloris).
+    pub header_timeout: Duration,
+    /// `body_timeout`: longest pause while sending a request body (slow POST); the request gets 408.
+    pub body_timeout: Duration,
+    /// `send_timeout`: longest time a response write may wait for the client to read (slow read).
+    pub send_timeout: Duration,
+    /// `keepalive_timeout`: how long a connection may sit idle between requests.
+    pub keepalive_timeout: Duration,
+    /// `tls_handshake_timeout`: time to complete a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// `max_connections`: open client connections, all listeners together; more are closed at once.
+    pub max_connections: u32,
+    /// `max_connections_per_ip`: open connections from one client address.
+    pub max_connections_per_ip: u32,
+    /// `max_uri_length`: longest request target, in bytes (414).
+    pub max_uri_length: u64,
+    /// `max_header_count`: most header fields in a request (431).
+    pub max_header_count: u32,
+    /// `max_header_size`: largest request head (HTTP/1.1) or decoded header list (HTTP/2), in bytes (431).
+    pub max_header_size: u64,
+    /// `h2_max_concurrent_streams`: streams one HTTP/2 connection may have open.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for TrafficLimits {
+    fn default() -> Self {
+        TrafficLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_connections_per_ip: 1024,
+            max_uri_length: 8 << 10,
+            max_header_count: 100,
+            max_header_size: 64 << 10,
+            h2_max_concurrent_streams: 128,
+        }
+    }
 }
 
 /// Which hosts a tenant answers for.

@@ -24,6 +24,17 @@ pub(crate) struct RawServer {
     pub(crate) data_dir: Option<Spanned<String>>,
     pub(crate) shutdown_timeout: Option<Spanned<String>>,
     pub(crate) workers: Option<Spanned<i64>>,
+    pub(crate) header_timeout: Option<Spanned<String>>,
+    pub(crate) body_timeout: Option<Spanned<String>>,
+    pub(crate) send_timeout: Option<Spanned<String>>,
+    pub(crate) keepalive_timeout: Option<Spanned<String>>,
+    pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) max_connections_per_ip: Option<Spanned<i64>>,
+    pub(crate) max_uri_length: Option<Spanned<SizeValue>>,
+    pub(crate) max_header_count: Option<Spanned<i64>>,
+    pub(crate) max_header_size: Option<Spanned<SizeValue>>,
+    pub(crate) h2_max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

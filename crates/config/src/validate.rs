@@ -91,6 +91,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
     let mut out = ServerConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         tls_listen: Vec::new(),
+        traffic: TrafficLimits::default(),
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         workers: None,
@@ -120,6 +121,34 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
             _ => c.error(&w.span(), "`workers` must be between 1 and 1024"),
         }
     }
+    let t = &mut out.traffic;
+    for (key, value, slot) in [
+        ("header_timeout", &raw.header_timeout, &mut t.header_timeout),
+        ("body_timeout", &raw.body_timeout, &mut t.body_timeout),
+        ("send_timeout", &raw.send_timeout, &mut t.send_timeout),
+        ("keepalive_timeout", &raw.keepalive_timeout, &mut t.keepalive_timeout),
+        ("tls_handshake_timeout", &raw.tls_handshake_timeout, &mut t.tls_handshake_timeout),
+    ] {
+        if let Some(d) = value.as_ref().and_then(|v| duration(c, key, v)) {
+            *slot = d;
+        }
+    }
+    for (key, value, slot, max) in [
+        ("max_connections", &raw.max_connections, &mut t.max_connections, 1_000_000),
+        ("max_connections_per_ip", &raw.max_connections_per_ip, &mut t.max_connections_per_ip, 1_000_000),
+        ("max_header_count", &raw.max_header_count, &mut t.max_header_count, 10_000),
+        ("h2_max_concurrent_streams", &raw.h2_max_concurrent_streams, &mut t.h2_max_concurrent_streams, 10_000),
+    ] {
+        if let Some(v) = value {
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) if n >= 1 && n <= max => *slot = n,
+                _ => c.error(&v.span(), format!("`{key}` must be between 1 and {max}")),
+            }
+        }
+    }
+    t.max_uri_length = bounded_size(c, "max_uri_length", raw.max_uri_length.as_ref(), t.max_uri_length, 256..=1 << 20);
+    t.max_header_size =
+        bounded_size(c, "max_header_size", raw.max_header_size.as_ref(), t.max_header_size, 8 << 10..=16 << 20);
     out
 }
 
@@ -172,6 +201,24 @@ fn size(c: &mut Checker<'_>, key: &str, value: Option<&Spanned<SizeValue>>, defa
         Err(e) => c.error(&value.span(), e),
     }
     default
+}
+
+/// [`size`], and within `range`.
+fn bounded_size(
+    c: &mut Checker<'_>,
+    key: &str,
+    value: Option<&Spanned<SizeValue>>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    let bytes = size(c, key, value, default);
+    match value {
+        Some(v) if !range.contains(&bytes) => {
+            c.error(&v.span(), format!("`{key}` must be between {} and {} bytes", range.start(), range.end()));
+            default
+        }
+        _ => bytes,
+    }
 }
 
 fn valid_tenant_name(name: &str) -> bool {

@@ -85,6 +85,12 @@ pub enum Fault {
     Misdirected,
     /// The request body is larger than allowed (413).
     PayloadTooLarge,
+    /// The client paused too long while sending the request body (408).
+    RequestTimeout,
+    /// The request target is longer than allowed (414).
+    UriTooLong,
+    /// The request has too many header fields, or they are too large (431).
+    HeadersTooLarge,
     /// The tenant is at its concurrency limit (503 with `Retry-After`).
     Overloaded {
         /// Seconds the client should wait.
@@ -108,6 +114,9 @@ impl Fault {
             Fault::NotFound => StatusCode::NOT_FOUND,
             Fault::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Fault::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Fault::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Fault::UriTooLong => StatusCode::URI_TOO_LONG,
+            Fault::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Fault::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Fault::GuestFailed | Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Fault::GuestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -129,7 +138,7 @@ impl Fault {
             }
             // The rest of the body was never read, so this connection cannot carry another request; saying so
             // keeps clients from sending their next request on it. (HTTP/2 drops the header: it has streams.)
-            Fault::PayloadTooLarge => {
+            Fault::PayloadTooLarge | Fault::RequestTimeout => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

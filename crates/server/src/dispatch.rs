@@ -2,17 +2,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use palisade_config::TrafficLimits;
 use palisade_http::{Body, Fault, RequestContext, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
 use crate::host::{HostError, request_host};
+use crate::slow_body::PatientBody;
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
 pub(crate) struct Dispatcher {
@@ -21,7 +23,25 @@ pub(crate) struct Dispatcher {
     pub(crate) challenges: Option<Arc<Challenges>>,
     /// The port plain-HTTP requests are redirected to, for tenants with `https_redirect`.
     pub(crate) https_port: Option<u16>,
+    limits: RequestLimits,
     next_request_id: AtomicU64,
+}
+
+/// The per-request parts of [`TrafficLimits`] (hyper enforces the head size itself).
+struct RequestLimits {
+    max_uri_length: usize,
+    max_header_count: usize,
+    body_timeout: Duration,
+}
+
+impl RequestLimits {
+    fn new(traffic: &TrafficLimits) -> RequestLimits {
+        RequestLimits {
+            max_uri_length: usize::try_from(traffic.max_uri_length).unwrap_or(usize::MAX),
+            max_header_count: usize::try_from(traffic.max_header_count).unwrap_or(usize::MAX),
+            body_timeout: traffic.body_timeout,
+        }
+    }
 }
 
 /// The connection a request arrived on.
@@ -34,8 +54,19 @@ pub(crate) struct Peer {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(router: crate::Routes) -> Dispatcher {
-        Dispatcher { router, challenges: None, https_port: None, next_request_id: AtomicU64::new(1) }
+    pub(crate) fn new(router: crate::Routes, traffic: &TrafficLimits) -> Dispatcher {
+        Dispatcher {
+            router,
+            challenges: None,
+            https_port: None,
+            limits: RequestLimits::new(traffic),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Applies `traffic`'s per-request limits.
+    pub(crate) fn limit_requests(&mut self, traffic: &TrafficLimits) {
+        self.limits = RequestLimits::new(traffic);
     }
 
     pub(crate) async fn dispatch(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
@@ -43,6 +74,15 @@ impl Dispatcher {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
 
+        // The target as sent: origin-form, or the whole absolute-form URI.
+        let target_length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len())
+            + req.uri().authority().map_or(0, |a| a.as_str().len());
+        if target_length > self.limits.max_uri_length {
+            return Fault::UriTooLong.response("the request target is too long");
+        }
+        if req.headers().len() > self.limits.max_header_count {
+            return Fault::HeadersTooLarge.response("the request has too many header fields");
+        }
         if let Some(answer) = self.acme_http01(&path) {
             return answer;
         }
@@ -77,13 +117,52 @@ impl Dispatcher {
                     local_addr: peer.local,
                     secure: peer.tls.is_some(),
                 };
-                call(handler.as_ref(), req, context, started).await
+                self.call(handler.as_ref(), req, context, started).await
             }
             None => Fault::NotFound.response("no route matches this path"),
         };
         if let Some(hsts) = hsts {
             response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
         }
+        response
+    }
+
+    /// Calls the route's handler, turns a failure into its response, and writes the access-log line.
+    async fn call(
+        &self,
+        handler: &dyn palisade_http::Handler,
+        req: Request<Incoming>,
+        context: RequestContext,
+        started: Instant,
+    ) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span =
+            tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
+        let body_timed_out = Arc::new(AtomicBool::new(false));
+        let timeout = self.limits.body_timeout;
+        let req = req.map(|b| PatientBody::new(b, timeout, body_timed_out.clone()).boxed_unsync());
+        let mut response = match handler.handle(req, context).instrument(span.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
+                e.response()
+            }
+        };
+        if body_timed_out.load(Ordering::Acquire) {
+            span.in_scope(|| tracing::info!("request body timed out after {timeout:?} without data"));
+            response = Fault::RequestTimeout.response("request body not received in time");
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                target: "palisade::access",
+                %method,
+                path,
+                status = response.status().as_u16(),
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "request"
+            )
+        });
         response
     }
 
@@ -96,38 +175,6 @@ impl Dispatcher {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         Some(response)
     }
-}
-
-/// Calls the route's handler, turns a failure into its response, and writes the access-log line.
-async fn call(
-    handler: &dyn palisade_http::Handler,
-    req: Request<Incoming>,
-    context: RequestContext,
-    started: Instant,
-) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let span =
-        tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
-    let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
-    let response = match handler.handle(req, context).instrument(span.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
-            e.response()
-        }
-    };
-    span.in_scope(|| {
-        tracing::info!(
-            target: "palisade::access",
-            %method,
-            path,
-            status = response.status().as_u16(),
-            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        )
-    });
-    response
 }
 
 /// 308 to the same path and query on HTTPS (308 keeps the method and body, unlike 301).

@@ -19,33 +19,28 @@
 //! are asked to finish (HTTP/2 GOAWAY, HTTP/1 close after the current response), and `run` returns when they
 //! have, or when the grace period is over.
 
+mod connection;
 mod dispatch;
 pub mod host;
 pub mod router;
+mod slow_body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use palisade_config::TrafficLimits;
 use palisade_http::Handler;
 use palisade_tls::{Challenges, TlsTerminator};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use dispatch::{Dispatcher, Peer};
+use connection::{Admission, Connections};
+use dispatch::Dispatcher;
 pub use router::{Router, TenantRoutes};
 
 /// The router a [`Server`] dispatches with: handlers of any route kind behind one trait.
 pub type Routes = Router<Arc<dyn Handler>>;
-
-/// How long a client may take to send a request head before the connection is closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a client may take to complete a TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -54,6 +49,7 @@ const LISTEN_BACKLOG: u32 = 1024;
 pub struct Server {
     listeners: Vec<Listener>,
     dispatcher: Dispatcher,
+    traffic: TrafficLimits,
     tls: Option<Arc<TlsTerminator>>,
     shutdown_timeout: Duration,
     workers: usize,
@@ -65,7 +61,22 @@ impl Server {
     pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
         let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        Ok(Server { listeners, dispatcher: Dispatcher::new(router), tls: None, shutdown_timeout, workers })
+        let traffic = TrafficLimits::default();
+        Ok(Server {
+            listeners,
+            dispatcher: Dispatcher::new(router, &traffic),
+            traffic,
+            tls: None,
+            shutdown_timeout,
+            workers,
+        })
+    }
+
+    /// Holds clients to `traffic` instead of the defaults: timeouts, connection and header limits.
+    pub fn with_traffic_limits(mut self, traffic: TrafficLimits) -> Server {
+        self.dispatcher.limit_requests(&traffic);
+        self.traffic = traffic;
+        self
     }
 
     /// Also serves HTTPS on every address in `listen`, with `tls` terminating each connection. Tenants with
@@ -107,12 +118,15 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let dispatcher = Arc::new(self.dispatcher);
+        let admission = Arc::new(Admission::new(&self.traffic));
         let mut workers = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
             let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
             let worker = Worker {
                 listeners,
                 dispatcher: dispatcher.clone(),
+                admission: admission.clone(),
+                traffic: self.traffic.clone(),
                 tls: self.tls.clone(),
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.shutdown_timeout,
@@ -172,6 +186,8 @@ impl Listener {
 struct Worker {
     listeners: Vec<Listener>,
     dispatcher: Arc<Dispatcher>,
+    admission: Arc<Admission>,
+    traffic: TrafficLimits,
     tls: Option<Arc<TlsTerminator>>,
     stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
@@ -191,11 +207,7 @@ impl Worker {
     }
 
     async fn serve(self) -> bool {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
-        let connections =
-            Arc::new(Connections { dispatcher: self.dispatcher, builder, graceful: GracefulShutdown::new() });
+        let connections = Arc::new(Connections::new(self.dispatcher, self.admission, &self.traffic, self.stop));
 
         let mut accept_loops = Vec::new();
         for listener in self.listeners {
@@ -207,100 +219,11 @@ impl Worker {
                 }
             };
             let tls = if listener.tls { self.tls.clone() } else { None };
-            accept_loops.push(tokio::spawn(accept_loop(socket, tls, connections.clone(), self.stop.clone())));
+            accept_loops.push(tokio::spawn(connections.clone().accept_loop(socket, tls)));
         }
         for l in accept_loops {
             let _ = l.await;
         }
-        let drain = async move {
-            // TLS handshakes still in progress hold a handle; they finish or time out within seconds.
-            let mut connections = connections;
-            loop {
-                match Arc::try_unwrap(connections) {
-                    Ok(c) => return c.graceful.shutdown().await,
-                    Err(still_shared) => connections = still_shared,
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(self.shutdown_timeout, drain).await.is_ok()
-    }
-}
-
-/// What a worker's accept loops share to serve the connections they accept.
-struct Connections {
-    dispatcher: Arc<Dispatcher>,
-    builder: auto::Builder<TokioExecutor>,
-    graceful: GracefulShutdown,
-}
-
-impl Connections {
-    /// Serves HTTP on `io` until the client is done or shutdown asks it to finish.
-    fn serve<IO>(&self, io: IO, peer: Peer)
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let dispatcher = self.dispatcher.clone();
-        let remote = peer.remote;
-        let peer = Arc::new(peer);
-        let service = hyper::service::service_fn(move |req| {
-            let dispatcher = dispatcher.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, &peer).await) }
-        });
-        let connection = self.builder.serve_connection(TokioIo::new(io), service).into_owned();
-        let connection = self.graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<Arc<TlsTerminator>>,
-    connections: Arc<Connections>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let Ok(local) = listener.local_addr() else { return };
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Guests often write small body chunks; Nagle would add up to 40 ms to each.
-        let _ = stream.set_nodelay(true);
-        match &tls {
-            None => connections.serve(stream, Peer { remote, local, tls: None }),
-            Some(tls) => {
-                tokio::spawn(handshake(stream, remote, local, tls.clone(), connections.clone()));
-            }
-        }
-    }
-}
-
-/// Completes a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`], then serves HTTP on it.
-async fn handshake(
-    stream: TcpStream,
-    remote: SocketAddr,
-    local: SocketAddr,
-    tls: Arc<TlsTerminator>,
-    connections: Arc<Connections>,
-) {
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(Some(conn))) => connections.serve(conn.stream, Peer { remote, local, tls: Some(conn.server_name) }),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+        connections.drain(self.shutdown_timeout).await
     }
 }

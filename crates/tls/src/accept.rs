@@ -5,8 +5,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
 
@@ -36,9 +35,9 @@ pub enum HandshakeError {
 }
 
 /// A completed handshake, ready for HTTP.
-pub struct TlsConnection {
+pub struct TlsConnection<IO> {
     /// The encrypted stream.
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsStream<IO>,
     /// The SNI name the client asked for, lower-case without a trailing dot.
     pub server_name: Option<Arc<str>>,
 }
@@ -69,7 +68,10 @@ impl TlsTerminator {
 
     /// Runs the server side of a handshake on `tcp`. `Ok(None)` when the handshake was an ACME TLS-ALPN-01
     /// validation, which carries no HTTP.
-    pub async fn accept(&self, mut tcp: TcpStream) -> Result<Option<TlsConnection>, HandshakeError> {
+    pub async fn accept<IO>(&self, mut tcp: IO) -> Result<Option<TlsConnection<IO>>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let accepted = read_client_hello(&mut tcp).await?;
         let (server_name, validation) = {
             let hello = accepted.client_hello();
@@ -99,7 +101,9 @@ impl TlsTerminator {
 
 /// Feeds socket bytes to rustls until it has a whole ClientHello; a malformed one is answered with the alert
 /// rustls chose.
-async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accepted, HandshakeError> {
+async fn read_client_hello<IO: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut IO,
+) -> Result<rustls::server::Accepted, HandshakeError> {
     let mut acceptor = Acceptor::default();
     let mut buf = vec![0u8; 8 * 1024];
     loop {

@@ -15,6 +15,8 @@
 //!   per-app import/export summaries.
 //! - `lifecycle`: graceful shutdown and the compile cache.
 //! - `tls`: HTTPS: certificates by SNI, ALPN, 421, HSTS and redirects, resumption, reload, broken certificates.
+//! - `traffic`: hostile traffic: slow heads, bodies and readers, connection floods, oversized heads, and
+//!   HTTP/2 attacks (rapid reset, CONTINUATION flood, HPACK bomb, PING/SETTINGS floods, window overflow).
 //! - `acme`: certificates obtained and renewed from a real ACME server (pebble), both challenge types.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
@@ -35,6 +37,7 @@ mod neighbours;
 mod routing;
 mod static_files;
 mod tls;
+mod traffic;
 
 use harness::Site;
 

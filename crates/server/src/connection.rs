@@ -1,0 +1,321 @@
+//! One client connection, from accept to close: admission against the connection limits, the TLS handshake,
+//! the HTTP connection, and the timeouts hyper does not enforce itself (slow readers, idle connections).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use palisade_config::TrafficLimits;
+use palisade_tls::TlsTerminator;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::{Dispatcher, Peer};
+
+/// The answer to a plain-HTTP client over the connection limits, written without waiting.
+const TOO_MANY_CONNECTIONS: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
+
+/// Open connections, in total and per client address, shared by every worker.
+pub(crate) struct Admission {
+    total: AtomicU32,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    max_total: u32,
+    max_per_ip: u32,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: &TrafficLimits) -> Admission {
+        Admission {
+            total: AtomicU32::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            max_total: limits.max_connections,
+            max_per_ip: limits.max_connections_per_ip,
+        }
+    }
+
+    /// Counts a new connection from `ip`, or refuses it if either limit is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            drop(per_ip);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *count += 1;
+        Some(Admitted { admission: self.clone(), ip })
+    }
+}
+
+/// A counted connection; dropping it uncounts it.
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut per_ip = self.admission.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        self.admission.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one worker's accept loops share to serve the connections they accept.
+pub(crate) struct Connections {
+    dispatcher: Arc<Dispatcher>,
+    admission: Arc<Admission>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: TrafficLimits,
+    tasks: TaskTracker,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connections {
+    pub(crate) fn new(
+        dispatcher: Arc<Dispatcher>,
+        admission: Arc<Admission>,
+        limits: &TrafficLimits,
+        stop: watch::Receiver<bool>,
+    ) -> Connections {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_headers(usize::try_from(limits.max_header_count).unwrap_or(usize::MAX))
+            .max_buf_size(usize::try_from(limits.max_header_size).unwrap_or(usize::MAX));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        Connections { dispatcher, admission, builder, limits: limits.clone(), tasks: TaskTracker::new(), stop }
+    }
+
+    /// Stops tracking new connections and waits (at most `limit`) for the open ones to finish.
+    pub(crate) async fn drain(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Accepts on `listener` until told to stop; each connection is served on its own task of this worker.
+    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<Arc<TlsTerminator>>) {
+        let Ok(local) = listener.local_addr() else { return };
+        let mut stop = self.stop.clone();
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(admitted) = self.admission.admit(remote.ip()) else {
+                tracing::debug!(%remote, "connection refused: connection limit reached");
+                if tls.is_none() {
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                }
+                continue;
+            };
+            // Guests often write small body chunks; Nagle would add up to 40 ms to each.
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            let tls = tls.clone();
+            self.tasks.spawn(async move {
+                this.serve(stream, Peer { remote, local, tls: None }, tls).await;
+                drop(admitted);
+            });
+        }
+    }
+
+    /// Serves one connection: TLS handshake if `tls`, then HTTP until the client is done, the connection has
+    /// been idle for `keepalive_timeout`, or the server stops (then in-flight requests finish first).
+    async fn serve(&self, stream: TcpStream, mut peer: Peer, tls: Option<Arc<TlsTerminator>>) {
+        let activity = Arc::new(Activity::new());
+        let io = Guarded::new(stream, activity.clone(), self.limits.send_timeout);
+        match tls {
+            None => self.serve_http(io, peer, activity).await,
+            Some(tls) => match tokio::time::timeout(self.limits.tls_handshake_timeout, tls.accept(io)).await {
+                Ok(Ok(Some(conn))) => {
+                    peer.tls = Some(conn.server_name);
+                    self.serve_http(conn.stream, peer, activity).await;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(remote = %peer.remote, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(remote = %peer.remote, "TLS handshake timed out"),
+            },
+        }
+    }
+
+    async fn serve_http<IO>(&self, io: IO, peer: Peer, activity: Arc<Activity>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let dispatcher = self.dispatcher.clone();
+        let remote = peer.remote;
+        let peer = Arc::new(peer);
+        let service = hyper::service::service_fn(move |req| {
+            let dispatcher = dispatcher.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, &peer).await) }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut stop = self.stop.clone();
+        let keepalive = self.limits.keepalive_timeout;
+        let result = tokio::select! {
+            r = connection.as_mut() => r,
+            _ = stop.changed() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+            () = activity.idle_for(keepalive) => {
+                tracing::debug!(%remote, "closing a connection idle for {keepalive:?}");
+                connection.as_mut().graceful_shutdown();
+                activity.touch();
+                // HTTP/2 says goodbye with a PING round trip; a client that stays silent through another
+                // idle period is simply dropped.
+                tokio::select! {
+                    r = connection.as_mut() => r,
+                    () = activity.idle_for(keepalive) => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// When a connection last moved a byte, for the idle timeout.
+pub(crate) struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { started: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once no byte has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// A socket that records activity, and fails a write the client has not let through for `send_timeout`
+/// (a client that stops reading cannot hold a response, and whatever produces it, forever).
+pub(crate) struct Guarded<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+    send_timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> Guarded<IO> {
+    fn new(io: IO, activity: Arc<Activity>, send_timeout: Duration) -> Guarded<IO> {
+        Guarded { io, activity, send_timeout, stalled: None }
+    }
+
+    /// Called when a write is pending: starts the stall timer, or fails once it has run out.
+    fn write_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(self.send_timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read the response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Pending => self.write_stalled(cx),
+            ready => {
+                self.stalled = None;
+                self.activity.touch();
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.write_stalled(cx),
+            ready => {
+                self.stalled = None;
+                self.activity.touch();
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
