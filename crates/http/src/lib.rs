@@ -81,6 +81,8 @@ pub enum Fault {
     BadRequest,
     /// Nothing is configured for this host or path (404).
     NotFound,
+    /// The route does not answer this method (405; the handler adds `Allow`).
+    MethodNotAllowed,
     /// The request's host is not the one its TLS connection was opened for (421, RFC 9110 §15.5.20).
     Misdirected,
     /// The request body is larger than allowed (413).
@@ -104,6 +106,8 @@ pub enum Fault {
     GuestBadResponse,
     /// Something went wrong in palisade itself (500).
     Internal,
+    /// The request uses a feature palisade does not implement, such as a transfer coding (501).
+    NotImplemented,
 }
 
 impl Fault {
@@ -112,6 +116,7 @@ impl Fault {
         match self {
             Fault::BadRequest => StatusCode::BAD_REQUEST,
             Fault::NotFound => StatusCode::NOT_FOUND,
+            Fault::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Fault::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Fault::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Fault::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -121,6 +126,7 @@ impl Fault {
             Fault::GuestFailed | Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Fault::GuestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Fault::GuestBadResponse => StatusCode::BAD_GATEWAY,
+            Fault::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }
 

@@ -83,6 +83,12 @@ impl Dispatcher {
         if req.headers().len() > self.limits.max_header_count {
             return Fault::HeadersTooLarge.response("the request has too many header fields");
         }
+        if let Some((fault, reason)) = crate::strict::refuse(&req) {
+            // The framing may be ambiguous: nothing more is read from this connection.
+            let mut response = fault.response(reason);
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         if let Some(answer) = self.acme_http01(&path) {
             return answer;
         }

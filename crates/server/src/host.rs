@@ -23,6 +23,16 @@ pub fn request_host<B>(req: &Request<B>) -> Result<Option<String>, HostError> {
         (None, _) => None,
         (Some(_), Some(_)) => return Err(HostError::Invalid),
     };
+    // A port must be numeric (or empty); user information has no place in a host.
+    let valid = |a: &http::uri::Authority| {
+        let text = a.as_str();
+        let after_host = text.rfind(']').map_or(text, |i| &text[i + 1..]);
+        !text.contains('@')
+            && after_host.rsplit_once(':').is_none_or(|(_, port)| port.is_empty() || port.parse::<u16>().is_ok())
+    };
+    if header_host.as_ref().is_some_and(|h| !valid(h)) || req.uri().authority().is_some_and(|a| !valid(a)) {
+        return Err(HostError::Invalid);
+    }
     let host = match (req.uri().authority(), &header_host) {
         (Some(a), _) => a.host(),
         (None, Some(h)) => h.host(),
@@ -71,5 +81,9 @@ mod tests {
         assert_eq!(request_host(&req("/", Version::HTTP_10, &[])), Ok(None));
         assert_eq!(request_host(&req("/", Version::HTTP_11, &["a b"])), Err(HostError::Invalid));
         assert_eq!(request_host(&req("/", Version::HTTP_11, &["a", "b"])), Err(HostError::Invalid));
+        assert_eq!(request_host(&req("/", Version::HTTP_11, &["u@a"])), Err(HostError::Invalid));
+        assert_eq!(request_host(&req("/", Version::HTTP_11, &["a:xyz"])), Err(HostError::Invalid));
+        assert_eq!(request_host(&req("/", Version::HTTP_11, &["a:99999"])), Err(HostError::Invalid));
+        assert_eq!(request_host(&req("/", Version::HTTP_11, &["a:"])), Ok(Some("a".into())));
     }
 }

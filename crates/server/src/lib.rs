@@ -24,6 +24,7 @@ mod dispatch;
 pub mod host;
 pub mod router;
 mod slow_body;
+mod strict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -59,8 +59,7 @@ impl StaticDir {
     /// Answers one request whose route-relative path is `relative`.
     fn serve(&self, method: &Method, uri: &http::Uri, relative: &str, headers: &http::HeaderMap) -> Response<Body> {
         if method != Method::GET && method != Method::HEAD {
-            let mut r = Fault::BadRequest.response("method not allowed");
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            let mut r = Fault::MethodNotAllowed.response("method not allowed");
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }

@@ -10,6 +10,7 @@
 //! - `limits`: every per-tenant limit (memory, total memory, CPU time, bodies, stderr) and every trap kind.
 //! - `neighbours`: a flood of hostile requests while a neighbour tenant keeps getting correct answers.
 //! - `mail`: the overflowing C mail program's two exploits, which leak natively, leak nothing here.
+//! - `corpus`: the differential HTTP/1.1 corpus (`tests/http-corpus/`), palisade's recorded answer to each.
 //! - `check`: `palisade check` on good and broken configurations.
 //! - `byoc`: bring your own guest: Python and JavaScript components, `palisade run`, missing-import errors,
 //!   per-app import/export summaries.
@@ -28,6 +29,7 @@ mod acme;
 mod byoc;
 mod cgi;
 mod check;
+mod corpus;
 mod handlers;
 mod hostile;
 mod lifecycle;

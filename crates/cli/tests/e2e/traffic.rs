@@ -380,3 +380,19 @@ fn idle_h2_connections_are_closed() {
     assert_eq!(h2::goaway(&out), Some(0), "GOAWAY NO_ERROR expected");
     assert!(start.elapsed() >= Duration::from_millis(1900) && start.elapsed() < Duration::from_secs(6));
 }
+
+#[test]
+fn malformed_chunked_bodies_get_400_and_end_the_connection() {
+    let site = guarded_site("");
+    let server = site.start();
+    for chunk in ["zz\r\nabc\r\n0\r\n\r\n", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n", "3\r\nabcX\r\n0\r\n\r\n"] {
+        // A route that reads the body (the CGI probe), and a request pipelined behind the broken body.
+        let raw = server.raw(&format!(
+            "POST /cgi-bin/probe/body HTTP/1.1\r\nHost: calm.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}\
+             GET / HTTP/1.1\r\nHost: calm.test\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(status_line(&raw).starts_with("HTTP/1.1 400"), "{chunk:?}: {raw}");
+        assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "the request after a broken body was answered: {raw}");
+    }
+    well_behaved(&server);
+}
