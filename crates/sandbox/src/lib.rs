@@ -30,6 +30,15 @@ mod prepared;
 mod tenant;
 
 pub use cgi::CgiApp;
+
+/// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// Parses `output` as a CGI program's stdout.
+    pub fn cgi_response(output: &[u8]) -> bool {
+        crate::cgi::parse_response(bytes::Bytes::copy_from_slice(output))
+    }
+}
 pub use component::ComponentApp;
 pub use engine::{Runtime, RuntimeOptions, is_component};
 pub use error::LoadError;

@@ -242,34 +242,54 @@ impl Activity {
     }
 }
 
-/// A socket that records activity, and fails a write the client has not let through for `send_timeout`
-/// (a client that stops reading cannot hold a response, and whatever produces it, forever).
-pub(crate) struct Guarded<IO> {
-    io: IO,
+/// A socket that records activity, and fails a write the client has not let through for `send_timeout`: a
+/// client that stops reading cannot hold a response (and whatever produces it) for longer. (A client that
+/// keeps reading a byte at a time is not caught by this, as with nginx's `send_timeout`: the kernel's send
+/// buffer accepts data in large steps whatever the client reads. The connection limits bound what such
+/// clients can hold.)
+pub(crate) struct Guarded {
+    io: TcpStream,
     activity: Arc<Activity>,
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl<IO> Guarded<IO> {
-    fn new(io: IO, activity: Arc<Activity>, send_timeout: Duration) -> Guarded<IO> {
+impl Guarded {
+    fn new(io: TcpStream, activity: Arc<Activity>, send_timeout: Duration) -> Guarded {
         Guarded { io, activity, send_timeout, stalled: None }
     }
 
     /// Called when a write is pending: starts the stall timer, or fails once it has run out.
     fn write_stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(self.send_timeout)));
+        let timeout = self.send_timeout;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client did not read the response in time",
-            ))),
+            Poll::Ready(()) => {
+                // Reset rather than close: a graceful close would leave the unsent response in the kernel's
+                // buffers for as long as the client keeps trickling (nginx's `reset_timedout_connection`).
+                // With a zero linger time, closing does not block.
+                let _ = socket2::SockRef::from(&self.io).set_linger(Some(Duration::ZERO));
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not read the response in time",
+                )))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+impl Guarded {
+    /// Records a finished write: the stall, if any, is over.
+    fn wrote(&mut self, result: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(_)) = result {
+            self.activity.touch();
+            self.stalled = None;
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.io).poll_read(cx, buf);
@@ -280,13 +300,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Pending => self.write_stalled(cx),
             ready => {
-                self.stalled = None;
-                self.activity.touch();
+                self.wrote(&ready);
                 ready
             }
         }
@@ -300,8 +319,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
             Poll::Pending => self.write_stalled(cx),
             ready => {
-                self.stalled = None;
-                self.activity.touch();
+                self.wrote(&ready);
                 ready
             }
         }

@@ -40,6 +40,24 @@ use connection::{Admission, Connections};
 use dispatch::Dispatcher;
 pub use router::{Router, TenantRoutes};
 
+/// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// Everything palisade checks in a request head outside hyper: the strict target and framing rules, the
+    /// host, and host and route matching.
+    pub fn request_head(req: &http::Request<()>, route_path: &str) {
+        let _ = crate::strict::refuse(req);
+        if let Ok(host) = crate::host::request_host(req) {
+            let mut router = crate::Router::default();
+            router.add(
+                &["alice.test".into(), "*.bob.test".into()],
+                crate::TenantRoutes::new("t", vec![("/app".into(), 1)]),
+            );
+            let _ = router.tenant(host.as_deref()).and_then(|t| t.route(route_path));
+        }
+    }
+}
+
 /// The router a [`Server`] dispatches with: handlers of any route kind behind one trait.
 pub type Routes = Router<Arc<dyn Handler>>;
 

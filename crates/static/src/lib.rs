@@ -16,6 +16,18 @@ mod cache;
 mod conditional;
 mod path;
 
+/// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// Decodes a request path into a path below the root; checks the promise that it never escapes.
+    pub fn relative_path(request_path: &str) {
+        if let Ok(p) = crate::path::relative_path(request_path) {
+            assert!(!p.is_absolute());
+            assert!(p.components().all(|c| matches!(c, std::path::Component::Normal(_))), "{p:?}");
+        }
+    }
+}
+
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;

@@ -3,6 +3,12 @@
 mod meta;
 mod response;
 
+/// Whether `output` parses as a CGI response (for the fuzz targets).
+#[cfg(fuzzing)]
+pub(crate) fn parse_response(output: bytes::Bytes) -> bool {
+    response::parse(output).is_ok()
+}
+
 use std::path::Path;
 use std::sync::Arc;
 
