@@ -15,14 +15,7 @@ HANDSHAKES=$BENCH_ROOT/target/release/examples/handshakes
 secs=${DURATION%s}
 
 cd "$WORK"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 30 \
-  -subj "/CN=bench CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout site.key -out site.csr \
-  -subj "/CN=bench.test" 2>/dev/null
-printf 'subjectAltName=DNS:bench.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-openssl x509 -req -in site.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile ext.cnf \
-  -out leaf.pem 2>/dev/null
-cat leaf.pem ca.pem >site.pem
+"$BENCH_ROOT/scripts/make-cert.sh" "$WORK" site DNS:bench.test
 mkdir -p www && head -c 1024 /dev/urandom >www/1k.bin
 
 palisade_config <<TOML

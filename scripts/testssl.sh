@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-18443}
-key_type=${KEY:-ec}
+key_type=${KEY:-ec}  # ec or rsa
 missing=()
 for p in testssl.sh openssl; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -22,19 +22,7 @@ trap cleanup EXIT
 cd "$work"
 
 # A local CA and a leaf for palisade.test, so the scan can check the chain of trust (--add-ca).
-case $key_type in
-  ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
-  rsa) newkey=(-newkey rsa:2048) ;;
-  *) echo "KEY must be ec or rsa" >&2; exit 2 ;;
-esac
-openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 400 -subj "/CN=palisade audit CA" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req "${newkey[@]}" -nodes -keyout site.key -out site.csr -subj "/CN=palisade.test" 2>/dev/null
-# A certificate as a public CA issues it: a year's validity and a CRL distribution point.
-printf 'subjectAltName=DNS:palisade.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature%s\ncrlDistributionPoints=URI:http://ca.palisade.test/crl\n' \
-  "$([ "$key_type" = rsa ] && echo ,keyEncipherment)" >ext.cnf
-openssl x509 -req -in site.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 365 -extfile ext.cnf -out leaf.pem 2>/dev/null
-cat leaf.pem ca.pem >site.pem
+"$root/scripts/make-cert.sh" "$work" site DNS:palisade.test "$key_type"
 mkdir www && echo "audit" >www/index.html
 cat >palisade.toml <<TOML
 [server]
