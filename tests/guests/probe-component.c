@@ -16,7 +16,7 @@
 //   /drip      one byte every 100 ms, forever          /stderr/N  N MiB to stderr, then 200
 //   /sleep     waits (in the host, not spinning) for a minute without reading its request body
 //   /hold/N    allocates N MiB, holds it for one second, then answers 200
-//   /outbound  tries an outbound HTTP request to 127.0.0.1 and reports how it went
+//   /outbound?HOST:PORT  an outbound HTTP GET / (default 127.0.0.1:9); reports denied, failed or the status
 // Files (only with component_data): /data-read  reads /data/note.txt   /data-write?X  writes X to it
 // Memory left behind by earlier requests:
 //   /remember?X  puts X in a static buffer and a freed heap block   /recall  shows what those hold now
@@ -130,7 +130,10 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
     } else if (strstr(path, "/outbound")) {
         wasi_http_types_own_outgoing_request_t req =
             wasi_http_types_constructor_outgoing_request(wasi_http_types_constructor_fields());
-        proxy_string_t authority = {(uint8_t *)"127.0.0.1:9", 11};
+        // The backend is the query (`/outbound?127.0.0.1:8000`), by default a port nothing listens on.
+        const char *query = strchr(path, '?');
+        const char *target = query && query[1] ? query + 1 : "127.0.0.1:9";
+        proxy_string_t authority = {(uint8_t *)target, strlen(target)};
         proxy_string_t path_only = {(uint8_t *)"/", 1};
         wasi_http_types_scheme_t scheme = {.tag = WASI_HTTP_TYPES_SCHEME_HTTP};
         wasi_http_types_borrow_outgoing_request_t r = wasi_http_types_borrow_outgoing_request(req);
@@ -152,6 +155,10 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
                     failed = true;
                     err = got.val.ok.val.err;
                 } else {
+                    wasi_http_types_borrow_incoming_response_t resp =
+                        wasi_http_types_borrow_incoming_response(got.val.ok.val.ok);
+                    snprintf(outcome, sizeof outcome, "sent, status %d\n",
+                             (int)wasi_http_types_method_incoming_response_status(resp));
                     wasi_http_types_incoming_response_drop_own(got.val.ok.val.ok);
                 }
             }

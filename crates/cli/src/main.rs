@@ -50,6 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    palisade_tls::install_crypto_provider();
     let log = logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),

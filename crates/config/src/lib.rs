@@ -25,8 +25,8 @@ pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
     AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DataAccess, HostPattern, Limits, Route, RouteTarget, ServerConfig,
-    Tenant, TlsSource, TrafficLimits,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DataAccess, HostPattern, Limits, OutboundRule, Route, RouteTarget,
+    ServerConfig, Tenant, TlsSource, TrafficLimits,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -167,6 +167,38 @@ pub struct Limits {
     pub max_response_body: u64,
     /// `max_stderr`: how much of a guest's stderr is logged per request, in bytes; the rest is dropped.
     pub max_stderr: u64,
+    /// `outbound`: the backends a guest may send HTTP requests to; empty (the default) allows none.
+    pub outbound: Vec<OutboundRule>,
+}
+
+/// One entry of `outbound`: `scheme://host[:port]`, the host exact or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    /// `https` rather than `http`.
+    pub https: bool,
+    /// The host: `Exact` or `Wildcard` (never `Any`).
+    pub host: HostPattern,
+    /// The port (80 or 443 when not written).
+    pub port: u16,
+}
+
+impl OutboundRule {
+    /// Whether a request to `host` (lower-case) and `port` over http(s) matches this rule.
+    pub fn allows(&self, https: bool, host: &str, port: u16) -> bool {
+        self.https == https
+            && self.port == port
+            && match &self.host {
+                HostPattern::Exact(h) => h == host,
+                HostPattern::Wildcard(suffix) => host.split_once('.').is_some_and(|(_, parent)| parent == suffix),
+                HostPattern::Any => false,
+            }
+    }
+}
+
+impl std::fmt::Display for OutboundRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+    }
 }
 
 impl Default for Limits {
@@ -180,6 +212,7 @@ impl Default for Limits {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_stderr: DEFAULT_MAX_STDERR,
+            outbound: Vec::new(),
         }
     }
 }

@@ -57,6 +57,7 @@ pub(crate) struct RawTenant {
     pub(crate) acme: Option<Spanned<RawAcme>>,
     pub(crate) hsts: Option<Spanned<BoolOrString>>,
     pub(crate) https_redirect: Option<Spanned<bool>>,
+    pub(crate) outbound: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
 }

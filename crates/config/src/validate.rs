@@ -280,6 +280,7 @@ fn tenant(
         max_request_body: size(c, "max_request_body", raw.max_request_body.as_ref(), defaults.max_request_body),
         max_response_body: size(c, "max_response_body", raw.max_response_body.as_ref(), defaults.max_response_body),
         max_stderr: size(c, "max_stderr", raw.max_stderr.as_ref(), defaults.max_stderr),
+        outbound: raw.outbound.map(|list| outbound(c, list.into_inner())).unwrap_or_default(),
     };
 
     let data = raw.data.as_ref().and_then(|d| c.existing("data", d, true));
@@ -415,6 +416,57 @@ fn hosts(
         out.push(pattern);
     }
     out
+}
+
+/// `outbound` entries: `http://host[:port]` or `https://host[:port]`, the host exact or `*.suffix`.
+fn outbound(c: &mut Checker<'_>, list: Vec<Spanned<String>>) -> Vec<OutboundRule> {
+    let mut rules = Vec::new();
+    for entry in list {
+        let written = entry.get_ref().as_str();
+        let parsed =
+            written.strip_prefix("https://").map(|r| (true, r)).or(written.strip_prefix("http://").map(|r| (false, r)));
+        let Some((https, rest)) = parsed else {
+            c.error(&entry.span(), format!("`outbound`: {written:?} must start with http:// or https://"));
+            continue;
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#', '@']) {
+            c.error(
+                &entry.span(),
+                format!("`outbound`: {written:?} names a backend, not a path: write scheme://host[:port]"),
+            );
+            continue;
+        }
+        // `[v6]:port`, `[v6]`, `host:port` or `host`.
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !authority.ends_with(']') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let port = match port.map(str::parse::<u16>) {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(Ok(p)) if p > 0 => p,
+            Some(_) => {
+                c.error(&entry.span(), format!("`outbound`: {written:?} has an invalid port"));
+                continue;
+            }
+        };
+        match parse_host(host.trim_start_matches('[').trim_end_matches(']')) {
+            Ok(HostPattern::Any) | Err(_) => {
+                c.error(
+                    &entry.span(),
+                    format!("`outbound`: {written:?}: the host must be a name, `*.name` or an IP address"),
+                );
+            }
+            Ok(host) => rules.push(OutboundRule { https, host, port }),
+        }
+    }
+    rules
 }
 
 /// `max-age=N` first, then only the directives RFC 6797 defines (and `preload`), as browsers parse it.
@@ -594,5 +646,33 @@ mod tests {
         assert!(parse_host("alice.localhost:8080").unwrap_err().contains("without a port"));
         assert!(parse_host("a b").is_err());
         assert!(parse_host("").is_err());
+    }
+
+    #[test]
+    fn outbound_entries() {
+        let text = |list: &str| {
+            format!(
+                "[tenants.t]\nhosts = [\"t\"]\noutbound = {list}\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \".\"\n"
+            )
+        };
+        let parse = |list: &str| Config::parse(std::path::Path::new("p.toml"), &text(list));
+        let config =
+            parse(r#"["http://127.0.0.1:9000", "https://*.example.test", "https://[::1]", "http://a.test/"]"#).unwrap();
+        let rules: Vec<String> = config.tenants[0].limits.outbound.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rules,
+            ["http://127.0.0.1:9000", "https://*.example.test:443", "https://::1:443", "http://a.test:80"]
+        );
+        assert!(config.tenants[0].limits.outbound[1].allows(true, "api.example.test", 443));
+        assert!(!config.tenants[0].limits.outbound[1].allows(false, "api.example.test", 443));
+        for bad in [
+            r#"["ftp://a.test"]"#,
+            r#"["http://a.test/path"]"#,
+            r#"["http://*"]"#,
+            r#"["http://a.test:0"]"#,
+            r#"["a.test"]"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

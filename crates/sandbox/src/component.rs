@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
@@ -45,8 +46,13 @@ impl WasiHttpView for ComponentState {
     }
 }
 
-/// palisade's `wasi:http` policy for one tenant's guests. Outbound HTTP is denied until tenants can declare
-/// backends; each attempt counts as the tenant's `outbound_denied` limit.
+/// How long an outbound request may take to connect, to its first response byte, and between bytes, at most
+/// (a guest may ask for less); the guest's own deadline bounds the whole exchange too.
+const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// palisade's `wasi:http` policy for one tenant's guests: outbound HTTP only to the tenant's declared
+/// `outbound` backends. Anything else fails with `HTTP-request-denied` and counts as the tenant's
+/// `outbound_denied` limit.
 struct GuestHooks {
     tenant: Arc<TenantSandbox>,
 }
@@ -55,7 +61,7 @@ impl WasiHttpHooks for GuestHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
         dyn Future<
@@ -65,8 +71,23 @@ impl WasiHttpHooks for GuestHooks {
                 >,
             > + Send,
     > {
-        self.tenant.limit_fired(LimitKind::OutboundDenied, &format!("outbound request to {} denied", request.uri()));
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        if !self.tenant.allows_outbound(request.uri()) {
+            let message = format!("outbound request to {} denied (not in `outbound`)", request.uri());
+            self.tenant.limit_fired(LimitKind::OutboundDenied, &message);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let clamp = |asked: Option<Duration>| Some(asked.map_or(OUTBOUND_TIMEOUT, |d| d.min(OUTBOUND_TIMEOUT)));
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        let limit = self.tenant.limits.max_response_body;
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let response = response.map(|body| OutboundBody { inner: body.boxed_unsync(), left: limit }.boxed_unsync());
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
     }
 }
 
@@ -316,5 +337,37 @@ impl Handler for ComponentApp {
         context: RequestContext,
     ) -> BoxFuture<'static, Result<http::Response<Body>, HandlerError>> {
         Box::pin(self.inner.clone().handle(request, context.secure))
+    }
+}
+
+/// An outbound response body, cut off with `HTTP-response-body-size` after the tenant's `max_response_body`.
+struct OutboundBody {
+    inner: WasiBody,
+    left: u64,
+}
+
+impl http_body::Body for OutboundBody {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            if len > self.left {
+                return std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseBodySize(None))));
+            }
+            self.left -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 }

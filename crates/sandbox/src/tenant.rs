@@ -50,6 +50,19 @@ pub struct GuestDirs {
 }
 
 impl TenantSandbox {
+    /// Whether the tenant's `outbound` list allows a request to `uri` (scheme, host and port must match).
+    pub(crate) fn allows_outbound(&self, uri: &http::Uri) -> bool {
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return false,
+        };
+        let Some(authority) = uri.authority() else { return false };
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        self.limits.outbound.iter().any(|rule| rule.allows(https, host.trim_end_matches('.'), port))
+    }
+
     /// Settings for tenant `name`: its limits, guest environment and the directories its guests see.
     pub fn new(
         name: &str,

@@ -22,4 +22,10 @@ pub use cert::{CertError, LoadedCert, name_covers};
 pub use challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
 pub use reload::{CertFiles, EXPIRY_WARNING, warn_if_expiring};
 pub use rustls::sign::CertifiedKey;
+
+/// Makes aws-lc-rs the process's rustls provider. Call once at start-up: more than one provider is linked
+/// (guests' outbound HTTP client brings ring), and rustls refuses to guess between them.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
 pub use sites::{SiteId, Sites};

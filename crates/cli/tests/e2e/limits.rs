@@ -290,3 +290,50 @@ async fn outbound_http_is_denied_counted_and_logged() {
     assert!(server.log_contains("limit=\"outbound_denied\""), "the denial is logged as the tenant's limit");
     assert!(server.log_contains("outbound request to http://127.0.0.1:9/ denied"));
 }
+
+/// A backend on loopback that answers every request with `200 backend says hi`, for `count` requests.
+fn tiny_backend(count: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nbackend says hi\n");
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_only_declared_backends() {
+    let backend = tiny_backend(4);
+    let site = Site::new();
+    let component = site.guest("probe-component.wasm");
+    site.config(&format!(
+        r#"
+[tenants.caller]
+hosts = ["caller.localhost"]
+outbound = ["http://127.0.0.1:{port}", "https://*.example.test"]
+
+[[tenants.caller.routes]]
+path = "/app"
+component = "{component}"
+"#,
+        port = backend.port()
+    ));
+    let server = site.start();
+    let client = server.client(&["caller.localhost"]);
+    let call = |target: String| {
+        let (client, url) = (client.clone(), server.url("caller.localhost", &format!("/app/outbound?{target}")));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(call(format!("127.0.0.1:{}", backend.port())).await, "sent, status 200\n");
+    // The same backend by another name, another port on the same host, palisade itself: all denied.
+    assert_eq!(call(format!("localhost:{}", backend.port())).await, "denied\n");
+    assert_eq!(call(format!("127.0.0.1:{}", backend.port() + 1)).await, "denied\n");
+    assert_eq!(call(format!("127.0.0.1:{}", server.addr.port())).await, "denied\n");
+    assert_eq!(server.log_count("(not in `outbound`)", 3), 3);
+}
