@@ -142,7 +142,7 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
         wasi_http_types_method_outgoing_request_set_path_with_query(r, &path_only);
         wasi_http_outgoing_handler_own_future_incoming_response_t future;
         wasi_http_outgoing_handler_error_code_t err;
-        char outcome[32] = "sent\n";
+        char outcome[96] = "sent\n";
         bool failed = !wasi_http_outgoing_handler_handle(req, NULL, &future, &err);
         if (!failed) {  // the outcome may only be known once the response future is ready
             wasi_http_types_borrow_future_incoming_response_t f = wasi_http_types_borrow_future_incoming_response(future);
@@ -157,8 +157,33 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
                 } else {
                     wasi_http_types_borrow_incoming_response_t resp =
                         wasi_http_types_borrow_incoming_response(got.val.ok.val.ok);
-                    snprintf(outcome, sizeof outcome, "sent, status %d\n",
-                             (int)wasi_http_types_method_incoming_response_status(resp));
+                    int status = (int)wasi_http_types_method_incoming_response_status(resp);
+                    // Read the whole body, to see whether the host cuts it off.
+                    long bytes = 0;
+                    bool cut = false;
+                    wasi_http_types_own_incoming_body_t body;
+                    wasi_io_streams_own_input_stream_t stream;
+                    if (wasi_http_types_method_incoming_response_consume(resp, &body)) {
+                        if (wasi_http_types_method_incoming_body_stream(wasi_http_types_borrow_incoming_body(body),
+                                                                        &stream)) {
+                            for (;;) {
+                                proxy_list_u8_t chunk;
+                                wasi_io_streams_stream_error_t serr;
+                                if (!wasi_io_streams_method_input_stream_blocking_read(
+                                        wasi_io_streams_borrow_input_stream(stream), 65536, &chunk, &serr)) {
+                                    cut = serr.tag != WASI_IO_STREAMS_STREAM_ERROR_CLOSED;
+                                    if (cut) wasi_io_streams_stream_error_free(&serr);
+                                    break;
+                                }
+                                bytes += (long)chunk.len;
+                                proxy_list_u8_free(&chunk);
+                            }
+                            wasi_io_streams_input_stream_drop_own(stream);
+                        }
+                        wasi_http_types_incoming_body_drop_own(body);
+                    }
+                    snprintf(outcome, sizeof outcome, "sent, status %d, %s%ld bytes\n", status,
+                             cut ? "cut off after " : "", bytes);
                     wasi_http_types_incoming_response_drop_own(got.val.ok.val.ok);
                 }
             }

@@ -291,8 +291,8 @@ async fn outbound_http_is_denied_counted_and_logged() {
     assert!(server.log_contains("outbound request to http://127.0.0.1:9/ denied"));
 }
 
-/// A backend on loopback that answers every request with `200 backend says hi`, for `count` requests.
-fn tiny_backend(count: usize) -> std::net::SocketAddr {
+/// A backend on loopback that answers each of `count` requests with 200 and a body of `body_len` bytes.
+fn tiny_backend(count: usize, body_len: usize) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -301,7 +301,9 @@ fn tiny_backend(count: usize) -> std::net::SocketAddr {
             let Ok(mut s) = stream else { continue };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nbackend says hi\n");
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&vec![b'b'; body_len]);
         }
     });
     addr
@@ -309,7 +311,7 @@ fn tiny_backend(count: usize) -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn outbound_http_reaches_only_declared_backends() {
-    let backend = tiny_backend(4);
+    let backend = tiny_backend(2, 4096);
     let site = Site::new();
     let component = site.guest("probe-component.wasm");
     site.config(&format!(
@@ -317,6 +319,7 @@ async fn outbound_http_reaches_only_declared_backends() {
 [tenants.caller]
 hosts = ["caller.localhost"]
 outbound = ["http://127.0.0.1:{port}", "https://*.example.test"]
+max_response_body = "1 KiB"
 
 [[tenants.caller.routes]]
 path = "/app"
@@ -330,7 +333,11 @@ component = "{component}"
         let (client, url) = (client.clone(), server.url("caller.localhost", &format!("/app/outbound?{target}")));
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     };
-    assert_eq!(call(format!("127.0.0.1:{}", backend.port())).await, "sent, status 200\n");
+    // Allowed; the backend's 4 KiB body is cut off at the tenant's `max_response_body`.
+    let answer = call(format!("127.0.0.1:{}", backend.port())).await;
+    assert!(answer.starts_with("sent, status 200, cut off after "), "{answer}");
+    let read: usize = answer.trim_end().rsplit(' ').nth(1).unwrap().parse().unwrap();
+    assert!(read <= 1024, "{answer}");
     // The same backend by another name, another port on the same host, palisade itself: all denied.
     assert_eq!(call(format!("localhost:{}", backend.port())).await, "denied\n");
     assert_eq!(call(format!("127.0.0.1:{}", backend.port() + 1)).await, "denied\n");
