@@ -25,10 +25,46 @@ bench_prepare() {
   (cd "$BENCH_ROOT" && cargo build --release --locked --quiet && cargo build --release --locked --quiet --example hello -p palisade-server)
 }
 
-# palisade_config: writes $WORK/palisade.toml, palisade's [server] section for the benchmarks (port 18080, state
-# under $WORK) followed by standard input (the tenants).
+# palisade_config [SERVER_KEYS]: writes $WORK/palisade.toml, palisade's [server] section for the benchmarks (port
+# 18080, state under $WORK, then SERVER_KEYS if given) followed by standard input (the tenants).
 palisade_config() {
-  { printf '[server]\nlisten = ["127.0.0.1:18080"]\ndata_dir = "%s"\n\n' "$WORK/palisade-data"; cat; } >"$WORK/palisade.toml"
+  { printf '[server]\nlisten = ["127.0.0.1:18080"]\ndata_dir = "%s"\n%s\n\n' "$WORK/palisade-data" "${1:-}"; cat; } \
+    >"$WORK/palisade.toml"
+}
+
+# nginx_config: writes $WORK/nginx.conf, nginx as the anchor for files: 2 workers, keep-alive, sendfile,
+# open_file_cache, no access log; standard input goes inside its http block (the server blocks, TLS settings).
+nginx_config() {
+  local inside
+  inside=$(cat)
+  cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+user $(id -un);  # the files live in a private temporary directory
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 100000;
+  open_file_cache max=1000 inactive=60s;
+  open_file_cache_valid 60s;
+$inside
+}
+NGINX
+}
+
+# start_file_server palisade|nginx: starts palisade on $WORK/palisade.toml or nginx on $WORK/nginx.conf
+# (both answer on port 18080).
+start_file_server() {
+  case $1 in
+    palisade) start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
+    nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
+  esac
 }
 
 # Waits until something answers HTTP on 127.0.0.1:PORT (at most 120 s: large guests compile at start-up).

@@ -17,41 +17,18 @@ path = "/"
 static = "$WORK/www"
 EOF
 
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 2;
-user $(id -un);  # the files live in a private temporary directory
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000;
-  open_file_cache max=1000 inactive=60s;
-  open_file_cache_valid 60s;
+nginx_config <<EOF
   server {
     listen 127.0.0.1:18080;
     root $WORK/www;
   }
-}
 EOF
 
 contenders=(palisade nginx)
-run_contender() {
-  case $1 in
-    palisade) start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
-    nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
-  esac
-}
-
 declare -A rps p50 p99
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
-    run_contender "$c"
+    start_file_server "$c"
     for f in 1k.bin 1m.bin; do
       load 32 "http://127.0.0.1:18080/$f" >/dev/null  # warm-up
       read -r r a b < <(load 32 "http://127.0.0.1:18080/$f")

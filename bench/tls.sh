@@ -18,7 +18,7 @@ cd "$WORK"
 "$BENCH_ROOT/scripts/make-cert.sh" "$WORK" site DNS:bench.test
 mkdir -p www && head -c 1024 /dev/urandom >www/1k.bin
 
-palisade_config <<TOML
+palisade_config 'tls_listen = ["127.0.0.1:18443"]' <<TOML
 [tenants.bench]
 hosts = ["*"]
 tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
@@ -27,22 +27,8 @@ tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
 path = "/"
 static = "$WORK/www"
 TOML
-sed -i 's/^listen = .*/&\ntls_listen = ["127.0.0.1:18443"]/' "$WORK/palisade.toml"
 
-cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-user $(id -un);
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 100000;
-  open_file_cache max=1000 inactive=60s;
+nginx_config <<NGINX
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_cache shared:SSL:10m;
   ssl_session_tickets on;
@@ -53,21 +39,13 @@ http {
     ssl_certificate_key $WORK/site.key;
     root $WORK/www;
   }
-}
 NGINX
 
 contenders=(palisade nginx)
-run_contender() {
-  case $1 in
-    palisade) start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
-    nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
-  esac
-}
-
 declare -A result
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
-    run_contender "$c"
+    start_file_server "$c"
     "$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 1 full /1k.bin >/dev/null # warm-up
     cpu_before=$(cpu_ms "$LAST_PID")
     full=$("$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 "$secs" full /1k.bin)
