@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use palisade_config::{Config, DataAccess, HostPattern, Route, RouteTarget, Tenant};
+use palisade_config::{Config, DataAccess, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
 use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantSandbox};
 use palisade_server::{Router, Routes, TenantRoutes};
@@ -102,7 +102,7 @@ pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<(Routes
                 Err(message) => errors.push(RouteError { route: route.clone(), message }),
             }
         }
-        let hosts: Vec<String> = tenant.hosts.iter().map(HostPattern::to_string).collect();
+        let hosts = tenant.host_names();
         let mut routes = TenantRoutes::new(tenant.name.clone(), routes);
         routes.hsts = tenant.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
         routes.https_redirect = tenant.https_redirect;

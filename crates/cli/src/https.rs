@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use palisade_acme::AcmeSite;
-use palisade_config::{Config, HostPattern, TlsSource};
+use palisade_config::{Config, TlsSource};
 use palisade_tls::{CertFiles, Challenges, LoadedCert, Sites, TlsTerminator};
 use tokio::sync::Notify;
 
@@ -31,19 +31,19 @@ impl Https {
     /// Loads every certificate file (any failure stops start-up, naming the file) and every stored ACME
     /// certificate. `None` when no tenant has a certificate.
     pub(crate) fn load(config: &Config) -> anyhow::Result<Option<(Https, Vec<SiteReport>)>> {
-        let tenants: Vec<_> = config.tenants.iter().filter_map(|t| Some((t, t.tls.as_ref()?))).collect();
+        let tenants: Vec<_> =
+            config.tenants.iter().filter_map(|t| Some((t, t.tls.as_ref()?, t.host_names()))).collect();
         if tenants.is_empty() {
             return Ok(None);
         }
         let mut sites = Sites::default();
-        let ids: Vec<_> = tenants.iter().map(|(t, _)| sites.add(&t.name, &host_names(&t.hosts))).collect();
+        let ids: Vec<_> = tenants.iter().map(|(t, _, hosts)| sites.add(&t.name, hosts)).collect();
         let sites = Arc::new(sites);
         let challenges = Arc::new(Challenges::default());
         let mut files = CertFiles::new(sites.clone());
         let mut acme = Vec::new();
         let mut reports = Vec::new();
-        for ((tenant, source), site) in tenants.into_iter().zip(ids) {
-            let hosts = host_names(&tenant.hosts);
+        for ((tenant, source, hosts), site) in tenants.into_iter().zip(ids) {
             let cert = match source {
                 TlsSource::Files { cert, key, location } => Some(
                     files
@@ -77,8 +77,4 @@ impl Https {
             tokio::spawn(site.run(current, self.sites.clone(), self.challenges.clone()));
         }
     }
-}
-
-fn host_names(hosts: &[HostPattern]) -> Vec<String> {
-    hosts.iter().map(HostPattern::to_string).collect()
 }

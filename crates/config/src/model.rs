@@ -148,6 +148,13 @@ pub struct Tenant {
     pub routes: Vec<Route>,
 }
 
+impl Tenant {
+    /// The tenant's hosts as written for matching (`name`, `*.suffix` or `*`).
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.iter().map(HostPattern::to_string).collect()
+    }
+}
+
 /// A tenant's hard limits. Every guest request is held to them by the sandbox, not by the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

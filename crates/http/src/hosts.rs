@@ -3,6 +3,13 @@
 
 use std::collections::HashMap;
 
+/// A host name as every [`HostMap`] lookup expects it: lower-case, no brackets around an IPv6 literal, no
+/// trailing dot. The Host header, the TLS server name and a guest's outbound authority all go through this, so
+/// they compare equal when they name the same host.
+pub fn normalise_host(host: &str) -> String {
+    host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Values found by host name: exact names first, then `*.suffix` wildcards (one label, as in certificates,
 /// RFC 6125 §6.4.3), then the catch-all `*`.
 #[derive(Debug, Clone)]

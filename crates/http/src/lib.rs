@@ -8,7 +8,7 @@
 
 mod hosts;
 
-pub use hosts::HostMap;
+pub use hosts::{HostMap, normalise_host};
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -58,9 +58,9 @@ impl TenantSandbox {
             _ => return false,
         };
         let Some(authority) = uri.authority() else { return false };
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = palisade_http::normalise_host(authority.host());
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        self.limits.outbound.iter().any(|rule| rule.allows(https, host.trim_end_matches('.'), port))
+        self.limits.outbound.iter().any(|rule| rule.allows(https, &host, port))
     }
 
     /// Settings for tenant `name`: its limits, guest environment and the directories its guests see.

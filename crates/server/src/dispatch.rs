@@ -54,17 +54,17 @@ pub(crate) struct Peer {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(router: crate::Routes, traffic: &TrafficLimits) -> Dispatcher {
+    pub(crate) fn new(router: crate::Routes) -> Dispatcher {
         Dispatcher {
             router,
             challenges: None,
             https_port: None,
-            limits: RequestLimits::new(traffic),
+            limits: RequestLimits::new(&TrafficLimits::default()),
             next_request_id: AtomicU64::new(1),
         }
     }
 
-    /// Applies `traffic`'s per-request limits.
+    /// Applies `traffic`'s per-request limits (the server does, once, when it starts serving).
     pub(crate) fn limit_requests(&mut self, traffic: &TrafficLimits) {
         self.limits = RequestLimits::new(traffic);
     }
@@ -123,7 +123,7 @@ impl Dispatcher {
                     local_addr: peer.local,
                     secure: peer.tls.is_some(),
                 };
-                self.call(handler.as_ref(), req, context, started).await
+                self.call(handler.as_ref(), req, context, path, started).await
             }
             None => Fault::NotFound.response("no route matches this path"),
         };
@@ -139,10 +139,10 @@ impl Dispatcher {
         handler: &dyn palisade_http::Handler,
         req: Request<Incoming>,
         context: RequestContext,
+        path: String,
         started: Instant,
     ) -> Response<Body> {
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
         let span =
             tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
         let body_timed_out = Arc::new(AtomicBool::new(false));

@@ -39,12 +39,7 @@ pub fn request_host<B>(req: &Request<B>) -> Result<Option<String>, HostError> {
         (None, None) if req.version() == Version::HTTP_11 => return Err(HostError::Missing),
         (None, None) => return Ok(None),
     };
-    Ok(Some(normalise(host)))
-}
-
-fn normalise(host: &str) -> String {
-    let h = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
-    h.to_ascii_lowercase()
+    Ok(Some(palisade_http::normalise_host(host)))
 }
 
 #[cfg(test)]

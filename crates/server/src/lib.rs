@@ -80,11 +80,10 @@ impl Server {
     pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
         let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let traffic = TrafficLimits::default();
         Ok(Server {
             listeners,
-            dispatcher: Dispatcher::new(router, &traffic),
-            traffic,
+            dispatcher: Dispatcher::new(router),
+            traffic: TrafficLimits::default(),
             tls: None,
             shutdown_timeout,
             workers,
@@ -93,7 +92,6 @@ impl Server {
 
     /// Holds clients to `traffic` instead of the defaults: timeouts, connection and header limits.
     pub fn with_traffic_limits(mut self, traffic: TrafficLimits) -> Server {
-        self.dispatcher.limit_requests(&traffic);
         self.traffic = traffic;
         self
     }
@@ -136,7 +134,9 @@ impl Server {
     /// The workers run on their own threads; the future calling this only waits for `shutdown` and for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let dispatcher = Arc::new(self.dispatcher);
+        let mut dispatcher = self.dispatcher;
+        dispatcher.limit_requests(&self.traffic);
+        let dispatcher = Arc::new(dispatcher);
         let admission = Arc::new(Admission::new(&self.traffic));
         let mut workers = Vec::with_capacity(self.workers);
         for index in 0..self.workers {

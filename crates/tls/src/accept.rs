@@ -75,7 +75,7 @@ impl TlsTerminator {
         let accepted = read_client_hello(&mut tcp).await?;
         let (server_name, validation) = {
             let hello = accepted.client_hello();
-            (hello.server_name().map(normalise), offers_only_acme(&hello))
+            (hello.server_name().map(palisade_http::normalise_host), offers_only_acme(&hello))
         };
         if validation {
             let Some(key) = server_name.as_deref().and_then(|n| self.challenges.tls_alpn01(n)) else {
@@ -133,10 +133,6 @@ async fn read_client_hello<IO: AsyncRead + AsyncWrite + Unpin>(
 /// RFC 8737 §3: a validation handshake offers `acme-tls/1` as its only protocol.
 fn offers_only_acme(hello: &ClientHello<'_>) -> bool {
     hello.alpn().is_some_and(|mut protocols| protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none())
-}
-
-fn normalise(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A one-off configuration presenting a TLS-ALPN-01 certificate.
