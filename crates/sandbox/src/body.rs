@@ -21,25 +21,36 @@ pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 #[error("body is larger than {0} bytes")]
 pub(crate) struct BodyTooLarge(pub(crate) u64);
 
-/// `inner`, cut off with [`BodyTooLarge`] after `limit` bytes.
-pub(crate) struct LimitedBody {
-    inner: RequestBody,
+/// `inner`, cut off with an error after `limit` bytes.
+pub(crate) struct LimitedBody<B: http_body::Body> {
+    inner: B,
     limit: u64,
     seen: u64,
-    on_exceeded: Option<Box<dyn FnOnce() + Send>>,
+    exceeded: Option<Box<dyn FnOnce() -> B::Error + Send>>,
 }
 
-impl LimitedBody {
-    pub(crate) fn new(inner: RequestBody, limit: u64, on_exceeded: impl FnOnce() + Send + 'static) -> LimitedBody {
-        LimitedBody { inner, limit, seen: 0, on_exceeded: Some(Box::new(on_exceeded)) }
+impl LimitedBody<RequestBody> {
+    /// Cut off with [`BodyTooLarge`]; `on_exceeded` runs once when that happens.
+    pub(crate) fn new(inner: RequestBody, limit: u64, on_exceeded: impl FnOnce() + Send + 'static) -> Self {
+        LimitedBody::failing_with(inner, limit, move || -> BoxError {
+            on_exceeded();
+            Box::new(BodyTooLarge(limit))
+        })
     }
 }
 
-impl http_body::Body for LimitedBody {
-    type Data = Bytes;
-    type Error = BoxError;
+impl<B: http_body::Body> LimitedBody<B> {
+    /// Cut off with the error `exceeded` makes (called once).
+    pub(crate) fn failing_with(inner: B, limit: u64, exceeded: impl FnOnce() -> B::Error + Send + 'static) -> Self {
+        LimitedBody { inner, limit, seen: 0, exceeded: Some(Box::new(exceeded)) }
+    }
+}
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for LimitedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         if this.seen > this.limit {
             return Poll::Ready(None);
@@ -50,11 +61,10 @@ impl http_body::Body for LimitedBody {
         };
         if let Some(data) = frame.data_ref() {
             this.seen = this.seen.saturating_add(data.len() as u64);
-            if this.seen > this.limit {
-                if let Some(hook) = this.on_exceeded.take() {
-                    hook();
-                }
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+            if this.seen > this.limit
+                && let Some(exceeded) = this.exceeded.take()
+            {
+                return Poll::Ready(Some(Err(exceeded())));
             }
         }
         Poll::Ready(Some(Ok(frame)))

@@ -85,7 +85,10 @@ impl WasiHttpHooks for GuestHooks {
         let limit = self.tenant.limits.max_response_body;
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            let response = response.map(|body| OutboundBody { inner: body.boxed_unsync(), left: limit }.boxed_unsync());
+            let response = response.map(|body| {
+                LimitedBody::failing_with(body, limit, || wasmtime_wasi_http::Error::HttpResponseBodySize(None))
+                    .boxed_unsync()
+            });
             Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
@@ -337,37 +340,5 @@ impl Handler for ComponentApp {
         context: RequestContext,
     ) -> BoxFuture<'static, Result<http::Response<Body>, HandlerError>> {
         Box::pin(self.inner.clone().handle(request, context.secure))
-    }
-}
-
-/// An outbound response body, cut off with `HTTP-response-body-size` after the tenant's `max_response_body`.
-struct OutboundBody {
-    inner: WasiBody,
-    left: u64,
-}
-
-impl http_body::Body for OutboundBody {
-    type Data = bytes::Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-            if len > self.left {
-                return std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseBodySize(None))));
-            }
-            self.left -= len;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
     }
 }
