@@ -2,12 +2,12 @@
 //! answer the corpus records for palisade. `scripts/http-differential.sh` sends the same requests to nginx and
 //! h2o for comparison.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::Site;
+use crate::harness::{Site, read_until_closed};
 
 /// One corpus entry.
 pub struct Case {
@@ -65,19 +65,8 @@ pub fn load() -> Vec<Case> {
 /// (`-` if the server closed without answering).
 fn answer(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let _ = s.write_all(request);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
+    let (out, _) = read_until_closed(&mut s, Duration::from_secs(3));
     let text = String::from_utf8_lossy(&out);
     let statuses: Vec<&str> = text
         .split('\n')

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Running, Site, status_line};
+use crate::harness::{Running, Site, read_until_closed, status_line};
 
 /// A site with short timeouts and small connection limits, so every defence fires within a test.
 fn guarded_site(server_keys: &str) -> Site {
@@ -37,23 +37,6 @@ cgi = "{cgi}"
 fn well_behaved(server: &Running) {
     let raw = server.raw("GET / HTTP/1.1\r\nHost: calm.test\r\nConnection: close\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 200") && raw.ends_with("calm\n"), "well-behaved client failed: {raw}");
-}
-
-/// Reads until the server closes (or `limit` passes); returns what arrived and whether it closed.
-fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    while start.elapsed() < limit {
-        match s.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return (out, true), // reset
-        }
-    }
-    (out, false)
 }
 
 /// The server's open file descriptors.
