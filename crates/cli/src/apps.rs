@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use palisade_config::{Config, DataAccess, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
+use palisade_proxy::Proxy;
 use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantSandbox};
 use palisade_server::{Router, Routes, TenantRoutes};
 use palisade_static::StaticDir;
@@ -81,6 +82,10 @@ pub(crate) fn handler(
             let app = runtime.load_cgi(file, sandbox.clone()).map_err(|e| e.to_string())?;
             let info = app.info().clone();
             (Arc::new(app), Some(info))
+        }
+        RouteTarget::Proxy(config) => {
+            let proxy = Proxy::new(config, sandbox.limits().max_request_body).map_err(|e| e.to_string())?;
+            (Arc::new(proxy), None)
         }
     })
 }

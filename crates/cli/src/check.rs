@@ -51,7 +51,7 @@ fn summary(config: &Config, loaded: &[apps::LoadedRoute], certificates: &[SiteRe
         }
         let width = t.routes.iter().map(|r| r.path.len()).max().unwrap_or(0);
         for r in &t.routes {
-            let _ = writeln!(out, "  {:width$}  {:9}  {}", r.path, r.target.kind(), r.target.path().display());
+            let _ = writeln!(out, "  {:width$}  {:9}  {}", r.path, r.target.kind(), r.target);
             let info = loaded.iter().find(|l| l.tenant == t.name && l.path == r.path).and_then(|l| l.info.as_ref());
             if let Some(info) = info {
                 let _ = writeln!(out, "  {:width$}  {info}", "");

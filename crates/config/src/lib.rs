@@ -17,6 +17,7 @@
 
 mod diagnostic;
 mod model;
+mod proxy;
 mod raw;
 mod units;
 mod validate;
@@ -27,6 +28,10 @@ pub use model::{
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DataAccess, HostPattern, Limits, OutboundRule, Route, RouteTarget,
     ServerConfig, Tenant, TlsSource, TrafficLimits,
+};
+pub use proxy::{
+    Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_TIMEOUT, HealthCheck, ProxyConfig,
+    Upstream, UpstreamProtocol,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -256,6 +256,8 @@ pub enum RouteTarget {
     Component(PathBuf),
     /// `cgi = "app.wasm"`: a WASI preview1 command module speaking CGI/1.1.
     Cgi(PathBuf),
+    /// `proxy = "http://host:port"` or `proxy = { upstreams = [...], ... }`: a reverse proxy.
+    Proxy(Box<crate::ProxyConfig>),
 }
 
 impl RouteTarget {
@@ -265,13 +267,20 @@ impl RouteTarget {
             RouteTarget::Static(_) => "static",
             RouteTarget::Component(_) => "component",
             RouteTarget::Cgi(_) => "cgi",
+            RouteTarget::Proxy(_) => "proxy",
         }
     }
+}
 
-    /// The file or directory the target names.
-    pub fn path(&self) -> &std::path::Path {
+/// The file or directory a target names, or a proxy's upstreams.
+impl std::fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RouteTarget::Static(p) | RouteTarget::Component(p) | RouteTarget::Cgi(p) => p,
+            RouteTarget::Static(p) | RouteTarget::Component(p) | RouteTarget::Cgi(p) => p.display().fmt(f),
+            RouteTarget::Proxy(proxy) => {
+                let upstreams: Vec<String> = proxy.upstreams.iter().map(ToString::to_string).collect();
+                f.write_str(&upstreams.join(", "))
+            }
         }
     }
 }

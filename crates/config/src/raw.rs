@@ -94,6 +94,8 @@ pub(crate) struct RawRoute {
     pub(crate) static_dir: Option<Spanned<String>>,
     pub(crate) component: Option<Spanned<String>>,
     pub(crate) cgi: Option<Spanned<String>>,
+    /// A URL or a table: told apart in [`crate::proxy`].
+    pub(crate) proxy: Option<Spanned<toml::Value>>,
 }
 
 /// A size is written either as a string with a unit (`"64 MiB"`) or as a plain number of bytes.

@@ -17,15 +17,15 @@ use crate::{ConfigError, Diagnostic, Location};
 const MAX_MEMORY: u64 = 4 << 30;
 
 /// Collects diagnostics while walking the raw file.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     base_dir: PathBuf,
-    problems: Vec<Diagnostic>,
+    pub(crate) problems: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
         self.problems.push(Diagnostic { location: self.location(span), message: message.into() });
     }
 
@@ -422,51 +422,43 @@ fn hosts(
 fn outbound(c: &mut Checker<'_>, list: Vec<Spanned<String>>) -> Vec<OutboundRule> {
     let mut rules = Vec::new();
     for entry in list {
-        let written = entry.get_ref().as_str();
-        let parsed =
-            written.strip_prefix("https://").map(|r| (true, r)).or(written.strip_prefix("http://").map(|r| (false, r)));
-        let Some((https, rest)) = parsed else {
-            c.error(&entry.span(), format!("`outbound`: {written:?} must start with http:// or https://"));
-            continue;
-        };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.contains(['/', '?', '#', '@']) {
-            c.error(
-                &entry.span(),
-                format!("`outbound`: {written:?} names a backend, not a path: write scheme://host[:port]"),
-            );
-            continue;
-        }
-        // `[v6]:port`, `[v6]`, `host:port` or `host`.
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !authority.ends_with(']') => (h, Some(p)),
-            _ => (authority, None),
-        };
-        let port = match port.map(str::parse::<u16>) {
-            None => {
-                if https {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(Ok(p)) if p > 0 => p,
-            Some(_) => {
-                c.error(&entry.span(), format!("`outbound`: {written:?} has an invalid port"));
-                continue;
-            }
-        };
-        match parse_host(host.trim_start_matches('[').trim_end_matches(']')) {
-            Ok(HostPattern::Any) | Err(_) => {
-                c.error(
-                    &entry.span(),
-                    format!("`outbound`: {written:?}: the host must be a name, `*.name` or an IP address"),
-                );
-            }
-            Ok(host) => rules.push(OutboundRule { https, host, port }),
+        match backend_url(entry.get_ref()) {
+            Ok((https, host, port)) => rules.push(OutboundRule { https, host, port }),
+            Err(e) => c.error(&entry.span(), format!("`outbound`: {e}")),
         }
     }
     rules
+}
+
+/// `http://host[:port]` or `https://host[:port]` (a trailing `/` allowed, nothing else after the authority):
+/// whether it is https, the host (exact, `*.suffix`, never `*`), and the port (80 or 443 when not written).
+pub(crate) fn backend_url(written: &str) -> Result<(bool, HostPattern, u16), String> {
+    let parsed =
+        written.strip_prefix("https://").map(|r| (true, r)).or(written.strip_prefix("http://").map(|r| (false, r)));
+    let Some((https, rest)) = parsed else {
+        return Err(format!("{written:?} must start with http:// or https://"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err(format!("{written:?} names a backend, not a path: write scheme://host[:port]"));
+    }
+    // `[v6]:port`, `[v6]`, `host:port` or `host`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !authority.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let port = match port.map(str::parse::<u16>) {
+        None if https => 443,
+        None => 80,
+        Some(Ok(p)) if p > 0 => p,
+        Some(_) => return Err(format!("{written:?} has an invalid port")),
+    };
+    match parse_host(host.trim_start_matches('[').trim_end_matches(']')) {
+        Ok(HostPattern::Any) | Err(_) => {
+            Err(format!("{written:?}: the host must be a name, `*.name` or an IP address"))
+        }
+        Ok(host) => Ok((https, host, port)),
+    }
 }
 
 /// `max-age=N` first, then only the directives RFC 6797 defines (and `preload`), as browsers parse it.
@@ -599,27 +591,43 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
             None
         }
     };
-    let targets: Vec<(&str, Spanned<String>)> =
+    let proxy_span = raw.proxy.as_ref().map(Spanned::span);
+    let files: Vec<(&str, Spanned<String>)> =
         [("static", raw.static_dir), ("component", raw.component), ("cgi", raw.cgi)]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-    let (kind, value) = match targets.as_slice() {
-        [(k, v)] => (*k, v),
+    let mut written: Vec<(&str, Range<usize>)> = files.iter().map(|(k, v)| (*k, v.span())).collect();
+    written.extend(proxy_span.map(|s| ("proxy", s)));
+    written.sort_by_key(|(_, s)| s.start);
+    match written.as_slice() {
+        [_] => {}
         [] => {
-            c.error(&span, "route needs one of `static`, `component` or `cgi`");
+            c.error(&span, "route needs one of `static`, `component`, `cgi` or `proxy`");
             return None;
         }
-        [_, (k, v), ..] => {
-            c.error(&v.span(), format!("route has more than one of `static`, `component`, `cgi` (`{k}` is extra)"));
+        [_, (k, extra), ..] => {
+            c.error(
+                extra,
+                format!("route has more than one of `static`, `component`, `cgi`, `proxy` (`{k}` is extra)"),
+            );
             return None;
         }
-    };
-    let location = c.location(&value.span());
-    let target = match kind {
-        "static" => RouteTarget::Static(c.existing(kind, value, true)?),
-        "component" => RouteTarget::Component(c.existing(kind, value, false)?),
-        _ => RouteTarget::Cgi(c.existing(kind, value, false)?),
+    }
+    let (target, location) = match (files.first(), &raw.proxy) {
+        (Some((kind, value)), _) => {
+            let location = c.location(&value.span());
+            let target = match *kind {
+                "static" => RouteTarget::Static(c.existing(kind, value, true)?),
+                "component" => RouteTarget::Component(c.existing(kind, value, false)?),
+                _ => RouteTarget::Cgi(c.existing(kind, value, false)?),
+            };
+            (target, location)
+        }
+        (None, Some(proxy)) => {
+            (RouteTarget::Proxy(Box::new(crate::proxy::proxy(c, proxy)?)), c.location(&proxy.span()))
+        }
+        (None, None) => return None,
     };
     Some(Route { path: norm?, target, location })
 }

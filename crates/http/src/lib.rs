@@ -6,9 +6,15 @@
 //! place that turns a fault into a status code and a short plain-text reason. Error detail (trap messages,
 //! guest stderr) goes to the log, never to the client.
 
+mod activity;
 mod hosts;
+mod limited;
+mod patient;
 
+pub use activity::Activity;
 pub use hosts::{HostMap, normalise_host};
+pub use limited::{BodyTooLarge, LimitedBody, declared_length};
+pub use patient::PatientBody;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -104,6 +110,10 @@ pub enum Fault {
     GuestTimeout,
     /// The guest answered with something that is not a valid HTTP response (502).
     GuestBadResponse,
+    /// A proxied upstream could not be reached or failed while answering (502).
+    UpstreamFailed,
+    /// A proxied upstream did not answer in time (504).
+    UpstreamTimeout,
     /// Something went wrong in palisade itself (500).
     Internal,
     /// The request uses a feature palisade does not implement, such as a transfer coding (501).
@@ -124,8 +134,8 @@ impl Fault {
             Fault::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Fault::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Fault::GuestFailed | Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Fault::GuestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Fault::GuestBadResponse => StatusCode::BAD_GATEWAY,
+            Fault::GuestTimeout | Fault::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Fault::GuestBadResponse | Fault::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Fault::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }

@@ -17,13 +17,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::body::{BodyTooLarge, LimitedBody, declared_length};
 use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::LoadError;
 use crate::introspect::{AppInfo, component_import_provided, component_info};
 use crate::limits::{GuestLimiter, LimitKind};
 use crate::pipe::CappedPipe;
 use crate::tenant::TenantSandbox;
+use palisade_http::{BodyTooLarge, LimitedBody, declared_length};
 
 /// Per-request host state of a component instance.
 pub(crate) struct ComponentState {

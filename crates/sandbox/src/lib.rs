@@ -18,7 +18,6 @@
 //! [`HandlerError`](palisade_http::HandlerError) with the right [`Fault`](palisade_http::Fault); the detail
 //! is logged with the tenant and route, and never reaches the client.
 
-mod body;
 mod cgi;
 mod component;
 mod engine;

@@ -10,9 +10,9 @@ use palisade_http::{Fault, HandlerError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::body::declared_length;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
 use crate::pipe::CappedPipe;
+use palisade_http::declared_length;
 
 /// Where a tenant's private `data` directory appears inside its guests.
 pub const DATA_MOUNT: &str = "/data";
@@ -50,6 +50,11 @@ pub struct GuestDirs {
 }
 
 impl TenantSandbox {
+    /// The tenant's limits, as configured.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Whether the tenant's `outbound` list allows a request to `uri` (scheme, host and port must match).
     pub(crate) fn allows_outbound(&self, uri: &http::Uri) -> bool {
         let https = match uri.scheme_str() {

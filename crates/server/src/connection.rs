@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
+
+use palisade_http::Activity;
 
 use crate::dispatch::{Dispatcher, Peer};
 
@@ -185,7 +187,8 @@ impl Connections {
             let peer = peer.clone();
             async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, &peer).await) }
         });
-        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        // With upgrades: a proxied WebSocket handshake hands the connection over to its tunnel.
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut stop = self.stop.clone();
         let keepalive = self.limits.keepalive_timeout;
@@ -209,35 +212,6 @@ impl Connections {
         };
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
-        }
-    }
-}
-
-/// When a connection last moved a byte, for the idle timeout.
-pub(crate) struct Activity {
-    started: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity { started: Instant::now(), last_ms: AtomicU64::new(0) }
-    }
-
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Completes once no byte has moved for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline.into()).await;
         }
     }
 }

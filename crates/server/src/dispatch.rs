@@ -9,12 +9,11 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
-use palisade_http::{Body, Fault, RequestContext, full_body};
+use palisade_http::{Body, Fault, PatientBody, RequestContext, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
 use crate::host::{HostError, request_host};
-use crate::slow_body::PatientBody;
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
 pub(crate) struct Dispatcher {
@@ -147,7 +146,11 @@ impl Dispatcher {
             tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
         let body_timed_out = Arc::new(AtomicBool::new(false));
         let timeout = self.limits.body_timeout;
-        let req = req.map(|b| PatientBody::new(b, timeout, body_timed_out.clone()).boxed_unsync());
+        let req = req.map(|b| {
+            PatientBody::new(b, timeout, "the client paused too long while sending the body")
+                .flagging(body_timed_out.clone())
+                .boxed_unsync()
+        });
         let mut response = match handler.handle(req, context).instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {

@@ -23,7 +23,6 @@ mod connection;
 mod dispatch;
 pub mod host;
 pub mod router;
-mod slow_body;
 mod strict;
 
 use std::net::SocketAddr;

@@ -7,22 +7,22 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::{BoxError, RequestBody};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use palisade_http::{BoxError, RequestBody};
 
 /// The body length a message declares in `Content-Length`, if it declares a valid one.
-pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The error a [`LimitedBody`] fails with at its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("body is larger than {0} bytes")]
-pub(crate) struct BodyTooLarge(pub(crate) u64);
+pub struct BodyTooLarge(pub u64);
 
 /// `inner`, cut off with an error after `limit` bytes.
-pub(crate) struct LimitedBody<B: http_body::Body> {
+pub struct LimitedBody<B: http_body::Body> {
     inner: B,
     limit: u64,
     seen: u64,
@@ -31,7 +31,7 @@ pub(crate) struct LimitedBody<B: http_body::Body> {
 
 impl LimitedBody<RequestBody> {
     /// Cut off with [`BodyTooLarge`]; `on_exceeded` runs once when that happens.
-    pub(crate) fn new(inner: RequestBody, limit: u64, on_exceeded: impl FnOnce() + Send + 'static) -> Self {
+    pub fn new(inner: RequestBody, limit: u64, on_exceeded: impl FnOnce() + Send + 'static) -> Self {
         LimitedBody::failing_with(inner, limit, move || -> BoxError {
             on_exceeded();
             Box::new(BodyTooLarge(limit))
@@ -41,7 +41,7 @@ impl LimitedBody<RequestBody> {
 
 impl<B: http_body::Body> LimitedBody<B> {
     /// Cut off with the error `exceeded` makes (called once).
-    pub(crate) fn failing_with(inner: B, limit: u64, exceeded: impl FnOnce() -> B::Error + Send + 'static) -> Self {
+    pub fn failing_with(inner: B, limit: u64, exceeded: impl FnOnce() -> B::Error + Send + 'static) -> Self {
         LimitedBody { inner, limit, seen: 0, exceeded: Some(Box::new(exceeded)) }
     }
 }

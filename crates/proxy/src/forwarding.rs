@@ -1,0 +1,272 @@
+//! The headers a proxy changes: hop-by-hop fields removed both ways (RFC 9110 §7.6.1), the client's address,
+//! scheme and host passed on (`X-Forwarded-*`, `Forwarded` from RFC 7239), and `Via` added.
+
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Fields that describe one connection, never forwarded whatever `Connection` lists.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the proxy knows about the client side of one request.
+pub(crate) struct Client<'a> {
+    /// The client's address.
+    pub(crate) addr: IpAddr,
+    /// Whether the request arrived over TLS.
+    pub(crate) secure: bool,
+    /// The host the client asked for (`Host`, or the HTTP/2 `:authority`).
+    pub(crate) host: Option<&'a HeaderValue>,
+    /// The client's HTTP version, for `Via`.
+    pub(crate) version: Version,
+}
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` field, HTTP/1.1 only):
+/// the protocols it names, to pass on.
+pub(crate) fn requested_upgrade(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    (version == Version::HTTP_11 && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")))
+        .then(|| upgrade.clone())
+}
+
+/// Rewrites a request's headers for the upstream. `upgrade` is what [`requested_upgrade`] found;
+/// `keep_te_trailers` keeps `TE: trailers` (meaningful to HTTP/2 upstreams, e.g. gRPC).
+pub(crate) fn request(
+    headers: &mut HeaderMap,
+    client: &Client<'_>,
+    upgrade: Option<HeaderValue>,
+    preserve_host: bool,
+    keep_te_trailers: bool,
+) {
+    let te_trailers =
+        keep_te_trailers && headers.get_all(header::TE).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    remove_hop_by_hop(headers);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocols) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocols);
+    }
+    match client.host {
+        // HTTP/2 clients send `:authority` instead of `Host`.
+        Some(host) if preserve_host => {
+            headers.entry(header::HOST).or_insert_with(|| host.clone());
+        }
+        _ => {
+            headers.remove(header::HOST);
+        }
+    }
+
+    let proto = if client.secure { "https" } else { "http" };
+    let addr = client.addr.to_canonical();
+    append(headers, X_FORWARDED_FOR, &addr.to_string());
+    // The edge is where the scheme and host are known first hand: what a client claims is replaced.
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.remove(X_FORWARDED_HOST);
+    if let Some(host) = client.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    let node = match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=");
+        forwarded.push_str(&quoted_if_needed(host));
+    }
+    append(headers, header::FORWARDED, &forwarded);
+    append(headers, header::VIA, via(client.version));
+}
+
+/// Rewrites an upstream's response headers for the client; `upgrading` keeps `Connection` and `Upgrade` on a
+/// 101 answer to an upgrade request.
+pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: bool) {
+    let upgrade = upgrading.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    append(headers, header::VIA, via(version));
+}
+
+/// Removes the fixed hop-by-hop fields and every field `Connection` names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> =
+        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The comma-separated tokens of every `Connection` field.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Appends `value` to a list field, folding the lines already there into one.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let mut list: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    list.push(value);
+    if let Ok(joined) = HeaderValue::try_from(list.join(", ")) {
+        headers.insert(name, joined);
+    }
+}
+
+fn via(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9 palisade",
+        Version::HTTP_10 => "1.0 palisade",
+        Version::HTTP_2 => "2 palisade",
+        Version::HTTP_3 => "3 palisade",
+        _ => "1.1 palisade",
+    }
+}
+
+/// An RFC 7239 value: a token as is, anything else as a quoted string.
+fn quoted_if_needed(value: &str) -> String {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(token) {
+        value.to_string()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn client(host: &HeaderValue) -> Client<'_> {
+        Client { addr: "192.0.2.7".parse().unwrap(), secure: true, host: Some(host), version: Version::HTTP_11 }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("connection", "close"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        let host = HeaderValue::from_static("alice.test");
+        request(&mut h, &client(&host), None, true, false);
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-connection",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarding_fields_are_appended_or_replaced() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-for", "203.0.113.2"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=203.0.113.1"),
+            ("via", "1.0 corp-proxy"),
+        ]);
+        let host = HeaderValue::from_static("alice.test:8443");
+        request(&mut h, &client(&host), None, true, false);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 203.0.113.2, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "alice.test:8443");
+        assert_eq!(h["forwarded"], "for=203.0.113.1, for=192.0.2.7;proto=https;host=\"alice.test:8443\"");
+        assert_eq!(h["via"], "1.0 corp-proxy, 1.1 palisade");
+        assert_eq!(h["host"], "alice.test:8443");
+    }
+
+    #[test]
+    fn ipv6_clients_are_bracketed_and_mapped_v4_is_plain() {
+        let host = HeaderValue::from_static("a.test");
+        let mut c = client(&host);
+        c.addr = "2001:db8::1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        request(&mut h, &c, None, true, false);
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https;host=a.test");
+        c.addr = "::ffff:192.0.2.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        request(&mut h, &c, None, true, false);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+    }
+
+    #[test]
+    fn host_is_kept_or_left_to_the_upstream_address() {
+        let host = HeaderValue::from_static("alice.test");
+        let mut h = HeaderMap::new();
+        request(&mut h, &client(&host), None, true, false);
+        assert_eq!(h["host"], "alice.test");
+        let mut h = headers(&[("host", "alice.test")]);
+        request(&mut h, &client(&host), None, false, false);
+        assert!(!h.contains_key("host"));
+    }
+
+    #[test]
+    fn upgrades_and_te_trailers_survive_when_asked() {
+        let h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let upgrade = requested_upgrade(&h, Version::HTTP_11);
+        assert_eq!(upgrade.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert!(requested_upgrade(&h, Version::HTTP_2).is_none());
+        assert!(requested_upgrade(&headers(&[("upgrade", "websocket")]), Version::HTTP_11).is_none());
+
+        let host = HeaderValue::from_static("a.test");
+        let mut h = headers(&[("connection", "Upgrade, te"), ("upgrade", "websocket"), ("te", "trailers")]);
+        request(&mut h, &client(&host), upgrade, true, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["te"], "trailers");
+
+        let mut r = headers(&[("connection", "upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
+        response(&mut r, Version::HTTP_11, true);
+        assert_eq!([&r["connection"], &r["upgrade"], &r["via"]], ["upgrade", "websocket", "1.1 palisade"]);
+        assert!(!r.contains_key("keep-alive"));
+        let mut r = headers(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        response(&mut r, Version::HTTP_2, false);
+        assert!(!r.contains_key("upgrade") && !r.contains_key("connection"));
+        assert_eq!(r["via"], "2 palisade");
+    }
+}

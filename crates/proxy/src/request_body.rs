@@ -1,0 +1,173 @@
+//! The request body on its way upstream: size-limited, and for HTTP/1 clients read ahead a little first.
+//!
+//! Reading up to [`READ_AHEAD`] before contacting the upstream means a malformed or oversized small body
+//! (a bad chunk size, a body over the limit) is answered 400/413 with nothing sent upstream, and a body that
+//! fits can be sent again to another upstream when the first one refuses the connection. Larger bodies stream
+//! on after that prefix, with backpressure. HTTP/2 bodies stream at once: their framing cannot be
+//! malformed the way chunked encoding can, and gRPC-style clients wait for the response while still sending.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use palisade_http::{BodyTooLarge, BoxError, Fault, HandlerError, LimitedBody, RequestBody};
+
+/// How much of an HTTP/1 request body is read before the upstream is contacted.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// A request body ready to send.
+pub(crate) enum Outgoing {
+    /// Read in full: can be sent more than once.
+    Whole { data: Bytes, trailers: Option<HeaderMap> },
+    /// Still arriving from the client: sent once.
+    Streaming(RequestBody),
+    /// A streaming body an earlier attempt took.
+    Taken,
+}
+
+impl Outgoing {
+    /// The body for one attempt; `None` if a streaming body was already taken by an earlier attempt.
+    pub(crate) fn take(&mut self) -> Option<RequestBody> {
+        match self {
+            Outgoing::Whole { data, trailers } => {
+                let body = Full::new(data.clone()).map_err(|never| match never {});
+                Some(match trailers.clone() {
+                    Some(t) => body.with_trailers(async move { Some(Ok(t)) }).boxed_unsync(),
+                    None => body.boxed_unsync(),
+                })
+            }
+            Outgoing::Streaming(_) | Outgoing::Taken => match std::mem::replace(self, Outgoing::Taken) {
+                Outgoing::Streaming(body) => Some(body),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether another attempt can send this body again.
+    pub(crate) fn replayable(&self) -> bool {
+        matches!(self, Outgoing::Whole { .. })
+    }
+}
+
+/// Limits `body` to `limit` bytes (setting `exceeded` when it passes) and, if `read_ahead`, reads up to
+/// [`READ_AHEAD`] of it now. Errors are the client's: 413 for a body over the limit, 400 for a malformed one.
+pub(crate) async fn prepare(
+    body: RequestBody,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+    read_ahead: bool,
+) -> Result<Outgoing, HandlerError> {
+    if body.is_end_stream() {
+        return Ok(Outgoing::Whole { data: Bytes::new(), trailers: None });
+    }
+    let mut body = LimitedBody::new(body, limit, move || exceeded.store(true, Ordering::Release)).boxed_unsync();
+    if !read_ahead {
+        return Ok(Outgoing::Streaming(body));
+    }
+    let mut data = BytesMut::new();
+    while data.len() < READ_AHEAD {
+        match body.frame().await {
+            None => return Ok(Outgoing::Whole { data: data.freeze(), trailers: None }),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok();
+                    return Ok(Outgoing::Whole { data: data.freeze(), trailers });
+                }
+            },
+            Some(Err(e)) if e.is::<BodyTooLarge>() => {
+                return Err(HandlerError::new(Fault::PayloadTooLarge, "request body too large", e.to_string()));
+            }
+            Some(Err(e)) => {
+                return Err(HandlerError::new(Fault::BadRequest, "malformed request body", e.to_string()));
+            }
+        }
+    }
+    Ok(Outgoing::Streaming(Prefixed { prefix: Some(data.freeze()), rest: body }.boxed_unsync()))
+}
+
+/// The bytes already read, then the rest of the body.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: RequestBody,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.prefix.take() {
+            Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(prefix));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(prefix));
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn chunks(parts: Vec<Result<Bytes, &'static str>>) -> RequestBody {
+        let frames = parts.into_iter().map(|p| p.map(Frame::data).map_err(BoxError::from));
+        StreamBody::new(futures::stream::iter(frames.collect::<Vec<_>>())).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_read_whole_and_replayable() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = chunks(vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]);
+        let mut out = prepare(body, 10, flag, true).await.unwrap();
+        assert!(out.replayable());
+        for _ in 0..2 {
+            let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
+            assert_eq!(&sent[..], b"abcd");
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_in_the_first_bytes_are_the_clients() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = chunks(vec![Ok(Bytes::from_static(b"ab")), Err("invalid chunk size")]);
+        let err = prepare(body, 10, flag.clone(), true).await.err().unwrap();
+        assert_eq!(err.fault, Fault::BadRequest);
+        let body = chunks(vec![Ok(Bytes::from(vec![0; 11]))]);
+        let err = prepare(body, 10, flag.clone(), true).await.err().unwrap();
+        assert_eq!(err.fault, Fault::PayloadTooLarge);
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn large_bodies_stream_on_after_the_prefix() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let big = Bytes::from(vec![7; READ_AHEAD]);
+        let body = chunks(vec![Ok(big.clone()), Ok(Bytes::from_static(b"tail"))]);
+        let mut out = prepare(body, u64::MAX, flag, true).await.unwrap();
+        assert!(!out.replayable());
+        let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), READ_AHEAD + 4);
+        assert!(out.take().is_none());
+    }
+}
