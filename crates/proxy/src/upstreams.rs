@@ -97,18 +97,18 @@ impl Upstreams {
         Some(Picked { upstreams: self.clone(), index })
     }
 
-    /// Records a health check's result; logs when it changes.
+    /// Records a health check's result; logs when the upstream leaves or rejoins the rotation.
     pub(crate) fn set_healthy(&self, index: usize, healthy: bool, why: &str) {
         let Some(u) = self.list.get(index) else { return };
+        let was_healthy = u.healthy.swap(healthy, Ordering::Relaxed);
         if healthy {
-            u.ejected_until.store(0, Ordering::Relaxed);
-        }
-        if u.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            if healthy {
+            // A passing check ends an ejection early.
+            let was_ejected = u.ejected_until.swap(0, Ordering::Relaxed) > self.now_ms();
+            if !was_healthy || was_ejected {
                 tracing::info!(upstream = %u.config, "upstream is healthy again");
-            } else {
-                tracing::warn!(upstream = %u.config, "upstream failed its health check: {why}");
             }
+        } else if was_healthy {
+            tracing::warn!(upstream = %u.config, "upstream failed its health check: {why}");
         }
     }
 

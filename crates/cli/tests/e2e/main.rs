@@ -19,6 +19,9 @@
 //! - `traffic`: hostile traffic: slow heads, bodies and readers, connection floods, oversized heads, and
 //!   HTTP/2 attacks (rapid reset, CONTINUATION flood, HPACK bomb, PING/SETTINGS floods, window overflow).
 //! - `acme`: certificates obtained and renewed from a real ACME server (pebble), both challenge types.
+//! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
+//!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
+//! - `upstream`: the upstream servers those tests proxy to.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on purpose: a failed step is a failed test")]
@@ -36,10 +39,12 @@ mod lifecycle;
 mod limits;
 mod mail;
 mod neighbours;
+mod proxy;
 mod routing;
 mod static_files;
 mod tls;
 mod traffic;
+mod upstream;
 
 use harness::Site;
 

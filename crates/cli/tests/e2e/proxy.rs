@@ -1,0 +1,264 @@
+//! The reverse proxy against real upstream servers (see `upstream`): balancing, ejection and recovery,
+//! forwarding headers, streaming without buffering, upgrades, timeouts and failures, and h2c upstreams.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::harness::{Running, Site, status_line};
+use crate::upstream::Upstream;
+
+/// A server whose tenant `app` (host `app.localhost`) proxies `/` with the `proxy` value given, with
+/// `tenant_keys` added to the tenant.
+fn proxy_site(proxy: &str, tenant_keys: &str) -> (Site, Running) {
+    let site = Site::new();
+    site.config(&format!(
+        "[tenants.app]\nhosts = [\"app.localhost\"]\n{tenant_keys}\n[[tenants.app.routes]]\npath = \"/\"\nproxy = {proxy}\n"
+    ));
+    let server = site.start();
+    (site, server)
+}
+
+fn upstream_list(upstreams: &[&Upstream]) -> String {
+    let urls: Vec<String> = upstreams.iter().map(|u| format!("{:?}", u.url())).collect();
+    format!("[{}]", urls.join(", "))
+}
+
+/// GETs `path` `n` times; returns each answer's `x-upstream`, failing on anything but 200.
+async fn who_answers(server: &Running, path: &str, n: usize) -> Vec<String> {
+    let client = server.client(&["app.localhost"]);
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let r = client.get(server.url("app.localhost", path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        names.push(r.headers()["x-upstream"].to_str().unwrap().to_string());
+    }
+    names
+}
+
+#[tokio::test]
+async fn requests_are_spread_over_upstreams_with_forwarding_headers() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let (_site, server) = proxy_site(&format!("{{ upstreams = {} }}", upstream_list(&[&a, &b])), "");
+    let names = who_answers(&server, "/", 10).await;
+    assert_eq!(names.iter().filter(|n| *n == "a").count(), 5, "{names:?}");
+
+    let client = server.client(&["app.localhost"]);
+    let r = client
+        .get(server.url("app.localhost", "/some/path?q=1"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "gopher")
+        .header("connection", "x-private")
+        .header("x-private", "for this hop only")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The upstream's own hop-by-hop headers stop at the proxy; Via is added.
+    assert!(r.headers().get("x-hop").is_none() && r.headers().get("keep-alive").is_none(), "{:?}", r.headers());
+    assert_eq!(r.headers()["via"], "1.1 palisade");
+    let seen = r.text().await.unwrap();
+    let port = server.addr.port();
+    for expected in [
+        " GET /some/path?q=1 HTTP/1.1\n",
+        &format!("host: app.localhost:{port}\n"),
+        "x-forwarded-for: 203.0.113.9, 127.0.0.1\n",
+        "x-forwarded-proto: http\n",
+        &format!("x-forwarded-host: app.localhost:{port}\n"),
+        &format!("forwarded: for=127.0.0.1;proto=http;host=\"app.localhost:{port}\"\n"),
+        "via: 1.1 palisade\n",
+    ] {
+        assert!(seen.contains(expected), "upstream did not see {expected:?}:\n{seen}");
+    }
+    for dropped in ["x-private", "proxy-connection", "\nte:", "connection: x-private"] {
+        assert!(!seen.contains(dropped), "upstream saw {dropped:?}:\n{seen}");
+    }
+
+    // An HTTP/2 client: the upstream still gets HTTP/1.1 with the client's host.
+    let h2 = server.h2c_client(&["app.localhost"]);
+    let seen = h2.get(server.url("app.localhost", "/h2")).send().await.unwrap().text().await.unwrap();
+    assert!(seen.contains(" GET /h2 HTTP/1.1\n") && seen.contains(&format!("host: app.localhost:{port}\n")), "{seen}");
+    assert!(seen.contains("via: 2 palisade\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn host_can_be_the_upstreams_own() {
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], preserve_host = false }}", a.url()), "");
+    let client = server.client(&["app.localhost"]);
+    let seen = client.get(server.url("app.localhost", "/")).send().await.unwrap().text().await.unwrap();
+    assert!(seen.contains(&format!("host: {}\n", a.addr)), "{seen}");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_ejected_and_comes_back() {
+    let a = Upstream::start("a");
+    let mut b = Upstream::start("b");
+    let proxy =
+        format!("{{ upstreams = {}, health = \"/healthz\", health_interval = \"300ms\" }}", upstream_list(&[&a, &b]));
+    let (_site, server) = proxy_site(&proxy, "");
+    assert!(who_answers(&server, "/", 4).await.contains(&"b".to_string()));
+
+    // b dies: no request fails (a refused connection is retried on a), and b is taken out of rotation.
+    let b_addr = b.addr;
+    b.stop();
+    let names = who_answers(&server, "/", 20).await;
+    assert!(names.iter().all(|n| n == "a"), "{names:?}");
+    assert!(server.log_count("upstream", 1) >= 1);
+    assert!(server.log_contains("upstream ejected") || server.log_contains("failed its health check"));
+
+    // b comes back on its port: the health check brings it back into rotation within a few intervals.
+    let b = Upstream::start_on("b", b_addr);
+    let started = Instant::now();
+    while b.requests() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "b never got traffic again");
+        who_answers(&server, "/", 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.log_contains("upstream is healthy again"));
+
+    // A failing health check takes a live upstream out too.
+    a.set_healthy(false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let names = who_answers(&server, "/", 6).await;
+    assert!(names.iter().all(|n| n == "b"), "{names:?}");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_without_being_held() {
+    const SIZE: usize = 256 << 20;
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{:?}", a.url()), "max_request_body = \"1 GiB\"");
+    let client = server.client(&["app.localhost"]);
+    let before = server.rss_kib();
+
+    let chunk = Bytes::from(vec![b'u'; 1 << 20]);
+    let upload = futures::stream::iter((0..SIZE >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = client
+        .post(server.url("app.localhost", "/upload"))
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), format!("a received {SIZE} bytes\n"));
+
+    let r = client.get(server.url("app.localhost", &format!("/download?{SIZE}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, SIZE);
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB moving 2 x {} MiB", SIZE >> 20);
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{:?}", a.url()), "");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket") && head.contains("connection: upgrade"), "{head}");
+    for message in [&b"hello"[..], b"over the tunnel"] {
+        s.write_all(message).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        s.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504_with_a_reason() {
+    let a = Upstream::start("a");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let site = Site::new();
+    site.config(&format!(
+        r#"
+[tenants.app]
+hosts = ["app.localhost"]
+max_request_body = "1 KiB"
+
+[[tenants.app.routes]]
+path = "/"
+proxy = {{ upstreams = [{a:?}], timeout = "1s" }}
+
+[[tenants.app.routes]]
+path = "/gone"
+proxy = "http://{closed}"
+"#,
+        a = a.url()
+    ));
+    let server = site.start();
+    let client = server.client(&["app.localhost"]);
+    let get = |path: &str| client.get(server.url("app.localhost", path)).send();
+
+    let started = Instant::now();
+    let r = get("/slow-head").await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(r.text().await.unwrap(), "504 upstream timed out\n");
+
+    let r = get("/gone").await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.text().await.unwrap(), "502 upstream unavailable\n");
+    assert!(server.log_contains("Connection refused"));
+
+    // A stalled response body is cut off after the timeout: the client sees a broken body, not a hang.
+    let started = Instant::now();
+    let r = get("/stall").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.is_err(), "a stalled body must not end cleanly");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // Bodies over the tenant's limit: refused before the upstream sees them, declared or chunked.
+    let before = a.requests();
+    let r = client.post(server.url("app.localhost", "/upload")).body(vec![0u8; 4096]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1024]))));
+    let r = client
+        .post(server.url("app.localhost", "/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(a.requests(), before);
+    assert!(
+        status_line(&server.raw("GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")).contains("200")
+    );
+}
+
+#[tokio::test]
+async fn h2c_upstreams_get_http2() {
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], protocol = \"h2c\" }}", a.url()), "");
+    let client = server.client(&["app.localhost"]);
+    for _ in 0..3 {
+        let seen = client.get(server.url("app.localhost", "/x")).send().await.unwrap().text().await.unwrap();
+        assert!(seen.contains(" GET http://") && seen.contains("/x HTTP/2.0\n"), "{seen}");
+        assert!(seen.contains(&format!("host: app.localhost:{}\n", server.addr.port())), "{seen}");
+    }
+    let r = client.post(server.url("app.localhost", "/upload")).body(vec![1u8; 300_000]).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "a received 300000 bytes\n");
+}
