@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use palisade_http::Activity;
 
 use crate::dispatch::{Dispatcher, Peer};
+use crate::head_watch::{Framing, HeadWatch};
 
 /// The answer to a plain-HTTP client over the connection limits, written without waiting.
 const TOO_MANY_CONNECTIONS: &[u8] =
@@ -150,7 +151,7 @@ impl Connections {
             let this = self.clone();
             let tls = tls.clone();
             self.tasks.spawn(async move {
-                this.serve(stream, Peer { remote, local, tls: None }, tls).await;
+                this.serve(stream, Peer { remote, local, tls: None, framing: None }, tls).await;
                 drop(admitted);
             });
         }
@@ -181,7 +182,10 @@ impl Connections {
     {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
-        let peer = Arc::new(peer);
+        let framing = Arc::new(Framing::new());
+        let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
+        let io = HeadWatch::new(io, max_head, framing.clone());
+        let peer = Arc::new(Peer { framing: Some(framing), ..peer });
         let service = hyper::service::service_fn(move |req| {
             let dispatcher = dispatcher.clone();
             let peer = peer.clone();

@@ -13,6 +13,7 @@ use palisade_http::{Body, Fault, PatientBody, RequestContext, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
+use crate::head_watch::Framing;
 use crate::host::{HostError, request_host};
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
@@ -50,6 +51,8 @@ pub(crate) struct Peer {
     pub(crate) local: SocketAddr,
     /// `Some` on TLS connections: the SNI name the client asked for, if it sent one.
     pub(crate) tls: Option<Option<Arc<str>>>,
+    /// What the connection's [`crate::head_watch::HeadWatch`] found in the raw bytes.
+    pub(crate) framing: Option<Arc<Framing>>,
 }
 
 impl Dispatcher {
@@ -82,7 +85,9 @@ impl Dispatcher {
         if req.headers().len() > self.limits.max_header_count {
             return Fault::HeadersTooLarge.response("the request has too many header fields");
         }
-        if let Some((fault, reason)) = crate::strict::refuse(&req) {
+        let ambiguous = peer.framing.as_ref().is_some_and(|f| f.next_request_is_ambiguous());
+        let refusal = if ambiguous { Some(crate::strict::LENGTH_WITH_CODING) } else { crate::strict::refuse(&req) };
+        if let Some((fault, reason)) = refusal {
             // The framing may be ambiguous: nothing more is read from this connection.
             let mut response = fault.response(reason);
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

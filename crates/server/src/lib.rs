@@ -21,6 +21,7 @@
 
 mod connection;
 mod dispatch;
+mod head_watch;
 pub mod host;
 pub mod router;
 mod strict;

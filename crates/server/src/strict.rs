@@ -1,5 +1,5 @@
 //! Requests hyper parses but palisade refuses: ambiguous framing and request targets or hosts that RFC 9110
-//! and RFC 9112 forbid. Checked before routing, so a static file, a guest and (later) an upstream all see the
+//! and RFC 9112 forbid. Checked before routing, so a static file, a guest and an upstream all see the
 //! same, unambiguous requests.
 
 use http::{Method, Request, header};
@@ -7,6 +7,11 @@ use palisade_http::Fault;
 
 /// Why a request is refused before routing: the fault and the one-line reason the client gets.
 pub(crate) type Refusal = (Fault, &'static str);
+
+/// Content-Length beside Transfer-Encoding: seen here when both survive parsing, and otherwise by
+/// [`crate::head_watch`] in the raw bytes.
+pub(crate) const LENGTH_WITH_CODING: Refusal =
+    (Fault::BadRequest, "Content-Length and Transfer-Encoding together are ambiguous");
 
 /// The first reason to refuse `req`, if any.
 pub(crate) fn refuse<B>(req: &Request<B>) -> Option<Refusal> {
@@ -46,7 +51,7 @@ fn framing<B>(req: &Request<B>) -> Option<Refusal> {
         return None;
     }
     if req.headers().contains_key(header::CONTENT_LENGTH) {
-        return Some((Fault::BadRequest, "Content-Length and Transfer-Encoding together are ambiguous"));
+        return Some(LENGTH_WITH_CODING);
     }
     let chunked = codings.iter().filter(|c| *c == "chunked").count();
     if codings.iter().any(String::is_empty) || chunked != 1 || codings.last().is_none_or(|c| c != "chunked") {

@@ -262,3 +262,84 @@ async fn h2c_upstreams_get_http2() {
     let r = client.post(server.url("app.localhost", "/upload")).body(vec![1u8; 300_000]).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "a received 300000 bytes\n");
 }
+
+/// Raw requests whose framing is ambiguous or malformed, each with the status it must get. None of them may
+/// reach the upstream, which records every byte it receives.
+const SMUGGLING: &[(&str, &str, u16)] = &[
+    (
+        "CL then TE",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        400,
+    ),
+    (
+        "TE then CL",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nG",
+        400,
+    ),
+    (
+        "CL + TE after another request",
+        "GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\nPOST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        400,
+    ),
+    (
+        "differing Content-Lengths",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        400,
+    ),
+    ("Content-Length list", "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5, 6\r\n\r\nhello!", 400),
+    ("signed Content-Length", "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: +5\r\n\r\nhello", 400),
+    ("hex Content-Length", "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 0x5\r\n\r\nhello", 400),
+    ("space before colon", "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length : 5\r\n\r\nhello", 400),
+    (
+        "invalid chunk size",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "overflowing chunk size",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunk data longer than its size",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunked not last",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunked twice",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("TE in HTTP/1.0", "POST / HTTP/1.0\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("bare CR in a value", "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\rb\r\n\r\n", 400),
+    ("NUL in a value", "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\0b\r\n\r\n", 400),
+    ("obs-fold", "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\r\n b\r\n\r\n", 400),
+    (
+        "obs-fold of Transfer-Encoding",
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: 3\r\n\r\nabc",
+        400,
+    ),
+    ("two Hosts", "GET / HTTP/1.1\r\nHost: app.localhost\r\nHost: other.localhost\r\nConnection: close\r\n\r\n", 400),
+    ("unknown coding", "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
+];
+
+#[tokio::test]
+async fn smuggling_attempts_never_reach_the_upstream() {
+    let recorder = crate::upstream::Recorder::start();
+    let (_site, server) = proxy_site(&format!("\"http://{}\"", recorder.addr), "");
+    for (name, request, status) in SMUGGLING {
+        let answer = server.raw(request);
+        // One answer per request sent before the refused one (only a 404 for another host here), then
+        // the refusal, and the connection is closed.
+        let statuses: Vec<&str> = answer.match_indices("HTTP/1.1 ").map(|(i, _)| &answer[i + 9..i + 12]).collect();
+        assert_eq!(statuses.last(), Some(&status.to_string().as_str()), "{name}: {answer}");
+        assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == "404"), "{name}: {answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(recorder.received(), "", "bytes reached the upstream");
+}
