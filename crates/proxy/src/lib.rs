@@ -60,7 +60,11 @@ pub struct Proxy {
 }
 
 struct Shared {
-    client: HttpClient,
+    /// One client (so one connection pool) per thread: a pooled connection is driven by the runtime that
+    /// opened it, and a worker using another worker's connections pays two thread wake-ups per request.
+    clients: thread_local::ThreadLocal<HttpClient>,
+    connect_timeout: Duration,
+    h2c: bool,
     upstreams: Arc<Upstreams>,
     /// The HTTP version spoken upstream.
     version: Version,
@@ -73,19 +77,11 @@ impl Proxy {
     /// A proxy for `config`, refusing request bodies over `max_request_body` bytes. Health checks, if
     /// configured, start on the current tokio runtime (when there is one) and stop when the proxy is dropped.
     pub fn new(config: &ProxyConfig, max_request_body: u64) -> Result<Proxy, ProxyError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
         let h2c = config.protocol == UpstreamProtocol::H2c;
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .http2_only(h2c)
-            .build(connector);
         let shared = Arc::new(Shared {
-            client,
+            clients: thread_local::ThreadLocal::new(),
+            connect_timeout: config.connect_timeout,
+            h2c,
             upstreams: Arc::new(Upstreams::new(&config.upstreams, config.balance)?),
             version: if h2c { Version::HTTP_2 } else { Version::HTTP_11 },
             timeout: config.timeout,
@@ -96,7 +92,7 @@ impl Proxy {
             (Some(check), Ok(runtime)) => {
                 let checks = health::check_forever(
                     shared.upstreams.clone(),
-                    shared.client.clone(),
+                    shared.new_client(),
                     check.clone(),
                     shared.version,
                     check.interval.min(config.timeout),
@@ -128,6 +124,25 @@ impl Handler for Proxy {
 }
 
 impl Shared {
+    /// A client with its own pool of keep-alive connections.
+    fn new_client(&self) -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .http2_only(self.h2c)
+            .build(connector)
+    }
+
+    /// This thread's client.
+    fn client(&self) -> &HttpClient {
+        self.clients.get_or(|| self.new_client())
+    }
+
     async fn forward(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
@@ -178,7 +193,7 @@ impl Shared {
             *upstream_request.version_mut() = self.version;
             *upstream_request.headers_mut() = parts.headers.clone();
 
-            match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
+            match tokio::time::timeout(self.timeout, self.client().request(upstream_request)).await {
                 Ok(Ok(response)) => return Ok(self.respond(response, picked, client_upgrade, upgrading)),
                 Ok(Err(e)) if e.is_connect() => {
                     last_failure = format!("{}: {}", picked.upstream().config, describe(&e));

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# P6: reverse proxy to a local upstream, palisade vs nginx `proxy_pass` with upstream keep-alive. The upstream is
+# one nginx worker answering a 1 KiB file (the same for both); each proxy adds the usual forwarding headers.
+# 32 connections; ROUNDS rounds, proxies alternating, one at a time; prints medians and ratios.
+# Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 by default)
+source "$(dirname "$0")/lib.sh"
+bench_prepare
+mkdir -p "$WORK/www"
+head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
+
+# The upstream: its own nginx on port 18090, one worker.
+cat >"$WORK/upstream.conf" <<EOF
+worker_processes 1;
+user $(id -un);
+daemon off;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  open_file_cache max=100;
+  server { listen 127.0.0.1:18090; root $WORK/www; }
+}
+EOF
+start upstream 18090 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
+
+palisade_config <<EOF
+[tenants.bench]
+hosts = ["*"]
+
+[[tenants.bench.routes]]
+path = "/"
+proxy = "http://127.0.0.1:18090"
+EOF
+
+nginx_config <<EOF
+  upstream backend {
+    server 127.0.0.1:18090;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:18080;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+EOF
+
+contenders=(palisade nginx)
+declare -A rps p50 p99
+for round in $(seq "$ROUNDS"); do
+  for c in "${contenders[@]}"; do
+    start_file_server "$c"
+    load 32 "http://127.0.0.1:18080/1k.bin" >/dev/null  # warm-up
+    read -r r a b < <(load 32 "http://127.0.0.1:18080/1k.bin")
+    rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b "
+    echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us)" >&2
+    stop "$LAST_PID"
+  done
+done
+
+printf '\n%-10s %10s %9s %9s\n' proxy req/s p50_us p99_us
+for c in "${contenders[@]}"; do
+  printf '%-10s %10s %9s %9s\n' "$c" "$(median ${rps[$c]})" "$(median ${p50[$c]})" "$(median ${p99[$c]})"
+done
+echo "P6: palisade/nginx req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[nginx]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[nginx]})")"
