@@ -18,7 +18,9 @@ use crate::BoxError;
 pub struct PatientBody<B> {
     inner: B,
     timeout: Duration,
+    /// Allocated on the first wait, then re-armed: a long body pauses many times.
     timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
     message: &'static str,
     timed_out: Option<Arc<AtomicBool>>,
 }
@@ -26,7 +28,7 @@ pub struct PatientBody<B> {
 impl<B> PatientBody<B> {
     /// Wraps `inner`; at the timeout the body fails with `message`.
     pub fn new(inner: B, timeout: Duration, message: &'static str) -> PatientBody<B> {
-        PatientBody { inner, timeout, timer: None, message, timed_out: None }
+        PatientBody { inner, timeout, timer: None, waiting: false, message, timed_out: None }
     }
 
     /// Also sets `flag` when the timeout fires, for whoever answers the request.
@@ -47,12 +49,21 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.timer = None;
+                self.waiting = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let timeout = self.timeout;
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                let starting = !std::mem::replace(&mut self.waiting, true);
+                let timer = match &mut self.timer {
+                    Some(timer) => {
+                        if starting {
+                            timer.as_mut().reset(deadline);
+                        }
+                        timer
+                    }
+                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
                 if timer.as_mut().poll(cx).is_ready() {
                     if let Some(flag) = &self.timed_out {
                         flag.store(true, Ordering::Release);

@@ -126,6 +126,12 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Appends `value` to a list field, folding the lines already there into one.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+        return;
+    }
     let mut list: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
     list.push(value);
     if let Ok(joined) = HeaderValue::try_from(list.join(", ")) {

@@ -3,33 +3,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Uri, Version, header};
 use http_body_util::BodyExt;
 use palisade_config::HealthCheck;
 use palisade_http::empty_body;
 
-use crate::upstreams::Upstreams;
-use crate::{HttpClient, MAX_HEALTH_BODY};
+use crate::{MAX_HEALTH_BODY, Shared};
 
 /// Checks every upstream now and then every `check.interval`, until the task is aborted.
-pub(crate) async fn check_forever(
-    upstreams: Arc<Upstreams>,
-    client: HttpClient,
-    check: HealthCheck,
-    version: Version,
-    timeout: Duration,
-) {
+pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeout: Duration) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let checks = (0..upstreams.len()).map(|i| {
-            let (upstreams, client, path) = (upstreams.clone(), client.clone(), check.path.as_str());
+        let checks = (0..shared.upstreams.len()).map(|i| {
+            let (shared, path) = (shared.clone(), check.path.as_str());
             async move {
-                let Some(authority) = upstreams.get(i).map(|u| u.authority.clone()) else { return };
-                match check_one(&client, &authority, path, version, timeout).await {
-                    Ok(()) => upstreams.set_healthy(i, true, ""),
-                    Err(why) => upstreams.set_healthy(i, false, &why),
+                let result = tokio::time::timeout(timeout, check_one(&shared, i, path))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+                match result {
+                    Ok(()) => shared.upstreams.set_healthy(i, true, ""),
+                    Err(why) => shared.upstreams.set_healthy(i, false, &why),
                 }
             }
         });
@@ -37,33 +32,32 @@ pub(crate) async fn check_forever(
     }
 }
 
-/// One GET of `path`: healthy on a 2xx or 3xx answer within `timeout`.
-async fn check_one(
-    client: &HttpClient,
-    authority: &http::uri::Authority,
-    path: &str,
-    version: Version,
-    timeout: Duration,
-) -> Result<(), String> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let request = Request::builder()
+/// One GET of `path` on upstream `index`: healthy on a 2xx or 3xx answer.
+async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), String> {
+    let Some(authority) = shared.upstreams.get(index).map(|u| u.authority.clone()) else {
+        return Ok(());
+    };
+    let uri = match shared.version {
+        Version::HTTP_2 => Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build(),
+        _ => Uri::builder().path_and_query(path).build(),
+    };
+    let mut request = Request::builder()
         .method(Method::GET)
-        .uri(uri)
-        .version(version)
+        .uri(uri.map_err(|e| e.to_string())?)
+        .version(shared.version)
         .header(header::USER_AGENT, "palisade-health-check")
         .body(empty_body())
         .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| crate::describe(&e))?;
-        let status = response.status();
-        // Read the (small) body so the connection can be reused.
-        let _ = http_body_util::Limited::new(response.into_body(), MAX_HEALTH_BODY).collect().await;
-        if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("status {status}")) }
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
+    if shared.version != Version::HTTP_2 {
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        request.headers_mut().insert(header::HOST, host);
+    }
+    let mut conn = shared.pools.get(index, &authority, false).await?;
+    let response = conn.send(request).await.map_err(|e| crate::describe(&e))?;
+    let status = response.status();
+    // Read the (small) body so the connection can be reused.
+    if http_body_util::Limited::new(response.into_body(), MAX_HEALTH_BODY).collect().await.is_ok() {
+        conn.release(&shared.pools, index);
+    }
+    if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("status {status}")) }
 }

@@ -12,6 +12,7 @@
 
 mod forwarding;
 mod health;
+mod pool;
 mod request_body;
 mod tunnel;
 mod upstreams;
@@ -28,23 +29,14 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_config::{ProxyConfig, UpstreamProtocol};
 use palisade_http::{
     Body, BoxError, Fault, Handler, HandlerError, PatientBody, RequestBody, RequestContext, declared_length, empty_body,
 };
 
+use crate::pool::{Conn, Pools};
 use crate::upstreams::{Picked, Upstreams};
 
-/// The pooled client every request and health check of one route goes through.
-pub(crate) type HttpClient = Client<HttpConnector, RequestBody>;
-
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per upstream.
-const POOL_MAX_IDLE: usize = 1024;
 /// How much of a health check's answer is read (so its connection can be reused).
 pub(crate) const MAX_HEALTH_BODY: usize = 64 * 1024;
 
@@ -59,12 +51,8 @@ pub struct Proxy {
     health: Option<tokio::task::AbortHandle>,
 }
 
-struct Shared {
-    /// One client (so one connection pool) per thread: a pooled connection is driven by the runtime that
-    /// opened it, and a worker using another worker's connections pays two thread wake-ups per request.
-    clients: thread_local::ThreadLocal<HttpClient>,
-    connect_timeout: Duration,
-    h2c: bool,
+pub(crate) struct Shared {
+    pools: Arc<Pools>,
     upstreams: Arc<Upstreams>,
     /// The HTTP version spoken upstream.
     version: Version,
@@ -73,16 +61,25 @@ struct Shared {
     max_request_body: u64,
 }
 
+/// How one attempt to exchange a request with an upstream failed.
+enum Attempt {
+    /// No connection could be made: the upstream is ejected and the next one tried.
+    Connect(String),
+    /// The connection failed while sending or waiting for the response; `reused` if it had served before.
+    Send { error: hyper::Error, reused: bool },
+    /// A streamed body was already sent by an earlier attempt.
+    BodyGone,
+}
+
 impl Proxy {
     /// A proxy for `config`, refusing request bodies over `max_request_body` bytes. Health checks, if
     /// configured, start on the current tokio runtime (when there is one) and stop when the proxy is dropped.
     pub fn new(config: &ProxyConfig, max_request_body: u64) -> Result<Proxy, ProxyError> {
         let h2c = config.protocol == UpstreamProtocol::H2c;
+        let upstreams = Arc::new(Upstreams::new(&config.upstreams, config.balance)?);
         let shared = Arc::new(Shared {
-            clients: thread_local::ThreadLocal::new(),
-            connect_timeout: config.connect_timeout,
-            h2c,
-            upstreams: Arc::new(Upstreams::new(&config.upstreams, config.balance)?),
+            pools: Arc::new(Pools::new(upstreams.len(), config.connect_timeout, h2c)),
+            upstreams,
             version: if h2c { Version::HTTP_2 } else { Version::HTTP_11 },
             timeout: config.timeout,
             preserve_host: config.preserve_host,
@@ -90,13 +87,7 @@ impl Proxy {
         });
         let health = match (&config.health, tokio::runtime::Handle::try_current()) {
             (Some(check), Ok(runtime)) => {
-                let checks = health::check_forever(
-                    shared.upstreams.clone(),
-                    shared.new_client(),
-                    check.clone(),
-                    shared.version,
-                    check.interval.min(config.timeout),
-                );
+                let checks = health::check_forever(shared.clone(), check.clone(), check.interval.min(config.timeout));
                 Some(runtime.spawn(checks).abort_handle())
             }
             _ => None,
@@ -124,25 +115,6 @@ impl Handler for Proxy {
 }
 
 impl Shared {
-    /// A client with its own pool of keep-alive connections.
-    fn new_client(&self) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_nodelay(true);
-        Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .http2_only(self.h2c)
-            .build(connector)
-    }
-
-    /// This thread's client.
-    fn client(&self) -> &HttpClient {
-        self.clients.get_or(|| self.new_client())
-    }
-
     async fn forward(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
@@ -178,44 +150,84 @@ impl Shared {
 
         let mut tried = Vec::new();
         let mut last_failure = String::from("no upstream");
-        while let Some(picked) = self.upstreams.pick(&tried) {
+        'upstreams: while let Some(picked) = self.upstreams.pick(&tried) {
             tried.push(picked.index());
-            let Some(body) = outgoing.take() else { break };
-            let uri = Uri::builder()
-                .scheme("http")
-                .authority(picked.upstream().authority.clone())
-                .path_and_query(path.as_str())
-                .build()
-                .map_err(|e| HandlerError::new(Fault::BadRequest, "invalid request target", e.to_string()))?;
-            let mut upstream_request = Request::new(body);
-            *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = uri;
-            *upstream_request.version_mut() = self.version;
-            *upstream_request.headers_mut() = parts.headers.clone();
-
-            match tokio::time::timeout(self.timeout, self.client().request(upstream_request)).await {
-                Ok(Ok(response)) => return Ok(self.respond(response, picked, client_upgrade, upgrading)),
-                Ok(Err(e)) if e.is_connect() => {
-                    last_failure = format!("{}: {}", picked.upstream().config, describe(&e));
-                    picked.eject(&describe(&e));
-                    if !outgoing.replayable() {
-                        break;
+            let authority = picked.upstream().authority.clone();
+            // A reused connection the upstream closed meanwhile gets one more try on a new connection.
+            let mut fresh = false;
+            loop {
+                let attempt = async {
+                    let mut conn = self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
+                    let body = outgoing.take().ok_or(Attempt::BodyGone)?;
+                    let request = self.upstream_request(&parts, &path, &authority, body)?;
+                    match conn.send(request).await {
+                        Ok(response) => Ok((response, conn)),
+                        Err(error) => Err(Attempt::Send { error, reused: conn.reused }),
                     }
-                }
-                Ok(Err(e)) => {
-                    if exceeded.load(Ordering::Acquire) {
-                        return Err(too_large(format!("request body passed the limit of {}", self.max_request_body)));
+                };
+                let error = match tokio::time::timeout(self.timeout, attempt).await {
+                    Ok(Ok((response, conn))) => {
+                        return Ok(self.respond(response, picked, conn, client_upgrade, upgrading));
                     }
-                    let detail = format!("{}: {}", picked.upstream().config, describe(&e));
-                    return Err(HandlerError::new(Fault::UpstreamFailed, "upstream failed", detail));
-                }
-                Err(_) => {
-                    let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
-                    return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
+                    Ok(Err(error)) => error,
+                    Err(_) => {
+                        let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
+                        return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
+                    }
+                };
+                match error {
+                    Attempt::Connect(why) => {
+                        last_failure = format!("{}: {why}", picked.upstream().config);
+                        picked.eject(&why);
+                        continue 'upstreams;
+                    }
+                    Attempt::Send { error, reused: true }
+                        if !fresh
+                            && outgoing.replayable()
+                            && (error.is_canceled() || error.is_incomplete_message()) =>
+                    {
+                        fresh = true;
+                    }
+                    Attempt::Send { error, .. } => {
+                        if exceeded.load(Ordering::Acquire) {
+                            let limit = self.max_request_body;
+                            return Err(too_large(format!("request body passed the limit of {limit}")));
+                        }
+                        let detail = format!("{}: {}", picked.upstream().config, describe(&error));
+                        return Err(HandlerError::new(Fault::UpstreamFailed, "upstream failed", detail));
+                    }
+                    Attempt::BodyGone => break 'upstreams,
                 }
             }
         }
         Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", last_failure))
+    }
+
+    /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
+    fn upstream_request(
+        &self,
+        parts: &http::request::Parts,
+        path: &str,
+        authority: &http::uri::Authority,
+        body: RequestBody,
+    ) -> Result<Request<RequestBody>, Attempt> {
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = parts.headers.clone();
+        let uri = if self.version == Version::HTTP_2 {
+            Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build()
+        } else {
+            if !request.headers().contains_key(header::HOST)
+                && let Ok(host) = HeaderValue::from_str(authority.as_str())
+            {
+                request.headers_mut().insert(header::HOST, host);
+            }
+            Uri::builder().path_and_query(path).build()
+        };
+        // The path came from a parsed request target, so it is valid; a failure here is not the upstream's.
+        *request.uri_mut() = uri.map_err(|e| Attempt::Connect(format!("request target: {e}")))?;
+        Ok(request)
     }
 
     /// The upstream's response, made the client's: headers rewritten, body streamed with the idle timeout,
@@ -224,6 +236,7 @@ impl Shared {
         &self,
         mut response: Response<Incoming>,
         picked: Picked,
+        conn: Conn,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         upgrading: bool,
     ) -> Response<Body> {
@@ -245,17 +258,22 @@ impl Shared {
             None => {
                 let body =
                     PatientBody::new(body, self.timeout, "the upstream paused too long while sending its response");
-                InFlight { body, _upstream: picked }.boxed_unsync()
+                let conn = conn.is_http1().then_some(conn);
+                InFlight { body, done: false, conn, pools: self.pools.clone(), upstream: picked }.boxed_unsync()
             }
         };
         Response::from_parts(parts, body)
     }
 }
 
-/// A response body that keeps its upstream counted as in flight (for least-requests) until it is done.
-struct InFlight<B> {
+/// A response body that keeps its upstream counted as in flight (for least-requests) until it is done, and
+/// hands its HTTP/1.1 connection back to the pool if it was read to the end.
+struct InFlight<B: http_body::Body> {
     body: B,
-    _upstream: Picked,
+    done: bool,
+    conn: Option<Conn>,
+    pools: Arc<Pools>,
+    upstream: Picked,
 }
 
 impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body for InFlight<B> {
@@ -263,7 +281,11 @@ impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.done = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -272,6 +294,16 @@ impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl<B: http_body::Body> Drop for InFlight<B> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && (self.done || self.body.is_end_stream())
+        {
+            conn.release(&self.pools, self.upstream.index());
+        }
     }
 }
 

@@ -178,15 +178,26 @@ impl<IO> HeadWatch<IO> {
 /// Moves bytes into `head` up to and including the empty line ending it; returns how many were taken and
 /// whether the head is complete. Empty lines before a request line are skipped, as hyper does.
 fn take_head(head: &mut Vec<u8>, bytes: &[u8]) -> (usize, bool) {
-    for (i, &b) in bytes.iter().enumerate() {
-        if head.is_empty() && (b == b'\r' || b == b'\n') {
-            continue;
-        }
-        head.push(b);
-        if b == b'\n' && (head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
-            return (i + 1, true);
-        }
+    let mut start = 0;
+    if head.is_empty() {
+        start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
     }
+    // Only line ends can finish a head: jump from one to the next.
+    let mut from = start;
+    while let Some(offset) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let nl = from + offset;
+        // The bytes before this line feed, looking back into what earlier reads left in `head`.
+        let before = |back: usize| match nl.checked_sub(back) {
+            Some(i) if i >= start => Some(bytes[i]),
+            Some(_) | None => head.len().checked_sub(back - (nl - start)).map(|i| head[i]),
+        };
+        if before(1) == Some(b'\n') || (before(1) == Some(b'\r') && before(2) == Some(b'\n')) {
+            head.extend_from_slice(&bytes[start..=nl]);
+            return (nl + 1, true);
+        }
+        from = nl + 1;
+    }
+    head.extend_from_slice(&bytes[start..]);
     (bytes.len(), false)
 }
 

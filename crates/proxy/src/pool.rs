@@ -1,0 +1,168 @@
+//! Connections to upstreams, kept alive and reused: one pool per worker thread.
+//!
+//! A connection runs as a task on the runtime that opened it, so each worker keeps its own: a request never
+//! waits on another thread's event loop. An HTTP/1.1 connection carries one request at a time and goes back to
+//! its pool when the response body has been read to the end (a response dropped half-read closes it). An h2c
+//! connection is shared by all of the thread's requests to that upstream. Idle connections are closed after
+//! [`IDLE_TIMEOUT`]; one the upstream closed is noticed and dropped at checkout.
+//!
+//! (Driving an HTTP/1.1 connection from the request's own task instead of a task of its own was measured:
+//! it costs more, because every step of the connection then wakes the whole client connection's task.)
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use palisade_http::RequestBody;
+use thread_local::ThreadLocal;
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1.1 connections kept per upstream and thread; beyond it the oldest is closed.
+const MAX_IDLE: usize = 256;
+
+/// Every thread's pools for one proxy route, one list of idle connections per upstream.
+pub(crate) struct Pools {
+    per_thread: ThreadLocal<RefCell<Vec<Vec<Idle>>>>,
+    upstreams: usize,
+    connect_timeout: Duration,
+    h2c: bool,
+}
+
+/// A connection ready to carry a request.
+pub(crate) struct Conn {
+    sender: Sender,
+    /// It carried a request before: the upstream may have closed it meanwhile.
+    pub(crate) reused: bool,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Pools {
+    pub(crate) fn new(upstreams: usize, connect_timeout: Duration, h2c: bool) -> Pools {
+        Pools { per_thread: ThreadLocal::new(), upstreams, connect_timeout, h2c }
+    }
+
+    fn local(&self) -> &RefCell<Vec<Vec<Idle>>> {
+        self.per_thread.get_or(|| RefCell::new((0..self.upstreams).map(|_| Vec::new()).collect()))
+    }
+
+    /// A connection to upstream `index` at `authority`: an idle one that is ready now, or a new one.
+    /// An error is a failure to connect, worth trying another upstream for.
+    pub(crate) async fn get(&self, index: usize, authority: &Authority, fresh: bool) -> Result<Conn, String> {
+        if !fresh && let Some(sender) = self.take_idle(index) {
+            return Ok(Conn { sender, reused: true });
+        }
+        self.connect(index, authority).await.map(|sender| Conn { sender, reused: false })
+    }
+
+    /// The most recently used idle connection that is ready; closed and expired ones are dropped on the way.
+    fn take_idle(&self, index: usize) -> Option<Sender> {
+        let mut local = self.local().borrow_mut();
+        let idle = local.get_mut(index)?;
+        let now = Instant::now();
+        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
+        match &mut idle[ready] {
+            // Shared: it stays in the pool.
+            Idle { sender: Sender::Http2(s), since } => {
+                *since = now;
+                Some(Sender::Http2(s.clone()))
+            }
+            Idle { sender: Sender::Http1(_), .. } => Some(idle.remove(ready).sender),
+        }
+    }
+
+    /// Returns an HTTP/1.1 connection whose exchange is complete.
+    fn put_back(&self, index: usize, sender: Sender) {
+        let mut local = self.local().borrow_mut();
+        if let Some(idle) = local.get_mut(index) {
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    async fn connect(&self, index: usize, authority: &Authority) -> Result<Sender, String> {
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect((host, port))).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("connect: {e}")),
+                Err(_) => return Err(format!("connect: no answer within {:?}", self.connect_timeout)),
+            };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        if self.h2c {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            tokio::spawn(connection);
+            let mut local = self.local().borrow_mut();
+            if let Some(idle) = local.get_mut(index) {
+                idle.push(Idle { sender: Sender::Http2(sender.clone()), since: Instant::now() });
+            }
+            Ok(Sender::Http2(sender))
+        } else {
+            let (sender, connection) = http1::handshake(io).await.map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(connection.with_upgrades());
+            Ok(Sender::Http1(sender))
+        }
+    }
+}
+
+impl Conn {
+    /// Sends `request` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2).
+    pub(crate) async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<Incoming>, hyper::Error> {
+        match &mut self.sender {
+            Sender::Http1(s) => s.send_request(request).await,
+            Sender::Http2(s) => s.send_request(request).await,
+        }
+    }
+
+    /// Whether this is an HTTP/1.1 connection, which must be handed back with [`Conn::release`].
+    pub(crate) fn is_http1(&self) -> bool {
+        matches!(self.sender, Sender::Http1(_))
+    }
+
+    /// Hands an HTTP/1.1 connection back to this thread's pool once its response has been read in full.
+    pub(crate) fn release(self, pools: &Pools, index: usize) {
+        if let Sender::Http1(_) = self.sender
+            && !self.sender.is_closed()
+        {
+            pools.put_back(index, self.sender);
+        }
+    }
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+}
