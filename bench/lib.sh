@@ -32,17 +32,18 @@ palisade_config() {
     >"$WORK/palisade.toml"
 }
 
-# nginx_config: writes $WORK/nginx.conf, nginx as the anchor for files: 2 workers, keep-alive, sendfile,
-# open_file_cache, no access log; standard input goes inside its http block (the server blocks, TLS settings).
+# nginx_config [NAME [WORKERS]]: writes $WORK/NAME.conf (default nginx.conf), nginx at its best for files:
+# WORKERS workers (default 2), keep-alive, sendfile, open_file_cache, no access log; standard input goes inside
+# its http block (the server blocks, TLS settings).
 nginx_config() {
-  local inside
+  local name=${1:-nginx} workers=${2:-2} inside
   inside=$(cat)
-  cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 2;
+  cat >"$WORK/$name.conf" <<NGINX
+worker_processes $workers;
 user $(id -un);  # the files live in a private temporary directory
 daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
+pid $WORK/$name.pid;
+error_log $WORK/$name-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;

@@ -9,19 +9,8 @@ mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 
 # The upstream: its own nginx on port 18090, one worker.
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1;
-user $(id -un);
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  open_file_cache max=100;
+nginx_config upstream 1 <<EOF
   server { listen 127.0.0.1:18090; root $WORK/www; }
-}
 EOF
 start upstream 18090 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
 

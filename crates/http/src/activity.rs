@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// When a connection last moved a byte, for the idle timeout.
+#[derive(Debug)]
 pub struct Activity {
     started: Instant,
     last_ms: AtomicU64,

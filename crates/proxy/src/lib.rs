@@ -31,7 +31,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::{ProxyConfig, UpstreamProtocol};
 use palisade_http::{
-    Body, BoxError, Fault, Handler, HandlerError, PatientBody, RequestBody, RequestContext, declared_length, empty_body,
+    Activity, Body, BoxError, Fault, Handler, HandlerError, PatientBody, RequestBody, RequestContext, declared_length,
+    empty_body,
 };
 
 use crate::pool::{Conn, Pools};
@@ -127,7 +128,10 @@ impl Shared {
             return Err(too_large(format!("declared {n} bytes; the limit is {}", self.max_request_body)));
         }
         let upgrade = forwarding::requested_upgrade(request.headers(), request.version());
-        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+        let client_upgrade = upgrade.is_some().then(|| {
+            let activity = request.extensions().get::<Arc<Activity>>().cloned();
+            (hyper::upgrade::on(&mut request), activity)
+        });
         let (mut parts, body) = request.into_parts();
         let host = parts
             .headers
@@ -237,7 +241,7 @@ impl Shared {
         mut response: Response<Incoming>,
         picked: Picked,
         conn: Conn,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<Arc<Activity>>)>,
         upgrading: bool,
     ) -> Response<Body> {
         let upgraded = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -251,8 +255,8 @@ impl Shared {
         parts.version = Version::default();
         parts.extensions = http::Extensions::new();
         let body = match tunnel {
-            Some((client, upstream)) => {
-                tunnel::spawn(client, upstream, self.timeout, picked);
+            Some(((client, activity), upstream)) => {
+                tunnel::spawn(client, upstream, self.timeout, activity, picked);
                 empty_body()
             }
             None => {

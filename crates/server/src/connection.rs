@@ -151,7 +151,7 @@ impl Connections {
             let this = self.clone();
             let tls = tls.clone();
             self.tasks.spawn(async move {
-                this.serve(stream, Peer { remote, local, tls: None, framing: None }, tls).await;
+                this.serve(stream, Peer { remote, local, tls: None, framing: None, activity: None }, tls).await;
                 drop(admitted);
             });
         }
@@ -185,7 +185,7 @@ impl Connections {
         let framing = Arc::new(Framing::new());
         let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
         let io = HeadWatch::new(io, max_head, framing.clone());
-        let peer = Arc::new(Peer { framing: Some(framing), ..peer });
+        let peer = Arc::new(Peer { framing: Some(framing), activity: Some(activity.clone()), ..peer });
         let service = hyper::service::service_fn(move |req| {
             let dispatcher = dispatcher.clone();
             let peer = peer.clone();

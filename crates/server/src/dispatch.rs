@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
-use palisade_http::{Body, Fault, PatientBody, RequestContext, full_body};
+use palisade_http::{Activity, Body, Fault, PatientBody, RequestContext, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
@@ -53,6 +53,8 @@ pub(crate) struct Peer {
     pub(crate) tls: Option<Option<Arc<str>>>,
     /// What the connection's [`crate::head_watch::HeadWatch`] found in the raw bytes.
     pub(crate) framing: Option<Arc<Framing>>,
+    /// When the connection last moved a byte.
+    pub(crate) activity: Option<Arc<Activity>>,
 }
 
 impl Dispatcher {
@@ -71,7 +73,7 @@ impl Dispatcher {
         self.limits = RequestLimits::new(traffic);
     }
 
-    pub(crate) async fn dispatch(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    pub(crate) async fn dispatch(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
@@ -92,6 +94,12 @@ impl Dispatcher {
             let mut response = fault.response(reason);
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return response;
+        }
+        // An upgrade hands the connection to its handler (a proxy's tunnel), which then watches it for idleness.
+        if req.headers().contains_key(header::UPGRADE)
+            && let Some(activity) = &peer.activity
+        {
+            req.extensions_mut().insert(activity.clone());
         }
         if let Some(answer) = self.acme_http01(&path) {
             return answer;

@@ -163,7 +163,7 @@ async fn large_bodies_stream_both_ways_without_being_held() {
 #[tokio::test]
 async fn websocket_upgrades_pass_through() {
     let a = Upstream::start("a");
-    let (_site, server) = proxy_site(&format!("{:?}", a.url()), "");
+    let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], timeout = \"1s\" }}", a.url()), "");
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
@@ -186,6 +186,12 @@ async fn websocket_upgrades_pass_through() {
         s.read_exact(&mut echoed).unwrap();
         assert_eq!(echoed, message);
     }
+    // Idle for longer than the route's timeout: the tunnel is closed.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).map_err(|e| e.kind()), Ok(0), "{rest:?}");
+    let waited = started.elapsed();
+    assert!(waited > Duration::from_millis(800) && waited < Duration::from_secs(5), "closed after {waited:?}");
 }
 
 #[tokio::test]
