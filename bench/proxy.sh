@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # P6: reverse proxy to a local upstream, palisade vs nginx `proxy_pass` with upstream keep-alive. The upstream is
-# one nginx worker answering a 1 KiB file (the same for both); each proxy adds the usual forwarding headers.
+# one nginx worker answering a 1 KiB file (the same for all); each proxy adds the usual forwarding headers.
+# A third contender, `floor`, is the least a hyper proxy does (crates/proxy/examples/bare_proxy.rs).
 # 32 connections; ROUNDS rounds, proxies alternating, one at a time; prints medians and ratios.
 # Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 by default)
 source "$(dirname "$0")/lib.sh"
 bench_prepare
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example bare_proxy -p palisade-proxy)
 mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 
@@ -42,11 +44,15 @@ nginx_config <<EOF
   }
 EOF
 
-contenders=(palisade nginx)
+contenders=(palisade nginx floor)
 declare -A rps p50 p99
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
-    start_file_server "$c"
+    if [ "$c" = floor ]; then
+      start floor 18080 "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 127.0.0.1:18090
+    else
+      start_file_server "$c"
+    fi
     load 32 "http://127.0.0.1:18080/1k.bin" >/dev/null  # warm-up
     read -r r a b < <(load 32 "http://127.0.0.1:18080/1k.bin")
     rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b "
@@ -60,3 +66,4 @@ for c in "${contenders[@]}"; do
   printf '%-10s %10s %9s %9s\n' "$c" "$(median ${rps[$c]})" "$(median ${p50[$c]})" "$(median ${p99[$c]})"
 done
 echo "P6: palisade/nginx req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[nginx]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[nginx]})")"
+echo "floor/nginx req/s = $(ratio "$(median ${rps[floor]})" "$(median ${rps[nginx]})"), palisade/floor = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[floor]})")"

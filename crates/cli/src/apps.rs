@@ -108,7 +108,7 @@ pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<(Routes
             }
         }
         let hosts = tenant.host_names();
-        let mut routes = TenantRoutes::new(tenant.name.clone(), routes);
+        let mut routes = TenantRoutes::new(tenant.name.as_str(), routes);
         routes.hsts = tenant.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
         routes.https_redirect = tenant.https_redirect;
         router.add(&hosts, routes);

@@ -53,7 +53,7 @@ async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), Stri
         request.headers_mut().insert(header::HOST, host);
     }
     let mut conn = shared.pools.get(index, &authority, false).await?;
-    let response = conn.send(request).await.map_err(|e| crate::describe(&e))?;
+    let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;
     let status = response.status();
     // Read the (small) body so the connection can be reused.
     if http_body_util::Limited::new(response.into_body(), MAX_HEALTH_BODY).collect().await.is_ok() {

@@ -66,8 +66,9 @@ pub(crate) struct Shared {
 enum Attempt {
     /// No connection could be made: the upstream is ejected and the next one tried.
     Connect(String),
-    /// The connection failed while sending or waiting for the response; `reused` if it had served before.
-    Send { error: hyper::Error, reused: bool },
+    /// The connection failed while sending or waiting for the response; `reused` if it had served before,
+    /// and the request back if it was never sent.
+    Send { error: hyper::Error, reused: bool, unsent: Option<Request<RequestBody>> },
     /// A streamed body was already sent by an earlier attempt.
     BodyGone,
 }
@@ -163,10 +164,10 @@ impl Shared {
                 let attempt = async {
                     let mut conn = self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
                     let body = outgoing.take().ok_or(Attempt::BodyGone)?;
-                    let request = self.upstream_request(&parts, &path, &authority, body)?;
+                    let request = self.upstream_request(&mut parts, &path, &authority, body)?;
                     match conn.send(request).await {
                         Ok(response) => Ok((response, conn)),
-                        Err(error) => Err(Attempt::Send { error, reused: conn.reused }),
+                        Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
                     }
                 };
                 let error = match tokio::time::timeout(self.timeout, attempt).await {
@@ -185,11 +186,11 @@ impl Shared {
                         picked.eject(&why);
                         continue 'upstreams;
                     }
-                    Attempt::Send { error, reused: true }
-                        if !fresh
-                            && outgoing.replayable()
-                            && (error.is_canceled() || error.is_incomplete_message()) =>
-                    {
+                    // Never sent: everything comes back for one more try.
+                    Attempt::Send { reused: true, unsent: Some(request), .. } if !fresh => {
+                        let (unsent, body) = request.into_parts();
+                        parts.headers = unsent.headers;
+                        outgoing.put_back(body);
                         fresh = true;
                     }
                     Attempt::Send { error, .. } => {
@@ -207,10 +208,11 @@ impl Shared {
         Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", last_failure))
     }
 
-    /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
+    /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2. A connect
+    /// failure happens before this, so the next upstream still finds the headers in `parts`.
     fn upstream_request(
         &self,
-        parts: &http::request::Parts,
+        parts: &mut http::request::Parts,
         path: &str,
         authority: &http::uri::Authority,
         body: RequestBody,
@@ -218,7 +220,8 @@ impl Shared {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = parts.headers.clone();
+        // Moved, not copied: a request that was never sent gives them back (see `Attempt::Send`).
+        *request.headers_mut() = std::mem::take(&mut parts.headers);
         let uri = if self.version == Version::HTTP_2 {
             Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build()
         } else {

@@ -128,12 +128,20 @@ impl Pools {
 }
 
 impl Conn {
-    /// Sends `request` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2).
-    pub(crate) async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<Incoming>, hyper::Error> {
-        match &mut self.sender {
-            Sender::Http1(s) => s.send_request(request).await,
-            Sender::Http2(s) => s.send_request(request).await,
-        }
+    /// Sends `request` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2). On failure, the
+    /// request comes back if it was never sent (the connection had closed).
+    pub(crate) async fn send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<RequestBody>>)> {
+        let result = match &mut self.sender {
+            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http2(s) => s.try_send_request(request).await,
+        };
+        result.map_err(|mut e| {
+            let unsent = e.take_message();
+            (e.into_error(), unsent)
+        })
     }
 
     /// Whether this is an HTTP/1.1 connection, which must be handed back with [`Conn::release`].

@@ -1,9 +1,9 @@
 //! The request body on its way upstream: size-limited, and for HTTP/1 clients read ahead a little first.
 //!
 //! Reading up to [`READ_AHEAD`] before contacting the upstream means a malformed or oversized small body
-//! (a bad chunk size, a body over the limit) is answered 400/413 with nothing sent upstream, and a body that
-//! fits can be sent again to another upstream when the first one refuses the connection. Larger bodies stream
-//! on after that prefix, with backpressure. HTTP/2 bodies stream at once: their framing cannot be
+//! (a bad chunk size, a body over the limit) is answered 400/413 with nothing sent upstream. Larger bodies
+//! stream on after that prefix, with backpressure. A body read whole can be sent any number of times; a
+//! streaming one once (or again if it comes back unsent, see [`Outgoing::put_back`]). HTTP/2 bodies stream at once: their framing cannot be
 //! malformed the way chunked encoding can, and gRPC-style clients wait for the response while still sending.
 
 use std::pin::Pin;
@@ -48,9 +48,11 @@ impl Outgoing {
         }
     }
 
-    /// Whether another attempt can send this body again.
-    pub(crate) fn replayable(&self) -> bool {
-        matches!(self, Outgoing::Whole { .. })
+    /// Takes back a body an attempt did not send.
+    pub(crate) fn put_back(&mut self, body: RequestBody) {
+        if let Outgoing::Taken = self {
+            *self = Outgoing::Streaming(body);
+        }
     }
 }
 
@@ -136,11 +138,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_bodies_are_read_whole_and_replayable() {
+    async fn small_bodies_are_read_whole_and_can_be_sent_again() {
         let flag = Arc::new(AtomicBool::new(false));
         let body = chunks(vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]);
         let mut out = prepare(body, 10, flag, true).await.unwrap();
-        assert!(out.replayable());
         for _ in 0..2 {
             let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
             assert_eq!(&sent[..], b"abcd");
@@ -165,9 +166,10 @@ mod tests {
         let big = Bytes::from(vec![7; READ_AHEAD]);
         let body = chunks(vec![Ok(big.clone()), Ok(Bytes::from_static(b"tail"))]);
         let mut out = prepare(body, u64::MAX, flag, true).await.unwrap();
-        assert!(!out.replayable());
+        let body = out.take().unwrap();
+        assert!(out.take().is_none(), "a streaming body is sent once");
+        out.put_back(body);
         let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
         assert_eq!(sent.len(), READ_AHEAD + 4);
-        assert!(out.take().is_none());
     }
 }

@@ -129,8 +129,8 @@ impl Dispatcher {
             Some((route, handler)) => {
                 let context = RequestContext {
                     request_id,
-                    tenant: tenant.name.as_str().into(),
-                    route: route.into(),
+                    tenant: tenant.name.clone(),
+                    route: route.clone(),
                     remote_addr: peer.remote,
                     local_addr: peer.local,
                     secure: peer.tls.is_some(),

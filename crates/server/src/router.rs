@@ -1,31 +1,34 @@
 //! Host and path → tenant and route. Pure data, no I/O: built once at start-up, read by every request.
 
+use std::sync::Arc;
+
 use http::HeaderValue;
 use palisade_http::HostMap;
 
 /// One tenant's routes, longest prefix first, and how its HTTPS is enforced.
 #[derive(Debug)]
 pub struct TenantRoutes<H> {
-    /// The tenant's name.
-    pub name: String,
+    /// The tenant's name (shared: every request's context holds it).
+    pub name: Arc<str>,
     /// `Strict-Transport-Security` added to the tenant's HTTPS responses.
     pub hsts: Option<HeaderValue>,
     /// Whether plain-HTTP requests are redirected to HTTPS.
     pub https_redirect: bool,
-    routes: Vec<(String, H)>,
+    routes: Vec<(Arc<str>, H)>,
 }
 
 impl<H> TenantRoutes<H> {
     /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order; no HTTPS policy.
-    pub fn new(name: impl Into<String>, mut routes: Vec<(String, H)>) -> TenantRoutes<H> {
+    pub fn new(name: impl Into<Arc<str>>, routes: Vec<(String, H)>) -> TenantRoutes<H> {
+        let mut routes: Vec<(Arc<str>, H)> = routes.into_iter().map(|(p, h)| (p.into(), h)).collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         TenantRoutes { name: name.into(), hsts: None, https_redirect: false, routes }
     }
 
     /// The route with the longest prefix that contains `path` on a segment boundary:
     /// `/app` matches `/app` and `/app/x`, not `/apple`; `/` matches everything.
-    pub fn route(&self, path: &str) -> Option<(&str, &H)> {
-        self.routes.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(p, h)| (p.as_str(), h))
+    pub fn route(&self, path: &str) -> Option<(&Arc<str>, &H)> {
+        self.routes.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(p, h)| (p, h))
     }
 }
 
@@ -86,7 +89,7 @@ mod tests {
         assert_eq!(t.route("/app/x").map(|r| *r.1), Some(2));
         assert_eq!(t.route("/apple").map(|r| *r.1), Some(1));
         assert_eq!(t.route("/app/admin/users").map(|r| *r.1), Some(3));
-        assert_eq!(t.route("/cgi-bin/mail/inbox").map(|r| (r.0, *r.1)), Some(("/cgi-bin/mail", 4)));
+        assert_eq!(t.route("/cgi-bin/mail/inbox").map(|r| (&**r.0, *r.1)), Some(("/cgi-bin/mail", 4)));
     }
 
     #[test]
@@ -101,13 +104,13 @@ mod tests {
         let mut r = Router::default();
         r.add(&["alice.localhost".into()], TenantRoutes::new("alice", vec![("/".into(), 1)]));
         r.add(&["bob.localhost".into(), "www.bob.localhost".into()], TenantRoutes::new("bob", vec![("/".into(), 2)]));
-        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| t.name.as_str()), Some("alice"));
-        assert_eq!(r.tenant(Some("www.bob.localhost")).map(|t| t.name.as_str()), Some("bob"));
+        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| &*t.name), Some("alice"));
+        assert_eq!(r.tenant(Some("www.bob.localhost")).map(|t| &*t.name), Some("bob"));
         assert!(r.tenant(Some("carol.localhost")).is_none());
         assert!(r.tenant(None).is_none());
         r.add(&["*".into()], TenantRoutes::new("default", vec![("/".into(), 3)]));
-        assert_eq!(r.tenant(Some("carol.localhost")).map(|t| t.name.as_str()), Some("default"));
-        assert_eq!(r.tenant(None).map(|t| t.name.as_str()), Some("default"));
-        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| t.name.as_str()), Some("alice"));
+        assert_eq!(r.tenant(Some("carol.localhost")).map(|t| &*t.name), Some("default"));
+        assert_eq!(r.tenant(None).map(|t| &*t.name), Some("default"));
+        assert_eq!(r.tenant(Some("alice.localhost")).map(|t| &*t.name), Some("alice"));
     }
 }
