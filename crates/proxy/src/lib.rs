@@ -68,7 +68,7 @@ enum Attempt {
     Connect(String),
     /// The connection failed while sending or waiting for the response; `reused` if it had served before,
     /// and the request back if it was never sent.
-    Send { error: hyper::Error, reused: bool, unsent: Option<Request<RequestBody>> },
+    Send { error: hyper::Error, reused: bool, unsent: Option<Box<Request<RequestBody>>> },
     /// A streamed body was already sent by an earlier attempt.
     BodyGone,
 }
@@ -188,7 +188,7 @@ impl Shared {
                     }
                     // Never sent: everything comes back for one more try.
                     Attempt::Send { reused: true, unsent: Some(request), .. } if !fresh => {
-                        let (unsent, body) = request.into_parts();
+                        let (unsent, body) = (*request).into_parts();
                         parts.headers = unsent.headers;
                         outgoing.put_back(body);
                         fresh = true;

@@ -133,13 +133,13 @@ impl Conn {
     pub(crate) async fn send(
         &mut self,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<RequestBody>>)> {
+    ) -> Result<Response<Incoming>, (hyper::Error, Option<Box<Request<RequestBody>>>)> {
         let result = match &mut self.sender {
             Sender::Http1(s) => s.try_send_request(request).await,
             Sender::Http2(s) => s.try_send_request(request).await,
         };
         result.map_err(|mut e| {
-            let unsent = e.take_message();
+            let unsent = e.take_message().map(Box::new);
             (e.into_error(), unsent)
         })
     }
