@@ -106,6 +106,10 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
 
 /// Removes the fixed hop-by-hop fields and every field `Connection` names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) fields present rather than a lookup per name that might be.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> =
         connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
@@ -157,12 +158,14 @@ impl Dispatcher {
         let method = req.method().clone();
         let span =
             tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
-        let body_timed_out = Arc::new(AtomicBool::new(false));
         let timeout = self.limits.body_timeout;
-        let req = req.map(|b| {
-            PatientBody::new(b, timeout, "the client paused too long while sending the body")
-                .flagging(body_timed_out.clone())
-                .boxed_unsync()
+        // Most requests have no body: nothing to wait for, nothing to allocate.
+        let body_timed_out = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        let req = req.map(|b| match &body_timed_out {
+            Some(flag) => PatientBody::new(b, timeout, "the client paused too long while sending the body")
+                .flagging(flag.clone())
+                .boxed_unsync(),
+            None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
         });
         let mut response = match handler.handle(req, context).instrument(span.clone()).await {
             Ok(r) => r,
@@ -171,7 +174,7 @@ impl Dispatcher {
                 e.response()
             }
         };
-        if body_timed_out.load(Ordering::Acquire) {
+        if body_timed_out.is_some_and(|flag| flag.load(Ordering::Acquire)) {
             span.in_scope(|| tracing::info!("request body timed out after {timeout:?} without data"));
             response = Fault::RequestTimeout.response("request body not received in time");
         }
