@@ -1,0 +1,190 @@
+//! The embedded store: one redb file for every tenant. Each write is one ACID transaction, durable before
+//! it is acknowledged, that also updates the tenant's usage and checks its quota.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::scope::prefix_end;
+use crate::{KeyPage, KvError, KvFuture, KvStore, LIST_PAGE, Quota, Scope, Usage, parse_counter};
+
+/// Entries: [`Scope::entry`] → value.
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// Per tenant: (keys, bytes of keys and values).
+const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+
+/// Tenants' key-value data in one redb database file.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<RedbStore, KvError> {
+        let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        // Create the tables, so readers never meet a database without them.
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(ENTRIES).map_err(unavailable)?;
+        txn.open_table(USAGE).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// Runs `f` on a blocking thread (redb's calls block on disk).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, KvError> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| unavailable(format!("storage task: {e}")))?
+    }
+
+    /// One write transaction: `change` gets the entry's current value and returns the new one (`None`:
+    /// delete) and what to return; usage is updated and the quota checked before it commits.
+    async fn write<T: Send + 'static>(
+        &self,
+        scope: &Scope,
+        key: &str,
+        quota: Quota,
+        change: impl FnOnce(Option<&[u8]>) -> Result<(Option<Vec<u8>>, T), KvError> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let entry = scope.entry(key)?;
+        let tenant = scope.tenant().to_string();
+        let key_len = key.len() as u64;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let result = {
+                let mut entries = txn.open_table(ENTRIES).map_err(unavailable)?;
+                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                let old = entries.get(entry.as_slice()).map_err(unavailable)?.map(|v| v.value().to_vec());
+                let (new, result) = change(old.as_deref())?;
+                let (keys_before, bytes_before) =
+                    usage.get(tenant.as_str()).map_err(unavailable)?.map_or((0, 0), |u| u.value());
+                let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| key_len + v.len() as u64);
+                let keys = keys_before - u64::from(old.is_some()) + u64::from(new.is_some());
+                let bytes = (bytes_before + size(&new)).saturating_sub(size(&old));
+                // Only growth is refused: a tenant over a lowered limit can still shrink.
+                if keys > keys_before && keys > quota.max_keys {
+                    return Err(KvError::Quota(format!("max_keys is {}", quota.max_keys)));
+                }
+                if bytes > bytes_before && bytes > quota.max_total {
+                    return Err(KvError::Quota(format!("max_total is {} bytes", quota.max_total)));
+                }
+                match &new {
+                    Some(new) => entries.insert(entry.as_slice(), new.as_slice()).map(drop).map_err(unavailable)?,
+                    None if old.is_some() => entries.remove(entry.as_slice()).map(drop).map_err(unavailable)?,
+                    None => {}
+                }
+                usage.insert(tenant.as_str(), (keys, bytes)).map_err(unavailable)?;
+                result
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(result)
+        })
+        .await
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+impl KvStore for RedbStore {
+    fn get<'a>(&'a self, scope: &'a Scope, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let entry = scope.entry(key)?;
+            self.blocking(move |db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let entries = txn.open_table(ENTRIES).map_err(unavailable)?;
+                Ok(entries.get(entry.as_slice()).map_err(unavailable)?.map(|v| v.value().to_vec()))
+            })
+            .await
+        })
+    }
+
+    fn set<'a>(&'a self, scope: &'a Scope, key: &'a str, value: &'a [u8], quota: &'a Quota) -> KvFuture<'a, ()> {
+        Box::pin(async move {
+            quota.check_value(value)?;
+            let value = value.to_vec();
+            self.write(scope, key, *quota, move |_| Ok((Some(value), ()))).await
+        })
+    }
+
+    fn delete<'a>(&'a self, scope: &'a Scope, key: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(async move { self.write(scope, key, Quota::UNLIMITED, |_| Ok((None, ()))).await })
+    }
+
+    fn list_keys<'a>(&'a self, scope: &'a Scope, cursor: u64) -> KvFuture<'a, KeyPage> {
+        Box::pin(async move {
+            let prefix = scope.prefix().to_vec();
+            self.blocking(move |db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let entries = txn.open_table(ENTRIES).map_err(unavailable)?;
+                let skip = usize::try_from(cursor).unwrap_or(usize::MAX);
+                let range = match prefix_end(&prefix) {
+                    Some(end) => entries.range(prefix.as_slice()..end.as_slice()),
+                    None => entries.range(prefix.as_slice()..),
+                }
+                .map_err(unavailable)?;
+                let mut keys = Vec::new();
+                let mut more = false;
+                for item in range.skip(skip) {
+                    let (k, _) = item.map_err(unavailable)?;
+                    if keys.len() == LIST_PAGE {
+                        more = true;
+                        break;
+                    }
+                    keys.push(String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned());
+                }
+                let next = more.then(|| cursor + keys.len() as u64);
+                Ok(KeyPage { keys, cursor: next })
+            })
+            .await
+        })
+    }
+
+    fn increment<'a>(&'a self, scope: &'a Scope, key: &'a str, delta: u64, quota: &'a Quota) -> KvFuture<'a, u64> {
+        Box::pin(async move {
+            self.write(scope, key, *quota, move |old| {
+                let value = parse_counter(old)?
+                    .checked_add(delta)
+                    .ok_or_else(|| KvError::NotACounter("the counter would overflow".into()))?;
+                Ok((Some(value.to_string().into_bytes()), value))
+            })
+            .await
+        })
+    }
+
+    fn compare_and_swap<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+        quota: &'a Quota,
+    ) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            quota.check_value(new)?;
+            let (expected, new) = (expected.map(<[u8]>::to_vec), new.to_vec());
+            self.write(scope, key, *quota, move |old| {
+                if old == expected.as_deref() { Ok((Some(new), true)) } else { Ok((old.map(<[u8]>::to_vec), false)) }
+            })
+            .await
+        })
+    }
+
+    fn usage<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, Usage> {
+        Box::pin(async move {
+            let tenant = tenant.to_string();
+            self.blocking(move |db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let usage = txn.open_table(USAGE).map_err(unavailable)?;
+                let (keys, bytes) = usage.get(tenant.as_str()).map_err(unavailable)?.map_or((0, 0), |u| u.value());
+                Ok(Usage { keys, bytes })
+            })
+            .await
+        })
+    }
+}
