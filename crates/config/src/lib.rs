@@ -24,9 +24,10 @@ mod validate;
 
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
-    AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DataAccess, HostPattern, Limits, OutboundRule, Route, RouteTarget,
+    AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_KV_MAX_KEYS,
+    DEFAULT_KV_MAX_TOTAL, DEFAULT_KV_MAX_VALUE, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT, DataAccess, HostPattern, KvBackend, KvLimits, Limits, OutboundRule, Route, RouteTarget,
     ServerConfig, Tenant, TlsSource, TrafficLimits,
 };
 pub use proxy::{

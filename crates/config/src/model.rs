@@ -28,6 +28,13 @@ pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 << 20;
 /// Default amount of a guest's stderr (and a component's stdout) logged per request.
 pub const DEFAULT_MAX_STDERR: u64 = 64 << 10;
 
+/// Default `kv.max_keys`: keys one tenant may store in all its buckets.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 100_000;
+/// Default `kv.max_value`: bytes in one stored value.
+pub const DEFAULT_KV_MAX_VALUE: u64 = 1 << 20;
+/// Default `kv.max_total`: bytes of keys and values one tenant may store.
+pub const DEFAULT_KV_MAX_TOTAL: u64 = 256 << 20;
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +42,8 @@ pub struct Config {
     pub file: PathBuf,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[kv]`: where tenants' key-value data lives.
+    pub kv: KvBackend,
     /// `[tenants.NAME]`, in name order.
     pub tenants: Vec<Tenant>,
 }
@@ -155,6 +164,32 @@ impl Tenant {
     }
 }
 
+/// `[kv] backend`: the store behind every tenant's `wasi:keyvalue` buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvBackend {
+    /// `"redb"` (the default): one embedded database file, `data_dir/kv.redb`.
+    Redb(PathBuf),
+    /// `"redis://host:port/db"`: a Redis server shared by several palisade nodes.
+    Redis(String),
+}
+
+/// `kv = { max_keys, max_value, max_total }`: what one tenant may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Keys in all the tenant's buckets together.
+    pub max_keys: u64,
+    /// Bytes in one value.
+    pub max_value: u64,
+    /// Bytes of keys and values in all the tenant's buckets together.
+    pub max_total: u64,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits { max_keys: DEFAULT_KV_MAX_KEYS, max_value: DEFAULT_KV_MAX_VALUE, max_total: DEFAULT_KV_MAX_TOTAL }
+    }
+}
+
 /// A tenant's hard limits. Every guest request is held to them by the sandbox, not by the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -176,6 +211,8 @@ pub struct Limits {
     pub max_stderr: u64,
     /// `outbound`: the backends a guest may send HTTP requests to; empty (the default) allows none.
     pub outbound: Vec<OutboundRule>,
+    /// `kv`: what the tenant may keep in its key-value buckets.
+    pub kv: KvLimits,
 }
 
 /// One entry of `outbound`: `scheme://host[:port]`, the host exact or `*.suffix`.
@@ -220,6 +257,7 @@ impl Default for Limits {
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_stderr: DEFAULT_MAX_STDERR,
             outbound: Vec::new(),
+            kv: KvLimits::default(),
         }
     }
 }

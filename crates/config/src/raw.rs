@@ -12,6 +12,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub(crate) server: Option<Spanned<RawServer>>,
+    pub(crate) kv: Option<Spanned<RawKv>>,
     #[serde(default)]
     pub(crate) tenants: BTreeMap<Spanned<String>, Spanned<RawTenant>>,
 }
@@ -58,8 +59,23 @@ pub(crate) struct RawTenant {
     pub(crate) hsts: Option<Spanned<BoolOrString>>,
     pub(crate) https_redirect: Option<Spanned<bool>>,
     pub(crate) outbound: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) kv: Option<Spanned<RawKvLimits>>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKv {
+    pub(crate) backend: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKvLimits {
+    pub(crate) max_keys: Option<Spanned<i64>>,
+    pub(crate) max_value: Option<Spanned<SizeValue>>,
+    pub(crate) max_total: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Deserialize)]

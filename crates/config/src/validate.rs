@@ -9,7 +9,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::*;
-use crate::raw::{BoolOrString, RawAcme, RawConfig, RawRoute, RawServer, RawTenant, RawTls, SizeValue};
+use crate::raw::{
+    BoolOrString, RawAcme, RawConfig, RawKv, RawKvLimits, RawRoute, RawServer, RawTenant, RawTls, SizeValue,
+};
 use crate::units::{parse_duration, parse_size};
 use crate::{ConfigError, Diagnostic, Location};
 
@@ -67,6 +69,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
 
     let server_span = raw.server.as_ref().map(Spanned::span);
     let server = server(&mut c, raw.server);
+    let kv = kv_backend(&mut c, &server, raw.kv);
     let mut tenants = Vec::new();
     let mut claimed: HashMap<HostPattern, (String, Location)> = HashMap::new();
     for (name, raw_tenant) in raw.tenants {
@@ -80,7 +83,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     }
 
     if c.problems.is_empty() {
-        Ok(Config { file: file.to_path_buf(), server, tenants })
+        Ok(Config { file: file.to_path_buf(), server, kv, tenants })
     } else {
         c.problems.sort_by_key(|d| (d.location.line, d.location.column));
         Err(ConfigError::Invalid(c.problems))
@@ -281,6 +284,7 @@ fn tenant(
         max_response_body: size(c, "max_response_body", raw.max_response_body.as_ref(), defaults.max_response_body),
         max_stderr: size(c, "max_stderr", raw.max_stderr.as_ref(), defaults.max_stderr),
         outbound: raw.outbound.map(|list| outbound(c, list.into_inner())).unwrap_or_default(),
+        kv: raw.kv.map(|k| kv_limits(c, k.into_inner())).unwrap_or_default(),
     };
 
     let data = raw.data.as_ref().and_then(|d| c.existing("data", d, true));
@@ -416,6 +420,40 @@ fn hosts(
         out.push(pattern);
     }
     out
+}
+
+/// `[kv] backend`: `"redb"` (the default, `data_dir/kv.redb`) or a `redis://` URL.
+fn kv_backend(c: &mut Checker<'_>, server: &ServerConfig, raw: Option<Spanned<RawKv>>) -> KvBackend {
+    let embedded = KvBackend::Redb(server.data_dir.join("kv.redb"));
+    let Some(backend) = raw.and_then(|r| r.into_inner().backend) else { return embedded };
+    match backend.get_ref().as_str() {
+        "redb" => embedded,
+        url if url.starts_with("redis://") && url.len() > "redis://".len() => KvBackend::Redis(url.to_string()),
+        other => {
+            c.error(&backend.span(), format!("`backend` is \"redb\" or a redis:// URL, not {other:?}"));
+            embedded
+        }
+    }
+}
+
+/// A tenant's `kv = { max_keys, max_value, max_total }`.
+fn kv_limits(c: &mut Checker<'_>, raw: RawKvLimits) -> KvLimits {
+    let defaults = KvLimits::default();
+    let max_keys = match raw.max_keys {
+        None => defaults.max_keys,
+        Some(n) => match u64::try_from(*n.get_ref()) {
+            Ok(v) if v > 0 => v,
+            _ => {
+                c.error(&n.span(), "`kv.max_keys` must be at least 1");
+                defaults.max_keys
+            }
+        },
+    };
+    KvLimits {
+        max_keys,
+        max_value: size(c, "kv.max_value", raw.max_value.as_ref(), defaults.max_value),
+        max_total: size(c, "kv.max_total", raw.max_total.as_ref(), defaults.max_total),
+    }
 }
 
 /// `outbound` entries: `http://host[:port]` or `https://host[:port]`, the host exact or `*.suffix`.
@@ -681,6 +719,35 @@ mod tests {
             r#"["a.test"]"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kv_backend_and_limits() {
+        let parse = |head: &str, tenant: &str| {
+            let text = format!(
+                "{head}\n[tenants.t]\nhosts = [\"t\"]\n{tenant}\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \".\"\n"
+            );
+            Config::parse(std::path::Path::new("/srv/p.toml"), &text)
+        };
+        let config = parse("", "").unwrap();
+        assert_eq!(config.kv, KvBackend::Redb(std::path::PathBuf::from("/srv/palisade-data/kv.redb")));
+        assert_eq!(config.tenants[0].limits.kv, KvLimits::default());
+        let config = parse(
+            "[kv]\nbackend = \"redis://127.0.0.1:6379/0\"",
+            "kv = { max_keys = 10, max_value = \"1 KiB\", max_total = 4096 }",
+        )
+        .unwrap();
+        assert_eq!(config.kv, KvBackend::Redis("redis://127.0.0.1:6379/0".into()));
+        assert_eq!(config.tenants[0].limits.kv, KvLimits { max_keys: 10, max_value: 1024, max_total: 4096 });
+        for (head, tenant, says) in [
+            ("[kv]\nbackend = \"memcached://x\"", "", "`backend`"),
+            ("", "kv = { max_keys = 0 }", "`kv.max_keys`"),
+            ("", "kv = { max_value = \"1 XB\" }", "kv.max_value"),
+            ("", "kv = { max_items = 1 }", "unknown field"),
+        ] {
+            let err = parse(head, tenant).unwrap_err().to_string();
+            assert!(err.contains(says), "{head} {tenant}: {err}");
         }
     }
 }
