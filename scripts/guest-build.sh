@@ -4,6 +4,7 @@
 #   build.sh component in.c out.wasm   # wasi:http/proxy component (exports wasi:http/incoming-handler)
 #   build.sh component-cli in.c out.wasm  # the same, linked with the full WASI adapter: getenv, files, clocks
 #                                         # (imports wasi:cli and wasi:filesystem besides wasi:http)
+#   build.sh component-kv in.c out.wasm   # a component that also imports wasi:keyvalue (store, atomics, batch)
 #   build.sh python    app.py out.wasm   # wasi:http/proxy component from Python (componentize-py); the module
 #                                         # defines class IncomingHandler(exports.IncomingHandler)
 #   build.sh js        app.js out.wasm   # wasi:http/proxy component from JavaScript (ComponentizeJS);
@@ -12,19 +13,19 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${GUEST_CACHE:-$HOME/.cache/palisade-guest}
-[ $# -ge 3 ] || { echo "usage: $0 cgi|component|component-cli|python|js IN OUT.wasm [cflags...]" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: $0 cgi|component|component-cli|component-kv|python|js IN OUT.wasm [cflags...]" >&2; exit 2; }
 kind=$1 src=$2 out=$3; shift 3
 [ -f "$src" ] || { echo "build.sh: no such source: $src" >&2; exit 2; }
-[ -f "$CACHE/wit-js/world.wit" ] || "$here/guest-setup.sh"
+[ -f "$CACHE/wit-js/world.wit" ] && [ -f "$CACHE/bindings/kv/proxy.c" ] || "$here/guest-setup.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 cc=(clang-19 --target=wasm32-wasi --sysroot="$CACHE/sysroot" -O2)
 case "$src" in *.cc|*.cpp|*.cxx) cc=(clang++-19 --target=wasm32-wasi --sysroot="$CACHE/sysroot" -O2 -fno-exceptions) ;; esac
 case $kind in
   cgi)
     "${cc[@]}" "$@" "$src" -o "$out" ;;
-  component|component-cli)
+  component|component-cli|component-kv)
     adapter=proxy; [ "$kind" = component-cli ] && adapter=reactor
-    b=$CACHE/bindings/proxy
+    b=$CACHE/bindings/proxy; [ "$kind" = component-kv ] && b=$CACHE/bindings/kv
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     "${cc[@]}" -mexec-model=reactor -I"$b" "$@" "$src" "$b/proxy.c" "$b/proxy_component_type.o" -o "$tmp/core.wasm"
     wasm-tools component new "$tmp/core.wasm" \
@@ -36,5 +37,5 @@ case $kind in
       componentize "$(basename "$src" .py)" -o "$out") ;;
   js)
     "$CACHE/js/node_modules/.bin/componentize-js" --wit "$CACHE/wit-js" --world-name js-http "$src" -o "$out" >/dev/null ;;
-  *) echo "build.sh: kind must be cgi, component, component-cli, python or js, not '$kind'" >&2; exit 2 ;;
+  *) echo "build.sh: kind must be cgi, component, component-cli, component-kv, python or js, not '$kind'" >&2; exit 2 ;;
 esac

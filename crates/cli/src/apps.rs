@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use palisade_config::{Config, DataAccess, Route, RouteTarget, Tenant};
+use palisade_config::{Config, DataAccess, KvBackend, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
+use palisade_kv::{KvStore, RedbStore, RedisStore};
 use palisade_proxy::Proxy;
 use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantSandbox};
 use palisade_server::{Router, Routes, TenantRoutes};
@@ -44,7 +45,7 @@ pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> 
     Runtime::new(&options).context("starting the WebAssembly runtime")
 }
 
-fn sandbox(tenant: &Tenant) -> Arc<TenantSandbox> {
+fn sandbox(tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox> {
     let mount = |writable| -> Vec<Preopen> {
         tenant.data.iter().map(|d| Preopen { host: d.clone(), guest: DATA_MOUNT.into(), writable }).collect()
     };
@@ -58,6 +59,7 @@ fn sandbox(tenant: &Tenant) -> Arc<TenantSandbox> {
         tenant.limits.clone(),
         tenant.env.clone(),
         GuestDirs { cgi: mount(true), components },
+        kv.cloned(),
     )
 }
 
@@ -91,12 +93,42 @@ pub(crate) fn handler(
 }
 
 /// Loads every route of every tenant; collects all failures rather than stopping at the first.
-pub(crate) fn build_router(config: &Config, runtime: &Runtime) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
+/// The key-value store `config` names: the embedded redb file, or a (lazily connected) Redis server.
+pub(crate) fn kv_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+    Ok(match &config.kv {
+        KvBackend::Redb(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Arc::new(RedbStore::open(path).with_context(|| format!("opening the key-value store {}", path.display()))?)
+        }
+        KvBackend::Redis(url) => {
+            let store = RedisStore::connect(url).context("the [kv] backend")?;
+            let (probe, url) = (store.clone(), url.clone());
+            // Not fatal: guests get an error while Redis is away, and the store reconnects when it is back.
+            tokio::spawn(async move {
+                match probe.ping().await {
+                    Ok(()) => tracing::info!("key-value store: Redis at {url}"),
+                    Err(e) => tracing::warn!("key-value store: Redis at {url} does not answer yet: {e}"),
+                }
+            });
+            Arc::new(store)
+        }
+    })
+}
+
+/// Loads every route of every tenant (their components' buckets in `kv`); collects all failures rather than
+/// stopping at the first.
+pub(crate) fn build_router(
+    config: &Config,
+    runtime: &Runtime,
+    kv: Option<&Arc<dyn KvStore>>,
+) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
     let mut router = Router::default();
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
-        let sandbox = sandbox(tenant);
+        let sandbox = sandbox(tenant, kv);
         let mut routes = Vec::new();
         for route in &tenant.routes {
             match handler(runtime, &sandbox, &route.target) {

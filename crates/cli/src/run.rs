@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use palisade_config::{DEFAULT_SHUTDOWN_TIMEOUT, Limits, RouteTarget};
+use palisade_kv::{KvStore, RedbStore};
 use palisade_sandbox::{GuestDirs, Preopen, TenantSandbox, is_component};
 use palisade_server::{Router, TenantRoutes};
 
@@ -81,7 +83,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     serve::block_on(async move {
         let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency)?;
         let dirs = GuestDirs { cgi: args.dirs.clone(), components: args.dirs };
-        let sandbox = TenantSandbox::new("run", limits, args.env, dirs);
+        // Buckets of `palisade run` apps persist beside its compile cache.
+        let kv: Arc<dyn KvStore> = Arc::new(RedbStore::open(&cache_dir().join("kv.redb"))?);
+        let sandbox = TenantSandbox::new("run", limits, args.env, dirs, Some(kv));
         let (handler, info) = apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut router = Router::default();
         router.add(&["*".to_string()], TenantRoutes::new("run", vec![("/".to_string(), handler)]));

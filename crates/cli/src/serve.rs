@@ -29,8 +29,9 @@ pub(crate) fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> any
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let sandbox = apps::runtime(&config)?;
-    let (router, loaded) =
-        apps::build_router(&config, &sandbox).map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
+    let kv = apps::kv_store(&config)?;
+    let (router, loaded) = apps::build_router(&config, &sandbox, Some(&kv))
+        .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     for app in &loaded {
         if let Some(info) = &app.info {
             tracing::info!(tenant = %app.tenant, route = %app.path, "{info}");

@@ -3,7 +3,9 @@
 //! The connection reconnects by itself; while Redis is down, operations fail with
 //! [`KvError::Unavailable`].
 
-use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, ScriptInvocation};
 
 use crate::scope::redis_usage;
@@ -80,14 +82,28 @@ return tostring(new)
 "#;
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be reached now; afterwards the
-    /// connection is re-established by itself whenever it drops.
-    pub async fn connect(url: &str) -> Result<RedisStore, KvError> {
+    /// A store on the Redis server at `url` (`redis://host:port/db`). Connecting is lazy: this only fails for
+    /// a malformed URL, and a server that is down now is simply an [`KvError::Unavailable`] for each operation
+    /// until it is back (see [`RedisStore::ping`]). Must be called inside a tokio runtime, which then drives
+    /// the connection.
+    pub fn connect(url: &str) -> Result<RedisStore, KvError> {
         let client = redis::Client::open(url).map_err(|e| KvError::Unavailable(format!("{url}: {e}")))?;
-        let connection =
-            ConnectionManager::new(client).await.map_err(|e| KvError::Unavailable(format!("{url}: {e}")))?;
+        // Fail fast while Redis is away (a guest waits on each call); reconnect on the next call.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| KvError::Unavailable(format!("{url}: {e}")))?;
         let scripts = Scripts { write: Script::new(WRITE), increment: Script::new(INCREMENT) };
         Ok(RedisStore { connection, scripts: std::sync::Arc::new(scripts) })
+    }
+
+    /// Whether the server answers now.
+    pub async fn ping(&self) -> Result<(), KvError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(redis_error)
     }
 
     async fn run<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, KvError> {

@@ -197,7 +197,7 @@ async fn redb_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conforms() {
     let redis = Redis::start();
-    conformance(Arc::new(RedisStore::connect(&redis.url()).await.unwrap())).await;
+    conformance(Arc::new(RedisStore::connect(&redis.url()).unwrap())).await;
 }
 
 #[tokio::test]
@@ -220,7 +220,7 @@ async fn redb_keeps_acknowledged_writes_across_reopening() {
 async fn redis_outage_is_an_error_then_heals() {
     let redis = Redis::start();
     let port = redis.port;
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let store = RedisStore::connect(&redis.url()).unwrap();
     let s = scope("outage", "o");
     store.set(&s, "before", b"1", &ROOMY).await.unwrap();
     drop(redis);

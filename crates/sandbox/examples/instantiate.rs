@@ -21,7 +21,7 @@ fn main() -> Result<(), palisade_http::BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let sandbox = Runtime::new(&RuntimeOptions::default())?;
-        let tenant = TenantSandbox::new("bench", Limits::default(), Vec::new(), GuestDirs::default());
+        let tenant = TenantSandbox::new("bench", Limits::default(), Vec::new(), GuestDirs::default(), None);
         let app = sandbox.load_component(&guest, tenant)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let context = RequestContext {

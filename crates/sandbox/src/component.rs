@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, 
 use crate::engine::{RuntimeInner, arm_deadline};
 use crate::error::LoadError;
 use crate::introspect::{AppInfo, component_import_provided, component_info};
+use crate::keyvalue::{KvCtx, KvView};
 use crate::limits::{GuestLimiter, LimitKind};
 use crate::pipe::CappedPipe;
 use crate::tenant::TenantSandbox;
@@ -32,6 +33,14 @@ pub(crate) struct ComponentState {
     http: WasiHttpCtx,
     hooks: GuestHooks,
     limiter: GuestLimiter,
+    kv: Option<KvCtx>,
+}
+
+impl ComponentState {
+    /// What `wasi:keyvalue` calls use.
+    pub(crate) fn kv_view(&mut self) -> KvView<'_> {
+        KvView { table: &mut self.table, ctx: self.kv.as_ref() }
+    }
 }
 
 impl WasiView for ComponentState {
@@ -148,7 +157,7 @@ impl PreparedComponent {
                 path: path.to_path_buf(),
                 message: format!(
                     "imports what palisade does not provide: {} (palisade links WASI 0.2: wasi:cli, clocks, \
-                     filesystem, io, random, sockets and http)",
+                     filesystem, io, random, sockets, http and keyvalue)",
                     missing.join(", ")
                 ),
             });
@@ -183,6 +192,7 @@ impl AppInner {
             http: WasiHttpCtx::new(),
             hooks: GuestHooks { tenant: self.tenant.clone() },
             limiter: self.tenant.limiter(),
+            kv: self.tenant.kv.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -82,6 +82,7 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker).map_err(engine_err)?;
+        crate::keyvalue::add_to_linker(&mut component_linker, ComponentState::kv_view).map_err(engine_err)?;
 
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut CgiState| &mut s.wasi)

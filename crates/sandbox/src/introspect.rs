@@ -21,8 +21,16 @@ impl fmt::Display for AppInfo {
 }
 
 /// WASI 0.2 packages linked into every component (any 0.2.x patch version links, by semver).
-const PROVIDED_PACKAGES: &[&str] =
-    &["wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:io", "wasi:random", "wasi:sockets", "wasi:http"];
+const PROVIDED_PACKAGES: &[&str] = &[
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+    "wasi:http",
+    "wasi:keyvalue",
+];
 
 /// Whether `import` (e.g. `wasi:http/types@0.2.3`) names a package and version palisade links.
 pub(crate) fn component_import_provided(import: &str) -> bool {

@@ -23,6 +23,7 @@ mod component;
 mod engine;
 mod error;
 mod introspect;
+mod keyvalue;
 mod limits;
 mod pipe;
 mod prepared;

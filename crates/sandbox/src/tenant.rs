@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use palisade_config::Limits;
 use palisade_http::{Fault, HandlerError};
+use palisade_kv::{KvStore, Quota};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::keyvalue::KvCtx;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
 use crate::pipe::CappedPipe;
 use palisade_http::declared_length;
@@ -24,6 +26,8 @@ pub struct TenantSandbox {
     pub(crate) limits: Limits,
     pub(crate) env: Vec<(String, String)>,
     dirs: GuestDirs,
+    /// The key-value store components reach through `wasi:keyvalue`, as this tenant.
+    pub(crate) kv: Option<KvCtx>,
     instances: Arc<Semaphore>,
     memory: Arc<MemoryBudget>,
     counters: LimitCounters,
@@ -68,14 +72,20 @@ impl TenantSandbox {
         self.limits.outbound.iter().any(|rule| rule.allows(https, &host, port))
     }
 
-    /// Settings for tenant `name`: its limits, guest environment and the directories its guests see.
+    /// Settings for tenant `name`: its limits, guest environment, the directories its guests see, and the
+    /// key-value store its components' buckets live in (`None`: `wasi:keyvalue` answers `no-such-store`).
     pub fn new(
         name: &str,
         limits: Limits,
         env: impl IntoIterator<Item = (String, String)>,
         dirs: GuestDirs,
+        kv: Option<Arc<dyn KvStore>>,
     ) -> Arc<TenantSandbox> {
+        let quota =
+            Quota { max_keys: limits.kv.max_keys, max_value: limits.kv.max_value, max_total: limits.kv.max_total };
+        let kv = kv.map(|store| KvCtx { store, tenant: name.into(), quota });
         Arc::new(TenantSandbox {
+            kv,
             name: name.into(),
             instances: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             memory: Arc::new(MemoryBudget::new(limits.max_total_memory)),
@@ -201,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn the_concurrency_limit_answers_503_and_is_counted() {
         let limits = Limits { max_concurrency: 1, ..Limits::default() };
-        let tenant = TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default());
+        let tenant = TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default(), None);
         let held = tenant.admit();
         assert!(held.is_ok());
         let refused = tenant.admit().err().map(|e| e.fault.status().as_u16());

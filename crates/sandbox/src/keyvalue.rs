@@ -1,0 +1,186 @@
+//! `wasi:keyvalue` (store, atomics, batch; the draft wasmtime 48 ships) for components, on the tenant's
+//! [`KvStore`]. A guest names buckets; the tenant is the host's: `open("default")` in alice's guest and in
+//! bob's are different data. Every failure is the WASI `error` value (`other` with a reason), never a trap:
+//! over quota, an invalid name, a counter that is not one, the store unreachable.
+
+use std::sync::Arc;
+
+use palisade_kv::{KvError, KvStore, Quota, Scope};
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "wit/keyvalue",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+use generated::wasi::keyvalue::{atomics, batch, store};
+
+/// An open bucket: one of the tenant's scopes. (`pub` because the generated bindings re-export it.)
+#[allow(unreachable_pub, reason = "the generated bindings re-export the resource type")]
+pub struct Bucket {
+    scope: Scope,
+}
+
+/// What a component's key-value calls reach: the shared store, as this tenant, within its quota.
+#[derive(Clone)]
+pub(crate) struct KvCtx {
+    pub(crate) store: Arc<dyn KvStore>,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) quota: Quota,
+}
+
+/// The borrowed parts of a component's state the key-value host uses.
+pub(crate) struct KvView<'a> {
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) ctx: Option<&'a KvCtx>,
+}
+
+/// [`HasData`] marker for [`KvView`].
+pub(crate) struct HasKv;
+
+impl std::fmt::Debug for KvCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCtx").field("tenant", &self.tenant).field("quota", &self.quota).finish_non_exhaustive()
+    }
+}
+
+impl HasData for HasKv {
+    type Data<'a> = KvView<'a>;
+}
+
+/// Adds the three interfaces to `linker`; `view` picks the parts of the state they use.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> KvView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, HasKv>(linker, view)?;
+    atomics::add_to_linker::<T, HasKv>(linker, view)?;
+    batch::add_to_linker::<T, HasKv>(linker, view)?;
+    Ok(())
+}
+
+type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+fn guest_error(e: KvError) -> store::Error {
+    if let KvError::Unavailable(detail) = &e {
+        tracing::warn!("key-value store unavailable: {detail}");
+        return store::Error::Other("storage unavailable".into());
+    }
+    store::Error::Other(e.to_string())
+}
+
+impl KvView<'_> {
+    fn ctx(&self) -> Result<&KvCtx, store::Error> {
+        self.ctx.ok_or(store::Error::NoSuchStore)
+    }
+
+    fn scope(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Scope> {
+        Ok(self.table.get(bucket)?.scope.clone())
+    }
+}
+
+impl store::Host for KvView<'_> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        let ctx = match self.ctx() {
+            Ok(ctx) => ctx,
+            Err(e) => return Ok(Err(e)),
+        };
+        match Scope::new(&ctx.tenant, &identifier) {
+            Ok(scope) => Ok(Ok(self.table.push(Bucket { scope })?)),
+            Err(e) => Ok(Err(guest_error(e))),
+        }
+    }
+}
+
+impl store::HostBucket for KvView<'_> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        Ok(ctx.store.get(&scope, &key).await.map_err(guest_error))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        Ok(ctx.store.set(&scope, &key, &value, &ctx.quota).await.map_err(guest_error))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        Ok(ctx.store.delete(&scope, &key).await.map_err(guest_error))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        Ok(ctx.store.exists(&scope, &key).await.map_err(guest_error))
+    }
+
+    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let page = ctx.store.list_keys(&scope, cursor.unwrap_or(0)).await.map_err(guest_error);
+        Ok(page.map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KvView<'_> {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        Ok(ctx.store.increment(&scope, &key, delta, &ctx.quota).await.map_err(guest_error))
+    }
+}
+
+impl batch::Host for KvView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match ctx.store.get(&scope, &key).await {
+                Ok(value) => out.push(value.map(|v| (key, v))),
+                Err(e) => return Ok(Err(guest_error(e))),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        for (key, value) in key_values {
+            if let Err(e) = ctx.store.set(&scope, &key, &value, &ctx.quota).await {
+                return Ok(Err(guest_error(e)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        let scope = self.scope(&bucket)?;
+        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        for key in keys {
+            if let Err(e) = ctx.store.delete(&scope, &key).await {
+                return Ok(Err(guest_error(e)));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
