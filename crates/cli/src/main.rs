@@ -3,6 +3,7 @@
 mod apps;
 mod check;
 mod https;
+mod kv;
 mod logging;
 mod run;
 mod serve;
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long, short, default_value = "palisade.toml")]
         config: PathBuf,
     },
+    /// Read or change a tenant's key-value bucket in the configured store (stop the server first when the
+    /// store is the embedded file: one process at a time opens it).
+    Kv(kv::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve::run(&config),
         Command::Check { config } => check::run(&config),
         Command::Run(args) => run::run(args),
+        Command::Kv(args) => kv::run(args),
     };
     drop(log); // flushes the log before the final error line, so they come out in order
     match result {

@@ -83,8 +83,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     serve::block_on(async move {
         let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency)?;
         let dirs = GuestDirs { cgi: args.dirs.clone(), components: args.dirs };
-        // Buckets of `palisade run` apps persist beside its compile cache.
-        let kv: Arc<dyn KvStore> = Arc::new(RedbStore::open(&cache_dir().join("kv.redb"))?);
+        // Buckets of a `palisade run` app live as long as the process (several may run at once).
+        let kv: Arc<dyn KvStore> = Arc::new(RedbStore::in_memory()?);
         let sandbox = TenantSandbox::new("run", limits, args.env, dirs, Some(kv));
         let (handler, info) = apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut router = Router::default();

@@ -167,7 +167,8 @@ impl Tenant {
 /// `[kv] backend`: the store behind every tenant's `wasi:keyvalue` buckets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvBackend {
-    /// `"redb"` (the default): one embedded database file, `data_dir/kv.redb`.
+    /// `"redb"` (the default): one embedded database file, `path` (default `data_dir/kv.redb`). One palisade
+    /// process at a time opens it.
     Redb(PathBuf),
     /// `"redis://host:port/db"`: a Redis server shared by several palisade nodes.
     Redis(String),

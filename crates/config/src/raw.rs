@@ -68,6 +68,7 @@ pub(crate) struct RawTenant {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKv {
     pub(crate) backend: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

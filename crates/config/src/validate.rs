@@ -422,16 +422,23 @@ fn hosts(
     out
 }
 
-/// `[kv] backend`: `"redb"` (the default, `data_dir/kv.redb`) or a `redis://` URL.
+/// `[kv] backend`: `"redb"` (the default; its file is `path`, by default `data_dir/kv.redb`) or a `redis://`
+/// URL.
 fn kv_backend(c: &mut Checker<'_>, server: &ServerConfig, raw: Option<Spanned<RawKv>>) -> KvBackend {
-    let embedded = KvBackend::Redb(server.data_dir.join("kv.redb"));
-    let Some(backend) = raw.and_then(|r| r.into_inner().backend) else { return embedded };
+    let Some(raw) = raw.map(Spanned::into_inner) else { return KvBackend::Redb(server.data_dir.join("kv.redb")) };
+    let path = raw.path.as_ref().map_or_else(|| server.data_dir.join("kv.redb"), |p| c.resolve(p.get_ref()));
+    let Some(backend) = raw.backend else { return KvBackend::Redb(path) };
     match backend.get_ref().as_str() {
-        "redb" => embedded,
-        url if url.starts_with("redis://") && url.len() > "redis://".len() => KvBackend::Redis(url.to_string()),
+        "redb" => KvBackend::Redb(path),
+        url if url.starts_with("redis://") && url.len() > "redis://".len() => {
+            if let Some(p) = &raw.path {
+                c.error(&p.span(), "`path` is the redb file; a redis backend has none");
+            }
+            KvBackend::Redis(url.to_string())
+        }
         other => {
             c.error(&backend.span(), format!("`backend` is \"redb\" or a redis:// URL, not {other:?}"));
-            embedded
+            KvBackend::Redb(path)
         }
     }
 }

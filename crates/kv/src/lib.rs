@@ -13,6 +13,8 @@
 mod redb_store;
 mod redis_store;
 mod scope;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use redb_store::RedbStore;
 pub use redis_store::RedisStore;

@@ -21,9 +21,20 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`. One process at a time can hold it open.
     pub fn open(path: &Path) -> Result<RedbStore, KvError> {
         let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        RedbStore::with_tables(db)
+    }
+
+    /// A store in memory, gone with the process (for `palisade run`).
+    pub fn in_memory() -> Result<RedbStore, KvError> {
+        let db =
+            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
+        RedbStore::with_tables(db)
+    }
+
+    fn with_tables(db: Database) -> Result<RedbStore, KvError> {
         // Create the tables, so readers never meet a database without them.
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(ENTRIES).map_err(unavailable)?;

@@ -3,56 +3,16 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed step is a failed test")]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_kv::test_support::RedisServer as Redis;
 use palisade_kv::{KvError, KvStore, LIST_PAGE, MAX_BUCKET_NAME, Quota, RedbStore, RedisStore, Scope, Usage};
 
 const ROOMY: Quota = Quota { max_keys: 1_000_000, max_value: 1 << 20, max_total: 1 << 30 };
 
 fn scope(tenant: &str, bucket: &str) -> Scope {
     Scope::new(tenant, bucket).unwrap()
-}
-
-/// A redis-server of our own; stopped when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn basics(store: &dyn KvStore) {
@@ -219,7 +179,7 @@ async fn redb_keeps_acknowledged_writes_across_reopening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_an_error_then_heals() {
     let redis = Redis::start();
-    let port = redis.port;
+    let port = redis.port();
     let store = RedisStore::connect(&redis.url()).unwrap();
     let s = scope("outage", "o");
     store.set(&s, "before", b"1", &ROOMY).await.unwrap();

@@ -67,9 +67,16 @@ impl Site {
         self.config_with(&format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", cache.display().to_string()), tenants)
     }
 
-    /// Writes `palisade.toml` with `server` as the `[server]` section's keys (plus a short shutdown timeout).
+    /// Writes `palisade.toml` with `server` as the `[server]` section's keys (plus a short shutdown timeout),
+    /// the site's own key-value file (the data_dir, with the compile cache, is shared by every test), then
+    /// `tenants`.
     pub fn config_with(&self, server: &str, tenants: &str) -> PathBuf {
-        self.write("palisade.toml", format!("[server]\n{server}\nshutdown_timeout = \"5s\"\n\n{tenants}"))
+        let kv = if tenants.contains("[kv]") {
+            String::new()
+        } else {
+            format!("[kv]\npath = {:?}\n\n", self.path("kv.redb").display().to_string())
+        };
+        self.write("palisade.toml", format!("[server]\n{server}\nshutdown_timeout = \"5s\"\n\n{kv}{tenants}"))
     }
 
     /// 1-based line of the first line of `palisade.toml` containing `needle`.

@@ -22,6 +22,8 @@
 //! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
 //!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
 //! - `upstream`: the upstream servers those tests proxy to.
+//! - `kv`: wasi:keyvalue: tenants' buckets apart, quotas, exact counters, writes surviving kill -9, two nodes
+//!   sharing a real redis-server through its outage.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on purpose: a failed step is a failed test")]
@@ -35,6 +37,7 @@ mod check;
 mod corpus;
 mod handlers;
 mod hostile;
+mod kv;
 mod lifecycle;
 mod limits;
 mod mail;
