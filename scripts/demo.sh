@@ -18,6 +18,7 @@ Try these in another terminal (Ctrl-C here stops the server gracefully):
   curl -H 'Host: alice.localhost' http://127.0.0.1:8080/app/hi?there          # a wasi:http component (C)
   curl -H 'Host: alice.localhost' http://127.0.0.1:8080/cgi-bin/echo/x?q=1    # a C CGI program; counts visits in alice's /data
   curl -H 'Host: bob.localhost' -d 'hello bob' http://127.0.0.1:8080/cgi-bin/echo   # bob's copy: its own /data, its own env
+  curl -H 'Host: alice.localhost' http://127.0.0.1:8080/visits                # wasi:keyvalue counter; bob's /visits is his own
   curl --http2-prior-knowledge -H 'Host: bob.localhost' http://127.0.0.1:8080/hello # HTTP/2 without TLS
   curl -H 'Host: carol.localhost' -d 'hi' http://127.0.0.1:8080/py/x?y=1     # a component written in Python
   curl -H 'Host: carol.localhost' http://127.0.0.1:8080/js/hello             # a component written in JavaScript
