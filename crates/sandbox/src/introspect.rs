@@ -80,7 +80,8 @@ mod tests {
         assert!(component_import_provided("wasi:http/types@0.2.12"));
         assert!(component_import_provided("wasi:cli/environment@0.2.0"));
         assert!(component_import_provided("wasi:sockets/tcp@0.2.3"));
-        assert!(!component_import_provided("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(component_import_provided("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(!component_import_provided("wasi:config/store@0.2.0-draft"));
         assert!(!component_import_provided("wasi:http/types@0.3.0-rc-2025-09-16"));
         assert!(!component_import_provided("fermyon:spin/key-value@2.0.0"));
         assert!(!component_import_provided("wasi:httpx/types@0.2.0"));
