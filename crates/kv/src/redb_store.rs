@@ -1,10 +1,16 @@
-//! The embedded store: one redb file for every tenant. Each write is one ACID transaction, durable before
-//! it is acknowledged, that also updates the tenant's usage and checks its quota.
+//! The embedded store: one redb file for every tenant. Each write updates the tenant's usage and checks its
+//! quota in the transaction that makes it, and is acknowledged only once that transaction is durable.
+//!
+//! Writes go through one writer thread that commits them in groups: whatever writes are waiting when a
+//! transaction starts are applied in it one after another (each sees the ones before it, so counters and
+//! quotas stay exact) and made durable by one commit. A write that fails its own check (quota, not a counter)
+//! changes nothing and does not stop the others.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::scope::prefix_end;
 use crate::{KeyPage, KvError, KvFuture, KvStore, LIST_PAGE, Quota, Scope, Usage, parse_counter};
@@ -14,10 +20,20 @@ const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Per tenant: (keys, bytes of keys and values).
 const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
 
+/// Most writes committed together.
+const MAX_GROUP: usize = 512;
+
+/// One write, applied inside the group's transaction (or not at all if none could begin); what it returns is
+/// told the commit's outcome.
+type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> Reply + Send>;
+/// Answers a write's caller once its group's commit is known.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// Tenants' key-value data in one redb database file.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    writer: Sender<Job>,
 }
 
 impl RedbStore {
@@ -40,7 +56,15 @@ impl RedbStore {
         txn.open_table(ENTRIES).map_err(unavailable)?;
         txn.open_table(USAGE).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writer, jobs) = channel();
+        // A weak handle: the database closes (and its file lock goes) as soon as the last store handle does.
+        let for_writer = Arc::downgrade(&db);
+        std::thread::Builder::new()
+            .name("palisade-kv-writer".into())
+            .spawn(move || write_groups(&for_writer, &jobs))
+            .map_err(unavailable)?;
+        Ok(RedbStore { db, writer })
     }
 
     /// Runs `f` on a blocking thread (redb's calls block on disk).
@@ -52,8 +76,9 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| unavailable(format!("storage task: {e}")))?
     }
 
-    /// One write transaction: `change` gets the entry's current value and returns the new one (`None`:
-    /// delete) and what to return; usage is updated and the quota checked before it commits.
+    /// One write: `change` gets the entry's current value and returns the new one (`None`: delete) and what to
+    /// return. Usage is updated and the quota checked in the same transaction; the answer comes once it is
+    /// durable.
     async fn write<T: Send + 'static>(
         &self,
         scope: &Scope,
@@ -64,38 +89,83 @@ impl RedbStore {
         let entry = scope.entry(key)?;
         let tenant = scope.tenant().to_string();
         let key_len = key.len() as u64;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let result = {
-                let mut entries = txn.open_table(ENTRIES).map_err(unavailable)?;
-                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
-                let old = entries.get(entry.as_slice()).map_err(unavailable)?.map(|v| v.value().to_vec());
-                let (new, result) = change(old.as_deref())?;
-                let (keys_before, bytes_before) =
-                    usage.get(tenant.as_str()).map_err(unavailable)?.map_or((0, 0), |u| u.value());
-                let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| key_len + v.len() as u64);
-                let keys = keys_before - u64::from(old.is_some()) + u64::from(new.is_some());
-                let bytes = (bytes_before + size(&new)).saturating_sub(size(&old));
-                // Only growth is refused: a tenant over a lowered limit can still shrink.
-                if keys > keys_before && keys > quota.max_keys {
-                    return Err(KvError::Quota(format!("max_keys is {}", quota.max_keys)));
-                }
-                if bytes > bytes_before && bytes > quota.max_total {
-                    return Err(KvError::Quota(format!("max_total is {} bytes", quota.max_total)));
-                }
-                match &new {
-                    Some(new) => entries.insert(entry.as_slice(), new.as_slice()).map(drop).map_err(unavailable)?,
-                    None if old.is_some() => entries.remove(entry.as_slice()).map(drop).map_err(unavailable)?,
-                    None => {}
-                }
-                usage.insert(tenant.as_str(), (keys, bytes)).map_err(unavailable)?;
-                result
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = match txn {
+                Some(txn) => apply(txn, &entry, &tenant, key_len, quota, change),
+                None => Err(unavailable("no write transaction")),
             };
-            txn.commit().map_err(unavailable)?;
-            Ok(result)
-        })
-        .await
+            Box::new(move |committed| {
+                let _ = answer.send(committed.map_err(KvError::Unavailable).and(result));
+            })
+        });
+        self.writer.send(job).map_err(|_| unavailable("the writer thread has stopped"))?;
+        answered.await.map_err(|_| unavailable("the writer thread has stopped"))?
     }
+}
+
+/// The writer thread: waits for a write, takes every other one waiting (up to [`MAX_GROUP`]), applies them in
+/// one transaction, commits, and answers each. Ends when every [`RedbStore`] handle is gone.
+fn write_groups(db: &std::sync::Weak<Database>, jobs: &Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        group.extend(jobs.try_iter().take(MAX_GROUP - 1));
+        let Some(db) = db.upgrade() else { return };
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                // Each write is still answered: with the reason nothing was written.
+                tracing::warn!("key-value store: cannot begin a write: {e}");
+                for job in group {
+                    job(None)(Err(e.to_string()));
+                }
+                continue;
+            }
+        };
+        let replies: Vec<Reply> = group.into_iter().map(|job| job(Some(&txn))).collect();
+        let committed = txn.commit().map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::warn!("key-value store: a commit failed: {e}");
+        }
+        // Let go of the database before answering: a caller may drop its last handle and reopen the file.
+        drop(db);
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+/// Applies one write inside `txn`: the change, the tenant's usage, the quota.
+fn apply<T>(
+    txn: &WriteTransaction,
+    entry: &[u8],
+    tenant: &str,
+    key_len: u64,
+    quota: Quota,
+    change: impl FnOnce(Option<&[u8]>) -> Result<(Option<Vec<u8>>, T), KvError>,
+) -> Result<T, KvError> {
+    let mut entries = txn.open_table(ENTRIES).map_err(unavailable)?;
+    let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+    let old = entries.get(entry).map_err(unavailable)?.map(|v| v.value().to_vec());
+    let (new, result) = change(old.as_deref())?;
+    let (keys_before, bytes_before) = usage.get(tenant).map_err(unavailable)?.map_or((0, 0), |u| u.value());
+    let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| key_len + v.len() as u64);
+    let keys = keys_before - u64::from(old.is_some()) + u64::from(new.is_some());
+    let bytes = (bytes_before + size(&new)).saturating_sub(size(&old));
+    // Only growth is refused: a tenant over a lowered limit can still shrink.
+    if keys > keys_before && keys > quota.max_keys {
+        return Err(KvError::Quota(format!("max_keys is {}", quota.max_keys)));
+    }
+    if bytes > bytes_before && bytes > quota.max_total {
+        return Err(KvError::Quota(format!("max_total is {} bytes", quota.max_total)));
+    }
+    match &new {
+        Some(new) => entries.insert(entry, new.as_slice()).map(drop).map_err(unavailable)?,
+        None if old.is_some() => entries.remove(entry).map(drop).map_err(unavailable)?,
+        None => {}
+    }
+    usage.insert(tenant, (keys, bytes)).map_err(unavailable)?;
+    Ok(result)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> KvError {
