@@ -4,7 +4,8 @@
 #   build.sh component in.c out.wasm   # wasi:http/proxy component (exports wasi:http/incoming-handler)
 #   build.sh component-cli in.c out.wasm  # the same, linked with the full WASI adapter: getenv, files, clocks
 #                                         # (imports wasi:cli and wasi:filesystem besides wasi:http)
-#   build.sh component-kv in.c out.wasm   # a component that also imports wasi:keyvalue (store, atomics, batch)
+#   build.sh component-kv in.c out.wasm   # the same as component-cli, also importing wasi:keyvalue (store,
+#                                         # atomics, batch)
 #   build.sh python    app.py out.wasm   # wasi:http/proxy component from Python (componentize-py); the module
 #                                         # defines class IncomingHandler(exports.IncomingHandler)
 #   build.sh js        app.js out.wasm   # wasi:http/proxy component from JavaScript (ComponentizeJS);
@@ -24,7 +25,8 @@ case $kind in
   cgi)
     "${cc[@]}" "$@" "$src" -o "$out" ;;
   component|component-cli|component-kv)
-    adapter=proxy; [ "$kind" = component-cli ] && adapter=reactor
+    # component-cli and component-kv get the full adapter (getenv, files); component only wasi:http.
+    adapter=proxy; [ "$kind" != component ] && adapter=reactor
     b=$CACHE/bindings/proxy; [ "$kind" = component-kv ] && b=$CACHE/bindings/kv
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     "${cc[@]}" -mexec-model=reactor -I"$b" "$@" "$src" "$b/proxy.c" "$b/proxy_component_type.o" -o "$tmp/core.wasm"

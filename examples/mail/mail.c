@@ -14,9 +14,15 @@
 //
 // Run with `--worker`, the program is a long-lived worker (like FastCGI) that reads one request per line
 // from stdin, "USER QUERY", and answers each on stdout: this is where bug 2 leaks between users.
+//
+// Built with -DMAIL_KV, the same code is a wasi:http component whose mailboxes live in the tenant's
+// key-value bucket "mail" instead of files: the mailbox path is the key (so bug 1 now overwrites the key).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef MAIL_KV
+#include "palisade_http.h"
+#endif
 
 #define MAX_MESSAGE 512
 
@@ -26,6 +32,31 @@ struct view {
 };
 
 static char message[MAX_MESSAGE];  // BUG 2: reused across requests in a long-lived process, never cleared
+static FILE *out;                  // where the CGI response goes: stdout, or memory in the component build
+
+// The mailbox at `path`: a file, or (MAIL_KV) the value under key `path` in the tenant's "mail" bucket.
+static FILE *open_mailbox(const char *path) {
+#ifdef MAIL_KV
+    proxy_string_t bucket_name = {(uint8_t *)"mail", 4}, key = {(uint8_t *)path, strlen(path)};
+    wasi_keyvalue_store_own_bucket_t bucket;
+    wasi_keyvalue_store_error_t err;
+    proxy_option_list_u8_t value;
+    if (!wasi_keyvalue_store_open(&bucket_name, &bucket, &err)) {
+        wasi_keyvalue_store_error_free(&err);
+        return NULL;
+    }
+    bool ok = wasi_keyvalue_store_method_bucket_get(wasi_keyvalue_store_borrow_bucket(bucket), &key, &value, &err);
+    wasi_keyvalue_store_bucket_drop_own(bucket);
+    if (!ok) {
+        wasi_keyvalue_store_error_free(&err);
+        return NULL;
+    }
+    if (!value.is_some) return NULL;
+    return fmemopen(value.val.ptr, value.val.len, "r");  // the instance, and this buffer, end with the request
+#else
+    return fopen(path, "r");
+#endif
+}
 
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -65,31 +96,60 @@ static void handle(const char *user, const char *query) {
     strcpy(v.name, name[0] ? name : user);  // BUG 1: no bounds check
     query_param(query, "action", action, sizeof action);
 
-    FILE *f = fopen(v.mailbox, "r");
+    FILE *f = open_mailbox(v.mailbox);
     if (!f) {
-        printf("Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno mailbox for %s\n", user);
+        fprintf(out, "Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno mailbox for %s\n", user);
         return;
     }
-    printf("Content-Type: text/plain; charset=utf-8\r\n\r\n");
-    printf("Mail for %s\n", v.name);
+    fprintf(out, "Content-Type: text/plain; charset=utf-8\r\n\r\n");
+    fprintf(out, "Mail for %s\n", v.name);
     char line[MAX_MESSAGE];
     int k = 0, want = query_param(query, "n", arg, sizeof arg) ? atoi(arg) : 0;
     while (fgets(line, sizeof line, f)) {
         k++;
         if (!strcmp(action, "list")) {
-            printf("%d: %s", k, line);
+            fprintf(out, "%d: %s", k, line);
         } else if (!strcmp(action, "show") && k == want) {
             size_t len = strlen(line);
             memcpy(message, line, len);  // the rest of `message` still holds the previous request's message
             if (query_param(query, "len", arg, sizeof arg)) len = (size_t)atoi(arg);
             if (len > sizeof message) len = sizeof message;
-            fwrite(message, 1, len, stdout);  // BUG 2: `len` is the client's, not the message's
+            fwrite(message, 1, len, out);  // BUG 2: `len` is the client's, not the message's
         }
     }
     fclose(f);
 }
 
+#ifdef MAIL_KV
+// The component: the request's query, MAIL_USER from the tenant's env, the CGI response parsed back into
+// a wasi:http response.
+void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t response) {
+    char *path = request_path(request);
+    wasi_http_types_incoming_request_drop_own(request);
+    const char *query = strchr(path, '?') ? strchr(path, '?') + 1 : "";
+    const char *user = getenv("MAIL_USER");
+    char *text = NULL;
+    size_t len = 0;
+    out = open_memstream(&text, &len);
+    if (user) {
+        handle(user, query);
+    } else {
+        fprintf(out, "Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nMAIL_USER is not set\n");
+    }
+    fclose(out);
+    int status = 200;
+    char *body = strstr(text, "\r\n\r\n");
+    body = body ? body + 4 : text + len;
+    if (!strncmp(text, "Status: ", 8)) status = atoi(text + 8);
+    response_t r = respond(response, status, "text/plain; charset=utf-8", NULL);
+    body_write(&r, body, len - (size_t)(body - text));
+    body_finish(&r);
+    free(text);
+    free(path);
+}
+#else
 int main(int argc, char **argv) {
+    out = stdout;
     if (argc > 1 && !strcmp(argv[1], "--worker")) {
         char request[1024];
         while (fgets(request, sizeof request, stdin)) {
@@ -112,3 +172,4 @@ int main(int argc, char **argv) {
     handle(user, query ? query : "");
     return 0;
 }
+#endif

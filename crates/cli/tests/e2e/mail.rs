@@ -1,5 +1,6 @@
 //! The "overflowing C mail program" (examples/mail): the same buggy C file that leaks bob's secret when run
-//! natively keeps it from alice under palisade, with both exploits, many times over.
+//! natively keeps it from alice under palisade, with both exploits, many times over: as a CGI program over
+//! mailbox files, and built as a component over mailboxes in each tenant's key-value bucket.
 
 use std::path::Path;
 
@@ -27,9 +28,39 @@ fn mail_site() -> Site {
     site
 }
 
+/// The same program built as a component (-DMAIL_KV) with each mailbox in its tenant's "mail" bucket, put
+/// there by the operator's command.
+fn mail_kv_site() -> Site {
+    let site = Site::new();
+    let mail = site.guest("mail-kv.wasm");
+    site.config(&format!(
+        "[tenants.alice]\nhosts = [\"alice.localhost\"]\nenv = {{ MAIL_USER = \"alice\" }}\n\
+         [[tenants.alice.routes]]\npath = \"/mail\"\ncomponent = \"{mail}\"\n\
+         [tenants.bob]\nhosts = [\"bob.localhost\"]\nenv = {{ MAIL_USER = \"bob\" }}\n\
+         [[tenants.bob.routes]]\npath = \"/mail\"\ncomponent = \"{mail}\"\n"
+    ));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mail/tenants");
+    for user in ["alice", "bob"] {
+        let mbox = std::fs::read_to_string(examples.join(format!("{user}/{user}.mbox"))).unwrap();
+        let key = format!("/data/{user}.mbox");
+        let (code, _, err) = site.run(&["kv", "--tenant", user, "--bucket", "mail", "set", &key, &mbox]);
+        assert_eq!(code, 0, "{err}");
+    }
+    site
+}
+
 #[tokio::test]
 async fn neither_exploit_reaches_bobs_secret() {
-    let site = mail_site();
+    exploits_fail(mail_site()).await;
+}
+
+#[tokio::test]
+async fn neither_exploit_reaches_bobs_secret_in_key_value_buckets() {
+    exploits_fail(mail_kv_site()).await;
+}
+
+/// Both exploits against `site`, where alice and bob run the mail program at `/mail`.
+async fn exploits_fail(site: Site) {
     let server = site.start();
     let client = server.client(&["alice.localhost", "bob.localhost"]);
 
@@ -68,7 +99,7 @@ async fn neither_exploit_reaches_bobs_secret() {
     let requests = 2 + targets.len() + 1 + 2 * 20;
     assert_eq!(server.log_count("palisade::access", requests), requests);
     assert!(!server.log().contains(SECRET), "bob's secret is in the log");
-    for entry in std::fs::read_dir(site.path("tenants/alice")).unwrap() {
+    for entry in std::fs::read_dir(site.path("tenants/alice")).into_iter().flatten() {
         let text = std::fs::read(entry.unwrap().path()).unwrap();
         assert!(!String::from_utf8_lossy(&text).contains(SECRET), "bob's secret is in alice's data");
     }
