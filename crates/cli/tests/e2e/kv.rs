@@ -157,8 +157,15 @@ async fn acknowledged_writes_survive_kill_9() {
 async fn two_nodes_share_redis_and_survive_its_outage() {
     let redis = RedisServer::start();
     let port = redis.port();
-    let head = format!("[kv]\nbackend = \"{}\"\n", redis.url());
+    let head = format!(
+        "[kv]\nbackend = \"{}\"\n\n[tenants.plain]\nhosts = [\"plain.localhost\"]\n\
+         [[tenants.plain.routes]]\npath = \"/\"\nstatic = \"www\"\n",
+        redis.url()
+    );
     let (site_a, site_b) = (kv_site(&head, ""), kv_site(&head, ""));
+    for site in [&site_a, &site_b] {
+        site.write("www/index.html", "no storage needed\n");
+    }
     let (a, b) = (site_a.start(), site_b.start());
     assert_eq!(kv(&a, "alice", "op=set&key=shared&value=from-a").await.0, 200);
     assert_eq!(kv(&b, "alice", "op=get&key=shared").await, (200, "from-a".into()));
@@ -200,6 +207,8 @@ async fn two_nodes_share_redis_and_survive_its_outage() {
     assert_eq!((status, body.as_str()), (503, "kv error: storage unavailable\n"));
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!(kv(&b, "bob", "op=incr&key=n").await.0, 503);
+    let plain = a.client(&["plain.localhost"]).get(a.url("plain.localhost", "/")).send().await.unwrap();
+    assert_eq!(plain.text().await.unwrap(), "no storage needed\n", "other routes keep serving");
     // Redis is back (empty: this one keeps nothing on disk): both nodes recover by themselves.
     let _redis = RedisServer::start_on(port);
     let started = Instant::now();
