@@ -54,10 +54,8 @@ for round in $(seq "$ROUNDS"); do
         set) url="http://127.0.0.1:18080/"; extra=(-s "$WORK/set.lua") ;;
         incr) url="http://127.0.0.1:18080/?op=incr&key=counter"; extra=() ;;
       esac
-      out=$(wrk -t1 -c32 -d"$DURATION" --latency "${extra[@]}" "$url")
-      r=$(awk '/Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
-      q=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) v = v + 0; else if (v ~ /ms$/) v = v * 1000; else if (v ~ /s$/) v = v * 1000000; printf "%.0f", v }' <<<"$out")
-      if grep -q "Non-2xx" <<<"$out"; then echo "$s $op: non-2xx answers" >&2; exit 1; fi
+      out=$(load 32 "$url" "" "${extra[@]}")
+      read -r r _ q <<<"$out"
       rps[$s $op]+="$r " p99[$s $op]+="$q "
       echo "round $round: $s $op $r req/s (p99 $q us)" >&2
     done

@@ -110,10 +110,11 @@ peak_rss_kib() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
 }
 
-# load CONNECTIONS URL [HOST]: one bounded wrk run; prints "req/s p50_us p99_us".
+# load CONNECTIONS URL [HOST [WRK_ARGS...]]: one bounded wrk run; prints "req/s p50_us p99_us" (fails on
+# any non-2xx answer).
 load() {
   local conns=$1 url=$2 host=${3:-}
-  local args=(-t1 -c"$conns" -d"$DURATION" --latency)
+  local args=(-t1 -c"$conns" -d"$DURATION" --latency "${@:4}")
   [ -n "$host" ] && args+=(-H "Host: $host")
   wrk "${args[@]}" "$url" | awk '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }

@@ -83,8 +83,8 @@ pub struct HealthCheck {
     pub interval: Duration,
 }
 
-/// `proxy = { ... }` as written.
-#[derive(Debug, Deserialize)]
+/// `proxy = { ... }` as written (`upstreams` is required there; `Default` only serves the URL form).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProxyTable {
     upstreams: Vec<String>,
@@ -101,16 +101,7 @@ struct RawProxyTable {
 pub(crate) fn proxy(c: &mut Checker<'_>, raw: &Spanned<toml::Value>) -> Option<ProxyConfig> {
     let span = raw.span();
     let table = match raw.get_ref() {
-        toml::Value::String(url) => RawProxyTable {
-            upstreams: vec![url.clone()],
-            balance: None,
-            protocol: None,
-            health: None,
-            health_interval: None,
-            timeout: None,
-            connect_timeout: None,
-            preserve_host: None,
-        },
+        toml::Value::String(url) => RawProxyTable { upstreams: vec![url.clone()], ..RawProxyTable::default() },
         value @ toml::Value::Table(_) => match value.clone().try_into::<RawProxyTable>() {
             Ok(t) => t,
             Err(e) => {

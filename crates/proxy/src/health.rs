@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Uri, Version, header};
+use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use palisade_config::HealthCheck;
 use palisade_http::empty_body;
 
-use crate::{MAX_HEALTH_BODY, Shared};
+use crate::Shared;
+
+/// How much of a health check's answer is read (so its connection can be reused).
+const MAX_HEALTH_BODY: usize = 64 * 1024;
 
 /// Checks every upstream now and then every `check.interval`, until the task is aborted.
 pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeout: Duration) {
@@ -37,21 +40,14 @@ async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), Stri
     let Some(authority) = shared.upstreams.get(index).map(|u| u.authority.clone()) else {
         return Ok(());
     };
-    let uri = match shared.version {
-        Version::HTTP_2 => Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build(),
-        _ => Uri::builder().path_and_query(path).build(),
-    };
-    let mut request = Request::builder()
+    let (mut parts, body) = Request::builder()
         .method(Method::GET)
-        .uri(uri.map_err(|e| e.to_string())?)
-        .version(shared.version)
         .header(header::USER_AGENT, "palisade-health-check")
         .body(empty_body())
-        .map_err(|e| e.to_string())?;
-    if shared.version != Version::HTTP_2 {
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        request.headers_mut().insert(header::HOST, host);
-    }
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    // The same form as proxied requests: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
+    let request = shared.upstream_request(&mut parts, path, &authority, body)?;
     let mut conn = shared.pools.get(index, &authority, false).await?;
     let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;
     let status = response.status();

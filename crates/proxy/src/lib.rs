@@ -38,9 +38,6 @@ use palisade_http::{
 use crate::pool::{Conn, Pools};
 use crate::upstreams::{Picked, Upstreams};
 
-/// How much of a health check's answer is read (so its connection can be reused).
-pub(crate) const MAX_HEALTH_BODY: usize = 64 * 1024;
-
 /// A proxy route could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid upstream address: {0}")]
@@ -164,7 +161,8 @@ impl Shared {
                 let attempt = async {
                     let mut conn = self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
                     let body = outgoing.take().ok_or(Attempt::BodyGone)?;
-                    let request = self.upstream_request(&mut parts, &path, &authority, body)?;
+                    let request =
+                        self.upstream_request(&mut parts, &path, &authority, body).map_err(Attempt::Connect)?;
                     match conn.send(request).await {
                         Ok(response) => Ok((response, conn)),
                         Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
@@ -216,7 +214,7 @@ impl Shared {
         path: &str,
         authority: &http::uri::Authority,
         body: RequestBody,
-    ) -> Result<Request<RequestBody>, Attempt> {
+    ) -> Result<Request<RequestBody>, String> {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = self.version;
@@ -233,7 +231,7 @@ impl Shared {
             Uri::builder().path_and_query(path).build()
         };
         // The path came from a parsed request target, so it is valid; a failure here is not the upstream's.
-        *request.uri_mut() = uri.map_err(|e| Attempt::Connect(format!("request target: {e}")))?;
+        *request.uri_mut() = uri.map_err(|e| format!("request target: {e}"))?;
         Ok(request)
     }
 
@@ -265,8 +263,8 @@ impl Shared {
             None => {
                 let body =
                     PatientBody::new(body, self.timeout, "the upstream paused too long while sending its response");
-                let conn = conn.is_http1().then_some(conn);
-                InFlight { body, done: false, conn, pools: self.pools.clone(), upstream: picked }.boxed_unsync()
+                InFlight { body, done: false, conn: Some(conn), pools: self.pools.clone(), upstream: picked }
+                    .boxed_unsync()
             }
         };
         Response::from_parts(parts, body)

@@ -144,12 +144,8 @@ impl Conn {
         })
     }
 
-    /// Whether this is an HTTP/1.1 connection, which must be handed back with [`Conn::release`].
-    pub(crate) fn is_http1(&self) -> bool {
-        matches!(self.sender, Sender::Http1(_))
-    }
-
-    /// Hands an HTTP/1.1 connection back to this thread's pool once its response has been read in full.
+    /// Hands an HTTP/1.1 connection back to this thread's pool once its response has been read in full (an
+    /// h2c connection never left it).
     pub(crate) fn release(self, pools: &Pools, index: usize) {
         if let Sender::Http1(_) = self.sender
             && !self.sender.is_closed()

@@ -76,21 +76,17 @@ fn guest_error(e: KvError) -> store::Error {
 }
 
 impl KvView<'_> {
-    fn ctx(&self) -> Result<&KvCtx, store::Error> {
-        self.ctx.ok_or(store::Error::NoSuchStore)
-    }
-
-    fn scope(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Scope> {
-        Ok(self.table.get(bucket)?.scope.clone())
+    /// An open bucket's scope, and the store it lives in. `open` only makes buckets when there is a store.
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Scope, &KvCtx)> {
+        let scope = self.table.get(bucket)?.scope.clone();
+        let ctx = self.ctx.ok_or_else(|| wasmtime::format_err!("a bucket without a key-value store"))?;
+        Ok((scope, ctx))
     }
 }
 
 impl store::Host for KvView<'_> {
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let ctx = match self.ctx() {
-            Ok(ctx) => ctx,
-            Err(e) => return Ok(Err(e)),
-        };
+        let Some(ctx) = self.ctx else { return Ok(Err(store::Error::NoSuchStore)) };
         match Scope::new(&ctx.tenant, &identifier) {
             Ok(scope) => Ok(Ok(self.table.push(Bucket { scope })?)),
             Err(e) => Ok(Err(guest_error(e))),
@@ -100,32 +96,27 @@ impl store::Host for KvView<'_> {
 
 impl store::HostBucket for KvView<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         Ok(ctx.store.get(&scope, &key).await.map_err(guest_error))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         Ok(ctx.store.set(&scope, &key, &value, &ctx.quota).await.map_err(guest_error))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         Ok(ctx.store.delete(&scope, &key).await.map_err(guest_error))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         Ok(ctx.store.exists(&scope, &key).await.map_err(guest_error))
     }
 
     async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         let page = ctx.store.list_keys(&scope, cursor.unwrap_or(0)).await.map_err(guest_error);
         Ok(page.map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
     }
@@ -138,8 +129,7 @@ impl store::HostBucket for KvView<'_> {
 
 impl atomics::Host for KvView<'_> {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         Ok(ctx.store.increment(&scope, &key, delta, &ctx.quota).await.map_err(guest_error))
     }
 }
@@ -150,8 +140,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             match ctx.store.get(&scope, &key).await {
@@ -163,8 +152,7 @@ impl batch::Host for KvView<'_> {
     }
 
     async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         for (key, value) in key_values {
             if let Err(e) = ctx.store.set(&scope, &key, &value, &ctx.quota).await {
                 return Ok(Err(guest_error(e)));
@@ -174,8 +162,7 @@ impl batch::Host for KvView<'_> {
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        let scope = self.scope(&bucket)?;
-        let Ok(ctx) = self.ctx() else { return Ok(Err(store::Error::NoSuchStore)) };
+        let (scope, ctx) = self.bucket(&bucket)?;
         for key in keys {
             if let Err(e) = ctx.store.delete(&scope, &key).await {
                 return Ok(Err(guest_error(e)));

@@ -151,7 +151,14 @@ impl Connections {
             let this = self.clone();
             let tls = tls.clone();
             self.tasks.spawn(async move {
-                this.serve(stream, Peer { remote, local, tls: None, framing: None, activity: None }, tls).await;
+                let peer = Peer {
+                    remote,
+                    local,
+                    tls: None,
+                    framing: Arc::new(Framing::new()),
+                    activity: Arc::new(Activity::new()),
+                };
+                this.serve(stream, peer, tls).await;
                 drop(admitted);
             });
         }
@@ -160,14 +167,13 @@ impl Connections {
     /// Serves one connection: TLS handshake if `tls`, then HTTP until the client is done, the connection has
     /// been idle for `keepalive_timeout`, or the server stops (then in-flight requests finish first).
     async fn serve(&self, stream: TcpStream, mut peer: Peer, tls: Option<Arc<TlsTerminator>>) {
-        let activity = Arc::new(Activity::new());
-        let io = Guarded::new(stream, activity.clone(), self.limits.send_timeout);
+        let io = Guarded::new(stream, peer.activity.clone(), self.limits.send_timeout);
         match tls {
-            None => self.serve_http(io, peer, activity).await,
+            None => self.serve_http(io, peer).await,
             Some(tls) => match tokio::time::timeout(self.limits.tls_handshake_timeout, tls.accept(io)).await {
                 Ok(Ok(Some(conn))) => {
                     peer.tls = Some(conn.server_name);
-                    self.serve_http(conn.stream, peer, activity).await;
+                    self.serve_http(conn.stream, peer).await;
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::debug!(remote = %peer.remote, "TLS handshake failed: {e}"),
@@ -176,16 +182,17 @@ impl Connections {
         }
     }
 
-    async fn serve_http<IO>(&self, io: IO, peer: Peer, activity: Arc<Activity>)
+    async fn serve_http<IO>(&self, io: IO, peer: Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
-        let framing = Arc::new(Framing::new());
         let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
-        let io = HeadWatch::new(io, max_head, framing.clone());
-        let peer = Arc::new(Peer { framing: Some(framing), activity: Some(activity.clone()), ..peer });
+        let mut watch = HeadWatch::new(max_head, peer.framing.clone());
+        let io = tokio_util::io::InspectReader::new(io, move |bytes: &[u8]| watch.feed(bytes));
+        let activity = peer.activity.clone();
+        let peer = Arc::new(peer);
         let service = hyper::service::service_fn(move |req| {
             let dispatcher = dispatcher.clone();
             let peer = peer.clone();

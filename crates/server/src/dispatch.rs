@@ -53,9 +53,9 @@ pub(crate) struct Peer {
     /// `Some` on TLS connections: the SNI name the client asked for, if it sent one.
     pub(crate) tls: Option<Option<Arc<str>>>,
     /// What the connection's [`crate::head_watch::HeadWatch`] found in the raw bytes.
-    pub(crate) framing: Option<Arc<Framing>>,
+    pub(crate) framing: Arc<Framing>,
     /// When the connection last moved a byte.
-    pub(crate) activity: Option<Arc<Activity>>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl Dispatcher {
@@ -88,7 +88,7 @@ impl Dispatcher {
         if req.headers().len() > self.limits.max_header_count {
             return Fault::HeadersTooLarge.response("the request has too many header fields");
         }
-        let ambiguous = peer.framing.as_ref().is_some_and(|f| f.next_request_is_ambiguous());
+        let ambiguous = peer.framing.next_request_is_ambiguous();
         let refusal = if ambiguous { Some(crate::strict::LENGTH_WITH_CODING) } else { crate::strict::refuse(&req) };
         if let Some((fault, reason)) = refusal {
             // The framing may be ambiguous: nothing more is read from this connection.
@@ -97,10 +97,8 @@ impl Dispatcher {
             return response;
         }
         // An upgrade hands the connection to its handler (a proxy's tunnel), which then watches it for idleness.
-        if req.headers().contains_key(header::UPGRADE)
-            && let Some(activity) = &peer.activity
-        {
-            req.extensions_mut().insert(activity.clone());
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(peer.activity.clone());
         }
         if let Some(answer) = self.acme_http01(&path) {
             return answer;

@@ -12,12 +12,8 @@
 //! Anything the watch cannot follow (an HTTP/2 preface, an upgrade, CONNECT, a head it cannot parse, a
 //! malformed chunk) stops it: hyper then refuses the bytes itself or the connection leaves HTTP/1.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most header fields a head the watch parses may have (more: the watch stops; hyper answers 431).
 const MAX_FIELDS: usize = 256;
@@ -71,9 +67,9 @@ enum Chunk {
     Trailers { line: usize },
 }
 
-/// An I/O stream whose incoming bytes are watched; everything passes through unchanged.
-pub(crate) struct HeadWatch<IO> {
-    io: IO,
+/// Follows the bytes read from one connection (fed through tokio-util's `InspectReader`, which passes
+/// everything through unchanged).
+pub(crate) struct HeadWatch {
     phase: Phase,
     head: Vec<u8>,
     max_head: usize,
@@ -81,14 +77,14 @@ pub(crate) struct HeadWatch<IO> {
     found: Arc<Framing>,
 }
 
-impl<IO> HeadWatch<IO> {
-    /// Watches `io`; heads longer than `max_head` bytes stop the watch (hyper refuses them anyway).
-    pub(crate) fn new(io: IO, max_head: usize, found: Arc<Framing>) -> HeadWatch<IO> {
-        HeadWatch { io, phase: Phase::Head, head: Vec::new(), max_head, message: 0, found }
+impl HeadWatch {
+    /// A watch reporting to `found`; heads longer than `max_head` bytes stop it (hyper refuses them anyway).
+    pub(crate) fn new(max_head: usize, found: Arc<Framing>) -> HeadWatch {
+        HeadWatch { phase: Phase::Head, head: Vec::new(), max_head, message: 0, found }
     }
 
     /// Follows `bytes`, the next ones read from the connection.
-    fn feed(&mut self, mut bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.phase {
                 Phase::Off => return,
@@ -249,44 +245,6 @@ fn after_size_line(size: u64) -> Chunk {
     if size == 0 { Chunk::Trailers { line: 0 } } else { Chunk::Data { left: size } }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for HeadWatch<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.io).poll_read(cx, buf);
-        if !matches!(self.phase, Phase::Off) && buf.filled().len() > before {
-            let this = &mut *self;
-            this.feed(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadWatch<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,7 +252,7 @@ mod tests {
     /// Feeds `input` in pieces of `step` bytes; returns the ambiguous message's index, if any.
     fn watch(input: &str, step: usize) -> Option<u64> {
         let found = Arc::new(Framing::new());
-        let mut w = HeadWatch::new((), 64 * 1024, found.clone());
+        let mut w = HeadWatch::new(64 * 1024, found.clone());
         for piece in input.as_bytes().chunks(step) {
             w.feed(piece);
         }
