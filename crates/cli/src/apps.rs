@@ -92,7 +92,6 @@ pub(crate) fn handler(
     })
 }
 
-/// Loads every route of every tenant; collects all failures rather than stopping at the first.
 /// The key-value store `config` names: the embedded redb file, or a (lazily connected) Redis server.
 pub(crate) fn kv_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(match &config.kv {
@@ -117,14 +116,37 @@ pub(crate) fn kv_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     })
 }
 
+/// One tenant's configured routes, loaded: its sandbox (shared with the apps deployed to it later) and a
+/// handler per route.
+pub(crate) struct LoadedTenant {
+    pub(crate) tenant: Tenant,
+    pub(crate) sandbox: Arc<TenantSandbox>,
+    pub(crate) routes: Vec<(String, Arc<dyn Handler>)>,
+}
+
+impl LoadedTenant {
+    /// The tenant's entry in a router: its configured routes plus `extra` ones (deployed apps), with its
+    /// HTTPS policy.
+    pub(crate) fn routes_with(
+        &self,
+        extra: impl Iterator<Item = (String, Arc<dyn Handler>)>,
+    ) -> TenantRoutes<Arc<dyn Handler>> {
+        let routes = self.routes.iter().map(|(p, h)| (p.clone(), h.clone())).chain(extra).collect();
+        let mut routes = TenantRoutes::new(self.tenant.name.as_str(), routes);
+        routes.hsts = self.tenant.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
+        routes.https_redirect = self.tenant.https_redirect;
+        routes
+    }
+}
+
 /// Loads every route of every tenant (their components' buckets in `kv`); collects all failures rather than
 /// stopping at the first.
-pub(crate) fn build_router(
+pub(crate) fn load_tenants(
     config: &Config,
     runtime: &Runtime,
     kv: Option<&Arc<dyn KvStore>>,
-) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
-    let mut router = Router::default();
+) -> Result<(Vec<LoadedTenant>, Vec<LoadedRoute>), Vec<RouteError>> {
+    let mut tenants = Vec::new();
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
@@ -139,13 +161,23 @@ pub(crate) fn build_router(
                 Err(message) => errors.push(RouteError { route: route.clone(), message }),
             }
         }
-        let hosts = tenant.host_names();
-        let mut routes = TenantRoutes::new(tenant.name.as_str(), routes);
-        routes.hsts = tenant.hsts.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok());
-        routes.https_redirect = tenant.https_redirect;
-        router.add(&hosts, routes);
+        tenants.push(LoadedTenant { tenant: tenant.clone(), sandbox, routes });
     }
-    if errors.is_empty() { Ok((router, loaded)) } else { Err(errors) }
+    if errors.is_empty() { Ok((tenants, loaded)) } else { Err(errors) }
+}
+
+/// A router for `config`'s routes alone (`palisade check`).
+pub(crate) fn build_router(
+    config: &Config,
+    runtime: &Runtime,
+    kv: Option<&Arc<dyn KvStore>>,
+) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
+    let (tenants, loaded) = load_tenants(config, runtime, kv)?;
+    let mut router = Router::default();
+    for t in &tenants {
+        router.add(&t.tenant.host_names(), t.routes_with(std::iter::empty()));
+    }
+    Ok((router, loaded))
 }
 
 /// `file:line:col: route "/app": message` lines for load failures.

@@ -1,12 +1,16 @@
 //! The `palisade` binary: command-line flags, logging and wiring. Everything else lives in library crates.
 
+mod admin;
 mod apps;
 mod check;
+mod client;
+mod cluster;
 mod https;
 mod kv;
 mod logging;
 mod run;
 mod serve;
+mod site;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +54,11 @@ enum Command {
     /// Read or change a tenant's key-value bucket in the configured store (stop the server first when the
     /// store is the embedded file: one process at a time opens it).
     Kv(kv::KvArgs),
+    /// Upload a component or CGI module to a running server's admin API as a tenant's app (validated and
+    /// swapped in atomically).
+    Deploy(client::DeployArgs),
+    /// List a running server's tenants, routes and deployed apps through its admin API.
+    Apps(client::AppsArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,8 @@ fn main() -> ExitCode {
         Command::Check { config } => check::run(&config),
         Command::Run(args) => run::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Deploy(args) => client::deploy(args),
+        Command::Apps(args) => client::apps(args),
     };
     drop(log); // flushes the log before the final error line, so they come out in order
     match result {

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use palisade_config::Config;
 use palisade_server::{Routes, Server};
 
-use crate::apps;
 use crate::https::Https;
+use crate::site::Site;
+use crate::{admin, apps, cluster};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -19,7 +20,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
 
 /// Runs `future` (start-up, then waiting for a signal) on the main thread. Requests are served by the
 /// server's worker threads, one single-threaded runtime per core (see `palisade_server`).
-pub(crate) fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,9 +29,17 @@ pub(crate) fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> any
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let sandbox = apps::runtime(&config)?;
+    // Checked before anything is loaded: an admin API open to the network is refused at once.
+    let metrics = match &config.admin {
+        Some(admin) => {
+            admin::token(admin)?;
+            Some(admin::install_metrics()?)
+        }
+        None => None,
+    };
+    let runtime = apps::runtime(&config)?;
     let kv = apps::kv_store(&config)?;
-    let (router, loaded) = apps::build_router(&config, &sandbox, Some(&kv))
+    let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv))
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     for app in &loaded {
         if let Some(info) = &app.info {
@@ -40,33 +49,48 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
+    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), tenants)?);
     let https = Https::load(&config)?;
-    let mut server = Server::bind(&config.server.listen, router, config.server.shutdown_timeout)
+    let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
         .await?
         .with_traffic_limits(config.server.traffic.clone());
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }
-    let reload = Arc::new(tokio::sync::Notify::new());
+    if metrics.is_some() {
+        server = server.with_metrics();
+    }
+    let certificates = Arc::new(tokio::sync::Notify::new());
     if let Some((https, _)) = https {
         server = server
             .with_tls(&config.server.tls_listen, https.terminator.clone())?
             .with_acme_challenges(https.challenges.clone());
-        https.keep_fresh(reload.clone());
+        https.keep_fresh(certificates.clone());
     }
-    tokio::spawn(reload_on_sighup(reload));
+    if let (Some(admin), Some(metrics)) = (&config.admin, metrics) {
+        admin::start(admin, site.clone(), metrics).await?;
+    }
+    if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
+        tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);
+        tokio::spawn(cluster::keep_in_step(site.clone(), shared, cluster.reconcile_interval));
+    }
+    tokio::spawn(reload_on_sighup(site, certificates));
     serve_until_signal(server).await
 }
 
-/// SIGHUP reloads every certificate (an unchanged file is simply loaded again).
-async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
+/// SIGHUP reloads the configuration (as `POST /v1/reload` does) and every certificate (an unchanged file is
+/// simply loaded again).
+async fn reload_on_sighup(site: Arc<Site>, certificates: Arc<tokio::sync::Notify>) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
     };
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading certificates");
-        reload.notify_one();
+        tracing::info!("SIGHUP received: reloading the configuration and certificates");
+        if let Err(e) = site.reload().await {
+            tracing::error!("configuration not reloaded; still serving the previous one:\n{}", e.message);
+        }
+        certificates.notify_one();
     }
 }
 

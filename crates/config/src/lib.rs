@@ -17,6 +17,7 @@
 
 mod diagnostic;
 mod model;
+mod operate;
 mod proxy;
 mod raw;
 mod units;
@@ -30,11 +31,13 @@ pub use model::{
     DEFAULT_TIMEOUT, DataAccess, HostPattern, KvBackend, KvLimits, Limits, OutboundRule, Route, RouteTarget,
     ServerConfig, Tenant, TlsSource, TrafficLimits,
 };
+pub use operate::{AdminConfig, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
 pub use proxy::{
     Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_TIMEOUT, HealthCheck, ProxyConfig,
     Upstream, UpstreamProtocol,
 };
 pub use units::{parse_duration, parse_size};
+pub use validate::normalise_route_path;
 
 use std::path::Path;
 

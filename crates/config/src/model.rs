@@ -44,6 +44,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[kv]`: where tenants' key-value data lives.
     pub kv: KvBackend,
+    /// `[admin]`: the operators' listener, if any.
+    pub admin: Option<crate::AdminConfig>,
+    /// `[cluster]`: the Redis server nodes share apps through, if any.
+    pub cluster: Option<crate::ClusterConfig>,
     /// `[tenants.NAME]`, in name order.
     pub tenants: Vec<Tenant>,
 }

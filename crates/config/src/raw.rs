@@ -13,6 +13,8 @@ use toml::Spanned;
 pub(crate) struct RawConfig {
     pub(crate) server: Option<Spanned<RawServer>>,
     pub(crate) kv: Option<Spanned<RawKv>>,
+    pub(crate) admin: Option<Spanned<crate::operate::RawAdmin>>,
+    pub(crate) cluster: Option<Spanned<crate::operate::RawCluster>>,
     #[serde(default)]
     pub(crate) tenants: BTreeMap<Spanned<String>, Spanned<RawTenant>>,
 }

@@ -31,7 +31,7 @@ impl Checker<'_> {
         self.problems.push(Diagnostic { location: self.location(span), message: message.into() });
     }
 
-    fn location(&self, span: &Range<usize>) -> Location {
+    pub(crate) fn location(&self, span: &Range<usize>) -> Location {
         Location::of_span(self.file, self.text, span)
     }
 
@@ -42,7 +42,7 @@ impl Checker<'_> {
     }
 
     /// Resolves a path that must exist and be a file (`want_dir == false`) or a directory.
-    fn existing(&mut self, key: &str, value: &Spanned<String>, want_dir: bool) -> Option<PathBuf> {
+    pub(crate) fn existing(&mut self, key: &str, value: &Spanned<String>, want_dir: bool) -> Option<PathBuf> {
         let path = self.resolve(value.get_ref());
         let what = if want_dir { "directory" } else { "file" };
         match std::fs::metadata(&path) {
@@ -69,7 +69,11 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
 
     let server_span = raw.server.as_ref().map(Spanned::span);
     let server = server(&mut c, raw.server);
+    let kv_span = raw.kv.as_ref().map(Spanned::span);
     let kv = kv_backend(&mut c, &server, raw.kv);
+    let admin = raw.admin.and_then(|a| crate::operate::admin(&mut c, a));
+    let cluster = raw.cluster.and_then(|a| crate::operate::cluster(&mut c, a));
+    let kv = crate::operate::cluster_kv(&mut c, kv, kv_span.as_ref(), cluster.as_ref());
     let mut tenants = Vec::new();
     let mut claimed: HashMap<HostPattern, (String, Location)> = HashMap::new();
     for (name, raw_tenant) in raw.tenants {
@@ -83,7 +87,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     }
 
     if c.problems.is_empty() {
-        Ok(Config { file: file.to_path_buf(), server, kv, tenants })
+        Ok(Config { file: file.to_path_buf(), server, kv, admin, cluster, tenants })
     } else {
         c.problems.sort_by_key(|d| (d.location.line, d.location.column));
         Err(ConfigError::Invalid(c.problems))
@@ -608,7 +612,7 @@ fn parse_host(written: &str) -> Result<HostPattern, String> {
 }
 
 /// Normalises a route prefix: must start with `/`; a trailing `/` is dropped except for the root.
-fn normalise_route_path(written: &str) -> Result<String, String> {
+pub fn normalise_route_path(written: &str) -> Result<String, String> {
     if !written.starts_with('/') {
         return Err(format!("route path {written:?} must start with '/'"));
     }

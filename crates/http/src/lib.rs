@@ -8,11 +8,13 @@
 
 mod activity;
 mod hosts;
+mod instance_time;
 mod limited;
 mod patient;
 
 pub use activity::Activity;
 pub use hosts::{HostMap, normalise_host};
+pub use instance_time::InstanceTime;
 pub use limited::{BodyTooLarge, LimitedBody, declared_length};
 pub use patient::PatientBody;
 

@@ -19,10 +19,22 @@ impl RedisServer {
     }
 
     /// Starts one on `port` (to bring a stopped server back).
-    #[allow(clippy::expect_used, reason = "test support: a server that cannot start fails the test")]
     pub fn start_on(port: u16) -> RedisServer {
+        RedisServer::launch(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts one on `port` that keeps its data in `dir` (an append-only file synced on every write), so a
+    /// server killed and started again on the same `dir` has every acknowledged write.
+    pub fn start_persistent_on(port: u16, dir: &std::path::Path) -> RedisServer {
+        let dir = dir.display().to_string();
+        RedisServer::launch(port, &["--save", "", "--dir", &dir, "--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    #[allow(clippy::expect_used, reason = "test support: a server that cannot start fails the test")]
+    fn launch(port: u16, persistence: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -101,6 +101,8 @@ impl Upstreams {
     pub(crate) fn set_healthy(&self, index: usize, healthy: bool, why: &str) {
         let Some(u) = self.list.get(index) else { return };
         let was_healthy = u.healthy.swap(healthy, Ordering::Relaxed);
+        metrics::gauge!("palisade_upstream_healthy", "upstream" => u.config.to_string())
+            .set(f64::from(u8::from(healthy)));
         if healthy {
             // A passing check ends an ejection early.
             let was_ejected = u.ejected_until.swap(0, Ordering::Relaxed) > self.now_ms();
@@ -139,6 +141,7 @@ impl Picked {
         let until = self.upstreams.now_ms().saturating_add(EJECTION.as_millis() as u64);
         let u = self.upstream();
         if u.ejected_until.swap(until, Ordering::Relaxed) <= self.upstreams.now_ms() {
+            metrics::counter!("palisade_upstream_ejections_total", "upstream" => u.config.to_string()).increment(1);
             tracing::warn!(upstream = %u.config, "upstream ejected for {EJECTION:?}: {why}");
         }
     }

@@ -24,7 +24,7 @@ use crate::keyvalue::{KvCtx, KvView};
 use crate::limits::{GuestLimiter, LimitKind};
 use crate::pipe::CappedPipe;
 use crate::tenant::TenantSandbox;
-use palisade_http::{BodyTooLarge, LimitedBody, declared_length};
+use palisade_http::{BodyTooLarge, InstanceTime, LimitedBody, declared_length};
 
 /// Per-request host state of a component instance.
 pub(crate) struct ComponentState {
@@ -252,6 +252,8 @@ impl AppInner {
         // The guest keeps running after it has sent the response head (it streams the body), so it runs on its
         // own task; the task holds the concurrency permit and is cut off at the deadline either way.
         let app = self.clone();
+        let clock = InstanceTime::start();
+        let task_clock = clock.clone();
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
@@ -264,6 +266,7 @@ impl AppInner {
                     Err(_) => Err(app.tenant.timed_out()),
                 };
                 drop(store);
+                task_clock.stop();
                 app.tenant.log_output("stderr", &stderr);
                 app.tenant.log_output("stdout", &stdout);
                 if let Err(e) = &result
@@ -301,7 +304,10 @@ impl AppInner {
         if body_too_large.load(Ordering::Acquire) {
             return Err(self.tenant.body_too_large(None));
         }
-        outcome.and_then(|response| self.limit_response(response.map(|b| b.map_err(Into::into).boxed_unsync())))
+        let mut response =
+            outcome.and_then(|response| self.limit_response(response.map(|b| b.map_err(Into::into).boxed_unsync())))?;
+        response.extensions_mut().insert(clock);
+        Ok(response)
     }
 
     /// Holds the guest's response to `max_response_body`: a declared length over it is a 502 before anything

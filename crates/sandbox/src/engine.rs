@@ -11,6 +11,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, P
 use crate::cgi::{CgiApp, CgiState, PreparedModule};
 use crate::component::{ComponentApp, ComponentState, PreparedComponent};
 use crate::error::LoadError;
+use crate::introspect::AppInfo;
 use crate::limits::{LimitExceeded, LimitKind};
 use crate::prepared::Prepared;
 use crate::tenant::TenantSandbox;
@@ -44,6 +45,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) components: Prepared<PreparedComponent>,
     /// CGI modules prepared so far, by content.
     pub(crate) modules: Prepared<PreparedModule>,
+    /// The most linear memory one instance may have (the pool is sized for it).
+    max_memory: u64,
     _ticker: EpochTicker,
 }
 
@@ -97,6 +100,7 @@ impl Runtime {
                 module_linker,
                 components: Prepared::default(),
                 modules: Prepared::default(),
+                max_memory: options.max_memory,
                 _ticker: ticker,
             }),
         })
@@ -112,6 +116,37 @@ impl Runtime {
     pub fn load_cgi(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<CgiApp, LoadError> {
         let bytes = read_guest(path, GuestKind::Module)?;
         CgiApp::load(self.inner.clone(), path, &bytes, tenant)
+    }
+}
+
+impl Runtime {
+    /// Compiles (or finds already prepared) a guest given as bytes, a component or a CGI module by what the
+    /// bytes are, and prepares it for `tenant`. `label` names it in messages (a deployed app's `tenant/name`).
+    pub fn load_guest(
+        &self,
+        label: &Path,
+        bytes: &[u8],
+        tenant: Arc<TenantSandbox>,
+    ) -> Result<(Arc<dyn palisade_http::Handler>, AppInfo), LoadError> {
+        if is_component(bytes) {
+            let app = ComponentApp::load(self.inner.clone(), label, bytes, tenant)?;
+            let info = app.info().clone();
+            Ok((Arc::new(app), info))
+        } else if bytes.starts_with(b"\0asm") {
+            let app = CgiApp::load(self.inner.clone(), label, bytes, tenant)?;
+            let info = app.info().clone();
+            Ok((Arc::new(app), info))
+        } else {
+            Err(LoadError::WrongKind {
+                path: label.to_path_buf(),
+                reason: "is not a WebAssembly binary (it does not start with \\0asm)".into(),
+            })
+        }
+    }
+
+    /// The most linear memory one instance can have: tenants' `memory` must stay within it.
+    pub fn max_memory(&self) -> u64 {
+        self.inner.max_memory
     }
 }
 

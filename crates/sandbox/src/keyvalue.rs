@@ -75,6 +75,16 @@ fn guest_error(e: KvError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
+impl KvCtx {
+    /// Counts one operation in `palisade_kv_operations_total` and turns its error into the guest's.
+    fn counted<T>(&self, op: &'static str, result: Result<T, KvError>) -> Result<T, store::Error> {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("palisade_kv_operations_total", "tenant" => self.tenant.clone(), "op" => op, "result" => outcome)
+            .increment(1);
+        result.map_err(guest_error)
+    }
+}
+
 impl KvView<'_> {
     /// An open bucket's scope, and the store it lives in. `open` only makes buckets when there is a store.
     fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Scope, &KvCtx)> {
@@ -97,27 +107,27 @@ impl store::Host for KvView<'_> {
 impl store::HostBucket for KvView<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        Ok(ctx.store.get(&scope, &key).await.map_err(guest_error))
+        Ok(ctx.counted("get", ctx.store.get(&scope, &key).await))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        Ok(ctx.store.set(&scope, &key, &value, &ctx.quota).await.map_err(guest_error))
+        Ok(ctx.counted("set", ctx.store.set(&scope, &key, &value, &ctx.quota).await))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        Ok(ctx.store.delete(&scope, &key).await.map_err(guest_error))
+        Ok(ctx.counted("delete", ctx.store.delete(&scope, &key).await))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        Ok(ctx.store.exists(&scope, &key).await.map_err(guest_error))
+        Ok(ctx.counted("exists", ctx.store.exists(&scope, &key).await))
     }
 
     async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        let page = ctx.store.list_keys(&scope, cursor.unwrap_or(0)).await.map_err(guest_error);
+        let page = ctx.counted("list_keys", ctx.store.list_keys(&scope, cursor.unwrap_or(0)).await);
         Ok(page.map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor }))
     }
 
@@ -130,7 +140,7 @@ impl store::HostBucket for KvView<'_> {
 impl atomics::Host for KvView<'_> {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
         let (scope, ctx) = self.bucket(&bucket)?;
-        Ok(ctx.store.increment(&scope, &key, delta, &ctx.quota).await.map_err(guest_error))
+        Ok(ctx.counted("increment", ctx.store.increment(&scope, &key, delta, &ctx.quota).await))
     }
 }
 
@@ -143,9 +153,9 @@ impl batch::Host for KvView<'_> {
         let (scope, ctx) = self.bucket(&bucket)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            match ctx.store.get(&scope, &key).await {
+            match ctx.counted("get", ctx.store.get(&scope, &key).await) {
                 Ok(value) => out.push(value.map(|v| (key, v))),
-                Err(e) => return Ok(Err(guest_error(e))),
+                Err(e) => return Ok(Err(e)),
             }
         }
         Ok(Ok(out))
@@ -154,8 +164,8 @@ impl batch::Host for KvView<'_> {
     async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
         let (scope, ctx) = self.bucket(&bucket)?;
         for (key, value) in key_values {
-            if let Err(e) = ctx.store.set(&scope, &key, &value, &ctx.quota).await {
-                return Ok(Err(guest_error(e)));
+            if let Err(e) = ctx.counted("set", ctx.store.set(&scope, &key, &value, &ctx.quota).await) {
+                return Ok(Err(e));
             }
         }
         Ok(Ok(()))
@@ -164,8 +174,8 @@ impl batch::Host for KvView<'_> {
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         let (scope, ctx) = self.bucket(&bucket)?;
         for key in keys {
-            if let Err(e) = ctx.store.delete(&scope, &key).await {
-                return Ok(Err(guest_error(e)));
+            if let Err(e) = ctx.counted("delete", ctx.store.delete(&scope, &key).await) {
+                return Ok(Err(e));
             }
         }
         Ok(Ok(()))

@@ -23,8 +23,10 @@ impl<T: Clone> Prepared<T> {
     pub(crate) fn get_or_prepare<E>(&self, bytes: &[u8], prepare: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let key: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(found) = self.by_content.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            metrics::counter!("palisade_compile_cache_total", "result" => "hit").increment(1);
             return Ok(found.clone());
         }
+        metrics::counter!("palisade_compile_cache_total", "result" => "miss").increment(1);
         let made = prepare()?;
         self.by_content.lock().unwrap_or_else(PoisonError::into_inner).insert(key, made.clone());
         Ok(made)

@@ -101,9 +101,16 @@ impl TenantSandbox {
         &self.counters
     }
 
+    /// How many of the tenant's guest instances are running now.
+    pub fn instances_in_flight(&self) -> u32 {
+        let free = u32::try_from(self.instances.available_permits()).unwrap_or(u32::MAX);
+        self.limits.max_concurrency.saturating_sub(free)
+    }
+
     /// Records that `kind` fired: one counter, one log line naming the tenant and the limit.
     pub(crate) fn limit_fired(&self, kind: LimitKind, detail: &str) {
         self.counters.bump(kind);
+        metrics::counter!("palisade_limits_total", "tenant" => self.name.clone(), "kind" => kind.name()).increment(1);
         tracing::warn!(tenant = %self.name, limit = kind.name(), "limit reached: {detail}");
     }
 

@@ -16,10 +16,14 @@ use tracing::Instrument;
 
 use crate::head_watch::Framing;
 use crate::host::{HostError, request_host};
+use crate::observe::{Exchange, Observers};
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
 pub(crate) struct Dispatcher {
-    router: crate::Routes,
+    /// Swapped whole by deploys and reloads; a request keeps the handler it was routed to.
+    router: Arc<crate::LiveRoutes>,
+    /// Whether requests are counted in metrics (the access log is on whenever its target is enabled).
+    pub(crate) observers: Observers,
     /// ACME HTTP-01 answers to serve, if any tenant uses ACME.
     pub(crate) challenges: Option<Arc<Challenges>>,
     /// The port plain-HTTP requests are redirected to, for tenants with `https_redirect`.
@@ -59,9 +63,10 @@ pub(crate) struct Peer {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(router: crate::Routes) -> Dispatcher {
+    pub(crate) fn new(router: Arc<crate::LiveRoutes>) -> Dispatcher {
         Dispatcher {
             router,
+            observers: Observers::default(),
             challenges: None,
             https_port: None,
             limits: RequestLimits::new(&TrafficLimits::default()),
@@ -74,9 +79,24 @@ impl Dispatcher {
         self.limits = RequestLimits::new(traffic);
     }
 
-    pub(crate) async fn dispatch(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    pub(crate) async fn dispatch(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote, started);
+        let response = self.answer(req, peer, request_id, exchange.as_mut()).await;
+        match exchange {
+            Some(exchange) => exchange.watch(response),
+            None => response,
+        }
+    }
+
+    async fn answer(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+        request_id: u64,
+        exchange: Option<&mut Exchange>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
 
         // The target as sent: origin-form, or the whole absolute-form URI.
@@ -113,47 +133,53 @@ impl Dispatcher {
         {
             return Fault::Misdirected.response("this connection was opened for another host");
         }
-        let Some(tenant) = self.router.tenant(host.as_deref()) else {
-            tracing::debug!(request_id, host = host.as_deref().unwrap_or(""), "no tenant for host");
-            return Fault::NotFound.response("no site is configured for this host");
+        // Everything needed from the routes is taken now: a deploy may swap them while the request runs.
+        let (tenant, hsts, route) = {
+            let router = self.router.load();
+            let Some(tenant) = router.tenant(host.as_deref()) else {
+                tracing::debug!(request_id, host = host.as_deref().unwrap_or(""), "no tenant for host");
+                return Fault::NotFound.response("no site is configured for this host");
+            };
+            if peer.tls.is_none()
+                && tenant.https_redirect
+                && let Some(port) = self.https_port
+            {
+                return redirect_to_https(host.as_deref().unwrap_or(""), port, &req);
+            }
+            let hsts = if peer.tls.is_some() { tenant.hsts.clone() } else { None };
+            let route = tenant.route(&path).map(|(prefix, handler)| (prefix.clone(), handler.clone()));
+            (tenant.name.clone(), hsts, route)
         };
-        if peer.tls.is_none()
-            && tenant.https_redirect
-            && let Some(port) = self.https_port
-        {
-            return redirect_to_https(host.as_deref().unwrap_or(""), port, &req);
-        }
-        let hsts = peer.tls.as_ref().and(tenant.hsts.as_ref());
-        let mut response = match tenant.route(&path) {
+        let mut response = match route {
             Some((route, handler)) => {
+                if let Some(exchange) = exchange {
+                    exchange.routed(&tenant, &route);
+                }
                 let context = RequestContext {
                     request_id,
-                    tenant: tenant.name.clone(),
-                    route: route.clone(),
+                    tenant,
+                    route,
                     remote_addr: peer.remote,
                     local_addr: peer.local,
                     secure: peer.tls.is_some(),
                 };
-                self.call(handler.as_ref(), req, context, path, started).await
+                self.call(handler.as_ref(), req, context).await
             }
             None => Fault::NotFound.response("no route matches this path"),
         };
         if let Some(hsts) = hsts {
-            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
+            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
         }
         response
     }
 
-    /// Calls the route's handler, turns a failure into its response, and writes the access-log line.
+    /// Calls the route's handler and turns a failure into its response.
     async fn call(
         &self,
         handler: &dyn palisade_http::Handler,
         req: Request<Incoming>,
         context: RequestContext,
-        path: String,
-        started: Instant,
     ) -> Response<Body> {
-        let method = req.method().clone();
         let span =
             tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
         let timeout = self.limits.body_timeout;
@@ -176,16 +202,6 @@ impl Dispatcher {
             span.in_scope(|| tracing::info!("request body timed out after {timeout:?} without data"));
             response = Fault::RequestTimeout.response("request body not received in time");
         }
-        span.in_scope(|| {
-            tracing::info!(
-                target: "palisade::access",
-                %method,
-                path,
-                status = response.status().as_u16(),
-                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "request"
-            )
-        });
         response
     }
 

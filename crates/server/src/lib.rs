@@ -23,6 +23,7 @@ mod connection;
 mod dispatch;
 mod head_watch;
 pub mod host;
+mod observe;
 pub mod router;
 mod strict;
 
@@ -38,6 +39,7 @@ use tokio::sync::watch;
 
 use connection::{Admission, Connections};
 use dispatch::Dispatcher;
+pub use observe::{ACCESS_TARGET, LATENCY_BUCKETS};
 pub use router::{Router, TenantRoutes};
 
 /// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
@@ -61,6 +63,10 @@ pub mod fuzzing {
 /// The router a [`Server`] dispatches with: handlers of any route kind behind one trait.
 pub type Routes = Router<Arc<dyn Handler>>;
 
+/// The routes a running [`Server`] dispatches with, swapped whole by deploys and reloads: a request in
+/// flight keeps the handler it was routed to, every later request sees the new routes.
+pub type LiveRoutes = arc_swap::ArcSwap<Routes>;
+
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
@@ -78,11 +84,20 @@ impl Server {
     /// Binds every address in `listen` (so a port conflict is reported before anything is served). Connections
     /// are served by one worker thread per available core, unless [`Server::with_workers`] says otherwise.
     pub async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout: Duration) -> std::io::Result<Server> {
+        Server::bind_live(listen, Arc::new(LiveRoutes::from_pointee(router)), shutdown_timeout).await
+    }
+
+    /// Like [`Server::bind`], dispatching with `routes` as whoever else holds them swaps them.
+    pub async fn bind_live(
+        listen: &[SocketAddr],
+        routes: Arc<LiveRoutes>,
+        shutdown_timeout: Duration,
+    ) -> std::io::Result<Server> {
         let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Server {
             listeners,
-            dispatcher: Dispatcher::new(router),
+            dispatcher: Dispatcher::new(routes),
             traffic: TrafficLimits::default(),
             tls: None,
             shutdown_timeout,
@@ -110,6 +125,13 @@ impl Server {
     /// Serves the ACME HTTP-01 answers published in `challenges` (at `/.well-known/acme-challenge/`).
     pub fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Server {
         self.dispatcher.challenges = Some(challenges);
+        self
+    }
+
+    /// Counts requests in metrics (`palisade_requests_total` by tenant, route and status, and the
+    /// `palisade_request_duration_seconds` histogram), through the `metrics` recorder the binary installs.
+    pub fn with_metrics(mut self) -> Server {
+        self.dispatcher.observers.metrics = true;
         self
     }
 

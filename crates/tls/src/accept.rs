@@ -68,7 +68,23 @@ impl TlsTerminator {
 
     /// Runs the server side of a handshake on `tcp`. `Ok(None)` when the handshake was an ACME TLS-ALPN-01
     /// validation, which carries no HTTP.
-    pub async fn accept<IO>(&self, mut tcp: IO) -> Result<Option<TlsConnection<IO>>, HandshakeError>
+    /// Counted in `palisade_tls_handshakes_total` by result: `ok`, `acme`, `unknown_name` or `failed`.
+    pub async fn accept<IO>(&self, tcp: IO) -> Result<Option<TlsConnection<IO>>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outcome = self.handshake(tcp).await;
+        let result = match &outcome {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "acme",
+            Err(HandshakeError::UnknownName(_)) => "unknown_name",
+            Err(_) => "failed",
+        };
+        metrics::counter!("palisade_tls_handshakes_total", "result" => result).increment(1);
+        outcome
+    }
+
+    async fn handshake<IO>(&self, mut tcp: IO) -> Result<Option<TlsConnection<IO>>, HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {

@@ -131,7 +131,8 @@ impl Running {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + "listening on http://".len()..].trim().to_string();
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
                 }
                 let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,6 +168,17 @@ impl Running {
     /// Whether the server process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `http://ADDR/PATH` on the admin listener (its address is in the start-up log).
+    pub fn admin_url(&self, path: &str) -> String {
+        let log = self.log();
+        let addr = log
+            .split("admin API on http://")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| c == '"' || c.is_whitespace()).next())
+            .expect("the admin listener's start-up line");
+        format!("http://{addr}{path}")
     }
 
     /// Everything the server has logged so far.

@@ -42,6 +42,7 @@ mod lifecycle;
 mod limits;
 mod mail;
 mod neighbours;
+mod operate;
 mod proxy;
 mod routing;
 mod static_files;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestContext, full_body};
+use palisade_http::{Body, Fault, Handler, HandlerError, InstanceTime, RequestBody, RequestContext, full_body};
 use tokio::time::Instant;
 use wasmtime::{InstancePre, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -167,8 +167,10 @@ impl CgiInner {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
+        let clock = InstanceTime::start();
         let outcome = tokio::time::timeout_at(deadline, run).await;
         drop(store);
+        clock.stop();
         drop(permit);
         tenant.log_output("stderr", &stderr);
 
@@ -206,6 +208,7 @@ impl CgiInner {
         });
         *out.status_mut() = parsed.status;
         *out.headers_mut() = parsed.headers;
+        out.extensions_mut().insert(clock);
         Ok(out)
     }
 

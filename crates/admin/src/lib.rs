@@ -1,0 +1,127 @@
+//! The admin listener: what operators and their tools talk to, apart from tenants' traffic.
+//!
+//! - `GET /healthz` (the process answers) and `GET /readyz` (it serves what it should), without a token;
+//! - `GET /metrics`, Prometheus text format;
+//! - `GET /v1/tenants`, `GET /v1/tenants/{t}`, `PUT` and `DELETE /v1/tenants/{t}/apps/{name}` (the body is the
+//!   `.wasm`; `?route=/path` picks where it is served), `POST /v1/reload`.
+//!
+//! Everything but the health checks needs `Authorization: Bearer TOKEN` when a token is set. What these do is
+//! the binary's business: it implements [`Control`]; this crate is HTTP, authentication and JSON only.
+
+mod api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+pub use api::MAX_APP_SIZE;
+
+/// Why a control operation failed, in terms of HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400: the request is malformed (a bad name or route).
+    BadRequest,
+    /// 404: no such tenant or app.
+    NotFound,
+    /// 409: it conflicts with what is served (a route taken by another app or the configuration).
+    Conflict,
+    /// 422: the app or configuration is invalid; nothing changed.
+    Invalid,
+    /// 503: a store it needs (Redis) is unavailable; nothing changed.
+    Unavailable,
+    /// 500: something failed on this node.
+    Internal,
+}
+
+/// A failed control operation: its kind and a message for the operator.
+#[derive(Debug, Clone)]
+pub struct ControlError {
+    /// What kind of failure, which picks the status code.
+    pub refusal: Refusal,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ControlError {
+    /// A failure of `refusal`'s kind with `message`.
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> ControlError {
+        ControlError { refusal, message: message.into() }
+    }
+}
+
+/// A control operation's outcome: a JSON answer or a refusal.
+pub type ControlResult = Result<serde_json::Value, ControlError>;
+
+/// What the admin API operates on: the running server, as the binary wires it.
+pub trait Control: Send + Sync + 'static {
+    /// Every tenant, with its hosts, routes and deployed apps.
+    fn tenants(&self) -> impl Future<Output = serde_json::Value> + Send;
+    /// One tenant, or `None` if there is no such tenant.
+    fn tenant(&self, name: &str) -> impl Future<Output = Option<serde_json::Value>> + Send;
+    /// Validates and deploys `wasm` as the tenant's app `name` (at `route`, or `/name`), swapping it in
+    /// atomically; answers with the app's record.
+    fn deploy(
+        &self,
+        tenant: &str,
+        name: &str,
+        route: Option<&str>,
+        wasm: Bytes,
+    ) -> impl Future<Output = ControlResult> + Send;
+    /// Stops serving and forgets the tenant's app `name`.
+    fn remove(&self, tenant: &str, name: &str) -> impl Future<Output = ControlResult> + Send;
+    /// Re-reads the configuration file and applies it, or changes nothing and says why.
+    fn reload(&self) -> impl Future<Output = ControlResult> + Send;
+    /// `Ok` when the server serves what it should; otherwise why not.
+    fn readiness(&self) -> Result<(), String>;
+    /// The metrics, in Prometheus text format.
+    fn metrics(&self) -> String;
+}
+
+/// The admin listener, bound.
+pub struct Admin {
+    listener: TcpListener,
+    token: Option<Arc<str>>,
+}
+
+impl Admin {
+    /// Binds `addr`. With `token`, every request but `/healthz` and `/readyz` must carry it as a bearer token.
+    pub async fn bind(addr: SocketAddr, token: Option<String>) -> std::io::Result<Admin> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for the admin API: {e}")))?;
+        Ok(Admin { listener, token: token.map(Arc::from) })
+    }
+
+    /// The address bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `control` until the task is dropped.
+    pub async fn serve<C: Control>(self, control: Arc<C>) {
+        loop {
+            let (stream, remote) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("admin listener: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (control, token) = (control.clone(), self.token.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let (control, token) = (control.clone(), token.clone());
+                    async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, token.as_deref(), req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                if let Err(e) = builder.serve_connection(io, service).await {
+                    tracing::debug!(%remote, "admin connection: {e}");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The admin listener wired to the live site: [`Control`] for [`Site`], the Prometheus recorder, the token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use palisade_admin::{Admin, Control, ControlResult};
+use palisade_config::AdminConfig;
+use serde_json::json;
+
+use crate::site::{Site, describe_tenant};
+
+/// The environment variable holding the admin token when `[admin]` has no `token_file`.
+pub(crate) const TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
+
+/// Installs the process's metrics recorder; `metrics::` calls anywhere in palisade are recorded from now on.
+pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("palisade_request_duration_seconds".into()),
+            palisade_server::LATENCY_BUCKETS,
+        )
+        .context("configuring metrics")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// The bearer token: `token_file`'s contents (trimmed), else `PALISADE_ADMIN_TOKEN`. Without one, the admin
+/// API is open, which is refused on anything but a loopback address.
+pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
+    let token = match &admin.token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let token = text.trim().to_string();
+            anyhow::ensure!(!token.is_empty(), "{}: the admin token file is empty", file.display());
+            Some(token)
+        }
+        None => std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+    };
+    if token.is_none() && !admin.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "{}: the admin API on {} would be open to the network: set `token_file` or {TOKEN_ENV}, or listen on a \
+             loopback address",
+            admin.location,
+            admin.listen
+        );
+    }
+    Ok(token)
+}
+
+/// Binds the admin listener and serves it on the current runtime.
+pub(crate) async fn start(admin: &AdminConfig, site: Arc<Site>, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let token = token(admin)?;
+    let listener = Admin::bind(admin.listen, token.clone()).await?;
+    tracing::info!(
+        "admin API on http://{}{}",
+        listener.local_addr()?,
+        if token.is_some() { " (bearer token required)" } else { " (no token: loopback only)" }
+    );
+    tokio::spawn(listener.serve(Arc::new(Operator { site, metrics })));
+    Ok(())
+}
+
+/// The site as the admin API sees it.
+struct Operator {
+    site: Arc<Site>,
+    metrics: PrometheusHandle,
+}
+
+impl Control for Operator {
+    async fn tenants(&self) -> serde_json::Value {
+        let state = self.site.state.lock().await;
+        json!({ "tenants": state.tenants.values().map(describe_tenant).collect::<Vec<_>>() })
+    }
+
+    async fn tenant(&self, name: &str) -> Option<serde_json::Value> {
+        self.site.state.lock().await.tenants.get(name).map(describe_tenant)
+    }
+
+    async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, wasm: Bytes) -> ControlResult {
+        let record = self.site.deploy(tenant, name, route, wasm).await?;
+        Ok(serde_json::to_value(record).unwrap_or_default())
+    }
+
+    async fn remove(&self, tenant: &str, name: &str) -> ControlResult {
+        let record = self.site.remove(tenant, name).await?;
+        Ok(json!({ "removed": record }))
+    }
+
+    async fn reload(&self) -> ControlResult {
+        self.site.reload().await
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.site.readiness()
+    }
+
+    fn metrics(&self) -> String {
+        // Gauges read at scrape time; skipped for this scrape if a change holds the state.
+        if let Ok(state) = self.site.state.try_lock() {
+            for (name, t) in &state.tenants {
+                let in_flight = f64::from(t.loaded.sandbox.instances_in_flight());
+                metrics::gauge!("palisade_instances_in_flight", "tenant" => name.clone()).set(in_flight);
+                metrics::gauge!("palisade_deployed_apps", "tenant" => name.clone()).set(t.apps.len() as f64);
+            }
+        }
+        metrics::gauge!("palisade_ready").set(if self.site.readiness().is_ok() { 1.0 } else { 0.0 });
+        self.metrics.render()
+    }
+}

@@ -1,0 +1,161 @@
+//! `palisade deploy` and `palisade apps`: the admin API's client side.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+
+use crate::admin::TOKEN_ENV;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    /// The admin API's URL (`[admin] listen`).
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// A file holding the bearer token (default: the PALISADE_ADMIN_TOKEN environment variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// `palisade deploy`: upload a `.wasm` as a tenant's app.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The tenant (as named in the server's configuration).
+    #[arg(long)]
+    tenant: String,
+    /// The app's name within the tenant; deploying the same name again replaces it.
+    #[arg(long)]
+    name: String,
+    /// The route path to serve it at (default: /NAME).
+    #[arg(long)]
+    route: Option<String>,
+    /// The component or CGI module.
+    app: PathBuf,
+}
+
+/// `palisade apps`: list tenants, their routes and deployed apps.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AppsArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.app).with_context(|| format!("reading {}", args.app.display()))?;
+    let mut path = format!("/v1/tenants/{}/apps/{}", args.tenant, args.name);
+    if let Some(route) = &args.route {
+        path.push_str(&format!("?route={}", encode(route)));
+    }
+    let (status, body) = call(&args.admin, Method::PUT, &path, wasm.into())?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != StatusCode::CREATED {
+        anyhow::bail!("deploy refused ({status}): {}", message(&answer, &body));
+    }
+    println!(
+        "deployed {}/{} version {} at {} (sha256 {})",
+        args.tenant,
+        args.name,
+        answer["version"],
+        answer["route"].as_str().unwrap_or("?"),
+        answer["sha256"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) fn apps(args: AppsArgs) -> anyhow::Result<()> {
+    let path = match &args.tenant {
+        Some(t) => format!("/v1/tenants/{t}"),
+        None => "/v1/tenants".to_string(),
+    };
+    let (status, body) = call(&args.admin, Method::GET, &path, Bytes::new())?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != StatusCode::OK {
+        anyhow::bail!("{status}: {}", message(&answer, &body));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let tenants = match answer.get("tenants").and_then(|t| t.as_array()) {
+        Some(list) => list.clone(),
+        None => vec![answer],
+    };
+    println!("{:<16} {:<24} {:<10} {:<9} TARGET", "TENANT", "ROUTE", "KIND", "VERSION");
+    for t in &tenants {
+        let name = t["name"].as_str().unwrap_or("?");
+        for r in t["routes"].as_array().into_iter().flatten() {
+            let (path, kind, target) = (&r["path"], &r["kind"], &r["target"]);
+            let (path, kind, target) =
+                (path.as_str().unwrap_or("?"), kind.as_str().unwrap_or("?"), target.as_str().unwrap_or("?"));
+            println!("{name:<16} {path:<24} {kind:<10} {:<9} {target}", "config");
+        }
+        for a in t["apps"].as_array().into_iter().flatten() {
+            let sha = a["sha256"].as_str().unwrap_or("?");
+            println!(
+                "{name:<16} {:<24} {:<10} {:<9} app {} (sha256 {}…)",
+                a["route"].as_str().unwrap_or("?"),
+                a["kind"].as_str().unwrap_or("?"),
+                a["version"].to_string(),
+                a["name"].as_str().unwrap_or("?"),
+                sha.get(..12).unwrap_or(sha)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn message(answer: &serde_json::Value, body: &[u8]) -> String {
+    answer["error"].as_str().map_or_else(|| String::from_utf8_lossy(body).trim().to_string(), str::to_string)
+}
+
+/// Percent-encodes what a query value cannot hold as is.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One request to the admin API over plain HTTP/1.1.
+fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
+    let token = match &admin.token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?.trim().to_string(),
+        ),
+        None => std::env::var(TOKEN_ENV).ok(),
+    };
+    let base: Uri = admin.admin.parse().with_context(|| format!("--admin {:?} is not a URL", admin.admin))?;
+    anyhow::ensure!(base.scheme_str() == Some("http"), "--admin must be an http:// URL, like http://127.0.0.1:9901");
+    let authority = base.authority().context("--admin needs a host and port")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let mut request = Request::builder().method(method).uri(path).header(header::HOST, authority.as_str());
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(body))?;
+    crate::serve::block_on(async move {
+        let stream = tokio::net::TcpStream::connect((authority.host(), port))
+            .await
+            .with_context(|| format!("connecting to the admin API at {authority}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.context("sending the request")?;
+        let status = response.status();
+        let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
+        Ok((status, body))
+    })
+}

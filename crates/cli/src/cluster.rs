@@ -1,0 +1,102 @@
+//! A cluster node keeps its apps in step with the registry in Redis: on every change announced on the
+//! registry's channel, and every `reconcile_interval` in case a message was missed. While Redis is away the
+//! node keeps serving the apps it has (they are in its local registry too, so a restart keeps them).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use palisade_registry::{AppRecord, RedisRegistry};
+
+use crate::site::{DeployedApp, Site};
+
+/// Runs forever: watches Redis for changes and reconciles.
+pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    {
+        let (shared, wake) = (shared.clone(), wake.clone());
+        tokio::spawn(async move { shared.watch(|| wake.notify_one()).await });
+    }
+    let mut warned = false;
+    loop {
+        match sync(&site, &shared).await {
+            Ok(changes) => {
+                if warned {
+                    tracing::info!("app registry: in step with Redis again");
+                }
+                warned = false;
+                if changes > 0 {
+                    tracing::info!(changes, "app registry: applied changes from the cluster");
+                }
+                site.synced.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("app registry: {e}; serving the apps known so far");
+                }
+                warned = true;
+            }
+        }
+        let _ = tokio::time::timeout(interval, wake.notified()).await;
+    }
+}
+
+/// Makes this node serve exactly the apps in Redis; how many apps changed.
+async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, palisade_registry::RegistryError> {
+    let (version, records) = shared.list().await?;
+    let mut state = site.state.lock().await;
+    // A registry older than what this node has served lost its data (a Redis restarted without persistence,
+    // or another Redis): applying it would remove every app on every node.
+    let known = state.tenants.values().flat_map(|t| t.apps.values()).map(|a| a.record.version).max().unwrap_or(0);
+    if version < known {
+        return Err(palisade_registry::RegistryError::Corrupt(format!(
+            "the registry in Redis is at version {version}, behind this node's apps (version {known}): it may have \
+             lost its data; not applying it (deploy again, or restore Redis)"
+        )));
+    }
+    let wanted: BTreeMap<String, AppRecord> = records.into_iter().map(|r| (r.key(), r)).collect();
+    let mut changes = 0;
+    // Gone from Redis: stop serving.
+    for t in state.tenants.values_mut() {
+        let gone: Vec<String> =
+            t.apps.values().filter(|a| !wanted.contains_key(&a.record.key())).map(|a| a.record.name.clone()).collect();
+        for name in gone {
+            t.apps.remove(&name);
+            site.local.remove(&t.loaded.tenant.name, &name)?;
+            tracing::info!(app = %format!("{}/{name}", t.loaded.tenant.name), "app removed by the cluster");
+            changes += 1;
+        }
+    }
+    // New or changed in Redis: fetch, compile, keep, serve.
+    for (key, record) in wanted {
+        let Some(t) = state.tenants.get_mut(&record.tenant) else { continue };
+        let current = t.apps.get(&record.name);
+        if current.is_some_and(|a| a.record.version >= record.version) {
+            continue;
+        }
+        if let Some(app) = current.filter(|a| a.record.same_app(&record)) {
+            let app = DeployedApp { record: record.clone(), ..app.clone() };
+            t.apps.insert(record.name.clone(), app);
+            continue;
+        }
+        // Read record and bytes together: a newer deploy may have replaced the listed one meanwhile.
+        let Some((record, bytes)) = shared.fetch(&key).await? else { continue };
+        if t.loaded.routes.iter().any(|(path, _)| *path == record.route) {
+            tracing::warn!(app = %key, route = %record.route, "app's route is a configured route on this node; the configured one is served");
+        }
+        match site.prepare(&t.loaded, &record.tenant, &record.name, bytes.clone().into()).await {
+            Ok((handler, info)) => {
+                site.local.put(&record, &bytes)?;
+                tracing::info!(app = %key, route = %record.route, version = record.version, "app deployed by the cluster");
+                t.apps.insert(record.name.clone(), DeployedApp { record, handler, info });
+                changes += 1;
+            }
+            Err(e) => tracing::warn!(app = %key, "app from the cluster not served: {}", e.message),
+        }
+    }
+    if changes > 0 {
+        site.publish(&state);
+    }
+    Ok(changes)
+}

@@ -1,0 +1,350 @@
+//! The live site: the configuration's routes plus the apps deployed through the admin API, as the router
+//! the server dispatches with.
+//!
+//! Every change (a deploy, a removal, a reload, a cluster sync) builds the complete new state beside the
+//! old one, with every guest compiled and linked, and then swaps the router in one atomic store. Requests in
+//! flight keep the handler they were routed to (and with it the old version's compiled code); the next
+//! request sees the new router. A change that fails anywhere before the swap changes nothing.
+//!
+//! Changes are serialised by one lock. Deployed apps are kept in the node's [`FileRegistry`] (so they
+//! survive a restart); in a cluster, Redis is the truth and `cluster.rs` copies it here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use palisade_admin::{ControlError, Refusal};
+use palisade_config::Config;
+use palisade_http::Handler;
+use palisade_kv::KvStore;
+use palisade_registry::{AppRecord, FileRegistry, RedisRegistry, valid_name};
+use palisade_sandbox::{AppInfo, Runtime};
+use palisade_server::{LiveRoutes, Router, Routes};
+use serde_json::json;
+
+use crate::apps::{self, LoadedTenant};
+
+/// Everything a change needs, and the state it changes.
+pub(crate) struct Site {
+    config_path: PathBuf,
+    pub(crate) runtime: Runtime,
+    kv: Option<Arc<dyn KvStore>>,
+    routes: Arc<LiveRoutes>,
+    pub(crate) local: FileRegistry,
+    pub(crate) shared: Option<RedisRegistry>,
+    pub(crate) state: tokio::sync::Mutex<State>,
+    /// In a cluster: whether this node has compared its apps with Redis since it started.
+    pub(crate) synced: AtomicBool,
+}
+
+/// What is served now.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) tenants: BTreeMap<String, TenantState>,
+}
+
+/// One tenant: its configured routes and its deployed apps.
+pub(crate) struct TenantState {
+    pub(crate) loaded: LoadedTenant,
+    pub(crate) apps: BTreeMap<String, DeployedApp>,
+}
+
+/// A deployed app, compiled and bound to its tenant's sandbox.
+#[derive(Clone)]
+pub(crate) struct DeployedApp {
+    pub(crate) record: AppRecord,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) info: AppInfo,
+}
+
+fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
+    ControlError::new(refusal, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ControlError {
+    refuse(Refusal::Internal, e.to_string())
+}
+
+impl Site {
+    /// The site for `config`, with the apps this node last served (from `data_dir/apps`).
+    pub(crate) fn load(
+        config: Config,
+        runtime: Runtime,
+        kv: Option<Arc<dyn KvStore>>,
+        tenants: Vec<LoadedTenant>,
+    ) -> anyhow::Result<Site> {
+        let local = FileRegistry::open(&config.server.data_dir.join("apps"))?;
+        let shared = match &config.cluster {
+            Some(cluster) => Some(RedisRegistry::connect(&cluster.redis)?),
+            None => None,
+        };
+        let mut tenants: BTreeMap<String, TenantState> = tenants
+            .into_iter()
+            .map(|loaded| (loaded.tenant.name.clone(), TenantState { loaded, apps: BTreeMap::new() }))
+            .collect();
+        for record in local.list()? {
+            let Some(tenant) = tenants.get_mut(&record.tenant) else {
+                tracing::warn!(app = %record.key(), "deployed app of a tenant the configuration does not have; not served");
+                continue;
+            };
+            let loaded = local.read(&record).map_err(|e| e.to_string()).and_then(|bytes| {
+                compile(&runtime, &tenant.loaded, &record.tenant, &record.name, &bytes).map_err(|e| e.message)
+            });
+            match loaded {
+                Ok((handler, info)) => {
+                    tracing::info!(app = %record.key(), route = %record.route, version = record.version, "deployed app loaded");
+                    tenant.apps.insert(record.name.clone(), DeployedApp { record, handler, info });
+                }
+                Err(e) => tracing::warn!(app = %record.key(), "deployed app not served: {e}"),
+            }
+        }
+        let state = State { config: config.clone(), tenants };
+        let routes = Arc::new(LiveRoutes::from_pointee(router(&state)));
+        Ok(Site {
+            config_path: config.file.clone(),
+            runtime,
+            kv,
+            routes,
+            local,
+            shared,
+            state: tokio::sync::Mutex::new(state),
+            synced: AtomicBool::new(false),
+        })
+    }
+
+    /// The routes the server dispatches with.
+    pub(crate) fn routes(&self) -> Arc<LiveRoutes> {
+        self.routes.clone()
+    }
+
+    /// Swaps in the router for `state`.
+    pub(crate) fn publish(&self, state: &State) {
+        self.routes.store(Arc::new(router(state)));
+    }
+
+    /// Whether the server serves what it should: outside a cluster always; in one, once it has compared its
+    /// apps with Redis.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        if self.shared.is_some() && !self.synced.load(Ordering::Acquire) {
+            return Err("not yet in step with the cluster's apps in Redis".into());
+        }
+        Ok(())
+    }
+
+    /// Validates and deploys `wasm` as `tenant/name` at `route` (default `/name`).
+    pub(crate) async fn deploy(
+        &self,
+        tenant: &str,
+        name: &str,
+        route: Option<&str>,
+        wasm: Bytes,
+    ) -> Result<AppRecord, ControlError> {
+        if !valid_name(name) {
+            return Err(refuse(
+                Refusal::BadRequest,
+                format!("app name {name:?} may only use letters, digits, '-' and '_' (at most 64)"),
+            ));
+        }
+        let route = palisade_config::normalise_route_path(route.unwrap_or(&format!("/{name}")))
+            .map_err(|e| refuse(Refusal::BadRequest, e))?;
+        let mut state = self.state.lock().await;
+        let t = state.tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
+        if t.loaded.routes.iter().any(|(path, _)| *path == route) {
+            return Err(refuse(
+                Refusal::Conflict,
+                format!("route {route} of tenant {tenant} is in the configuration file; deploy at another route"),
+            ));
+        }
+        if let Some(other) = t.apps.values().find(|a| a.record.route == route && a.record.name != name) {
+            return Err(refuse(
+                Refusal::Conflict,
+                format!("route {route} of tenant {tenant} is served by app {:?}; remove it first", other.record.name),
+            ));
+        }
+        let (handler, info) = self.prepare(&t.loaded, tenant, name, wasm.clone()).await?;
+        let record = match &self.shared {
+            Some(shared) => shared
+                .put(tenant, name, &route, &wasm)
+                .await
+                .map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?,
+            None => self.local.new_record(tenant, name, &route, &wasm).map_err(internal)?,
+        };
+        self.local.put(&record, &wasm).map_err(internal)?;
+        tracing::info!(app = %record.key(), route = %record.route, version = record.version, sha256 = %record.sha256, "app deployed");
+        let t = state.tenants.get_mut(tenant).ok_or_else(|| no_tenant(tenant))?;
+        t.apps.insert(name.to_string(), DeployedApp { record: record.clone(), handler, info });
+        self.publish(&state);
+        Ok(record)
+    }
+
+    /// Stops serving `tenant/name` and forgets it.
+    pub(crate) async fn remove(&self, tenant: &str, name: &str) -> Result<AppRecord, ControlError> {
+        let mut state = self.state.lock().await;
+        let t = state.tenants.get_mut(tenant).ok_or_else(|| no_tenant(tenant))?;
+        let Some(app) = t.apps.get(name) else {
+            return Err(refuse(Refusal::NotFound, format!("tenant {tenant} has no deployed app {name:?}")));
+        };
+        let record = app.record.clone();
+        if let Some(shared) = &self.shared {
+            shared.remove(tenant, name).await.map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?;
+        }
+        self.local.remove(tenant, name).map_err(internal)?;
+        t.apps.remove(name);
+        self.publish(&state);
+        tracing::info!(app = %record.key(), "app removed");
+        Ok(record)
+    }
+
+    /// Re-reads the configuration file and applies its tenants and routes, keeping deployed apps.
+    pub(crate) async fn reload(&self) -> Result<serde_json::Value, ControlError> {
+        let config = Config::load(&self.config_path).map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
+        if let Some(t) = config.tenants.iter().find(|t| t.limits.memory > self.runtime.max_memory()) {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "tenant {}: `memory` above {} bytes (the most any tenant had at start-up) needs a restart",
+                    t.name,
+                    self.runtime.max_memory()
+                ),
+            ));
+        }
+        let mut state = self.state.lock().await;
+        let restart_needed = needs_restart(&state.config, &config);
+        let (runtime, kv, new_config) = (self.runtime.clone(), self.kv.clone(), config.clone());
+        let loaded = tokio::task::spawn_blocking(move || apps::load_tenants(&new_config, &runtime, kv.as_ref()))
+            .await
+            .map_err(internal)?
+            .map_err(|errors| refuse(Refusal::Invalid, apps::describe(&errors)))?;
+        let mut tenants = BTreeMap::new();
+        let mut shadowed = Vec::new();
+        for loaded in loaded.0 {
+            let mut apps = BTreeMap::new();
+            if let Some(old) = state.tenants.get(&loaded.tenant.name) {
+                for app in old.apps.values() {
+                    if loaded.routes.iter().any(|(path, _)| *path == app.record.route) {
+                        shadowed.push(app.record.key());
+                    }
+                    // The same bytes were prepared before: binding them to the new sandbox compiles nothing.
+                    let bytes = self.local.read(&app.record).map_err(internal)?;
+                    let (handler, info) =
+                        self.prepare(&loaded, &app.record.tenant, &app.record.name, bytes.into()).await?;
+                    apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
+                }
+            }
+            tenants.insert(loaded.tenant.name.clone(), TenantState { loaded, apps });
+        }
+        let dropped: Vec<String> = state.tenants.keys().filter(|t| !tenants.contains_key(*t)).cloned().collect();
+        *state = State { config, tenants };
+        self.publish(&state);
+        for what in &restart_needed {
+            tracing::warn!("configuration reloaded, but {what} changes only at a restart");
+        }
+        tracing::info!(tenants = state.tenants.len(), "configuration reloaded");
+        Ok(json!({
+            "reloaded": true,
+            "tenants": state.tenants.keys().collect::<Vec<_>>(),
+            "removed_tenants": dropped,
+            "shadowed_apps": shadowed,
+            "restart_needed": restart_needed,
+        }))
+    }
+}
+
+impl Site {
+    /// Compiles `bytes` as the deployed app `tenant/name` of `loaded` on a blocking thread (a large guest
+    /// takes a while), bound to the tenant's sandbox.
+    pub(crate) async fn prepare(
+        &self,
+        loaded: &LoadedTenant,
+        tenant: &str,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<(Arc<dyn Handler>, AppInfo), ControlError> {
+        let (runtime, sandbox) = (self.runtime.clone(), loaded.sandbox.clone());
+        let label = Path::new(tenant).join(name);
+        tokio::task::spawn_blocking(move || {
+            runtime.load_guest(&label, &bytes, sandbox).map_err(|e| refuse(Refusal::Invalid, e.to_string()))
+        })
+        .await
+        .map_err(internal)?
+    }
+}
+
+fn no_tenant(tenant: &str) -> ControlError {
+    refuse(Refusal::NotFound, format!("no tenant {tenant:?} in the configuration"))
+}
+
+/// Compiles (or finds prepared) `bytes` as the deployed app `tenant/name`, bound to `loaded`'s sandbox, on
+/// this thread (at start-up).
+fn compile(
+    runtime: &Runtime,
+    loaded: &LoadedTenant,
+    tenant: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(Arc<dyn Handler>, AppInfo), ControlError> {
+    let label = Path::new(tenant).join(name);
+    runtime.load_guest(&label, bytes, loaded.sandbox.clone()).map_err(|e| refuse(Refusal::Invalid, e.to_string()))
+}
+
+/// The router for `state`: each tenant's configured routes and deployed apps (a configured route wins over
+/// an app at the same path).
+fn router(state: &State) -> Routes {
+    let mut router = Router::default();
+    for t in state.tenants.values() {
+        let apps = t.apps.values().map(|a| (a.record.route.clone(), a.handler.clone()));
+        router.add(&t.loaded.tenant.host_names(), t.loaded.routes_with(apps));
+    }
+    router
+}
+
+/// What a reload cannot change in a running process.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+        out.push("[server]".to_string());
+    }
+    if old.kv != new.kv {
+        out.push("[kv]".to_string());
+    }
+    if old.admin.as_ref().map(|a| (a.listen, &a.token_file)) != new.admin.as_ref().map(|a| (a.listen, &a.token_file)) {
+        out.push("[admin]".to_string());
+    }
+    if old.cluster != new.cluster {
+        out.push("[cluster]".to_string());
+    }
+    // Certificates are bound to names when the TLS listeners start.
+    let certificate = |t: &palisade_config::Tenant| format!("{:?} {:?}", t.tls, t.hosts);
+    for t in new.tenants.iter().filter(|t| t.tls.is_some()) {
+        if old.tenants.iter().find(|o| o.name == t.name).map(certificate) != Some(certificate(t)) {
+            out.push(format!("tenant {}'s certificate and hosts for HTTPS", t.name));
+        }
+    }
+    out
+}
+
+/// The JSON description of one tenant: hosts, configured routes, deployed apps, instances in flight.
+pub(crate) fn describe_tenant(t: &TenantState) -> serde_json::Value {
+    let tenant = &t.loaded.tenant;
+    json!({
+        "name": tenant.name,
+        "hosts": tenant.host_names(),
+        "routes": tenant.routes.iter().map(|r| json!({
+            "path": r.path,
+            "kind": r.target.kind(),
+            "target": r.target.to_string(),
+        })).collect::<Vec<_>>(),
+        "apps": t.apps.values().map(|a| json!({
+            "name": a.record.name,
+            "route": a.record.route,
+            "version": a.record.version,
+            "sha256": a.record.sha256,
+            "size": a.record.size,
+            "deployed_at": a.record.deployed_at,
+            "kind": a.info.kind,
+        })).collect::<Vec<_>>(),
+        "instances_in_flight": t.loaded.sandbox.instances_in_flight(),
+    })
+}

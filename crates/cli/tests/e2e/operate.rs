@@ -1,0 +1,453 @@
+//! Operating palisade: the admin API (tokens, deploys swapped in under load with zero failed requests,
+//! refusals that change nothing, reload), metrics, access logs, health, apps kept across restarts, and two
+//! nodes sharing apps and key-value data through a real redis-server, through its restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_kv::test_support::RedisServer;
+use serde_json::Value;
+
+use crate::harness::{Running, Site, guest, install_crypto_provider};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const V1: &str = "hello from a wasi:http component!";
+
+/// A site with its own data directory (deployed apps live there), an admin listener with a token, and
+/// tenant alice: a static `/`, and `extra` routes or sections after it.
+fn admin_site(extra: &str) -> Site {
+    let site = Site::new();
+    site.write("www/index.html", "alice's static site\n");
+    site.write("admin.token", format!("{TOKEN}\n"));
+    let data = site.path("data").display().to_string();
+    site.write(
+        "palisade.toml",
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = {data:?}\nshutdown_timeout = \"5s\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\n\
+             [tenants.alice]\nhosts = [\"alice.localhost\"]\n\
+             [[tenants.alice.routes]]\npath = \"/\"\nstatic = \"www\"\n{extra}"
+        ),
+    );
+    site
+}
+
+/// The admin API of one running server.
+struct Admin {
+    server_url: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn of(server: &Running) -> Admin {
+        Admin { server_url: server.admin_url(""), client: plain_client() }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .client
+            .request(method, format!("{}{path}", self.server_url))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("admin answer");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn deploy(&self, tenant: &str, name: &str, query: &str, wasm: &[u8]) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, &format!("/v1/tenants/{tenant}/apps/{name}{query}"), wasm.to_vec()).await
+    }
+
+    async fn text(&self, path: &str) -> String {
+        let r = self.client.get(format!("{}{path}", self.server_url)).bearer_auth(TOKEN).send().await.expect("get");
+        r.text().await.expect("text")
+    }
+}
+
+/// A client for plain-HTTP URLs.
+fn plain_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::new()
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(guest(name)).expect("guest")
+}
+
+async fn get(server: &Running, path: &str) -> (u16, String) {
+    let r = server.client(&["alice.localhost"]).get(server.url("alice.localhost", path)).send().await.expect("get");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+/// Clients running, the flag that stops them, and what each saw.
+type Load = (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>);
+
+/// Requests `path` on every server from `clients` tasks each, until the returned flag is set; the tasks
+/// return every (status, body) they saw.
+fn load(servers: &[&Running], path: &str, clients: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for server in servers {
+        for _ in 0..clients {
+            let (client, url, stop) =
+                (server.client(&["alice.localhost"]), server.url("alice.localhost", path), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            seen.push((status, r.text().await.unwrap_or_else(|e| format!("body failed: {e}"))));
+                        }
+                        Err(e) => seen.push((0, format!("request failed: {e}"))),
+                    }
+                }
+                seen
+            }));
+        }
+    }
+    (stop, tasks)
+}
+
+/// Stops the load and checks every answer was a 200 with one of `bodies` (a prefix of it); how many answers.
+async fn assert_no_failures((stop, tasks): Load, bodies: &[&str]) -> usize {
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for task in tasks {
+        for (status, body) in task.await.expect("load task") {
+            assert!(status == 200 && bodies.iter().any(|b| body.starts_with(b)), "a failed request: {status} {body:?}");
+            total += 1;
+        }
+    }
+    total
+}
+
+async fn wait_until<F: Future<Output = bool>>(what: &str, limit: Duration, mut done: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deploys_swap_atomically_under_load_and_refusals_change_nothing() {
+    let site = admin_site("");
+    let server = site.start();
+    let admin = Admin::of(&server);
+
+    // Without the token: 401, and nothing is deployed.
+    let r = plain_client()
+        .put(admin.server_url.clone() + "/v1/tenants/alice/apps/app")
+        .body(wasm("hello.wasm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"));
+    assert_eq!(get(&server, "/app/x").await.0, 404);
+
+    let (status, v1) = admin.deploy("alice", "app", "", &wasm("hello.wasm")).await;
+    assert_eq!(status, 201, "{v1}");
+    assert_eq!((v1["route"].as_str(), v1["tenant"].as_str()), (Some("/app"), Some("alice")));
+    let (status, body) = get(&server, "/app/x").await;
+    assert_eq!((status, body.starts_with(V1)), (200, true), "{body}");
+
+    // v2 is the CGI hello, at the same route: swapped back and forth under load, no request fails.
+    let (_, v2_body) = {
+        let (status, record) = admin.deploy("alice", "app", "", &wasm("hello-cgi.wasm")).await;
+        assert_eq!(status, 201, "{record}");
+        assert!(record["version"].as_u64() > v1["version"].as_u64(), "{record}");
+        get(&server, "/app/x").await
+    };
+    assert!(!v2_body.starts_with(V1), "{v2_body}");
+    let v2 = v2_body.lines().next().unwrap_or_default().to_string();
+    let traffic = load(&[&server], "/app/x", 6);
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let guest = if round % 2 == 0 { "hello.wasm" } else { "hello-cgi.wasm" };
+        let (status, record) = admin.deploy("alice", "app", "", &wasm(guest)).await;
+        assert_eq!(status, 201, "{record}");
+        // Every request after the deploy answered gets the new version.
+        let (_, body) = get(&server, "/app/x").await;
+        assert_eq!(body.starts_with(V1), guest == "hello.wasm", "round {round}: {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let answered = assert_no_failures(traffic, &[V1, &v2]).await;
+    assert!(answered > 50, "only {answered} requests during the deploys");
+
+    // Refusals: each says why, and the app served stays the last one deployed (the CGI hello).
+    for (tenant, name, query, bytes, want, says) in [
+        ("alice", "app", "", b"not wasm at all".to_vec(), 422, "not a WebAssembly binary"),
+        ("alice", "app", "", wasm("hello.wasm")[..200].to_vec(), 422, "not a valid WebAssembly component"),
+        ("nobody", "app", "", wasm("hello.wasm"), 404, "no tenant"),
+        ("alice", "bad.name", "", wasm("hello.wasm"), 400, "app name"),
+        ("alice", "root", "?route=/", wasm("hello.wasm"), 409, "in the configuration file"),
+        ("alice", "other", "?route=/app", wasm("hello.wasm"), 409, "served by app \"app\""),
+        ("alice", "dots", "?route=/a/../b", wasm("hello.wasm"), 400, "'..'"),
+    ] {
+        let (status, answer) = admin.deploy(tenant, name, query, &bytes).await;
+        assert_eq!(status, want, "{tenant}/{name}{query}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains(says)), "{tenant}/{name}: {answer}");
+    }
+    assert_eq!(get(&server, "/app/x").await.1.lines().next(), Some(v2.as_str()));
+    assert_eq!(get(&server, "/").await, (200, "alice's static site\n".into()));
+
+    // The API lists it; `palisade apps` shows it; removal stops serving it.
+    let (status, tenant) = admin.call(reqwest::Method::GET, "/v1/tenants/alice", Vec::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(tenant["apps"][0]["name"], "app");
+    assert_eq!(tenant["apps"][0]["kind"], "CGI module");
+    assert_eq!(tenant["routes"][0]["kind"], "static");
+    let token_file = site.path("admin.token");
+    let (code, out, err) =
+        site.run(&["apps", "--admin", &admin.server_url, "--token-file", token_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("alice") && l.contains("/app") && l.contains("app app")), "{out}");
+    let (status, _) = admin.call(reqwest::Method::DELETE, "/v1/tenants/alice/apps/app", Vec::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&server, "/app/x").await.0, 404);
+    assert_eq!(admin.call(reqwest::Method::DELETE, "/v1/tenants/alice/apps/app", Vec::new()).await.0, 404);
+}
+
+#[tokio::test]
+async fn deployed_apps_survive_a_restart_and_the_cli_deploys() {
+    let site = admin_site("");
+    let mut server = site.start();
+    let token_file = site.path("admin.token").display().to_string();
+    let app = guest("hello.wasm").display().to_string();
+    let admin_url = server.admin_url("");
+    let (code, out, err) = site.run(&[
+        "deploy",
+        "--admin",
+        &admin_url,
+        "--token-file",
+        &token_file,
+        "--tenant",
+        "alice",
+        "--name",
+        "hi",
+        "--route",
+        "/greet",
+        &app,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("deployed alice/hi version 1 at /greet"), "{out}");
+    // A refused deploy exits 1 with the reason.
+    let (code, _, err) = site.run(&[
+        "deploy",
+        "--admin",
+        &admin_url,
+        "--token-file",
+        &token_file,
+        "--tenant",
+        "bob",
+        "--name",
+        "x",
+        &app,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("no tenant \"bob\""), "{err}");
+
+    assert!(get(&server, "/greet/x").await.1.starts_with(V1));
+    assert_eq!(server.terminate(Duration::from_secs(10)), Some(0));
+    let server = site.start();
+    assert!(get(&server, "/greet/x").await.1.starts_with(V1), "the deployed app is served after a restart");
+}
+
+#[tokio::test]
+async fn reload_applies_a_changed_config_or_changes_nothing() {
+    let site = admin_site("");
+    let server = site.start();
+    let admin = Admin::of(&server);
+    assert_eq!(admin.deploy("alice", "app", "", &wasm("echo-cgi.wasm")).await.0, 201);
+    assert!(get(&server, "/app").await.1.starts_with("hello from CGI (no greeting)"));
+    assert_eq!(get(&server, "/more/index.html").await.0, 404);
+
+    // A new route and new env: applied; the deployed app is kept, bound to the tenant's new settings.
+    let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    let extended = config.replace(
+        "hosts = [\"alice.localhost\"]\n",
+        "hosts = [\"alice.localhost\"]\nenv = { GREETING = \"reloaded\" }\n",
+    ) + "[[tenants.alice.routes]]\npath = \"/more\"\nstatic = \"www\"\n";
+    site.write("palisade.toml", &extended);
+    let (status, answer) = admin.call(reqwest::Method::POST, "/v1/reload", Vec::new()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["restart_needed"], serde_json::json!([]));
+    assert_eq!(get(&server, "/more/index.html").await.0, 200);
+    let (_, body) = get(&server, "/app").await;
+    assert!(body.starts_with("hello from CGI (reloaded)"), "{body}");
+
+    // A broken file: 422 naming the line, and everything stays as it was.
+    site.write("palisade.toml", extended.replace("static = \"www\"", "static = \"www\"\nmemory = \"lots\""));
+    let (status, answer) = admin.call(reqwest::Method::POST, "/v1/reload", Vec::new()).await;
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("palisade.toml:") && error.contains("unknown field"), "{answer}");
+    assert_eq!(get(&server, "/more/index.html").await.0, 200);
+    assert!(get(&server, "/app").await.1.starts_with("hello from CGI (reloaded)"));
+
+    // SIGHUP reloads too.
+    site.write("palisade.toml", &config);
+    server.signal("HUP");
+    wait_until("SIGHUP removed /more", Duration::from_secs(10), || async {
+        get(&server, "/more/index.html").await.0 == 404
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_health_and_access_logs() {
+    let probe = guest("probe-component.wasm").display().to_string();
+    let site = admin_site(&format!("[[tenants.alice.routes]]\npath = \"/probe\"\ncomponent = {probe:?}\n"));
+    let server = Running::spawn(&[
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "serve".as_ref(),
+        "--config".as_ref(),
+        site.path("palisade.toml").as_os_str(),
+    ]);
+    let admin = Admin::of(&server);
+    // Health and readiness need no token; metrics do.
+    let plain = plain_client();
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 401), ("/v1/tenants", 401), ("/nope", 401)] {
+        assert_eq!(plain.get(admin.server_url.clone() + path).send().await.unwrap().status().as_u16(), want, "{path}");
+    }
+    assert_eq!(admin.call(reqwest::Method::GET, "/nope", Vec::new()).await.0, 404);
+    assert_eq!(admin.call(reqwest::Method::POST, "/v1/tenants", Vec::new()).await.0, 405);
+
+    for _ in 0..3 {
+        assert_eq!(get(&server, "/").await.0, 200);
+    }
+    assert_eq!(get(&server, "/missing").await.0, 404);
+    assert_eq!(get(&server, "/probe/trap").await.0, 500);
+    assert_eq!(get(&server, "/probe/env").await.0, 200);
+    let metrics = admin.text("/metrics").await;
+    for line in [
+        r#"palisade_requests_total{tenant="alice",route="/",status="200"} 3"#,
+        r#"palisade_requests_total{tenant="alice",route="/",status="404"} 1"#,
+        r#"palisade_requests_total{tenant="alice",route="/probe",status="500"} 1"#,
+        r#"palisade_limits_total{tenant="alice",kind="trap"} 1"#,
+        r#"palisade_request_duration_seconds_count{tenant="alice",route="/"} 4"#,
+        r#"palisade_instances_in_flight{tenant="alice"} 0"#,
+        "palisade_ready 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} is not in:\n{metrics}");
+    }
+    assert!(metrics.contains("palisade_compile_cache_total{result=\"miss\"}"), "{metrics}");
+
+    // One JSON access line per request, with tenant, route, status, bytes, duration and instance time.
+    assert!(server.log_count("\"uri\"", 6) >= 6, "{}", server.log());
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("\"user_agent\"") && l.contains("\"/probe/trap\""))
+        .map(str::to_string);
+    let entry: Value = serde_json::from_str(line.as_deref().expect("access line for /probe/trap")).expect("json");
+    assert_eq!(
+        (entry["tenant"].as_str(), entry["route"].as_str(), entry["status"].as_u64()),
+        (Some("alice"), Some("/probe"), Some(500))
+    );
+    let static_line =
+        server.log().lines().find(|l| l.contains("\"uri\":\"/\"")).map(str::to_string).expect("access line for /");
+    let entry: Value = serde_json::from_str(&static_line).expect("json");
+    assert_eq!(entry["bytes"].as_u64(), Some("alice's static site\n".len() as u64), "{entry}");
+    assert!(entry["micros"].as_u64().is_some(), "{entry}");
+    let guest_line = server.log().lines().find(|l| l.contains("\"uri\":\"/probe/env\"")).map(str::to_string);
+    let entry: Value = serde_json::from_str(&guest_line.expect("access line for /probe/env")).expect("json");
+    assert!(entry["instance_micros"].as_u64().is_some_and(|i| i <= entry["micros"].as_u64().unwrap_or(0)), "{entry}");
+}
+
+#[tokio::test]
+async fn combined_access_log_and_an_open_admin_api_is_refused() {
+    let site = admin_site("");
+    let server = site.start();
+    let (status, _) = get(&server, "/").await;
+    assert_eq!(status, 200);
+    // The combined log format, then palisade's own fields.
+    assert!(server.log_contains("\"GET / HTTP/1.1\" 200 20 \"-\" \""), "{}", server.log());
+    assert!(server.log_contains(" tenant=alice route=/ micros="));
+
+    // No token on a non-loopback address: refused at start, naming the file and line.
+    let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    site.write(
+        "palisade.toml",
+        config.replace("listen = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"", "listen = \"0.0.0.0:0\""),
+    );
+    let (code, _, err) = site.run(&["serve", "--config", "palisade.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("palisade.toml:") && err.contains("open to the network"), "{err}");
+}
+
+/// Node `name` of a cluster on `redis`: its own data directory, the probe at `/kv`.
+fn cluster_node(redis: &str) -> Site {
+    let probe = guest("kv-probe.wasm").display().to_string();
+    admin_site(&format!(
+        "[[tenants.alice.routes]]\npath = \"/kv\"\ncomponent = {probe:?}\n\n[cluster]\nredis = {redis:?}\nreconcile_interval = \"1s\"\n"
+    ))
+}
+
+#[tokio::test]
+async fn two_nodes_share_apps_and_data_through_redis() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = RedisServer::start_persistent_on(port, redis_dir.path());
+    let (site_a, site_b) = (cluster_node(&redis.url()), cluster_node(&redis.url()));
+    let (a, b) = (site_a.start(), site_b.start());
+    let admin_a = Admin::of(&a);
+    for node in [&a, &b] {
+        let readyz = node.admin_url("/readyz");
+        wait_until("ready", Duration::from_secs(10), || async {
+            plain_client().get(readyz.as_str()).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    // v1 through node A: both serve it.
+    assert_eq!(admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await.0, 201);
+    for node in [&a, &b] {
+        wait_until("v1 everywhere", Duration::from_secs(10), || async { get(node, "/app/x").await.1.starts_with(V1) })
+            .await;
+    }
+
+    // v2 under load on both nodes: no failed request, and both switch.
+    let traffic = load(&[&a, &b], "/app/x", 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(admin_a.deploy("alice", "app", "", &wasm("hello-cgi.wasm")).await.0, 201);
+    for node in [&a, &b] {
+        wait_until("v2 everywhere", Duration::from_secs(10), || async { !get(node, "/app/x").await.1.starts_with(V1) })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v2 = get(&b, "/app/x").await.1.lines().next().unwrap_or_default().to_string();
+    assert!(assert_no_failures(traffic, &[V1, &v2]).await > 20);
+
+    // Key-value data written through A is read through B.
+    assert_eq!(get(&a, "/kv?op=set&key=greeting&value=from-a").await, (200, "ok\n".into()));
+    assert_eq!(get(&b, "/kv?op=get&key=greeting").await, (200, "from-a".into()));
+
+    // Redis restarts: both nodes keep serving; a deploy while it is down is refused and changes nothing;
+    // once it is back, a deploy reaches both again.
+    drop(redis);
+    assert!(get(&a, "/app/x").await.1.starts_with(&v2) && get(&b, "/app/x").await.1.starts_with(&v2));
+    let (status, answer) = admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(get(&a, "/app/x").await.1.starts_with(&v2));
+    let _redis = RedisServer::start_persistent_on(port, redis_dir.path());
+    wait_until("a deploy through A after Redis is back", Duration::from_secs(15), || async {
+        admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await.0 == 201
+    })
+    .await;
+    for node in [&a, &b] {
+        wait_until("v3 everywhere", Duration::from_secs(15), || async { get(node, "/app/x").await.1.starts_with(V1) })
+            .await;
+    }
+    wait_until("key-value data through B again", Duration::from_secs(10), || async {
+        get(&b, "/kv?op=get&key=greeting").await == (200, "from-a".into())
+    })
+    .await;
+}
