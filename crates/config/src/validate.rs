@@ -761,4 +761,47 @@ mod tests {
             assert!(err.contains(says), "{head} {tenant}: {err}");
         }
     }
+
+    #[test]
+    fn admin_and_cluster() {
+        let parse = |head: &str| {
+            let text = format!(
+                "{head}
+[tenants.t]
+hosts = [\"t\"]
+[[tenants.t.routes]]
+path = \"/\"
+static = \".\"
+"
+            );
+            Config::parse(std::path::Path::new("/srv/p.toml"), &text)
+        };
+        let config = parse(
+            "[admin]
+listen = \"127.0.0.1:9901\"
+[cluster]
+redis = \"redis://10.0.0.5:6379/0\"",
+        )
+        .unwrap();
+        assert_eq!(config.admin.as_ref().map(|a| a.listen.to_string()), Some("127.0.0.1:9901".into()));
+        let cluster = config.cluster.as_ref().unwrap();
+        assert_eq!(
+            (cluster.redis.as_str(), cluster.reconcile_interval),
+            ("redis://10.0.0.5:6379/0", crate::DEFAULT_RECONCILE_INTERVAL)
+        );
+        // A cluster shares its key-value data through the same Redis unless [kv] names another.
+        assert_eq!(config.kv, KvBackend::Redis("redis://10.0.0.5:6379/0".into()));
+        for (head, says) in [
+            ("[admin]\nlisten = \"localhost:9901\"", "not an IP:port"),
+            ("[admin]\ntoken_file = \"t\"", "needs `listen`"),
+            ("[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/nonexistent/token\"", "token_file"),
+            ("[admin]\nlisten = \"127.0.0.1:1\"\nport = 1", "unknown field"),
+            ("[cluster]\nredis = \"10.0.0.5:6379\"", "redis:// URL"),
+            ("[cluster]\nredis = \"redis://x\"\nreconcile_interval = \"0s\"", "reconcile_interval"),
+            ("[kv]\nbackend = \"redb\"\n[cluster]\nredis = \"redis://x\"", "one node alone"),
+        ] {
+            let err = parse(head).unwrap_err().to_string();
+            assert!(err.contains(says), "{head}: {err}");
+        }
+    }
 }
