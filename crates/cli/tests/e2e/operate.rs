@@ -221,35 +221,15 @@ async fn deployed_apps_survive_a_restart_and_the_cli_deploys() {
     let token_file = site.path("admin.token").display().to_string();
     let app = guest("hello.wasm").display().to_string();
     let admin_url = server.admin_url("");
-    let (code, out, err) = site.run(&[
-        "deploy",
-        "--admin",
-        &admin_url,
-        "--token-file",
-        &token_file,
-        "--tenant",
-        "alice",
-        "--name",
-        "hi",
-        "--route",
-        "/greet",
-        &app,
-    ]);
+    let deploy = |tenant: &str, name: &str, more: &[&str]| {
+        let args = ["deploy", "--admin", &admin_url, "--token-file", &token_file, "--tenant", tenant, "--name", name];
+        site.run(&[&args[..], more, &[&app]].concat())
+    };
+    let (code, out, err) = deploy("alice", "hi", &["--route", "/greet"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("deployed alice/hi version 1 at /greet"), "{out}");
     // A refused deploy exits 1 with the reason.
-    let (code, _, err) = site.run(&[
-        "deploy",
-        "--admin",
-        &admin_url,
-        "--token-file",
-        &token_file,
-        "--tenant",
-        "bob",
-        "--name",
-        "x",
-        &app,
-    ]);
+    let (code, _, err) = deploy("bob", "x", &[]);
     assert_eq!(code, 1);
     assert!(err.contains("404") && err.contains("no tenant \"bob\""), "{err}");
 
