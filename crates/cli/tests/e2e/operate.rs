@@ -363,7 +363,7 @@ async fn combined_access_log_and_an_open_admin_api_is_refused() {
     assert!(err.contains("palisade.toml:") && err.contains("open to the network"), "{err}");
 }
 
-/// Node `name` of a cluster on `redis`: its own data directory, the probe at `/kv`.
+/// A node of a cluster on `redis`: its own data directory, the probe at `/kv`.
 fn cluster_node(redis: &str) -> Site {
     let probe = guest("kv-probe.wasm").display().to_string();
     admin_site(&format!(
@@ -430,4 +430,13 @@ async fn two_nodes_share_apps_and_data_through_redis() {
         get(&b, "/kv?op=get&key=greeting").await == (200, "from-a".into())
     })
     .await;
+
+    // A node that joins later catches up with the apps and the data.
+    let site_c = cluster_node(&format!("redis://127.0.0.1:{port}/0"));
+    let c = site_c.start();
+    wait_until("the late node serves v3", Duration::from_secs(10), || async {
+        get(&c, "/app/x").await.1.starts_with(V1)
+    })
+    .await;
+    assert_eq!(get(&c, "/kv?op=get&key=greeting").await, (200, "from-a".into()));
 }
