@@ -1,5 +1,6 @@
 //! The admin listener wired to the live site: [`Control`] for [`Site`], the Prometheus recorder, the token.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +36,23 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// The bearer token: `token_file`'s contents (trimmed), else `PALISADE_ADMIN_TOKEN`. Without one, the admin
-/// API is open, which is refused on anything but a loopback address.
-pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
-    let token = match &admin.token_file {
+/// The token in `file` (trimmed), else in `PALISADE_ADMIN_TOKEN`; `None` when neither is given.
+pub(crate) fn read_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match file {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
             let token = text.trim().to_string();
             anyhow::ensure!(!token.is_empty(), "{}: the admin token file is empty", file.display());
-            Some(token)
+            Ok(Some(token))
         }
-        None => std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-    };
+        None => Ok(std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())),
+    }
+}
+
+/// The admin API's bearer token ([`read_token`] of `token_file`). Without one the API is open, which is
+/// refused on anything but a loopback address.
+pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
+    let token = read_token(admin.token_file.as_deref())?;
     if token.is_none() && !admin.listen.ip().is_loopback() {
         anyhow::bail!(
             "{}: the admin API on {} would be open to the network: set `token_file` or {TOKEN_ENV}, or listen on a \
@@ -58,9 +64,13 @@ pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
-/// Binds the admin listener and serves it on the current runtime.
-pub(crate) async fn start(admin: &AdminConfig, site: Arc<Site>, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    let token = token(admin)?;
+/// Binds the admin listener (requiring `token`, from [`token`]) and serves it on the current runtime.
+pub(crate) async fn start(
+    admin: &AdminConfig,
+    token: Option<String>,
+    site: Arc<Site>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
     let listener = Admin::bind(admin.listen, token.clone()).await?;
     tracing::info!(
         "admin API on http://{}{}",

@@ -125,6 +125,11 @@ pub(crate) struct LoadedTenant {
 }
 
 impl LoadedTenant {
+    /// Whether the configuration has a route at exactly `path` (a deployed app there would be shadowed).
+    pub(crate) fn has_route(&self, path: &str) -> bool {
+        self.routes.iter().any(|(p, _)| p == path)
+    }
+
     /// The tenant's entry in a router: its configured routes plus `extra` ones (deployed apps), with its
     /// HTTPS policy.
     pub(crate) fn routes_with(

@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::admin::TOKEN_ENV;
+use crate::admin::read_token;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, clap::Args)]
@@ -55,7 +56,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&args.app).with_context(|| format!("reading {}", args.app.display()))?;
     let mut path = format!("/v1/tenants/{}/apps/{}", args.tenant, args.name);
     if let Some(route) = &args.route {
-        path.push_str(&format!("?route={}", encode(route)));
+        path.push_str(&format!("?route={}", utf8_percent_encode(route, QUERY_VALUE)));
     }
     let (status, body) = call(&args.admin, Method::PUT, &path, wasm.into())?;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -119,24 +120,12 @@ fn message(answer: &serde_json::Value, body: &[u8]) -> String {
     answer["error"].as_str().map_or_else(|| String::from_utf8_lossy(body).trim().to_string(), str::to_string)
 }
 
-/// Percent-encodes what a query value cannot hold as is.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// What a route needs encoded in a query value: all but unreserved characters and `/`.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// One request to the admin API over plain HTTP/1.1.
 fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
-    let token = match &admin.token_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?.trim().to_string(),
-        ),
-        None => std::env::var(TOKEN_ENV).ok(),
-    };
+    let token = read_token(admin.token_file.as_deref())?;
     let base: Uri = admin.admin.parse().with_context(|| format!("--admin {:?} is not a URL", admin.admin))?;
     anyhow::ensure!(base.scheme_str() == Some("http"), "--admin must be an http:// URL, like http://127.0.0.1:9901");
     let authority = base.authority().context("--admin needs a host and port")?.clone();

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use palisade_registry::{AppRecord, RedisRegistry};
+use bytes::Bytes;
+use palisade_registry::{AppRecord, RedisRegistry, RegistryError};
 
-use crate::site::{DeployedApp, Site};
+use crate::site::{DeployedApp, Site, State};
 
 /// Runs forever: watches Redis for changes and reconciles.
 pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration) {
@@ -43,20 +44,36 @@ pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interva
 }
 
 /// Makes this node serve exactly the apps in Redis; how many apps changed.
-async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, palisade_registry::RegistryError> {
+async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, RegistryError> {
     let (version, records) = shared.list().await?;
     let mut state = site.state.lock().await;
     // A registry older than what this node has served lost its data (a Redis restarted without persistence,
     // or another Redis): applying it would remove every app on every node.
     let known = state.tenants.values().flat_map(|t| t.apps.values()).map(|a| a.record.version).max().unwrap_or(0);
     if version < known {
-        return Err(palisade_registry::RegistryError::Corrupt(format!(
+        return Err(RegistryError::Corrupt(format!(
             "the registry in Redis is at version {version}, behind this node's apps (version {known}): it may have \
              lost its data; not applying it (deploy again, or restore Redis)"
         )));
     }
-    let wanted: BTreeMap<String, AppRecord> = records.into_iter().map(|r| (r.key(), r)).collect();
     let mut changes = 0;
+    let applied = apply(site, shared, &mut state, records, &mut changes).await;
+    // What was applied before a failure is served too: the router never disagrees with the state.
+    if changes > 0 {
+        site.publish(&state);
+    }
+    applied.map(|()| changes)
+}
+
+/// Brings `state` to `records`, counting each app changed in `changes`; stops at the first storage failure.
+async fn apply(
+    site: &Site,
+    shared: &RedisRegistry,
+    state: &mut State,
+    records: Vec<AppRecord>,
+    changes: &mut usize,
+) -> Result<(), RegistryError> {
+    let wanted: BTreeMap<String, AppRecord> = records.into_iter().map(|r| (r.key(), r)).collect();
     // Gone from Redis: stop serving.
     for t in state.tenants.values_mut() {
         let gone: Vec<String> =
@@ -65,7 +82,7 @@ async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, palisade_reg
             t.apps.remove(&name);
             site.local.remove(&t.loaded.tenant.name, &name)?;
             tracing::info!(app = %format!("{}/{name}", t.loaded.tenant.name), "app removed by the cluster");
-            changes += 1;
+            *changes += 1;
         }
     }
     // New or changed in Redis: fetch, compile, keep, serve.
@@ -82,21 +99,19 @@ async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, palisade_reg
         }
         // Read record and bytes together: a newer deploy may have replaced the listed one meanwhile.
         let Some((record, bytes)) = shared.fetch(&key).await? else { continue };
-        if t.loaded.routes.iter().any(|(path, _)| *path == record.route) {
+        let bytes = Bytes::from(bytes);
+        if t.loaded.has_route(&record.route) {
             tracing::warn!(app = %key, route = %record.route, "app's route is a configured route on this node; the configured one is served");
         }
-        match site.prepare(&t.loaded, &record.tenant, &record.name, bytes.clone().into()).await {
+        match site.prepare(&t.loaded, &record.name, bytes.clone()).await {
             Ok((handler, info)) => {
                 site.local.put(&record, &bytes)?;
                 tracing::info!(app = %key, route = %record.route, version = record.version, "app deployed by the cluster");
                 t.apps.insert(record.name.clone(), DeployedApp { record, handler, info });
-                changes += 1;
+                *changes += 1;
             }
             Err(e) => tracing::warn!(app = %key, "app from the cluster not served: {}", e.message),
         }
     }
-    if changes > 0 {
-        site.publish(&state);
-    }
-    Ok(changes)
+    Ok(())
 }

@@ -30,11 +30,8 @@ pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> a
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Checked before anything is loaded: an admin API open to the network is refused at once.
-    let metrics = match &config.admin {
-        Some(admin) => {
-            admin::token(admin)?;
-            Some(admin::install_metrics()?)
-        }
+    let admin = match &config.admin {
+        Some(admin) => Some((admin, admin::token(admin)?, admin::install_metrics()?)),
         None => None,
     };
     let runtime = apps::runtime(&config)?;
@@ -57,7 +54,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }
-    if metrics.is_some() {
+    if admin.is_some() {
         server = server.with_metrics();
     }
     let certificates = Arc::new(tokio::sync::Notify::new());
@@ -67,8 +64,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_acme_challenges(https.challenges.clone());
         https.keep_fresh(certificates.clone());
     }
-    if let (Some(admin), Some(metrics)) = (&config.admin, metrics) {
-        admin::start(admin, site.clone(), metrics).await?;
+    if let Some((admin, token, metrics)) = admin {
+        admin::start(admin, token, site.clone(), metrics).await?;
     }
     if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
         tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);

@@ -20,7 +20,7 @@ use palisade_config::Config;
 use palisade_http::Handler;
 use palisade_kv::KvStore;
 use palisade_registry::{AppRecord, FileRegistry, RedisRegistry, valid_name};
-use palisade_sandbox::{AppInfo, Runtime};
+use palisade_sandbox::{AppInfo, Runtime, TenantSandbox};
 use palisade_server::{LiveRoutes, Router, Routes};
 use serde_json::json;
 
@@ -90,7 +90,8 @@ impl Site {
                 continue;
             };
             let loaded = local.read(&record).map_err(|e| e.to_string()).and_then(|bytes| {
-                compile(&runtime, &tenant.loaded, &record.tenant, &record.name, &bytes).map_err(|e| e.message)
+                compile(&runtime, tenant.loaded.sandbox.clone(), &record.tenant, &record.name, &bytes)
+                    .map_err(|e| e.message)
             });
             match loaded {
                 Ok((handler, info)) => {
@@ -151,7 +152,7 @@ impl Site {
             .map_err(|e| refuse(Refusal::BadRequest, e))?;
         let mut state = self.state.lock().await;
         let t = state.tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
-        if t.loaded.routes.iter().any(|(path, _)| *path == route) {
+        if t.loaded.has_route(&route) {
             return Err(refuse(
                 Refusal::Conflict,
                 format!("route {route} of tenant {tenant} is in the configuration file; deploy at another route"),
@@ -163,7 +164,7 @@ impl Site {
                 format!("route {route} of tenant {tenant} is served by app {:?}; remove it first", other.record.name),
             ));
         }
-        let (handler, info) = self.prepare(&t.loaded, tenant, name, wasm.clone()).await?;
+        let (handler, info) = self.prepare(&t.loaded, name, wasm.clone()).await?;
         let record = match &self.shared {
             Some(shared) => shared
                 .put(tenant, name, &route, &wasm)
@@ -223,13 +224,12 @@ impl Site {
             let mut apps = BTreeMap::new();
             if let Some(old) = state.tenants.get(&loaded.tenant.name) {
                 for app in old.apps.values() {
-                    if loaded.routes.iter().any(|(path, _)| *path == app.record.route) {
+                    if loaded.has_route(&app.record.route) {
                         shadowed.push(app.record.key());
                     }
                     // The same bytes were prepared before: binding them to the new sandbox compiles nothing.
                     let bytes = self.local.read(&app.record).map_err(internal)?;
-                    let (handler, info) =
-                        self.prepare(&loaded, &app.record.tenant, &app.record.name, bytes.into()).await?;
+                    let (handler, info) = self.prepare(&loaded, &app.record.name, bytes.into()).await?;
                     apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
                 }
             }
@@ -253,22 +253,19 @@ impl Site {
 }
 
 impl Site {
-    /// Compiles `bytes` as the deployed app `tenant/name` of `loaded` on a blocking thread (a large guest
-    /// takes a while), bound to the tenant's sandbox.
+    /// Compiles `bytes` as `loaded`'s deployed app `name` on a blocking thread (a large guest takes a while),
+    /// bound to the tenant's sandbox.
     pub(crate) async fn prepare(
         &self,
         loaded: &LoadedTenant,
-        tenant: &str,
         name: &str,
         bytes: Bytes,
     ) -> Result<(Arc<dyn Handler>, AppInfo), ControlError> {
         let (runtime, sandbox) = (self.runtime.clone(), loaded.sandbox.clone());
-        let label = Path::new(tenant).join(name);
-        tokio::task::spawn_blocking(move || {
-            runtime.load_guest(&label, &bytes, sandbox).map_err(|e| refuse(Refusal::Invalid, e.to_string()))
-        })
-        .await
-        .map_err(internal)?
+        let (tenant, name) = (loaded.tenant.name.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || compile(&runtime, sandbox, &tenant, &name, &bytes))
+            .await
+            .map_err(internal)?
     }
 }
 
@@ -276,17 +273,16 @@ fn no_tenant(tenant: &str) -> ControlError {
     refuse(Refusal::NotFound, format!("no tenant {tenant:?} in the configuration"))
 }
 
-/// Compiles (or finds prepared) `bytes` as the deployed app `tenant/name`, bound to `loaded`'s sandbox, on
-/// this thread (at start-up).
+/// Compiles (or finds prepared) `bytes` as the deployed app `tenant/name`, bound to `sandbox`, on this thread.
 fn compile(
     runtime: &Runtime,
-    loaded: &LoadedTenant,
+    sandbox: Arc<TenantSandbox>,
     tenant: &str,
     name: &str,
     bytes: &[u8],
 ) -> Result<(Arc<dyn Handler>, AppInfo), ControlError> {
     let label = Path::new(tenant).join(name);
-    runtime.load_guest(&label, bytes, loaded.sandbox.clone()).map_err(|e| refuse(Refusal::Invalid, e.to_string()))
+    runtime.load_guest(&label, bytes, sandbox).map_err(|e| refuse(Refusal::Invalid, e.to_string()))
 }
 
 /// The router for `state`: each tenant's configured routes and deployed apps (a configured route wins over

@@ -30,9 +30,18 @@ pub(crate) struct Observers {
     pub(crate) metrics: bool,
 }
 
-/// One request as it will be logged, gathered before its handler runs.
+/// One request as it will be observed, gathered before its handler runs.
 pub(crate) struct Exchange {
     started: Instant,
+    tenant: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    /// What only the access log needs; `None` when it is off.
+    line: Option<RequestLine>,
+    metrics: bool,
+}
+
+/// The request as the access log shows it.
+struct RequestLine {
     id: u64,
     remote: SocketAddr,
     method: Method,
@@ -40,10 +49,6 @@ pub(crate) struct Exchange {
     version: Version,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
-    tenant: Option<Arc<str>>,
-    route: Option<Arc<str>>,
-    log: bool,
-    metrics: bool,
 }
 
 impl Exchange {
@@ -59,8 +64,7 @@ impl Exchange {
         if !log && !observers.metrics {
             return None;
         }
-        Some(Exchange {
-            started,
+        let line = log.then(|| RequestLine {
             id,
             remote,
             method: req.method().clone(),
@@ -68,11 +72,8 @@ impl Exchange {
             version: req.version(),
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            tenant: None,
-            route: None,
-            log,
-            metrics: observers.metrics,
-        })
+        });
+        Some(Exchange { started, tenant: None, route: None, line, metrics: observers.metrics })
     }
 
     /// Notes the tenant and route the request reached.
@@ -101,7 +102,6 @@ impl Done {
     fn record(self, bytes: u64) {
         let x = self.exchange;
         let elapsed = x.started.elapsed();
-        let (tenant, route) = (x.tenant.as_deref().unwrap_or("-"), x.route.as_deref().unwrap_or("-"));
         if x.metrics {
             let labels = |status: bool| {
                 let mut labels = vec![
@@ -123,19 +123,20 @@ impl Done {
             metrics::histogram!("palisade_request_duration_seconds", labels(false)).record(elapsed.as_secs_f64());
             metrics::counter!("palisade_response_bytes_total", labels(false)).increment(bytes);
         }
-        if x.log {
+        if let Some(line) = &x.line {
+            let (tenant, route) = (x.tenant.as_deref().unwrap_or("-"), x.route.as_deref().unwrap_or("-"));
             let header = |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
             tracing::info!(
                 target: ACCESS_TARGET,
-                id = x.id,
-                remote = %x.remote.ip(),
-                method = %x.method,
-                uri = x.target.as_ref().map_or("*", |t| t.as_str()),
-                version = ?x.version,
+                id = line.id,
+                remote = %line.remote.ip(),
+                method = %line.method,
+                uri = line.target.as_ref().map_or("*", |t| t.as_str()),
+                version = ?line.version,
                 status = self.status,
                 bytes,
-                referer = header(&x.referer),
-                user_agent = header(&x.user_agent),
+                referer = header(&line.referer),
+                user_agent = header(&line.user_agent),
                 tenant,
                 route,
                 micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
