@@ -3,6 +3,8 @@
 # `wasmtime serve` (default, tuned pooling, and instance reuse), plus palisade's HTTP stack with no WebAssembly
 # (the physical limit). 32 connections, then 1 connection; ROUNDS rounds, contenders alternating, one server at
 # a time; prints medians and ratios. Usage: bench/hello.sh  (DURATION=5s ROUNDS=3 by default)
+# wasmtime serve writes no access log, so palisade runs without its own (RUST_LOG=warn); PALISADE_LOG=info
+# measures with it.
 source "$(dirname "$0")/lib.sh"
 bench_prepare
 guest=$BENCH_ROOT/target/guests/hello.wasm
@@ -26,7 +28,7 @@ contenders=(hyper-hello palisade serve-default serve-tuned serve-reuse)
 run_contender() {  # NAME -> starts it on port 18080
   case $1 in
     hyper-hello) start "$1" 18080 "$BENCH_ROOT/target/release/examples/hello" 127.0.0.1:18080 ;;
-    palisade) start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
+    palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
     serve-default) start "$1" 18080 "$WASMTIME" serve --addr 127.0.0.1:18080 "$guest" ;;
     serve-tuned) start "$1" 18080 "$WASMTIME" serve "${tuned[@]}" --addr 127.0.0.1:18080 "$guest" ;;
     serve-reuse) start "$1" 18080 "$WASMTIME" serve "${tuned[@]}" --max-instance-reuse-count 1000 \

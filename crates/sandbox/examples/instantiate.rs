@@ -3,7 +3,10 @@
 //!
 //! `cargo run --release --example instantiate -p palisade-sandbox -- target/guests/hello.wasm [ITERATIONS]`
 //!
-//! Prints the median and the 99th percentile over batches of 1000 requests, per request.
+//! Prints two figures, as median and 99th percentile:
+//! - all the work per request, back to back (batches of 1000): what bounds throughput;
+//! - the request path alone, one request at a time with the worker idle in between, as a server between
+//!   requests is: the instance was made warm after the previous response, and is torn down after this one.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,6 +60,26 @@ fn main() -> Result<(), palisade_http::BoxError> {
             at(0.5),
             at(0.99),
             per_request.len()
+        );
+
+        let mut latencies = Vec::with_capacity(iterations as usize);
+        for _ in 0..iterations {
+            let start = Instant::now();
+            one().await?;
+            latencies.push(start.elapsed());
+            // Idle: the request's task tears its instance down and makes the next one warm.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        println!(
+            "{}: request path with a warm instance, one at a time: median {:?}, p99 {:?} ({} requests)",
+            guest.display(),
+            at(0.5),
+            at(0.99),
+            latencies.len()
         );
         Ok::<_, palisade_http::BoxError>(())
     })?;

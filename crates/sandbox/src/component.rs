@@ -1,8 +1,9 @@
 //! `wasi:http/proxy` components: a fresh `Store` and instance per request, bodies streamed both ways.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -13,8 +14,8 @@ use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::engine::{RuntimeInner, arm_deadline};
@@ -24,6 +25,7 @@ use crate::keyvalue::{KvCtx, KvView};
 use crate::limits::{GuestLimiter, LimitKind};
 use crate::pipe::CappedPipe;
 use crate::tenant::TenantSandbox;
+use crate::warm::WarmSet;
 use palisade_http::{BodyTooLarge, InstanceTime, LimitedBody, declared_length};
 
 /// Per-request host state of a component instance.
@@ -110,6 +112,8 @@ pub struct ComponentApp {
 }
 
 struct AppInner {
+    /// Tells this app's warm instances from other apps'.
+    id: u64,
     pre: ProxyPre<ComponentState>,
     info: AppInfo,
     tenant: Arc<TenantSandbox>,
@@ -131,7 +135,8 @@ impl ComponentApp {
     ) -> Result<ComponentApp, LoadError> {
         let PreparedComponent { pre, info } =
             runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
-        Ok(ComponentApp { inner: Arc::new(AppInner { pre, info, tenant, _runtime: runtime }) })
+        let id = NEXT_APP_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, _runtime: runtime }) })
     }
 }
 
@@ -181,8 +186,27 @@ impl ComponentApp {
     }
 }
 
+thread_local! {
+    /// This worker thread's warm instances (see [`crate::warm`]).
+    static WARM: RefCell<WarmSet<Instance>> = RefCell::new(WarmSet::default());
+}
+
+/// Ids for apps, so a worker's warm instances are only ever used by the app that made them.
+static NEXT_APP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One instance's store (the tenant's WASI context and limits) with its output pipes, and the component
+/// instantiated in it if it was made warm, ahead of its request.
+struct Instance {
+    store: Store<ComponentState>,
+    proxy: Option<Proxy>,
+    stdout: CappedPipe,
+    stderr: CappedPipe,
+}
+
 impl AppInner {
-    fn new_store(&self, stderr: &CappedPipe, stdout: &CappedPipe) -> Result<Store<ComponentState>, HandlerError> {
+    /// A new store for one request, with nothing instantiated in it yet.
+    fn new_instance(&self) -> Result<Instance, HandlerError> {
+        let (stdout, stderr) = (self.tenant.log_pipe(), self.tenant.log_pipe());
         let mut wasi = WasiCtxBuilder::new();
         self.tenant.configure_wasi(&mut wasi, true)?;
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
@@ -196,7 +220,41 @@ impl AppInner {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        Ok(store)
+        Ok(Instance { store, proxy: None, stdout, stderr })
+    }
+
+    /// This worker's warm instance of the app if it has one, or a new store to instantiate in.
+    fn take_instance(&self) -> Result<Instance, HandlerError> {
+        match WARM.with(|w| w.borrow_mut().take(self.id)) {
+            Some(mut warm) => {
+                warm.store.data_mut().limiter.warm = false;
+                Ok(warm)
+            }
+            None => self.new_instance(),
+        }
+    }
+
+    /// Instantiates the app's next instance on this worker, unless the worker has one or should not.
+    /// Failures are left for the request that instantiates next to report.
+    async fn make_warm(&self) {
+        if !WARM.with(|w| w.borrow_mut().wants(self.id, std::time::Instant::now())) {
+            return;
+        }
+        let Ok(mut instance) = self.new_instance() else { return };
+        instance.store.data_mut().limiter.warm = true;
+        // Guest code may run while instantiating (start functions): it is held to the same limits.
+        let deadline = Instant::now() + self.tenant.limits.timeout;
+        arm_deadline(&mut instance.store, deadline, self.tenant.limits.cpu_time);
+        let made = tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut instance.store)).await;
+        let now = std::time::Instant::now();
+        match made {
+            Ok(Ok(proxy)) => {
+                instance.proxy = Some(proxy);
+                let dropped = WARM.with(|w| w.borrow_mut().put(self.id, instance, now));
+                drop(dropped);
+            }
+            _ => WARM.with(|w| w.borrow_mut().failed(self.id, now)),
+        }
     }
 
     async fn handle(
@@ -208,9 +266,7 @@ impl AppInner {
         tenant.check_declared_body(request.headers())?;
         let permit = tenant.admit()?;
         let deadline = Instant::now() + tenant.limits.timeout;
-        let stderr = tenant.log_pipe();
-        let stdout = tenant.log_pipe();
-        let mut store = self.new_store(&stderr, &stdout)?;
+        let Instance { mut store, proxy, stdout, stderr } = self.take_instance()?;
         arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
 
         // A body over `max_request_body` is cut off with an error the guest sees as a failed read; whatever
@@ -256,17 +312,25 @@ impl AppInner {
         let task_clock = clock.clone();
         let task = tokio::spawn(
             async move {
-                let _permit = permit;
                 let run = async {
-                    let proxy = app.pre.instantiate_async(&mut store).await?;
+                    let proxy = match proxy {
+                        Some(warm) => warm,
+                        None => app.pre.instantiate_async(&mut store).await?,
+                    };
                     proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
                 };
                 let result = match tokio::time::timeout_at(deadline, run).await {
                     Ok(r) => r.map_err(|e| app.tenant.guest_failure(&e)),
                     Err(_) => Err(app.tenant.timed_out()),
                 };
-                drop(store);
                 task_clock.stop();
+                // The guest is done: its concurrency slot is free (its memory stays charged until the store
+                // is dropped). Tearing the instance down (resetting its memory for the pool) and making the
+                // next one are most of an instance's cost; the connection's task sends the response first,
+                // so neither adds to the request's latency.
+                drop(permit);
+                tokio::task::yield_now().await;
+                drop(store);
                 app.tenant.log_output("stderr", &stderr);
                 app.tenant.log_output("stdout", &stdout);
                 if let Err(e) = &result
@@ -274,6 +338,7 @@ impl AppInner {
                 {
                     tracing::warn!(fault = ?e.fault, "guest failed while streaming its response: {}", e.detail);
                 }
+                app.make_warm().await;
                 result
             }
             .in_current_span(),

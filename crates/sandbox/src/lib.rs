@@ -28,6 +28,7 @@ mod limits;
 mod pipe;
 mod prepared;
 mod tenant;
+mod warm;
 
 pub use cgi::CgiApp;
 

@@ -111,11 +111,13 @@ impl MemoryBudget {
         MemoryBudget { limit, used: AtomicU64::new(0) }
     }
 
-    /// Takes `bytes` from the budget, or nothing if that would pass the limit.
-    fn try_charge(&self, bytes: u64) -> bool {
+    /// Takes `bytes` from the budget, or nothing if that would pass the limit (half the limit for a warm
+    /// instance, so instances waiting for a request never hold what running ones need).
+    fn try_charge(&self, bytes: u64, warm: bool) -> bool {
+        let limit = if warm { self.limit / 2 } else { self.limit };
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
+                used.checked_add(bytes).filter(|total| *total <= limit)
             })
             .is_ok()
     }
@@ -141,11 +143,13 @@ pub(crate) struct GuestLimiter {
     memory: usize,
     budget: Arc<MemoryBudget>,
     charged: u64,
+    /// Whether the store is a warm instance still waiting for its request (see `warm`).
+    pub(crate) warm: bool,
 }
 
 impl GuestLimiter {
     pub(crate) fn new(memory: u64, budget: Arc<MemoryBudget>) -> GuestLimiter {
-        GuestLimiter { memory: usize::try_from(memory).unwrap_or(usize::MAX), budget, charged: 0 }
+        GuestLimiter { memory: usize::try_from(memory).unwrap_or(usize::MAX), budget, charged: 0, warm: false }
     }
 }
 
@@ -155,7 +159,7 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Err(LimitExceeded(LimitKind::Memory).into());
         }
         let delta = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
-        if !self.budget.try_charge(delta) {
+        if !self.budget.try_charge(delta, self.warm) {
             return Err(LimitExceeded(LimitKind::TotalMemory).into());
         }
         self.charged += delta;
@@ -208,6 +212,12 @@ mod tests {
         drop(a);
         assert_eq!(budget.used(), 40, "a dropped store returns what it charged");
         assert!(b.memory_growing(40, 60, None).unwrap_or(false));
+
+        let mut warm = GuestLimiter::new(60, budget.clone());
+        warm.warm = true;
+        assert!(warm.memory_growing(0, 40, None).is_err(), "a warm instance may not take past half the budget");
+        drop(b);
+        assert!(warm.memory_growing(0, 40, None).unwrap_or(false));
     }
 
     #[test]

@@ -247,6 +247,11 @@ async fn reload_applies_a_changed_config_or_changes_nothing() {
     assert_eq!(admin.deploy("alice", "app", "", &wasm("echo-cgi.wasm")).await.0, 201);
     assert!(get(&server, "/app").await.1.starts_with("hello from CGI (no greeting)"));
     assert_eq!(get(&server, "/more/index.html").await.0, 404);
+    // A component too: by now every worker holds a warm instance of it, made with the old settings.
+    assert_eq!(admin.deploy("alice", "probe", "", &wasm("probe-component.wasm")).await.0, 201);
+    for _ in 0..6 {
+        assert_eq!(get(&server, "/probe/env").await.1, "(unset)");
+    }
 
     // A new route and new env: applied; the deployed app is kept, bound to the tenant's new settings.
     let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
@@ -261,6 +266,9 @@ async fn reload_applies_a_changed_config_or_changes_nothing() {
     assert_eq!(get(&server, "/more/index.html").await.0, 200);
     let (_, body) = get(&server, "/app").await;
     assert!(body.starts_with("hello from CGI (reloaded)"), "{body}");
+    for _ in 0..6 {
+        assert_eq!(get(&server, "/probe/env").await.1, "reloaded", "no request is served by an old instance");
+    }
 
     // A broken file: 422 naming the line, and everything stays as it was.
     site.write("palisade.toml", extended.replace("static = \"www\"", "static = \"www\"\nmemory = \"lots\""));
