@@ -28,7 +28,7 @@ contenders=(hyper-hello palisade serve-default serve-tuned serve-reuse)
 run_contender() {  # NAME -> starts it on port 18080
   case $1 in
     hyper-hello) start "$1" 18080 "$BENCH_ROOT/target/release/examples/hello" 127.0.0.1:18080 ;;
-    palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
+    palisade) start_server palisade ;;
     serve-default) start "$1" 18080 "$WASMTIME" serve --addr 127.0.0.1:18080 "$guest" ;;
     serve-tuned) start "$1" 18080 "$WASMTIME" serve "${tuned[@]}" --addr 127.0.0.1:18080 "$guest" ;;
     serve-reuse) start "$1" 18080 "$WASMTIME" serve "${tuned[@]}" --max-instance-reuse-count 1000 \

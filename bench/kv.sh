@@ -46,7 +46,7 @@ declare -A rps p99
 for round in $(seq "$ROUNDS"); do
   for s in "${stores[@]}"; do
     store_config "$s"
-    start_file_server palisade
+    start_server palisade
     curl -s -o /dev/null "http://127.0.0.1:18080/?op=set&key=small&value=hello"
     for op in "${ops[@]}"; do
       case $op in

@@ -59,10 +59,10 @@ $inside
 NGINX
 }
 
-# start_file_server palisade|nginx: starts palisade on $WORK/palisade.toml or nginx on $WORK/nginx.conf
+# start_server palisade|nginx: starts palisade on $WORK/palisade.toml or nginx on $WORK/nginx.conf
 # (both answer on port 18080). nginx runs with `access_log off`, so palisade runs without its access log too
 # (RUST_LOG=warn; set PALISADE_LOG=info to measure with it).
-start_file_server() {
+start_server() {
   case $1 in
     palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
     nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;

@@ -51,7 +51,7 @@ for round in $(seq "$ROUNDS"); do
     if [ "$c" = floor ]; then
       start floor 18080 "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 127.0.0.1:18090
     else
-      start_file_server "$c"
+      start_server "$c"
     fi
     load 32 "http://127.0.0.1:18080/1k.bin" >/dev/null  # warm-up
     read -r r a b < <(load 32 "http://127.0.0.1:18080/1k.bin")

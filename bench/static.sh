@@ -28,7 +28,7 @@ contenders=(palisade nginx)
 declare -A rps p50 p99
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
-    start_file_server "$c"
+    start_server "$c"
     for f in 1k.bin 1m.bin; do
       load 32 "http://127.0.0.1:18080/$f" >/dev/null  # warm-up
       read -r r a b < <(load 32 "http://127.0.0.1:18080/$f")

@@ -45,7 +45,7 @@ contenders=(palisade nginx)
 declare -A result
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
-    start_file_server "$c"
+    start_server "$c"
     "$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 1 full /1k.bin >/dev/null # warm-up
     cpu_before=$(cpu_ms "$LAST_PID")
     full=$("$HANDSHAKES" 127.0.0.1:18443 bench.test ca.pem 32 "$secs" full /1k.bin)

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::record::{now, verify};
+use crate::record::verify;
 use crate::{AppRecord, RegistryError};
 
 /// The apps this node serves, under one directory.
@@ -77,15 +77,7 @@ impl FileRegistry {
 
     /// A record for `bytes` as `tenant/name` at `route`, with the next version (not stored yet).
     pub fn new_record(&self, tenant: &str, name: &str, route: &str, bytes: &[u8]) -> Result<AppRecord, RegistryError> {
-        Ok(AppRecord {
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            route: route.to_string(),
-            sha256: crate::sha256_hex(bytes),
-            size: bytes.len() as u64,
-            version: self.next_version()?,
-            deployed_at: now(),
-        })
+        Ok(AppRecord::describe(tenant, name, route, bytes, self.next_version()?))
     }
 
     /// Stores `record` and its `bytes`, replacing the app's previous version.

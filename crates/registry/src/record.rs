@@ -23,6 +23,19 @@ pub struct AppRecord {
 }
 
 impl AppRecord {
+    /// A record of `bytes` as `tenant/name` at `route`, deployed now with `version`.
+    pub(crate) fn describe(tenant: &str, name: &str, route: &str, bytes: &[u8], version: u64) -> AppRecord {
+        AppRecord {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            route: route.to_string(),
+            sha256: sha256_hex(bytes),
+            size: bytes.len() as u64,
+            version,
+            deployed_at: now(),
+        }
+    }
+
     /// `tenant/name`, the app's key in every store (names cannot contain `/`).
     pub fn key(&self) -> String {
         format!("{}/{}", self.tenant, self.name)
@@ -45,7 +58,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Now, in seconds since the Unix epoch.
-pub(crate) fn now() -> u64 {
+fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::record::{now, verify};
+use crate::record::verify;
 use crate::{AppRecord, RegistryError};
 
 /// The pub/sub channel that announces changes.
@@ -51,7 +51,13 @@ return 1
 pub struct RedisRegistry {
     client: redis::Client,
     connection: ConnectionManager,
-    put: std::sync::Arc<(Script, Script)>,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+/// The Lua scripts that change the registry, each in one atomic step.
+struct Scripts {
+    put: Script,
+    remove: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> RegistryError {
@@ -70,7 +76,8 @@ impl RedisRegistry {
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| RegistryError::Unavailable(format!("{url}: {e}")))?;
-        Ok(RedisRegistry { client, connection, put: std::sync::Arc::new((Script::new(PUT), Script::new(REMOVE))) })
+        let scripts = std::sync::Arc::new(Scripts { put: Script::new(PUT), remove: Script::new(REMOVE) });
+        Ok(RedisRegistry { client, connection, scripts })
     }
 
     /// The registry's version (the latest deploy's or removal's) and every app's record, read together. A
@@ -117,21 +124,14 @@ impl RedisRegistry {
 
     /// Stores `bytes` as `tenant/name` at `route` with a new version, and tells every node.
     pub async fn put(&self, tenant: &str, name: &str, route: &str, bytes: &[u8]) -> Result<AppRecord, RegistryError> {
-        let record = AppRecord {
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            route: route.to_string(),
-            sha256: crate::sha256_hex(bytes),
-            size: bytes.len() as u64,
-            version: 0,
-            deployed_at: now(),
-        };
+        // The script sets the version from the registry's counter.
+        let record = AppRecord::describe(tenant, name, route, bytes, 0);
         let key = record.key();
         let json = serde_json::to_string(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
         let mut connection = self.connection.clone();
         let stored: String = self
+            .scripts
             .put
-            .0
             .key(RECORDS)
             .key(wasm_key(&key))
             .key(VERSION)
@@ -150,8 +150,8 @@ impl RedisRegistry {
         let key = format!("{tenant}/{name}");
         let mut connection = self.connection.clone();
         let removed: i64 = self
-            .put
-            .1
+            .scripts
+            .remove
             .key(RECORDS)
             .key(wasm_key(&key))
             .key(VERSION)
