@@ -9,7 +9,7 @@
 //!   requests is: the instance was made warm after the previous response, and is torn down after this one.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use palisade_http::{Handler, RequestContext, empty_body};
@@ -52,15 +52,8 @@ fn main() -> Result<(), palisade_http::BoxError> {
             }
             per_request.push(start.elapsed() / BATCH);
         }
-        per_request.sort();
-        let at = |q: f64| per_request[((per_request.len() - 1) as f64 * q) as usize];
-        println!(
-            "{}: instantiate + call + response, per request: median {:?}, p99 {:?} ({} batches of {BATCH})",
-            guest.display(),
-            at(0.5),
-            at(0.99),
-            per_request.len()
-        );
+        let batches = format!("{} batches of {BATCH}", per_request.len());
+        report(&guest, "instantiate + call + response, per request", per_request, &batches);
 
         let mut latencies = Vec::with_capacity(iterations as usize);
         for _ in 0..iterations {
@@ -72,16 +65,19 @@ fn main() -> Result<(), palisade_http::BoxError> {
                 tokio::task::yield_now().await;
             }
         }
-        latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-        println!(
-            "{}: request path with a warm instance, one at a time: median {:?}, p99 {:?} ({} requests)",
-            guest.display(),
-            at(0.5),
-            at(0.99),
-            latencies.len()
-        );
+        let requests = format!("{} requests", latencies.len());
+        report(&guest, "request path with a warm instance, one at a time", latencies, &requests);
         Ok::<_, palisade_http::BoxError>(())
     })?;
     Ok(())
+}
+
+/// Prints the median and the 99th percentile of `samples`.
+fn report(guest: &std::path::Path, what: &str, mut samples: Vec<Duration>, of: &str) {
+    if samples.is_empty() {
+        return;
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!("{}: {what}: median {:?}, p99 {:?} ({of})", guest.display(), at(0.5), at(0.99));
 }

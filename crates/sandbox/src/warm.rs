@@ -58,16 +58,11 @@ impl<V> WarmSet<V> {
     /// Keeps `instance` for `app`'s next request. Returns what no longer fits or waited too long, for the
     /// caller to drop (outside any borrow of the set).
     pub(crate) fn put(&mut self, app: u64, instance: V, now: Instant) -> Vec<V> {
-        let mut dropped = Vec::new();
-        let mut kept = Vec::with_capacity(PER_WORKER);
-        for (id, v, made) in self.ready.drain(..) {
-            if now.duration_since(made) >= MAX_IDLE || id == app {
-                dropped.push(v);
-            } else {
-                kept.push((id, v, made));
-            }
-        }
-        self.ready = kept;
+        let mut dropped: Vec<V> = self
+            .ready
+            .extract_if(.., |(id, _, made)| *id == app || now.duration_since(*made) >= MAX_IDLE)
+            .map(|(_, v, _)| v)
+            .collect();
         if self.ready.len() >= PER_WORKER {
             let (id, v, _) = self.ready.remove(0);
             self.cold.push((id, now));
