@@ -314,6 +314,13 @@ async fn metrics_health_and_access_logs() {
     assert_eq!(get(&server, "/missing").await.0, 404);
     assert_eq!(get(&server, "/probe/trap").await.0, 500);
     assert_eq!(get(&server, "/probe/env").await.0, 200);
+    // The guest task frees its concurrency slot just after the response has gone out (it still has to return
+    // from its handler), so the in-flight gauge reaches 0 a moment later.
+    let idle = r#"palisade_instances_in_flight{tenant="alice"} 0"#;
+    wait_until("no instance in flight", Duration::from_secs(5), || async {
+        admin.text("/metrics").await.lines().any(|l| l == idle)
+    })
+    .await;
     let metrics = admin.text("/metrics").await;
     for line in [
         r#"palisade_requests_total{tenant="alice",route="/",status="200"} 3"#,
@@ -321,7 +328,7 @@ async fn metrics_health_and_access_logs() {
         r#"palisade_requests_total{tenant="alice",route="/probe",status="500"} 1"#,
         r#"palisade_limits_total{tenant="alice",kind="trap"} 1"#,
         r#"palisade_request_duration_seconds_count{tenant="alice",route="/"} 4"#,
-        r#"palisade_instances_in_flight{tenant="alice"} 0"#,
+        idle,
         "palisade_ready 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} is not in:\n{metrics}");
