@@ -125,6 +125,18 @@ load() {
     END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.0f %.0f\n", rps, p50, p99 }'
 }
 
+# measure PID CONNECTIONS URL: `load`, plus the CPU time the server PID (and its child processes) spent per
+# request, in µs: prints "req/s p50_us p99_us cpu_us". The CPU figure is steadier than the rate on a machine
+# whose load generator shares the cores: it says what each request costs the server, whoever won the cores.
+measure() {
+  local before after r a b
+  before=$(cpu_ms "$1")
+  read -r r a b < <(load "$2" "$3")
+  after=$(cpu_ms "$1")
+  echo "$r $a $b $(awk -v c=$((after - before)) -v r="$r" -v s="${DURATION%s}" \
+    'BEGIN { printf "%.1f", (r > 0) ? c * 1000 / (r * s) : 0 }')"
+}
+
 # median of the numbers given as arguments.
 median() {
   printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

@@ -45,7 +45,7 @@ nginx_config <<EOF
 EOF
 
 contenders=(palisade nginx floor)
-declare -A rps p50 p99
+declare -A rps p50 p99 cpu
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
     if [ "$c" = floor ]; then
@@ -54,16 +54,17 @@ for round in $(seq "$ROUNDS"); do
       start_server "$c"
     fi
     load 32 "http://127.0.0.1:18080/1k.bin" >/dev/null  # warm-up
-    read -r r a b < <(load 32 "http://127.0.0.1:18080/1k.bin")
-    rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b "
-    echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us)" >&2
+    read -r r a b u < <(measure "$LAST_PID" 32 "http://127.0.0.1:18080/1k.bin")
+    rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b " cpu[$c]+="$u "
+    echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us, proxy CPU ${u} us per request)" >&2
     stop "$LAST_PID"
   done
 done
 
-printf '\n%-10s %10s %9s %9s\n' proxy req/s p50_us p99_us
+printf '\n%-10s %10s %9s %9s %9s\n' proxy req/s p50_us p99_us cpu_us
 for c in "${contenders[@]}"; do
-  printf '%-10s %10s %9s %9s\n' "$c" "$(median ${rps[$c]})" "$(median ${p50[$c]})" "$(median ${p99[$c]})"
+  printf '%-10s %10s %9s %9s %9s\n' "$c" "$(median ${rps[$c]})" "$(median ${p50[$c]})" "$(median ${p99[$c]})" \
+    "$(median ${cpu[$c]})"
 done
-echo "P6: palisade/nginx req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[nginx]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[nginx]})")"
+echo "P6: palisade/nginx req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[nginx]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[nginx]})"), proxy CPU per request = $(ratio "$(median ${cpu[palisade]})" "$(median ${cpu[nginx]})")"
 echo "floor/nginx req/s = $(ratio "$(median ${rps[floor]})" "$(median ${rps[nginx]})"), palisade/floor = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[floor]})")"

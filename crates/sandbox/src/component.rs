@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::{RuntimeInner, arm_deadline};
+use crate::engine::RuntimeInner;
 use crate::error::LoadError;
 use crate::introspect::{AppInfo, component_import_provided, component_info};
 use crate::keyvalue::{KvCtx, KvView};
@@ -117,7 +117,8 @@ struct AppInner {
     pre: ProxyPre<ComponentState>,
     info: AppInfo,
     tenant: Arc<TenantSandbox>,
-    _runtime: Arc<RuntimeInner>,
+    /// The engine its instances run on, and the epoch ticker their deadlines need.
+    runtime: Arc<RuntimeInner>,
 }
 
 impl std::fmt::Debug for ComponentApp {
@@ -136,7 +137,7 @@ impl ComponentApp {
         let PreparedComponent { pre, info } =
             runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
         let id = NEXT_APP_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, _runtime: runtime }) })
+        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, runtime }) })
     }
 }
 
@@ -244,7 +245,7 @@ impl AppInner {
         instance.store.data_mut().limiter.warm = true;
         // Guest code may run while instantiating (start functions): it is held to the same limits.
         let deadline = Instant::now() + self.tenant.limits.timeout;
-        arm_deadline(&mut instance.store, deadline, self.tenant.limits.cpu_time);
+        self.runtime.arm_deadline(&mut instance.store, deadline, self.tenant.limits.cpu_time);
         let made = tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut instance.store)).await;
         let now = std::time::Instant::now();
         match made {
@@ -267,7 +268,7 @@ impl AppInner {
         let permit = tenant.admit()?;
         let deadline = Instant::now() + tenant.limits.timeout;
         let Instance { mut store, proxy, stdout, stderr } = self.take_instance()?;
-        arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
+        self.runtime.arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
 
         // A body over `max_request_body` is cut off with an error the guest sees as a failed read; whatever
         // the guest does next, the client gets 413.

@@ -1,24 +1,18 @@
-//! The wasmtime engine: configuration, compile cache, epoch ticker, linkers, and loading apps.
+//! The wasmtime engine: configuration, compile cache, linkers, and loading apps.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cgi::{CgiApp, CgiState, PreparedModule};
 use crate::component::{ComponentApp, ComponentState, PreparedComponent};
+use crate::epoch::{self, EpochTicker};
 use crate::error::LoadError;
 use crate::introspect::AppInfo;
-use crate::limits::{LimitExceeded, LimitKind};
 use crate::prepared::Prepared;
 use crate::tenant::TenantSandbox;
-
-/// How often the epoch advances: guests yield to other work this often, and deadlines and CPU time are
-/// counted in these ticks.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Process-wide sandbox settings.
 #[derive(Debug, Clone)]
@@ -47,7 +41,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) modules: Prepared<PreparedModule>,
     /// The most linear memory one instance may have (the pool is sized for it).
     max_memory: u64,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 /// The guest runtime: one engine and its linkers, shared by every app.
@@ -91,7 +85,8 @@ impl Runtime {
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut CgiState| &mut s.wasi)
             .map_err(engine_err)?;
 
-        let ticker = EpochTicker::start(engine.clone())
+        let epoch = engine.clone();
+        let ticker = EpochTicker::start(move || epoch.increment_epoch())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -101,7 +96,7 @@ impl Runtime {
                 components: Prepared::default(),
                 modules: Prepared::default(),
                 max_memory: options.max_memory,
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
@@ -147,6 +142,19 @@ impl Runtime {
     /// The most linear memory one instance can have: tenants' `memory` must stay within it.
     pub fn max_memory(&self) -> u64 {
         self.inner.max_memory
+    }
+}
+
+impl RuntimeInner {
+    /// Holds `store` to `deadline` and `cpu_time` (see [`epoch::arm_deadline`]), with the epoch advancing for as
+    /// long as the store lives.
+    pub(crate) fn arm_deadline<T: 'static>(
+        &self,
+        store: &mut wasmtime::Store<T>,
+        deadline: tokio::time::Instant,
+        cpu_time: Duration,
+    ) {
+        epoch::arm_deadline(store, self.ticker.hold(), deadline, cpu_time);
     }
 }
 
@@ -198,67 +206,4 @@ fn read_guest(path: &Path, want: GuestKind) -> Result<Vec<u8>, LoadError> {
 /// Whether a WebAssembly binary is a component (layer 1) rather than a core module.
 pub fn is_component(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests can be interrupted at their deadline.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("palisade-epoch".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Makes a store's guest yield to the async runtime at every epoch tick, trap once `deadline` has passed, and
-/// trap once it has run for `cpu_time`.
-///
-/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its worker thread,
-/// and the connections on that worker would wait until the deadline. With a 1 ms tick, a spinning guest delays
-/// its neighbours by about a millisecond per turn.
-///
-/// CPU time is counted in epoch ticks: the callback runs only when the guest is executing as a tick passes
-/// (a guest waiting for I/O is not running wasm and is not charged), so `cpu_time` is exceeded after that
-/// many ticks in which the guest ran. A spinning guest is stopped at its CPU budget, not at the (usually
-/// longer) wall-clock deadline, and its worker thread is free for others from then on.
-pub(crate) fn arm_deadline<T: 'static>(
-    store: &mut wasmtime::Store<T>,
-    deadline: tokio::time::Instant,
-    cpu_time: Duration,
-) {
-    let budget = cpu_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    let mut ticks: u128 = 0;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        ticks += 1;
-        if tokio::time::Instant::now() >= deadline {
-            Ok(wasmtime::UpdateDeadline::Interrupt)
-        } else if ticks > budget {
-            Err(LimitExceeded(LimitKind::CpuTime).into())
-        } else {
-            // tokio's yield_now wakes the task only after the runtime has polled for I/O. A plain yield would
-            // re-queue the guest at once, and a worker with a spinning guest would look for new I/O only every
-            // few dozen task polls: its other connections would wait tens of milliseconds.
-            Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
-        }
-    });
 }

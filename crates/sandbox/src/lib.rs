@@ -21,6 +21,7 @@
 mod cgi;
 mod component;
 mod engine;
+mod epoch;
 mod error;
 mod introspect;
 mod keyvalue;

@@ -22,7 +22,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
-use crate::engine::{RuntimeInner, arm_deadline};
+use crate::engine::RuntimeInner;
 use crate::error::LoadError;
 use crate::introspect::{AppInfo, foreign_module_imports, module_info};
 use crate::limits::{GuestLimiter, LimitKind};
@@ -50,7 +50,8 @@ struct CgiInner {
     /// argv[0] for the program: its file name, as a CGI server would exec it.
     program: String,
     tenant: Arc<TenantSandbox>,
-    _runtime: Arc<RuntimeInner>,
+    /// The engine its instances run on, and the epoch ticker their deadlines need.
+    runtime: Arc<RuntimeInner>,
 }
 
 impl std::fmt::Debug for CgiApp {
@@ -69,7 +70,7 @@ impl CgiApp {
         let PreparedModule { pre, info } =
             runtime.modules.get_or_prepare(bytes, || PreparedModule::new(&runtime, path, bytes))?;
         let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
-        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, _runtime: runtime }) })
+        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, runtime }) })
     }
 }
 
@@ -160,7 +161,7 @@ impl CgiInner {
         let stdout = CappedPipe::new(usize::try_from(max_stdout).unwrap_or(usize::MAX));
         let stderr = tenant.log_pipe();
         let mut store = self.new_store(vars, body, &stdout, &stderr)?;
-        arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
+        self.runtime.arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
