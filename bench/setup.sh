@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the benchmark anchors and load generator, idempotently: nginx and wrk from Debian, and
+# Installs the benchmark anchors and load generators, idempotently: nginx, wrk, ab and valgrind from Debian, and
 # wasmtime-cli 48.0.8 (the release palisade embeds) with `cargo install`, cached in ~/.cache/palisade-bench.
 set -euo pipefail
 WASMTIME_VERSION=48.0.8
 CACHE=${BENCH_CACHE:-$HOME/.cache/palisade-bench}
 say() { echo "bench-setup: $*" >&2; }
-pkgs=(nginx-light wrk curl)
+pkgs=(nginx-light wrk curl valgrind apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -24,6 +24,9 @@ use palisade_http::Activity;
 use crate::dispatch::{Dispatcher, Peer};
 use crate::head_watch::{Framing, HeadWatch};
 
+/// The most header fields hyper's HTTP/1 parser takes when not told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The answer to a plain-HTTP client over the connection limits, written without waiting.
 const TOO_MANY_CONNECTIONS: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
@@ -106,8 +109,14 @@ impl Connections {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_headers(usize::try_from(limits.max_header_count).unwrap_or(usize::MAX))
             .max_buf_size(usize::try_from(limits.max_header_size).unwrap_or(usize::MAX));
+        // hyper parses into a buffer on the stack for up to HYPER_MAX_HEADERS fields, and into one it allocates
+        // and fills for every request once given any limit of its own. A lower limit is enforced by the
+        // dispatcher (431) after hyper's parse; only a higher one needs hyper's setting.
+        let max_headers = usize::try_from(limits.max_header_count).unwrap_or(usize::MAX);
+        if max_headers > HYPER_MAX_HEADERS {
+            builder.http1().max_headers(max_headers);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())

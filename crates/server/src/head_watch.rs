@@ -126,6 +126,10 @@ impl HeadWatch {
 
     /// Reads a complete head: marks it if ambiguous, and says how its body is framed.
     fn parse_head(&mut self) -> Phase {
+        if !may_frame(&self.head) {
+            self.message += 1;
+            return Phase::Head;
+        }
         // Left uninitialised: zeroing MAX_FIELDS fields for every request cost more than parsing a typical head.
         let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut []);
@@ -172,6 +176,21 @@ impl HeadWatch {
     }
 }
 
+/// Whether a head needs parsing: it is not an HTTP/1 request line (an HTTP/2 preface, say), is a CONNECT, or
+/// has a field line starting with `Content-Length`, `Transfer-Encoding` or `Upgrade` (in any case). Most heads
+/// (a GET without a body) are none of these: they need no parse, and the next message starts right after them.
+/// Matching a prefix errs on the side of parsing; a field line cannot start anywhere else, since hyper
+/// refuses folded lines.
+fn may_frame(head: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+    let starts_with = |line: &[u8], name: &[u8]| line.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name));
+    let request_line = memchr::memchr(b'\n', head).map_or(head, |nl| &head[..nl]);
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    !(request_line.ends_with(b" HTTP/1.1") || request_line.ends_with(b" HTTP/1.0"))
+        || starts_with(head, b"CONNECT")
+        || memchr::memchr_iter(b'\n', head).any(|nl| NAMES.iter().any(|name| starts_with(&head[nl + 1..], name)))
+}
+
 /// Moves bytes into `head` up to and including the empty line ending it; returns how many were taken and
 /// whether the head is complete. Empty lines before a request line are skipped, as hyper does.
 fn take_head(head: &mut Vec<u8>, bytes: &[u8]) -> (usize, bool) {
@@ -181,7 +200,7 @@ fn take_head(head: &mut Vec<u8>, bytes: &[u8]) -> (usize, bool) {
     }
     // Only line ends can finish a head: jump from one to the next.
     let mut from = start;
-    while let Some(offset) = bytes[from..].iter().position(|&b| b == b'\n') {
+    while let Some(offset) = memchr::memchr(b'\n', &bytes[from..]) {
         let nl = from + offset;
         // The bytes before this line feed, looking back into what earlier reads left in `head`.
         let before = |back: usize| match nl.checked_sub(back) {
