@@ -4,18 +4,16 @@
 use std::net::IpAddr;
 
 use http::Version;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, GetAll, HeaderMap, HeaderName, HeaderValue, OccupiedEntry};
 
-/// Fields that describe one connection, never forwarded whatever `Connection` lists.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Whether a field describes one connection, never forwarded whatever `Connection` lists. (A match on the
+/// name, not a constant array of names: such an array is built and dropped again wherever it is used.)
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -37,8 +35,9 @@ pub(crate) struct Client<'a> {
 /// the protocols it names, to pass on.
 pub(crate) fn requested_upgrade(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
-    (version == Version::HTTP_11 && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")))
-        .then(|| upgrade.clone())
+    (version == Version::HTTP_11
+        && tokens(&headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case("upgrade")))
+    .then(|| upgrade.clone())
 }
 
 /// Rewrites a request's headers for the upstream. `upgrade` is what [`requested_upgrade`] found;
@@ -72,24 +71,36 @@ pub(crate) fn request(
 
     let proto = if client.secure { "https" } else { "http" };
     let addr = client.addr.to_canonical();
-    append(headers, X_FORWARDED_FOR, &addr.to_string());
+    let addr_text = addr.to_string();
+    append(headers, X_FORWARDED_FOR, &addr_text);
     // The edge is where the scheme and host are known first hand: what a client claims is replaced.
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.remove(X_FORWARDED_HOST);
-    if let Some(host) = client.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+    match client.host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
-    let node = match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
+    let mut forwarded = String::with_capacity(64);
+    forwarded.push_str("for=");
+    match addr {
+        IpAddr::V4(_) => forwarded.push_str(&addr_text),
+        IpAddr::V6(_) => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&addr_text);
+            forwarded.push_str("]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
         forwarded.push_str(";host=");
-        forwarded.push_str(&quoted_if_needed(host));
+        push_quoted_if_needed(&mut forwarded, host);
     }
     append(headers, header::FORWARDED, &forwarded);
-    append(headers, header::VIA, via(client.version));
+    append_static(headers, header::VIA, via(client.version));
 }
 
 /// Rewrites an upstream's response headers for the client; `upgrading` keeps `Connection` and `Upgrade` on a
@@ -101,26 +112,32 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    append(headers, header::VIA, via(version));
+    append_static(headers, header::VIA, via(version));
 }
 
 /// Removes the fixed hop-by-hop fields and every field `Connection` names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) fields present rather than a lookup per name that might be.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    let named: Vec<HeaderName> =
-        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the (few) fields present, removing only those found: most messages carry `Connection:
+    // keep-alive` and nothing else of the kind, and a removal costs a hash and a probe.
+    // The fields `Connection` names beyond the fixed ones (usually none: it says `keep-alive` or `close`).
+    let named: Vec<&str> = tokens(&headers.get_all(header::CONNECTION))
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close") && !HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| is_hop_by_hop(&n))
+        })
+        .collect();
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
+        .cloned()
+        .collect();
+    for name in &found {
         headers.remove(name);
     }
 }
 
 /// The comma-separated tokens of every `Connection` field.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
+fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a str> + use<'a> {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -130,16 +147,32 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Appends `value` to a list field, folding the lines already there into one.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if !headers.contains_key(&name) {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name, value);
+    match headers.entry(name) {
+        Entry::Vacant(slot) => {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                slot.insert(value);
+            }
         }
-        return;
+        Entry::Occupied(mut slot) => fold(&mut slot, value),
     }
-    let mut list: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+}
+
+/// [`append`] for a constant value, which needs no copy when the field is new.
+fn append_static(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
+    match headers.entry(name) {
+        Entry::Vacant(slot) => {
+            slot.insert(HeaderValue::from_static(value));
+        }
+        Entry::Occupied(mut slot) => fold(&mut slot, value),
+    }
+}
+
+/// Replaces a field's lines with one: their values and `value`, comma-separated.
+fn fold(slot: &mut OccupiedEntry<'_, HeaderValue>, value: &str) {
+    let mut list: Vec<&str> = slot.iter().filter_map(|v| v.to_str().ok()).collect();
     list.push(value);
     if let Ok(joined) = HeaderValue::try_from(list.join(", ")) {
-        headers.insert(name, joined);
+        slot.insert(joined);
     }
 }
 
@@ -153,14 +186,21 @@ fn via(version: Version) -> &'static str {
     }
 }
 
-/// An RFC 7239 value: a token as is, anything else as a quoted string.
-fn quoted_if_needed(value: &str) -> String {
+/// Appends an RFC 7239 value to `out`: a token as is, anything else as a quoted string.
+fn push_quoted_if_needed(out: &mut String, value: &str) {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if !value.is_empty() && value.bytes().all(token) {
-        value.to_string()
-    } else {
-        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+        out.push_str(value);
+        return;
     }
+    out.push('"');
+    for c in value.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
