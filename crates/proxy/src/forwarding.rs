@@ -118,12 +118,10 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
 /// Removes the fixed hop-by-hop fields and every field `Connection` names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) fields present, removing only those found: most messages carry `Connection:
-    // keep-alive` and nothing else of the kind, and a removal costs a hash and a probe.
-    // The fields `Connection` names beyond the fixed ones (usually none: it says `keep-alive` or `close`).
+    // keep-alive` and nothing else of the kind, and a removal costs a hash and a probe. `named` holds what
+    // `Connection` lists beyond the fixed names (usually nothing, so no allocation).
     let named: Vec<&str> = tokens(&headers.get_all(header::CONNECTION))
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close") && !HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| is_hop_by_hop(&n))
-        })
+        .filter(|t| !HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| is_hop_by_hop(&n)))
         .collect();
     let found: Vec<HeaderName> = headers
         .keys()
