@@ -121,6 +121,7 @@ pub(crate) fn arm_deadline<T: 'static>(
     let mut ticks: u128 = 0;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
+        // Mentioned so that the callback owns it (and the store, the callback): not a no-op.
         let _ = &ticking;
         ticks += 1;
         if tokio::time::Instant::now() >= deadline {
