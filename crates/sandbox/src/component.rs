@@ -204,6 +204,17 @@ struct Instance {
     stderr: CappedPipe,
 }
 
+/// Drops this worker's warm instances as they pass their idle limit, until none is left: their pool slots,
+/// memory and hold on the epoch ticker go with them even if no request comes.
+async fn sweep_warm() {
+    loop {
+        let (expired, next) = WARM.with(|w| w.borrow_mut().sweep(std::time::Instant::now()));
+        drop(expired);
+        let Some(next) = next else { return };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
 impl AppInner {
     /// A new store for one request, with nothing instantiated in it yet.
     fn new_instance(&self) -> Result<Instance, HandlerError> {
@@ -253,6 +264,10 @@ impl AppInner {
                 instance.proxy = Some(proxy);
                 let dropped = WARM.with(|w| w.borrow_mut().put(self.id, instance, now));
                 drop(dropped);
+                if WARM.with(|w| w.borrow_mut().start_sweep()) {
+                    // On this worker (its runtime has one thread): the set is the thread's.
+                    tokio::spawn(sweep_warm());
+                }
             }
             _ => WARM.with(|w| w.borrow_mut().failed(self.id, now)),
         }

@@ -1,8 +1,9 @@
 //! Time for guests: the thread that advances the engine's epoch, and the deadlines stores keep against it.
 //!
 //! The epoch only matters to a store with a deadline armed, so the ticker runs only while there is one. A
-//! server with no guest alive (a static-only site, or one whose apps are idle) has a thread asleep instead of
-//! one waking a thousand times a second and taking a core from the connections.
+//! server with no guest alive (a static-only site, or one whose apps have been idle for longer than a warm
+//! instance waits) has a thread asleep instead of one waking a thousand times a second and taking a core from
+//! the connections.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

@@ -9,9 +9,10 @@
 //!
 //! This module is the bookkeeping, one [`WarmSet`] per worker thread: which apps have an instance waiting,
 //! within bounds. It keeps at most [`PER_WORKER`] instances, one per app, and drops one that waited longer than
-//! [`MAX_IDLE`]. An instance evicted before it served anything was wasted work; its app then gets no warm
-//! instance on that worker for [`BACKOFF`], so a worker serving many apps in turn stops making instances that
-//! would only be thrown away. An app whose instantiation fails (or runs out of time) backs off the same way.
+//! [`MAX_IDLE`] (a sweep does, on a worker that gets no more requests). An instance evicted before it served
+//! anything was wasted work; its app then gets no warm instance on that worker for [`BACKOFF`], so a worker
+//! serving many apps in turn stops making instances that would only be thrown away. An app whose instantiation
+//! fails (or runs out of time) backs off the same way.
 
 use std::time::{Duration, Instant};
 
@@ -28,11 +29,13 @@ pub(crate) struct WarmSet<V> {
     ready: Vec<(u64, V, Instant)>,
     /// Apps that wasted a warm instance, and since when.
     cold: Vec<(u64, Instant)>,
+    /// Whether a task is already waiting to drop instances as they pass [`MAX_IDLE`].
+    sweeping: bool,
 }
 
 impl<V> Default for WarmSet<V> {
     fn default() -> Self {
-        WarmSet { ready: Vec::new(), cold: Vec::new() }
+        WarmSet { ready: Vec::new(), cold: Vec::new(), sweeping: false }
     }
 }
 
@@ -58,11 +61,8 @@ impl<V> WarmSet<V> {
     /// Keeps `instance` for `app`'s next request. Returns what no longer fits or waited too long, for the
     /// caller to drop (outside any borrow of the set).
     pub(crate) fn put(&mut self, app: u64, instance: V, now: Instant) -> Vec<V> {
-        let mut dropped: Vec<V> = self
-            .ready
-            .extract_if(.., |(id, _, made)| *id == app || now.duration_since(*made) >= MAX_IDLE)
-            .map(|(_, v, _)| v)
-            .collect();
+        let mut dropped: Vec<V> =
+            self.ready.extract_if(.., |(id, _, made)| *id == app || stale(*made, now)).map(|(_, v, _)| v).collect();
         if self.ready.len() >= PER_WORKER {
             let (id, v, _) = self.ready.remove(0);
             self.cold.push((id, now));
@@ -71,6 +71,28 @@ impl<V> WarmSet<V> {
         self.ready.push((app, instance, now));
         dropped
     }
+
+    /// Whether the caller should start the sweep (see [`WarmSet::sweep`]): true once while instances wait and
+    /// no sweep runs, so an idle worker still lets them go at [`MAX_IDLE`] rather than at its next request.
+    pub(crate) fn start_sweep(&mut self) -> bool {
+        let start = !self.sweeping && !self.ready.is_empty();
+        self.sweeping |= start;
+        start
+    }
+
+    /// One step of the sweep at `now`: what waited [`MAX_IDLE`], for the caller to drop, and when to step
+    /// again; `None` once nothing waits (the sweep is over, and the next [`WarmSet::start_sweep`] says so).
+    pub(crate) fn sweep(&mut self, now: Instant) -> (Vec<V>, Option<Instant>) {
+        let expired = self.ready.extract_if(.., |(_, _, made)| stale(*made, now)).map(|(_, v, _)| v).collect();
+        let next = self.ready.iter().map(|(_, _, made)| *made + MAX_IDLE).min();
+        self.sweeping = next.is_some();
+        (expired, next)
+    }
+}
+
+/// Whether an instance made at `made` has waited [`MAX_IDLE`] by `now`.
+fn stale(made: Instant, now: Instant) -> bool {
+    now.duration_since(made) >= MAX_IDLE
 }
 
 #[cfg(test)]
@@ -97,6 +119,23 @@ mod tests {
 
         set.failed(7, now);
         assert!(!set.wants(7, now), "an app that failed to instantiate waits too");
+    }
+
+    #[test]
+    fn the_sweep_drops_what_waited_too_long_and_ends_when_nothing_waits() {
+        let now = Instant::now();
+        let mut set = WarmSet::default();
+        assert!(!set.start_sweep(), "nothing waits: no sweep");
+        assert!(set.put(1, "a", now).is_empty());
+        assert!(set.start_sweep());
+        assert!(!set.start_sweep(), "one sweep at a time");
+        assert!(set.put(2, "b", now + BACKOFF).is_empty());
+        assert_eq!(set.sweep(now), (vec![], Some(now + MAX_IDLE)));
+        assert_eq!(set.sweep(now + MAX_IDLE), (vec!["a"], Some(now + BACKOFF + MAX_IDLE)));
+        assert_eq!(set.take(2), Some("b"));
+        assert_eq!(set.sweep(now + MAX_IDLE), (vec![], None), "nothing left: the sweep ends");
+        assert!(set.put(3, "c", now).is_empty());
+        assert!(set.start_sweep(), "and the next instance starts it again");
     }
 
     #[test]
