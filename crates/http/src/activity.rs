@@ -18,15 +18,29 @@ impl Activity {
 
     /// Records that a byte moved now.
     pub fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the connection started.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Milliseconds from the connection's start to when it last moved a byte: a clock reading that costs no
+    /// system call, as fresh as the last [`touch`](Activity::touch).
+    pub fn last_moved_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    /// When the connection had been open for `ms` milliseconds.
+    pub fn instant_at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
     }
 
     /// Completes once no byte has moved for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
-            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
+            let deadline = self.instant_at(self.last_moved_ms()) + limit;
             if Instant::now() >= deadline {
                 return;
             }

@@ -1,13 +1,19 @@
 //! Host name → value, with the one matching rule every part of palisade uses: routing picks a tenant by the
 //! request's host, and TLS picks a certificate by the SNI name, through the same [`HostMap`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A host name as every [`HostMap`] lookup expects it: lower-case, no brackets around an IPv6 literal, no
 /// trailing dot. The Host header, the TLS server name and a guest's outbound authority all go through this, so
-/// they compare equal when they name the same host.
-pub fn normalise_host(host: &str) -> String {
-    host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
+/// they compare equal when they name the same host. Borrowed when already lower-case, as most hosts are.
+pub fn normalise_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// Values found by host name: exact names first, then `*.suffix` wildcards (one label, as in certificates,

@@ -1,5 +1,6 @@
 //! One client connection, from accept to close: admission against the connection limits, the TLS handshake,
-//! the HTTP connection, and the timeouts hyper does not enforce itself (slow readers, idle connections).
+//! the HTTP connection, and the timeouts hyper does not enforce itself (slow heads, slow readers, idle
+//! connections).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use palisade_config::TrafficLimits;
@@ -23,6 +25,7 @@ use palisade_http::Activity;
 
 use crate::dispatch::{Dispatcher, Peer};
 use crate::head_watch::{Framing, HeadWatch};
+use crate::sidelined::Sidelined;
 
 /// The most header fields hyper's HTTP/1 parser takes when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -105,10 +108,10 @@ impl Connections {
         stop: watch::Receiver<bool>,
     ) -> Connections {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The head timeout is the connection's own (`Expiry`): hyper's arms a new timer for every request.
         builder
             .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            .header_read_timeout(None)
             .max_buf_size(usize::try_from(limits.max_header_size).unwrap_or(usize::MAX));
         // hyper parses into a buffer on the stack for up to HYPER_MAX_HEADERS fields, and into one it allocates
         // and fills for every request once given any limit of its own. A lower limit is enforced by the
@@ -198,9 +201,10 @@ impl Connections {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
         let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
-        let mut watch = HeadWatch::new(max_head, peer.framing.clone());
+        let mut watch = HeadWatch::new(max_head, peer.framing.clone(), peer.activity.clone());
         let io = tokio_util::io::InspectReader::new(io, move |bytes: &[u8]| watch.feed(bytes));
         let activity = peer.activity.clone();
+        let framing = peer.framing.clone();
         let peer = Arc::new(peer);
         let service = hyper::service::service_fn(move |req| {
             let dispatcher = dispatcher.clone();
@@ -212,14 +216,33 @@ impl Connections {
         tokio::pin!(connection);
         let mut stop = self.stop.clone();
         let keepalive = self.limits.keepalive_timeout;
-        let result = tokio::select! {
-            r = connection.as_mut() => r,
-            _ = stop.changed() => {
+        let header_timeout = self.limits.header_timeout;
+        // `None`: the server is stopping.
+        let side = async {
+            tokio::select! {
+                _ = stop.changed() => None,
+                expiry = Expiry::wait(&activity, &framing, keepalive, header_timeout) => Some(expiry),
+            }
+        };
+        let result = match Sidelined::new(connection.as_mut(), side).await {
+            Either::Left(r) => r,
+            Either::Right(None) => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
-            () = activity.idle_for(keepalive) => {
-                tracing::debug!(%remote, "closing a connection idle for {keepalive:?}");
+            Either::Right(Some(expiry)) => {
+                match expiry {
+                    Expiry::Idle => tracing::debug!(%remote, "closing a connection idle for {keepalive:?}"),
+                    // Before the first request, hyper would wait for the head to finish: nothing is lost by
+                    // dropping the connection at once. Later, hyper closes at once if no request is in
+                    // flight, or after the one that is.
+                    Expiry::SlowHead => {
+                        tracing::debug!(%remote, "closing a connection whose request head is late");
+                        if framing.dispatched() == 0 {
+                            return;
+                        }
+                    }
+                }
                 connection.as_mut().graceful_shutdown();
                 activity.touch();
                 // HTTP/2 says goodbye with a PING round trip; a client that stays silent through another
@@ -232,6 +255,38 @@ impl Connections {
         };
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Why a connection's own timer ends it.
+enum Expiry {
+    /// No byte moved either way for `keepalive_timeout`.
+    Idle,
+    /// A request head took longer than `header_timeout` to arrive (slowloris), counted for the first head
+    /// from the connection's start and for later ones from their first byte.
+    SlowHead,
+}
+
+impl Expiry {
+    /// Completes when the connection expires. One timer serves the whole connection: it is armed again only
+    /// when it fires, at most every `header` apart, so a head that starts while it sleeps has its deadline
+    /// after the next look. (hyper's own head timer is allocated and armed for every request.)
+    async fn wait(activity: &Activity, framing: &Framing, keepalive: Duration, header: Duration) -> Expiry {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (keepalive, header) = (millis(keepalive), millis(header));
+        loop {
+            let now = activity.now_ms();
+            let idle_at = activity.last_moved_ms().saturating_add(keepalive);
+            if now >= idle_at {
+                return Expiry::Idle;
+            }
+            let head_at = framing.head_pending_since().map_or(u64::MAX, |since| since.saturating_add(header));
+            if now >= head_at {
+                return Expiry::SlowHead;
+            }
+            let look_at = idle_at.min(head_at).min(now.saturating_add(header));
+            tokio::time::sleep_until(activity.instant_at(look_at).into()).await;
         }
     }
 }

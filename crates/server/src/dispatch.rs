@@ -97,7 +97,8 @@ impl Dispatcher {
         request_id: u64,
         exchange: Option<&mut Exchange>,
     ) -> Response<Body> {
-        let path = req.uri().path().to_string();
+        // Counted first, for every request: the watch counts every head.
+        let ambiguous = peer.framing.next_request_is_ambiguous();
 
         // The target as sent: origin-form, or the whole absolute-form URI.
         let target_length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len())
@@ -108,7 +109,6 @@ impl Dispatcher {
         if req.headers().len() > self.limits.max_header_count {
             return Fault::HeadersTooLarge.response("the request has too many header fields");
         }
-        let ambiguous = peer.framing.next_request_is_ambiguous();
         let refusal = if ambiguous { Some(crate::strict::LENGTH_WITH_CODING) } else { crate::strict::refuse(&req) };
         if let Some((fault, reason)) = refusal {
             // The framing may be ambiguous: nothing more is read from this connection.
@@ -116,11 +116,8 @@ impl Dispatcher {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return response;
         }
-        // An upgrade hands the connection to its handler (a proxy's tunnel), which then watches it for idleness.
-        if req.headers().contains_key(header::UPGRADE) {
-            req.extensions_mut().insert(peer.activity.clone());
-        }
-        if let Some(answer) = self.acme_http01(&path) {
+        let path = req.uri().path();
+        if let Some(answer) = self.acme_http01(path) {
             return answer;
         }
         let host = match request_host(&req) {
@@ -147,9 +144,13 @@ impl Dispatcher {
                 return redirect_to_https(host.as_deref().unwrap_or(""), port, &req);
             }
             let hsts = if peer.tls.is_some() { tenant.hsts.clone() } else { None };
-            let route = tenant.route(&path).map(|(prefix, handler)| (prefix.clone(), handler.clone()));
+            let route = tenant.route(path).map(|(prefix, handler)| (prefix.clone(), handler.clone()));
             (tenant.name.clone(), hsts, route)
         };
+        // An upgrade hands the connection to its handler (a proxy's tunnel), which then watches it for idleness.
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(peer.activity.clone());
+        }
         let mut response = match route {
             Some((route, handler)) => {
                 if let Some(exchange) = exchange {

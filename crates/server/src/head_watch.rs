@@ -15,27 +15,47 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use palisade_http::Activity;
+
 /// The most header fields a head the watch parses may have (more: the watch stops; hyper answers 431).
 const MAX_FIELDS: usize = 256;
 
-/// What a connection's watch found, read by the dispatcher.
+/// [`Framing`]'s `head_since_ms` while no head is arriving.
+const NO_HEAD: u64 = u64::MAX;
+
+/// What a connection's watch found: read by the dispatcher (the ambiguous message) and by the connection's
+/// timer (how long the head now arriving has taken).
 #[derive(Debug)]
 pub(crate) struct Framing {
     /// The index of the first message with both `Content-Length` and `Transfer-Encoding` (`u64::MAX`: none).
     ambiguous: AtomicU64,
     /// Requests dispatched so far.
     dispatched: AtomicU64,
+    /// When the head now arriving started, in milliseconds on the connection's [`Activity`] clock; `NO_HEAD`
+    /// between heads and once the watch has stopped. The first head is awaited from the connection's start.
+    head_since_ms: AtomicU64,
 }
 
 impl Framing {
     pub(crate) fn new() -> Framing {
-        Framing { ambiguous: AtomicU64::new(u64::MAX), dispatched: AtomicU64::new(0) }
+        Framing { ambiguous: AtomicU64::new(u64::MAX), dispatched: AtomicU64::new(0), head_since_ms: AtomicU64::new(0) }
     }
 
     /// Counts one dispatched request; true if it is the ambiguous one.
     pub(crate) fn next_request_is_ambiguous(&self) -> bool {
         let index = self.dispatched.fetch_add(1, Ordering::AcqRel);
         self.ambiguous.load(Ordering::Acquire) == index
+    }
+
+    /// Requests dispatched so far.
+    pub(crate) fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Acquire)
+    }
+
+    /// When the head now arriving started (milliseconds on the connection's clock), if one is.
+    pub(crate) fn head_pending_since(&self) -> Option<u64> {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        (since != NO_HEAD).then_some(since)
     }
 }
 
@@ -71,16 +91,20 @@ enum Chunk {
 /// everything through unchanged).
 pub(crate) struct HeadWatch {
     phase: Phase,
+    /// The start of a head that spans reads; empty while heads arrive whole, as they usually do.
     head: Vec<u8>,
     max_head: usize,
     message: u64,
     found: Arc<Framing>,
+    /// The connection's clock, read when a head starts.
+    clock: Arc<Activity>,
 }
 
 impl HeadWatch {
     /// A watch reporting to `found`; heads longer than `max_head` bytes stop it (hyper refuses them anyway).
-    pub(crate) fn new(max_head: usize, found: Arc<Framing>) -> HeadWatch {
-        HeadWatch { phase: Phase::Head, head: Vec::new(), max_head, message: 0, found }
+    /// `clock` is the connection's activity, touched by each read before the watch sees its bytes.
+    pub(crate) fn new(max_head: usize, found: Arc<Framing>, clock: Arc<Activity>) -> HeadWatch {
+        HeadWatch { phase: Phase::Head, head: Vec::new(), max_head, message: 0, found, clock }
     }
 
     /// Follows `bytes`, the next ones read from the connection.
@@ -88,16 +112,7 @@ impl HeadWatch {
         while !bytes.is_empty() {
             match &mut self.phase {
                 Phase::Off => return,
-                Phase::Head => {
-                    let (used, complete) = take_head(&mut self.head, bytes);
-                    bytes = &bytes[used..];
-                    if complete {
-                        self.phase = self.parse_head();
-                        self.head.clear();
-                    } else if self.head.len() > self.max_head {
-                        self.phase = Phase::Off;
-                    }
-                }
+                Phase::Head => bytes = self.step_head(bytes),
                 Phase::Body(left) => {
                     let step = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
                     bytes = &bytes[step..];
@@ -119,21 +134,64 @@ impl HeadWatch {
         }
     }
 
+    /// Takes head bytes from `bytes`; returns what follows the head, if it ended.
+    fn step_head<'b>(&mut self, mut bytes: &'b [u8]) -> &'b [u8] {
+        if self.head.is_empty() {
+            // Empty lines before a request line are skipped, as hyper does.
+            let skip = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
+            bytes = &bytes[skip..];
+            if bytes.is_empty() {
+                return bytes;
+            }
+            // The first head's time runs from the connection's start (`Framing::new`), a later one's from
+            // its first byte.
+            let _ = self.found.head_since_ms.compare_exchange(
+                NO_HEAD,
+                self.clock.last_moved_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        let Some(end) = head_end(&self.head, bytes) else {
+            self.head.extend_from_slice(bytes);
+            if self.head.len() > self.max_head {
+                self.phase = Phase::Off;
+                self.found.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
+            }
+            return &[];
+        };
+        self.phase = if self.head.is_empty() {
+            // The usual case: the whole head in one read, looked at where it lies.
+            let head = &bytes[..end.at];
+            self.read_head(head, end.framing_field || !plain_request_line(head))
+        } else {
+            let mut head = std::mem::take(&mut self.head);
+            head.extend_from_slice(&bytes[..end.at]);
+            let phase = self.read_head(&head, has_framing_field(&head) || !plain_request_line(&head));
+            head.clear();
+            self.head = head;
+            phase
+        };
+        self.found.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
+        &bytes[end.at..]
+    }
+
     fn end_message(&mut self) {
         self.message += 1;
         self.phase = Phase::Head;
     }
 
-    /// Reads a complete head: marks it if ambiguous, and says how its body is framed.
-    fn parse_head(&mut self) -> Phase {
-        if !may_frame(&self.head) {
+    /// Reads a complete head: marks it if ambiguous, and says how its body is framed. A head that cannot
+    /// frame a body (`may_frame` false: an HTTP/1 request line, not CONNECT, no framing field) needs no parse.
+    fn read_head(&mut self, head: &[u8], may_frame: bool) -> Phase {
+        if !may_frame {
             self.message += 1;
             return Phase::Head;
         }
         // Left uninitialised: zeroing MAX_FIELDS fields for every request cost more than parsing a typical head.
         let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut []);
-        if !matches!(request.parse_with_uninit_headers(&self.head, &mut fields), Ok(httparse::Status::Complete(_))) {
+        if !matches!(request.parse_with_uninit_headers(head, &mut fields), Ok(httparse::Status::Complete(_))) {
             return Phase::Off;
         }
         if request.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) {
@@ -176,45 +234,56 @@ impl HeadWatch {
     }
 }
 
-/// Whether a head needs parsing: it is not an HTTP/1 request line (an HTTP/2 preface, say), is a CONNECT, or
-/// has a field line starting with `Content-Length`, `Transfer-Encoding` or `Upgrade` (in any case). Most heads
-/// (a GET without a body) are none of these: they need no parse, and the next message starts right after them.
-/// Matching a prefix errs on the side of parsing; a field line cannot start anywhere else, since hyper
-/// refuses folded lines.
-fn may_frame(head: &[u8]) -> bool {
-    const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
-    let starts_with = |line: &[u8], name: &[u8]| line.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name));
-    let request_line = memchr::memchr(b'\n', head).map_or(head, |nl| &head[..nl]);
-    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
-    !(request_line.ends_with(b" HTTP/1.1") || request_line.ends_with(b" HTTP/1.0"))
-        || starts_with(head, b"CONNECT")
-        || memchr::memchr_iter(b'\n', head).any(|nl| NAMES.iter().any(|name| starts_with(&head[nl + 1..], name)))
+/// Where a head ends, and what its lines looked like on the way.
+struct HeadEnd {
+    /// Just after the head's empty line.
+    at: usize,
+    /// Whether a line (in the bytes scanned) starts like a framing field.
+    framing_field: bool,
 }
 
-/// Moves bytes into `head` up to and including the empty line ending it; returns how many were taken and
-/// whether the head is complete. Empty lines before a request line are skipped, as hyper does.
-fn take_head(head: &mut Vec<u8>, bytes: &[u8]) -> (usize, bool) {
-    let mut start = 0;
-    if head.is_empty() {
-        start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
-    }
-    // Only line ends can finish a head: jump from one to the next.
-    let mut from = start;
-    while let Some(offset) = memchr::memchr(b'\n', &bytes[from..]) {
-        let nl = from + offset;
+/// Finds the empty line ending a head in `bytes`, given the `head` bytes earlier reads left. Only line ends can
+/// finish a head: the scan jumps from one to the next, and looks at the start of each line on the way.
+fn head_end(head: &[u8], bytes: &[u8]) -> Option<HeadEnd> {
+    let mut framing_field = false;
+    for nl in memchr::memchr_iter(b'\n', bytes) {
         // The bytes before this line feed, looking back into what earlier reads left in `head`.
         let before = |back: usize| match nl.checked_sub(back) {
-            Some(i) if i >= start => Some(bytes[i]),
-            Some(_) | None => head.len().checked_sub(back - (nl - start)).map(|i| head[i]),
+            Some(i) => Some(bytes[i]),
+            None => head.len().checked_sub(back - nl).map(|i| head[i]),
         };
         if before(1) == Some(b'\n') || (before(1) == Some(b'\r') && before(2) == Some(b'\n')) {
-            head.extend_from_slice(&bytes[start..=nl]);
-            return (nl + 1, true);
+            return Some(HeadEnd { at: nl + 1, framing_field });
         }
-        from = nl + 1;
+        framing_field |= starts_framing_field(&bytes[nl + 1..]);
     }
-    head.extend_from_slice(&bytes[start..]);
-    (bytes.len(), false)
+    None
+}
+
+/// Whether `line` starts with `Content-Length`, `Transfer-Encoding` or `Upgrade`, in any case. Matching a
+/// prefix errs on the side of parsing; a field line cannot start anywhere else, since hyper refuses folded
+/// lines.
+fn starts_framing_field(line: &[u8]) -> bool {
+    let name: &[u8] = match line.first().map(u8::to_ascii_lowercase) {
+        Some(b'c') => b"content-length",
+        Some(b't') => b"transfer-encoding",
+        Some(b'u') => b"upgrade",
+        _ => return false,
+    };
+    line.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Whether any line of a whole head starts like a framing field (for heads that spanned reads).
+fn has_framing_field(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|nl| starts_framing_field(&head[nl + 1..]))
+}
+
+/// Whether a head starts with an HTTP/1 request line that is not CONNECT (an HTTP/2 preface is not).
+fn plain_request_line(head: &[u8]) -> bool {
+    let line = memchr::memchr(b'\n', head).map_or(head, |nl| &head[..nl]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+        && !line.get(..8).is_some_and(|m| m.eq_ignore_ascii_case(b"CONNECT "))
 }
 
 /// Steps through chunked framing: bytes used, and then `Some(Some(next))` to go on, `Some(None)` at the end
@@ -272,7 +341,7 @@ mod tests {
     /// Feeds `input` in pieces of `step` bytes; returns the ambiguous message's index, if any.
     fn watch(input: &str, step: usize) -> Option<u64> {
         let found = Arc::new(Framing::new());
-        let mut w = HeadWatch::new(64 * 1024, found.clone());
+        let mut w = HeadWatch::new(64 * 1024, found.clone(), Arc::new(Activity::new()));
         for piece in input.as_bytes().chunks(step) {
             w.feed(piece);
         }

@@ -1,5 +1,7 @@
 //! The host a request is for, normalised for matching: lower-case, no port, no trailing dot, no brackets.
 
+use std::borrow::Cow;
+
 use http::{Request, Version, header};
 
 /// Why a request's host cannot be determined.
@@ -14,7 +16,7 @@ pub enum HostError {
 /// The request's host: from the URI authority (HTTP/2 `:authority`, absolute-form) or the Host header.
 ///
 /// `Ok(None)` for an HTTP/1.0 request without Host, which only a `"*"` tenant can answer.
-pub fn request_host<B>(req: &Request<B>) -> Result<Option<String>, HostError> {
+pub fn request_host<B>(req: &Request<B>) -> Result<Option<Cow<'_, str>>, HostError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {
         (Some(h), None) => Some(host_of(h.as_bytes()).ok_or(HostError::Invalid)?),

@@ -25,6 +25,7 @@ mod head_watch;
 pub mod host;
 mod observe;
 pub mod router;
+mod sidelined;
 mod strict;
 
 use std::net::SocketAddr;

@@ -91,7 +91,7 @@ impl TlsTerminator {
         let accepted = read_client_hello(&mut tcp).await?;
         let (server_name, validation) = {
             let hello = accepted.client_hello();
-            (hello.server_name().map(palisade_http::normalise_host), offers_only_acme(&hello))
+            (hello.server_name().map(|n| palisade_http::normalise_host(n).into_owned()), offers_only_acme(&hello))
         };
         if validation {
             let Some(key) = server_name.as_deref().and_then(|n| self.challenges.tls_alpn01(n)) else {

@@ -68,6 +68,31 @@ fn slowloris_heads_are_cut_off() {
 }
 
 #[test]
+fn a_slow_head_after_a_first_request_is_cut_off_but_an_idle_connection_is_not() {
+    let site = guarded_site("header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"");
+    let server = site.start();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let ask = |s: &mut TcpStream| {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: calm.test\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    };
+    ask(&mut s);
+    // Between requests, a keep-alive connection is held to keepalive_timeout, not header_timeout.
+    std::thread::sleep(Duration::from_millis(2500));
+    ask(&mut s);
+    // A head that starts and then stalls is cut off header_timeout after its first byte.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: calm.test\r\nX-Slow: ").unwrap();
+    let start = Instant::now();
+    let (out, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(closed && out.is_empty(), "a slow head was not cut off ({} bytes)", out.len());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "cut off after {took:?}");
+    well_behaved(&server);
+}
+
+#[test]
 fn slow_request_bodies_get_408() {
     let site = guarded_site("body_timeout = \"1s\"");
     let server = site.start();
