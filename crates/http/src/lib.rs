@@ -42,9 +42,9 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// An empty response body.
+/// An empty response body (allocates nothing: boxing a zero-sized body is free).
 pub fn empty_body() -> Body {
-    full_body(Bytes::new())
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Who sent this request and which tenant and route it reached.

@@ -7,7 +7,6 @@
 //! [`MAX_BYTES`] and [`MAX_ENTRIES`] per static route; what does not fit is served from disk.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,7 @@ impl Slot {
 
 #[derive(Default)]
 struct Inner {
-    slots: HashMap<PathBuf, Slot>,
+    slots: HashMap<Box<str>, Slot>,
     bytes: u64,
 }
 
@@ -58,15 +57,16 @@ pub(crate) struct FileCache {
 }
 
 impl FileCache {
-    /// The entry for `path`, if there is one younger than [`VALID_FOR`].
-    pub(crate) fn get(&self, path: &Path) -> Option<Cached> {
+    /// The entry for `path` (relative to the root, as [`crate::path::relative_path`] gives it), if there is
+    /// one younger than [`VALID_FOR`].
+    pub(crate) fn get(&self, path: &str) -> Option<Cached> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = inner.slots.get(path)?;
         (slot.at.elapsed() < VALID_FOR).then(|| slot.what.clone())
     }
 
     /// Remembers what `path` is now, replacing any older entry, if it fits.
-    pub(crate) fn put(&self, path: &Path, what: Cached) {
+    pub(crate) fn put(&self, path: &str, what: Cached) {
         let slot = Slot { what, at: Instant::now() };
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = inner.slots.remove(path) {
@@ -76,7 +76,7 @@ impl FileCache {
             return;
         }
         inner.bytes += slot.bytes();
-        inner.slots.insert(path.to_path_buf(), slot);
+        inner.slots.insert(path.into(), slot);
     }
 }
 
@@ -87,18 +87,18 @@ mod tests {
     #[test]
     fn entries_expire_and_are_bounded() {
         let cache = FileCache::default();
-        cache.put(Path::new("a"), Cached::Dir);
-        assert!(matches!(cache.get(Path::new("a")), Some(Cached::Dir)));
-        assert!(cache.get(Path::new("b")).is_none());
+        cache.put("a", Cached::Dir);
+        assert!(matches!(cache.get("a"), Some(Cached::Dir)));
+        assert!(cache.get("b").is_none());
         {
             let mut inner = cache.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(slot) = inner.slots.get_mut(Path::new("a")) {
+            if let Some(slot) = inner.slots.get_mut("a") {
                 slot.at -= VALID_FOR;
             }
         }
-        assert!(cache.get(Path::new("a")).is_none(), "an entry older than VALID_FOR is a miss");
+        assert!(cache.get("a").is_none(), "an entry older than VALID_FOR is a miss");
         for i in 0..MAX_ENTRIES + 10 {
-            cache.put(Path::new(&i.to_string()), Cached::Dir);
+            cache.put(&i.to_string(), Cached::Dir);
         }
         assert_eq!(cache.inner.lock().unwrap_or_else(PoisonError::into_inner).slots.len(), MAX_ENTRIES);
     }

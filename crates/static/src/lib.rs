@@ -22,6 +22,7 @@ pub mod fuzzing {
     /// Decodes a request path into a path below the root; checks the promise that it never escapes.
     pub fn relative_path(request_path: &str) {
         if let Ok(p) = crate::path::relative_path(request_path) {
+            let p = std::path::Path::new(&*p);
             assert!(!p.is_absolute());
             assert!(p.components().all(|c| matches!(c, std::path::Component::Normal(_))), "{p:?}");
         }
@@ -84,13 +85,14 @@ impl StaticDir {
                 if !uri.path().ends_with('/') {
                     return redirect_to_dir(uri);
                 }
-                match self.lookup(&rel.join("index.html")) {
+                let index = if rel.is_empty() { "index.html".into() } else { format!("{rel}/index.html") };
+                match self.lookup(&index) {
                     Ok((Cached::File(entry), file)) => (entry, file),
                     _ => return Fault::NotFound.response("not found"),
                 }
             }
             Err(e) => {
-                tracing::debug!(path = %rel.display(), error = %e, "static file not served");
+                tracing::debug!(path = %rel, error = %e, "static file not served");
                 return Fault::NotFound.response("not found");
             }
         };
@@ -99,11 +101,11 @@ impl StaticDir {
 
     /// What `rel` is: from the cache, or opened through the confined root (and cached when it fits). A file too
     /// large to cache comes with its open handle, to be streamed.
-    fn lookup(&self, rel: &Path) -> io::Result<(Cached, Option<std::fs::File>)> {
+    fn lookup(&self, rel: &str) -> io::Result<(Cached, Option<std::fs::File>)> {
         if let Some(hit) = self.cache.get(rel) {
             return Ok((hit, None));
         }
-        let target = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let target = Path::new(if rel.is_empty() { "." } else { rel });
         let file = self.root.open(target)?;
         let meta = file.metadata()?;
         if meta.is_dir() {
@@ -116,11 +118,11 @@ impl StaticDir {
         let mut file = file.into_std();
         let modified = meta.modified().ok().map(cap_std::time::SystemTime::into_std);
         if meta.len() > cache::MAX_FILE {
-            return Ok((Cached::File(Arc::new(FileEntry::new(rel, meta.len(), modified, None))), Some(file)));
+            return Ok((Cached::File(Arc::new(FileEntry::new(target, meta.len(), modified, None))), Some(file)));
         }
         let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut content)?;
-        let entry = Arc::new(FileEntry::new(rel, content.len() as u64, modified, Some(Bytes::from(content))));
+        let entry = Arc::new(FileEntry::new(target, content.len() as u64, modified, Some(Bytes::from(content))));
         self.cache.put(rel, Cached::File(entry.clone()));
         Ok((Cached::File(entry), None))
     }
@@ -133,6 +135,8 @@ pub(crate) struct FileEntry {
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
     content_type: HeaderValue,
+    /// `Content-Length` of the whole file.
+    full_length: HeaderValue,
     /// The whole file, when it is at most [`cache::MAX_FILE`]; larger files are streamed from disk.
     content: Option<Bytes>,
 }
@@ -146,6 +150,7 @@ impl FileEntry {
             last_modified: validators.modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
             validators,
             content_type: content_type(path),
+            full_length: HeaderValue::from(len),
             content,
         }
     }
@@ -196,12 +201,16 @@ fn respond(
     headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
 
     let range = match range_request(req_headers, entry.len, &entry.validators) {
-        RangeRequest::Full => 0..=entry.len.saturating_sub(1),
+        RangeRequest::Full => {
+            response.headers_mut().insert(header::CONTENT_LENGTH, entry.full_length.clone());
+            0..=entry.len.saturating_sub(1)
+        }
         RangeRequest::Partial(r) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start(), r.end(), entry.len)) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
             r
         }
         RangeRequest::Unsatisfiable => {
@@ -214,7 +223,6 @@ fn respond(
         }
     };
     let len = if entry.len == 0 { 0 } else { range.end() - range.start() + 1 };
-    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method == Method::HEAD || len == 0 {
         return response;
     }

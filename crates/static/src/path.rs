@@ -1,6 +1,6 @@
 //! Request path → path relative to the static root, refusing anything that could leave it.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
@@ -11,23 +11,42 @@ pub(crate) enum PathError {
     Invalid,
 }
 
-/// Decodes the (already route-relative) request path and turns it into a relative filesystem path.
+/// Decodes the (already route-relative) request path and turns it into a relative filesystem path, its
+/// segments joined by `/`.
 ///
 /// Decoding happens once, before the `..` check, so `%2e%2e` is caught as well as `..`. Empty and `.` segments
 /// are dropped. The result never starts with `/` and never contains `..`; the filesystem layer additionally
-/// refuses symlinks that lead outside the root.
-pub(crate) fn relative_path(request_path: &str) -> Result<PathBuf, PathError> {
+/// refuses symlinks that lead outside the root. Most request paths are already in that form below their
+/// leading slash, and are returned as they are, without decoding or copying.
+pub(crate) fn relative_path(request_path: &str) -> Result<Cow<'_, str>, PathError> {
+    if let Some(plain) = already_relative(request_path) {
+        return Ok(Cow::Borrowed(plain));
+    }
     let decoded = percent_decode_str(request_path).decode_utf8().map_err(|_| PathError::Invalid)?;
-    let mut out = PathBuf::new();
+    let mut out = String::with_capacity(decoded.len());
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
             ".." => return Err(PathError::Invalid),
             s if s.contains('\0') || s.contains('\\') => return Err(PathError::Invalid),
-            s => out.push(s),
+            s => {
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(s);
+            }
         }
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// `request_path` below its leading slash, if that needs no decoding and no segment dropped or refused: no
+/// `%`, backslash or NUL, and no empty, `.` or `..` segment.
+fn already_relative(request_path: &str) -> Option<&str> {
+    let rest = request_path.strip_prefix('/')?;
+    let clean = !rest.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
+        && rest.split('/').all(|segment| !matches!(segment, "" | "." | ".."));
+    clean.then_some(rest)
 }
 
 #[cfg(test)]
@@ -36,16 +55,29 @@ mod tests {
 
     #[test]
     fn plain_paths() {
-        assert_eq!(relative_path("/"), Ok(PathBuf::new()));
-        assert_eq!(relative_path("/a/b.txt"), Ok(PathBuf::from("a/b.txt")));
-        assert_eq!(relative_path("//a/./b"), Ok(PathBuf::from("a/b")));
-        assert_eq!(relative_path("/hello%20world.txt"), Ok(PathBuf::from("hello world.txt")));
+        let relative = |p| relative_path(p).map(|r| (r.into_owned(), matches!(relative_path(p), Ok(Cow::Borrowed(_)))));
+        assert_eq!(relative("/"), Ok((String::new(), false)));
+        assert_eq!(relative("/a/b.txt"), Ok(("a/b.txt".into(), true)));
+        assert_eq!(relative("//a/./b"), Ok(("a/b".into(), false)));
+        assert_eq!(relative("/a/b/"), Ok(("a/b".into(), false)));
+        assert_eq!(relative("/hello%20world.txt"), Ok(("hello world.txt".into(), false)));
+        assert_eq!(relative("/.well-known/x..y"), Ok((".well-known/x..y".into(), true)));
     }
 
     #[test]
     fn traversal_is_refused() {
-        for bad in ["/..", "/../etc/passwd", "/a/../../b", "/%2e%2e/x", "/%2E%2E%2Fx", "/a%00b", "/a%5c..%5cb", "/%ff"]
-        {
+        for bad in [
+            "/..",
+            "/../etc/passwd",
+            "/a/../../b",
+            "/%2e%2e/x",
+            "/%2E%2E%2Fx",
+            "/a%00b",
+            "/a%5c..%5cb",
+            "/%ff",
+            "/a/..",
+            "/a\\b",
+        ] {
             assert_eq!(relative_path(bad), Err(PathError::Invalid), "{bad}");
         }
     }
