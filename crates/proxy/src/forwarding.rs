@@ -3,16 +3,27 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
+
 use http::Version;
 use http::header::{self, Entry, GetAll, HeaderMap, HeaderName, HeaderValue, OccupiedEntry};
 
 /// Whether a field describes one connection, never forwarded whatever `Connection` lists. (A match on the
 /// name, not a constant array of names: such an array is built and dropped again wherever it is used.)
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+fn is_hop_by_hop(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
     )
+}
+
+/// [`is_hop_by_hop`] for a `Connection` token, in any case.
+fn names_hop_by_hop(token: &[u8]) -> bool {
+    let mut lower = [0u8; "transfer-encoding".len()];
+    let Some(lower) = lower.get_mut(..token.len()) else { return false };
+    lower.copy_from_slice(token);
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -70,9 +81,29 @@ pub(crate) fn request(
     }
 
     let proto = if client.secure { "https" } else { "http" };
+    // `Forwarded` is built first; `X-Forwarded-For` is the address within it, shared rather than copied.
     let addr = client.addr.to_canonical();
-    let addr_text = addr.to_string();
-    append(headers, X_FORWARDED_FOR, &addr_text);
+    let mut forwarded = String::with_capacity(64);
+    forwarded.push_str("for=");
+    let bracketed = addr.is_ipv6();
+    if bracketed {
+        forwarded.push_str("\"[");
+    }
+    let addr_at = forwarded.len();
+    push_address(&mut forwarded, addr);
+    let addr_end = forwarded.len();
+    if bracketed {
+        forwarded.push_str("]\"");
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=");
+        push_quoted_if_needed(&mut forwarded, host);
+    }
+    let forwarded = Bytes::from(forwarded);
+    append(headers, X_FORWARDED_FOR, forwarded.slice(addr_at..addr_end));
+    append(headers, header::FORWARDED, forwarded);
     // The edge is where the scheme and host are known first hand: what a client claims is replaced.
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match client.host {
@@ -83,24 +114,32 @@ pub(crate) fn request(
             headers.remove(X_FORWARDED_HOST);
         }
     }
-    let mut forwarded = String::with_capacity(64);
-    forwarded.push_str("for=");
+    append(headers, header::VIA, Bytes::from_static(via(client.version).as_bytes()));
+}
+
+/// Writes an address the way `Display` does, without the formatting machinery for IPv4 (every request
+/// writes one).
+fn push_address(out: &mut String, addr: IpAddr) {
     match addr {
-        IpAddr::V4(_) => forwarded.push_str(&addr_text),
-        IpAddr::V6(_) => {
-            forwarded.push_str("\"[");
-            forwarded.push_str(&addr_text);
-            forwarded.push_str("]\"");
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
         }
     }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=");
-        push_quoted_if_needed(&mut forwarded, host);
-    }
-    append(headers, header::FORWARDED, &forwarded);
-    append_static(headers, header::VIA, via(client.version));
 }
 
 /// Rewrites an upstream's response headers for the client; `upgrading` keeps `Connection` and `Upgrade` on a
@@ -112,23 +151,41 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    append_static(headers, header::VIA, via(version));
+    append(headers, header::VIA, Bytes::from_static(via(version).as_bytes()));
 }
 
 /// Removes the fixed hop-by-hop fields and every field `Connection` names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) fields present, removing only those found: most messages carry `Connection:
-    // keep-alive` and nothing else of the kind, and a removal costs a hash and a probe. `named` holds what
-    // `Connection` lists beyond the fixed names (usually nothing, so no allocation).
-    let named: Vec<&str> = tokens(&headers.get_all(header::CONNECTION))
-        .filter(|t| !HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| is_hop_by_hop(&n)))
-        .collect();
-    let found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
-        .cloned()
-        .collect();
-    for name in &found {
+    // Most messages carry `Connection: keep-alive` or `close` (or nothing) and no other field of the kind: then
+    // the fields present are looked at once and only those found are removed (a removal costs a hash and a
+    // probe), with no allocation and no token parsing. A `Connection` naming other fields takes the general way.
+    let mut close = false;
+    let only_fixed = headers.get_all(header::CONNECTION).iter().all(|value| {
+        let token = value.as_bytes().trim_ascii();
+        let is_close = token.eq_ignore_ascii_case(b"close");
+        close |= is_close;
+        is_close || names_hop_by_hop(token)
+    });
+    if !only_fixed {
+        let connection = headers.get_all(header::CONNECTION);
+        let named: Vec<&str> = tokens(&connection).collect();
+        let found: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_hop_by_hop(k.as_str()) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
+            .cloned()
+            .collect();
+        for name in &found {
+            headers.remove(name);
+        }
+        return;
+    }
+    // At most the seven fixed names and `close`.
+    let mut found = [const { None::<HeaderName> }; 8];
+    let named = |k: &&HeaderName| is_hop_by_hop(k.as_str()) || (close && k.as_str() == "close");
+    for (slot, name) in found.iter_mut().zip(headers.keys().filter(named)) {
+        *slot = Some(name.clone());
+    }
+    for name in found.iter().flatten() {
         headers.remove(name);
     }
 }
@@ -144,24 +201,18 @@ fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a 
 }
 
 /// Appends `value` to a list field, folding the lines already there into one.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+fn append(headers: &mut HeaderMap, name: HeaderName, value: Bytes) {
     match headers.entry(name) {
         Entry::Vacant(slot) => {
-            if let Ok(value) = HeaderValue::try_from(value) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
                 slot.insert(value);
             }
         }
-        Entry::Occupied(mut slot) => fold(&mut slot, value),
-    }
-}
-
-/// [`append`] for a constant value, which needs no copy when the field is new.
-fn append_static(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
-    match headers.entry(name) {
-        Entry::Vacant(slot) => {
-            slot.insert(HeaderValue::from_static(value));
+        Entry::Occupied(mut slot) => {
+            if let Ok(value) = std::str::from_utf8(&value) {
+                fold(&mut slot, value);
+            }
         }
-        Entry::Occupied(mut slot) => fold(&mut slot, value),
     }
 }
 
@@ -249,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn connection_naming_only_fixed_fields_or_close() {
+        let mut h =
+            headers(&[("connection", " Keep-Alive "), ("keep-alive", "timeout=5"), ("close", "1"), ("x-kept", "1")]);
+        response(&mut h, Version::HTTP_11, false);
+        assert!(!h.contains_key("connection") && !h.contains_key("keep-alive"));
+        assert!(h.contains_key("close") && h.contains_key("x-kept"), "a field Connection does not name was removed");
+        let mut h = headers(&[("connection", "CLOSE"), ("connection", "te"), ("close", "1"), ("te", "x")]);
+        response(&mut h, Version::HTTP_11, false);
+        assert!(!h.contains_key("close") && !h.contains_key("te") && !h.contains_key("connection"), "{h:?}");
+    }
+
+    #[test]
     fn forwarding_fields_are_appended_or_replaced() {
         let mut h = headers(&[
             ("x-forwarded-for", "203.0.113.1"),
@@ -280,6 +343,15 @@ mod tests {
         let mut h = HeaderMap::new();
         request(&mut h, &c, None, true, false);
         assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for addr in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.3.199", "192.0.2.7", "2001:db8::1", "::1"] {
+            let mut out = String::new();
+            push_address(&mut out, addr.parse().unwrap());
+            assert_eq!(out, addr);
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), Stri
         .map_err(|e| e.to_string())?
         .into_parts();
     // The same form as proxied requests: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
+    let path = http::uri::PathAndQuery::try_from(path).map_err(|e| format!("health check path: {e}"))?;
     let request = shared.upstream_request(&mut parts, path, &authority, body)?;
     let mut conn = shared.pools.get(index, &authority, false).await?;
     let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -148,12 +149,13 @@ impl Shared {
         let exceeded = Arc::new(AtomicBool::new(false));
         let read_ahead = parts.version <= Version::HTTP_11;
         let mut outgoing = request_body::prepare(body, self.max_request_body, exceeded.clone(), read_ahead).await?;
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        // Shared with the client's request target, not copied.
+        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
+        // Upstreams that failed to connect, for the next pick to pass over (no allocation until one does).
         let mut tried = Vec::new();
-        let mut last_failure = String::from("no upstream");
+        let mut last_failure = None;
         'upstreams: while let Some(picked) = self.upstreams.pick(&tried) {
-            tried.push(picked.index());
             let authority = picked.upstream().authority.clone();
             // A reused connection the upstream closed meanwhile gets one more try on a new connection.
             let mut fresh = false;
@@ -162,7 +164,7 @@ impl Shared {
                     let mut conn = self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
                     let body = outgoing.take().ok_or(Attempt::BodyGone)?;
                     let request =
-                        self.upstream_request(&mut parts, &path, &authority, body).map_err(Attempt::Connect)?;
+                        self.upstream_request(&mut parts, path.clone(), &authority, body).map_err(Attempt::Connect)?;
                     match conn.send(request).await {
                         Ok(response) => Ok((response, conn)),
                         Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
@@ -180,8 +182,9 @@ impl Shared {
                 };
                 match error {
                     Attempt::Connect(why) => {
-                        last_failure = format!("{}: {why}", picked.upstream().config);
+                        last_failure = Some(format!("{}: {why}", picked.upstream().config));
                         picked.eject(&why);
+                        tried.push(picked.index());
                         continue 'upstreams;
                     }
                     // Never sent: everything comes back for one more try.
@@ -203,7 +206,8 @@ impl Shared {
                 }
             }
         }
-        Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", last_failure))
+        let detail = last_failure.unwrap_or_else(|| "no upstream".into());
+        Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", detail))
     }
 
     /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2. A connect
@@ -211,7 +215,7 @@ impl Shared {
     fn upstream_request(
         &self,
         parts: &mut http::request::Parts,
-        path: &str,
+        path: PathAndQuery,
         authority: &http::uri::Authority,
         body: RequestBody,
     ) -> Result<Request<RequestBody>, String> {
@@ -220,18 +224,19 @@ impl Shared {
         *request.version_mut() = self.version;
         // Moved, not copied: a request that was never sent gives them back (see `Attempt::Send`).
         *request.headers_mut() = std::mem::take(&mut parts.headers);
-        let uri = if self.version == Version::HTTP_2 {
-            Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build()
-        } else {
-            if !request.headers().contains_key(header::HOST)
-                && let Ok(host) = HeaderValue::from_str(authority.as_str())
-            {
-                request.headers_mut().insert(header::HOST, host);
-            }
-            Uri::builder().path_and_query(path).build()
-        };
-        // The path came from a parsed request target, so it is valid; a failure here is not the upstream's.
-        *request.uri_mut() = uri.map_err(|e| format!("request target: {e}"))?;
+        let mut target = http::uri::Parts::default();
+        target.path_and_query = Some(path);
+        if self.version == Version::HTTP_2 {
+            target.scheme = Some(http::uri::Scheme::HTTP);
+            target.authority = Some(authority.clone());
+        } else if !request.headers().contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        // The parts come from a parsed request target and a configured upstream, so they fit together; a
+        // failure here is not the upstream's.
+        *request.uri_mut() = Uri::from_parts(target).map_err(|e| format!("request target: {e}"))?;
         Ok(request)
     }
 
