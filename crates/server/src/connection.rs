@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use palisade_http::Activity;
 
+use crate::balance::{Balance, Share};
 use crate::dispatch::{Dispatcher, Peer};
 use crate::head_watch::{Framing, HeadWatch};
 use crate::sidelined::Sidelined;
@@ -90,10 +91,24 @@ impl Drop for Admitted {
     }
 }
 
+/// A connection one worker accepted for another to serve (see [`crate::balance`]).
+pub(crate) struct Arrival {
+    stream: std::net::TcpStream,
+    peer: Peer,
+    tls: Option<Arc<TlsTerminator>>,
+    counted: Counted,
+}
+
+/// What a connection is counted in while it is open: the connection limits and its worker's share.
+type Counted = (Admitted, Share<Arrival>);
+
 /// What one worker's accept loops share to serve the connections they accept.
 pub(crate) struct Connections {
     dispatcher: Arc<Dispatcher>,
     admission: Arc<Admission>,
+    /// This worker's index in `balance`.
+    worker: usize,
+    balance: Arc<Balance<Arrival>>,
     builder: auto::Builder<TokioExecutor>,
     limits: TrafficLimits,
     tasks: TaskTracker,
@@ -104,6 +119,7 @@ impl Connections {
     pub(crate) fn new(
         dispatcher: Arc<Dispatcher>,
         admission: Arc<Admission>,
+        (worker, balance): (usize, Arc<Balance<Arrival>>),
         limits: &TrafficLimits,
         stop: watch::Receiver<bool>,
     ) -> Connections {
@@ -125,7 +141,16 @@ impl Connections {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
             .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-        Connections { dispatcher, admission, builder, limits: limits.clone(), tasks: TaskTracker::new(), stop }
+        Connections {
+            dispatcher,
+            admission,
+            worker,
+            balance,
+            builder,
+            limits: limits.clone(),
+            tasks: TaskTracker::new(),
+            stop,
+        }
     }
 
     /// Stops tracking new connections and waits (at most `limit`) for the open ones to finish.
@@ -160,20 +185,57 @@ impl Connections {
             };
             // Guests often write small body chunks; Nagle would add up to 40 ms to each.
             let _ = stream.set_nodelay(true);
-            let this = self.clone();
-            let tls = tls.clone();
-            self.tasks.spawn(async move {
-                let peer = Peer {
-                    remote,
-                    local,
-                    tls: None,
-                    framing: Arc::new(Framing::new()),
-                    activity: Arc::new(Activity::new()),
-                };
-                this.serve(stream, peer, tls).await;
-                drop(admitted);
-            });
+            // Made here so that the first head's timeout counts from the accept, wherever it is served.
+            let peer = Peer {
+                remote,
+                local,
+                tls: None,
+                framing: Arc::new(Framing::new()),
+                activity: Arc::new(Activity::new()),
+            };
+            let share = self.balance.assign(self.worker);
+            let worker = share.worker();
+            if worker == self.worker {
+                self.start(stream, peer, tls.clone(), (admitted, share));
+                continue;
+            }
+            match stream.into_std() {
+                Ok(stream) => {
+                    let arrival = Arrival { stream, peer, tls: tls.clone(), counted: (admitted, share) };
+                    // Refused only by a worker that has stopped: the server is stopping, and the connection
+                    // is closed unserved like one still in the listen queue.
+                    let _ = self.balance.hand_over(worker, arrival);
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "cannot hand a connection to another worker"),
+            }
         }
+    }
+
+    /// Serves the connections other workers hand over, until told to stop.
+    pub(crate) async fn arrivals(self: Arc<Self>, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Arrival>) {
+        let mut stop = self.stop.clone();
+        loop {
+            let arrival = tokio::select! {
+                _ = stop.changed() => return,
+                arrival = inbox.recv() => match arrival {
+                    Some(a) => a,
+                    None => return,
+                },
+            };
+            match TcpStream::from_std(arrival.stream) {
+                Ok(stream) => self.start(stream, arrival.peer, arrival.tls, arrival.counted),
+                Err(e) => tracing::warn!(error = %e, "cannot take over a connection from another worker"),
+            }
+        }
+    }
+
+    /// Serves one connection on its own task of this worker; it is uncounted when done.
+    fn start(self: &Arc<Self>, stream: TcpStream, peer: Peer, tls: Option<Arc<TlsTerminator>>, counted: Counted) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            this.serve(stream, peer, tls).await;
+            drop(counted);
+        });
     }
 
     /// Serves one connection: TLS handshake if `tls`, then HTTP until the client is done, the connection has

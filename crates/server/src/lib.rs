@@ -10,15 +10,16 @@
 //! is calling.
 //!
 //! Threads: one single-threaded async runtime per core ("worker"), each accepting on its own handle to the same
-//! listening sockets. A connection, its requests and the guests they run all stay on the worker that accepted
-//! it: no request crosses threads, and no task is woken from another core. An idle worker tends to win the
-//! race to accept, which spreads connections by load. Guests yield at every epoch tick, so a spinning guest
-//! cannot hold its worker for long.
+//! listening sockets. The worker that accepts a connection keeps it unless it already serves more than the
+//! least loaded worker, which it then hands the connection to ([`balance`]). From there a connection, its
+//! requests and the guests they run all stay on one worker: no request crosses threads, and no task is woken
+//! from another core. Guests yield at every epoch tick, so a spinning guest cannot hold its worker for long.
 //!
 //! Shutdown: when the future given to [`Server::run`] completes, listeners close at once, open connections
 //! are asked to finish (HTTP/2 GOAWAY, HTTP/1 close after the current response), and `run` returns when they
 //! have, or when the grace period is over.
 
+mod balance;
 mod connection;
 mod dispatch;
 mod head_watch;
@@ -38,7 +39,8 @@ use palisade_tls::{Challenges, TlsTerminator};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use connection::{Admission, Connections};
+use balance::Balance;
+use connection::{Admission, Arrival, Connections};
 use dispatch::Dispatcher;
 pub use observe::{ACCESS_TARGET, LATENCY_BUCKETS};
 pub use router::{Router, TenantRoutes};
@@ -161,11 +163,15 @@ impl Server {
         dispatcher.limit_requests(&self.traffic);
         let dispatcher = Arc::new(dispatcher);
         let admission = Arc::new(Admission::new(&self.traffic));
+        let (balance, inboxes) = Balance::new(self.workers);
         let mut workers = Vec::with_capacity(self.workers);
-        for index in 0..self.workers {
+        for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
             let worker = Worker {
                 listeners,
+                index,
+                balance: balance.clone(),
+                inbox,
                 dispatcher: dispatcher.clone(),
                 admission: admission.clone(),
                 traffic: self.traffic.clone(),
@@ -173,7 +179,7 @@ impl Server {
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.shutdown_timeout,
             };
-            workers.push(worker.spawn(index)?);
+            workers.push(worker.spawn()?);
         }
         // The workers hold their own handles; this one would keep the sockets open after they stop.
         drop(self.listeners);
@@ -224,9 +230,14 @@ impl Listener {
     }
 }
 
-/// One thread with a single-threaded runtime, serving the connections it accepts until told to stop.
+/// One thread with a single-threaded runtime, serving the connections it accepts (or another worker hands it)
+/// until told to stop.
 struct Worker {
     listeners: Vec<Listener>,
+    index: usize,
+    balance: Arc<Balance<Arrival>>,
+    /// Connections other workers accepted for this one.
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Arrival>,
     dispatcher: Arc<Dispatcher>,
     admission: Arc<Admission>,
     traffic: TrafficLimits,
@@ -238,10 +249,10 @@ struct Worker {
 impl Worker {
     /// Starts the worker's thread; the receiver completes when the worker has stopped, with whether all its
     /// connections finished within the shutdown timeout.
-    fn spawn(self, index: usize) -> std::io::Result<tokio::sync::oneshot::Receiver<bool>> {
+    fn spawn(self) -> std::io::Result<tokio::sync::oneshot::Receiver<bool>> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new().name(format!("palisade-worker-{index}")).spawn(move || {
+        std::thread::Builder::new().name(format!("palisade-worker-{}", self.index)).spawn(move || {
             let drained = runtime.block_on(self.serve());
             let _ = done_tx.send(drained);
         })?;
@@ -249,9 +260,15 @@ impl Worker {
     }
 
     async fn serve(self) -> bool {
-        let connections = Arc::new(Connections::new(self.dispatcher, self.admission, &self.traffic, self.stop));
+        let connections = Arc::new(Connections::new(
+            self.dispatcher,
+            self.admission,
+            (self.index, self.balance),
+            &self.traffic,
+            self.stop,
+        ));
 
-        let mut accept_loops = Vec::new();
+        let mut accept_loops = vec![tokio::spawn(connections.clone().arrivals(self.inbox))];
         for listener in self.listeners {
             let socket = match TcpListener::from_std(listener.socket) {
                 Ok(l) => l,

@@ -153,12 +153,12 @@ impl Running {
         Running { child, addr, log }
     }
 
-    /// The server's resident memory, in KiB (from /proc).
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The server's resident memory, in KiB (from /proc).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");

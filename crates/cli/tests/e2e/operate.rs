@@ -288,6 +288,42 @@ async fn reload_applies_a_changed_config_or_changes_nothing() {
     .await;
 }
 
+/// Connections opened together are spread over the workers (whichever accepts them), and the
+/// `palisade_open_connections` gauge shows each worker's share.
+#[tokio::test]
+async fn a_burst_of_connections_is_spread_over_the_workers() {
+    use std::io::{Read, Write};
+    let site = admin_site("");
+    let config = std::fs::read_to_string(site.path("palisade.toml")).expect("config");
+    site.write("palisade.toml", config.replacen("[server]\n", "[server]\nworkers = 2\n", 1));
+    let server = site.start();
+    let admin = Admin::of(&server);
+
+    let mut held: Vec<_> = (0..8).map(|_| std::net::TcpStream::connect(server.addr).expect("connect")).collect();
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: alice.localhost\r\n\r\n").expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).ends_with("alice's static site\n") {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    }
+    let metrics = admin.text("/metrics").await;
+    let open = |worker: usize| -> u32 {
+        let prefix = format!("palisade_open_connections{{worker=\"{worker}\"}} ");
+        let line = metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+        line.and_then(|n| n.parse::<f64>().ok()).map_or(0, |n| n as u32)
+    };
+    let shares = [open(0), open(1)];
+    assert_eq!(shares.iter().sum::<u32>(), 8, "{metrics}");
+    assert!(shares.iter().all(|&n| n >= 3), "connections not spread: {shares:?}");
+    drop(held);
+}
+
 #[tokio::test]
 async fn metrics_health_and_access_logs() {
     let probe = guest("probe-component.wasm").display().to_string();
