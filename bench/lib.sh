@@ -26,17 +26,19 @@ bench_prepare() {
 }
 
 # palisade_config [SERVER_KEYS]: writes $WORK/palisade.toml, palisade's [server] section for the benchmarks (port
-# 18080, state under $WORK, then SERVER_KEYS if given) followed by standard input (the tenants).
+# 18080, state under $WORK, `workers = $PALISADE_WORKERS` if that is set, then SERVER_KEYS if given) followed by
+# standard input (the tenants).
 palisade_config() {
-  { printf '[server]\nlisten = ["127.0.0.1:18080"]\ndata_dir = "%s"\n%s\n\n' "$WORK/palisade-data" "${1:-}"; cat; } \
-    >"$WORK/palisade.toml"
+  local workers=${PALISADE_WORKERS:+workers = $PALISADE_WORKERS}
+  { printf '[server]\nlisten = ["127.0.0.1:18080"]\ndata_dir = "%s"\n%s\n%s\n\n' "$WORK/palisade-data" "$workers" "${1:-}"
+    cat; } >"$WORK/palisade.toml"
 }
 
 # nginx_config [NAME [WORKERS]]: writes $WORK/NAME.conf (default nginx.conf), nginx at its best for files:
-# WORKERS workers (default 2), keep-alive, sendfile, open_file_cache, no access log; standard input goes inside
-# its http block (the server blocks, TLS settings).
+# WORKERS workers (default $NGINX_WORKERS, or 2), keep-alive, sendfile, open_file_cache, no access log; standard
+# input goes inside its http block (the server blocks, TLS settings).
 nginx_config() {
-  local name=${1:-nginx} workers=${2:-2} inside
+  local name=${1:-nginx} workers=${2:-${NGINX_WORKERS:-2}} inside
   inside=$(cat)
   cat >"$WORK/$name.conf" <<NGINX
 worker_processes $workers;
