@@ -28,21 +28,22 @@ pub(crate) struct LoadedRoute {
     pub(crate) info: Option<AppInfo>,
 }
 
-/// The runtime sized for this configuration; compiled guests are cached under `data_dir`.
-pub(crate) fn runtime(config: &Config) -> anyhow::Result<Runtime> {
+/// The runtime sized for this configuration; compiled guests are cached under `data_dir`. Its engine starts
+/// with the first guest loaded.
+pub(crate) fn runtime(config: &Config) -> Runtime {
     let max_memory = config.tenants.iter().map(|t| t.limits.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
     let wanted: u32 = config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add);
     new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted)
 }
 
 /// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each.
-pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> anyhow::Result<Runtime> {
+pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> Runtime {
     let options = RuntimeOptions {
         cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
         max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
     };
-    Runtime::new(&options).context("starting the WebAssembly runtime")
+    Runtime::new(&options)
 }
 
 fn sandbox(tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox> {

@@ -34,7 +34,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(admin) => Some((admin, admin::token(admin)?, admin::install_metrics()?)),
         None => None,
     };
-    let runtime = apps::runtime(&config)?;
+    let runtime = apps::runtime(&config);
     let kv = apps::kv_store(&config)?;
     let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv))
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;

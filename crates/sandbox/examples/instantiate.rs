@@ -23,7 +23,7 @@ fn main() -> Result<(), palisade_http::BoxError> {
     let iterations: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let sandbox = Runtime::new(&RuntimeOptions::default())?;
+        let sandbox = Runtime::new(&RuntimeOptions::default());
         let tenant = TenantSandbox::new("bench", Limits::default(), Vec::new(), GuestDirs::default(), None);
         let app = sandbox.load_component(&guest, tenant)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));

@@ -1,7 +1,7 @@
 //! The wasmtime engine: configuration, compile cache, linkers, and loading apps.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -39,26 +39,59 @@ pub(crate) struct RuntimeInner {
     pub(crate) components: Prepared<PreparedComponent>,
     /// CGI modules prepared so far, by content.
     pub(crate) modules: Prepared<PreparedModule>,
-    /// The most linear memory one instance may have (the pool is sized for it).
-    max_memory: u64,
     ticker: EpochTicker,
 }
 
 /// The guest runtime: one engine and its linkers, shared by every app.
+///
+/// The engine starts with the first guest loaded, not before: its pool reserves address space for every
+/// instance it may hold (hundreds of GiB, mapped but never touched), which a server of static files and
+/// proxies has no use for, and which a limit on address space (`ulimit -v`) would refuse.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    shared: Arc<Lazy>,
+}
+
+struct Lazy {
+    options: RuntimeOptions,
+    started: OnceLock<Arc<RuntimeInner>>,
+    /// Held while the engine starts, so that two first loads at once start one engine.
+    starting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").finish_non_exhaustive()
+        f.debug_struct("Runtime").field("started", &self.shared.started.get().is_some()).finish_non_exhaustive()
     }
 }
 
 impl Runtime {
+    /// A runtime sized by `options`: a pooling allocator for `max_instances` of up to `max_memory` each, epoch
+    /// interruption, and the compile cache. Nothing starts until a guest is loaded.
+    pub fn new(options: &RuntimeOptions) -> Runtime {
+        Runtime {
+            shared: Arc::new(Lazy { options: options.clone(), started: OnceLock::new(), starting: Mutex::new(()) }),
+        }
+    }
+
+    /// The engine, started now if this is the first guest. A failure is reported to every load that needs the
+    /// engine, and the next one tries again.
+    fn started(&self) -> Result<Arc<RuntimeInner>, LoadError> {
+        if let Some(inner) = self.shared.started.get() {
+            return Ok(inner.clone());
+        }
+        let _one_at_a_time = self.shared.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(inner) = self.shared.started.get() {
+            return Ok(inner.clone());
+        }
+        let inner = Arc::new(RuntimeInner::start(&self.shared.options)?);
+        Ok(self.shared.started.get_or_init(|| inner).clone())
+    }
+}
+
+impl RuntimeInner {
     /// Builds the engine: pooling allocator sized by `options`, epoch interruption, and the compile cache.
-    pub fn new(options: &RuntimeOptions) -> Result<Runtime, LoadError> {
+    fn start(options: &RuntimeOptions) -> Result<RuntimeInner, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -88,29 +121,28 @@ impl Runtime {
         let epoch = engine.clone();
         let ticker = EpochTicker::start(move || epoch.increment_epoch())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Runtime {
-            inner: Arc::new(RuntimeInner {
-                engine,
-                component_linker,
-                module_linker,
-                components: Prepared::default(),
-                modules: Prepared::default(),
-                max_memory: options.max_memory,
-                ticker,
-            }),
+        Ok(RuntimeInner {
+            engine,
+            component_linker,
+            module_linker,
+            components: Prepared::default(),
+            modules: Prepared::default(),
+            ticker,
         })
     }
+}
 
+impl Runtime {
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
     pub fn load_component(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<ComponentApp, LoadError> {
         let bytes = read_guest(path, GuestKind::Component)?;
-        ComponentApp::load(self.inner.clone(), path, &bytes, tenant)
+        ComponentApp::load(self.started()?, path, &bytes, tenant)
     }
 
     /// Compiles (or loads from cache) a WASI preview1 command module and prepares it as a CGI program.
     pub fn load_cgi(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<CgiApp, LoadError> {
         let bytes = read_guest(path, GuestKind::Module)?;
-        CgiApp::load(self.inner.clone(), path, &bytes, tenant)
+        CgiApp::load(self.started()?, path, &bytes, tenant)
     }
 }
 
@@ -124,11 +156,11 @@ impl Runtime {
         tenant: Arc<TenantSandbox>,
     ) -> Result<(Arc<dyn palisade_http::Handler>, AppInfo), LoadError> {
         if is_component(bytes) {
-            let app = ComponentApp::load(self.inner.clone(), label, bytes, tenant)?;
+            let app = ComponentApp::load(self.started()?, label, bytes, tenant)?;
             let info = app.info().clone();
             Ok((Arc::new(app), info))
         } else if bytes.starts_with(b"\0asm") {
-            let app = CgiApp::load(self.inner.clone(), label, bytes, tenant)?;
+            let app = CgiApp::load(self.started()?, label, bytes, tenant)?;
             let info = app.info().clone();
             Ok((Arc::new(app), info))
         } else {
@@ -141,7 +173,7 @@ impl Runtime {
 
     /// The most linear memory one instance can have: tenants' `memory` must stay within it.
     pub fn max_memory(&self) -> u64 {
-        self.inner.max_memory
+        self.shared.options.max_memory
     }
 }
 

@@ -1,7 +1,7 @@
 //! palisade's sandbox: every guest request runs in a fresh wasmtime instance with its tenant's limits.
 //!
 //! - [`Runtime`] owns the one wasmtime [`Engine`](wasmtime::Engine) (pooling allocator, epoch interruption,
-//!   on-disk compile cache) and the linkers for both guest ABIs.
+//!   on-disk compile cache) and the linkers for both guest ABIs, started with the first guest loaded.
 //! - [`Runtime::load_component`] compiles a `wasi:http/proxy` component once and pre-instantiates it;
 //!   the resulting [`ComponentApp`] is a [`Handler`](palisade_http::Handler) that creates a new `Store` and
 //!   instance for every request and streams bodies both ways.

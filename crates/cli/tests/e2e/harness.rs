@@ -87,7 +87,12 @@ impl Site {
 
     /// Runs `palisade ARGS...` to completion, returning (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("run palisade");
+        self.run_limited(None, args)
+    }
+
+    /// [`Site::run`], with the process's address space limited to `address_kib` KiB if given (`ulimit -v`).
+    pub fn run_limited(&self, address_kib: Option<u64>, args: &[&str]) -> (i32, String, String) {
+        let out = palisade(address_kib).args(args).current_dir(self.dir.path()).output().expect("run palisade");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -98,6 +103,18 @@ impl Site {
     /// Starts `palisade serve` on the site's config and waits until it listens.
     pub fn start(&self) -> Running {
         Running::start(&self.path("palisade.toml"))
+    }
+}
+
+/// The command that runs palisade, under an address-space limit of `address_kib` KiB if given.
+fn palisade(address_kib: Option<u64>) -> Command {
+    match address_kib {
+        None => Command::new(BIN),
+        Some(kib) => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\"")).arg(BIN);
+            shell
+        }
     }
 }
 
@@ -115,7 +132,12 @@ impl Running {
 
     /// Runs `palisade ARGS...` (a command that serves) and waits until it listens.
     pub fn spawn(args: &[&std::ffi::OsStr]) -> Running {
-        let mut child = Command::new(BIN)
+        Running::spawn_limited(None, args)
+    }
+
+    /// [`Running::spawn`], with the process's address space limited to `address_kib` KiB if given (`ulimit -v`).
+    pub fn spawn_limited(address_kib: Option<u64>, args: &[&std::ffi::OsStr]) -> Running {
+        let mut child = palisade(address_kib)
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")

@@ -119,3 +119,30 @@ async fn workers_can_be_set_and_are_checked() {
         assert_eq!(r.status(), 200);
     }
 }
+
+/// A server without guests starts no WebAssembly engine: it runs under an address-space limit that the guest
+/// pool's reservation would exceed. A guest route under the same limit fails to start, naming the route and
+/// why.
+#[tokio::test]
+async fn a_server_without_guests_reserves_no_guest_pool() {
+    const ADDRESS_KIB: u64 = 8 << 20;
+    let site = Site::new();
+    site.write("www/index.html", "static only\n");
+    let config = site.config("[tenants.t]\nhosts = [\"*\"]\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n");
+    let server =
+        Running::spawn_limited(Some(ADDRESS_KIB), &["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let response = server.client(&[]).get(format!("http://{}/", server.addr)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "static only\n");
+    drop(server);
+
+    let component = site.guest("hello.wasm");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"*\"]\n[[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
+    ));
+    let line = site.line_of("component =");
+    let (code, _, err) = site.run_limited(Some(ADDRESS_KIB), &["serve", "--config", "palisade.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("palisade.toml:{line}")), "{err}");
+    assert!(err.contains("cannot start the WebAssembly engine"), "{err}");
+}
