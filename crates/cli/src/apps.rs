@@ -33,15 +33,17 @@ pub(crate) struct LoadedRoute {
 pub(crate) fn runtime(config: &Config) -> Runtime {
     let max_memory = config.tenants.iter().map(|t| t.limits.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
     let wanted: u32 = config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add);
-    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted)
+    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers)
 }
 
-/// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each.
-pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32) -> Runtime {
+/// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each
+/// on `workers` worker threads (one per core if `None`).
+pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32, workers: Option<usize>) -> Runtime {
     let options = RuntimeOptions {
         cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
         max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
+        workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
     };
     Runtime::new(&options)
 }

@@ -81,7 +81,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         ..defaults
     };
     serve::block_on(async move {
-        let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency);
+        let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency, None);
         let dirs = GuestDirs { cgi: args.dirs.clone(), components: args.dirs };
         // Buckets of a `palisade run` app live as long as the process (several may run at once).
         let kv: Arc<dyn KvStore> = Arc::new(RedbStore::in_memory()?);

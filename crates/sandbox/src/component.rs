@@ -280,7 +280,7 @@ impl AppInner {
     ) -> Result<http::Response<Body>, HandlerError> {
         let tenant = &self.tenant;
         tenant.check_declared_body(request.headers())?;
-        let permit = tenant.admit()?;
+        let permit = tenant.admit().await?;
         let deadline = Instant::now() + tenant.limits.timeout;
         let Instance { mut store, proxy, stdout, stderr } = self.take_instance()?;
         self.runtime.arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
@@ -340,13 +340,14 @@ impl AppInner {
                     Err(_) => Err(app.tenant.timed_out()),
                 };
                 task_clock.stop();
-                // The guest is done: its concurrency slot is free (its memory stays charged until the store
-                // is dropped). Tearing the instance down (resetting its memory for the pool) and making the
-                // next one are most of an instance's cost; the connection's task sends the response first,
-                // so neither adds to the request's latency.
-                drop(permit);
+                // Tearing the instance down (resetting its memory for the pool) and making the next one are
+                // most of an instance's cost; the connection's task sends the response first, so neither adds
+                // to the request's latency. The concurrency slot is freed with the instance's pool slot, so
+                // the pool never holds more instances than the slots (plus the warm ones); a request that
+                // comes meanwhile waits for it (`TenantSandbox::admit`).
                 tokio::task::yield_now().await;
                 drop(store);
+                drop(permit);
                 app.tenant.log_output("stderr", &stderr);
                 app.tenant.log_output("stdout", &stdout);
                 if let Err(e) = &result

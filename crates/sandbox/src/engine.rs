@@ -21,13 +21,15 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// The largest per-instance memory any tenant may use, in bytes (sizes the pooling allocator's slots).
     pub max_memory: u64,
-    /// Guest instances that may exist at once across all tenants (sizes the pool).
+    /// Guest instances that may run at once across all tenants (sizes the pool).
     pub max_instances: u32,
+    /// Worker threads that serve guests: each keeps a few warm instances, which the pool holds too.
+    pub workers: usize,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { cache_dir: None, max_memory: 64 << 20, max_instances: 1000 }
+        RuntimeOptions { cache_dir: None, max_memory: 64 << 20, max_instances: 1000, workers: 1 }
     }
 }
 
@@ -193,7 +195,8 @@ impl RuntimeInner {
 /// The pooling allocator keeps memories, tables and stacks mapped between instances, so a fresh instance per
 /// request costs no page-table changes (and no TLB shootdowns across cores).
 fn pooling(options: &RuntimeOptions) -> PoolingAllocationConfig {
-    let n = options.max_instances.max(1);
+    let warm = u32::try_from(options.workers.saturating_mul(crate::warm::PER_WORKER)).unwrap_or(u32::MAX);
+    let n = options.max_instances.max(1).saturating_add(warm);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(8))

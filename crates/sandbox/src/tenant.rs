@@ -13,6 +13,12 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::keyvalue::KvCtx;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
+
+/// How long a request waits for one of its tenant's instance slots before it is answered 503. A guest frees
+/// its slot when it returns from its handler, just after its response has gone out, so a client that sends
+/// its next request as soon as it has read a response could otherwise find the slot still taken; a wait this
+/// short also absorbs a brief burst while keeping an overloaded tenant's 503 prompt.
+pub(crate) const ADMISSION_WAIT: Duration = Duration::from_millis(50);
 use crate::pipe::CappedPipe;
 use palisade_http::declared_length;
 
@@ -114,16 +120,24 @@ impl TenantSandbox {
         tracing::warn!(tenant = %self.name, limit = kind.name(), "limit reached: {detail}");
     }
 
-    /// Takes one of the tenant's instance slots, or fails with 503 when all are in use.
-    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, HandlerError> {
-        self.instances.clone().try_acquire_owned().map_err(|_| {
-            self.limit_fired(LimitKind::Concurrency, &format!("{} instances in flight", self.limits.max_concurrency));
-            HandlerError::new(
-                Fault::Overloaded { retry_after: Duration::from_secs(1) },
-                "tenant is at its concurrency limit",
-                "max_concurrency reached",
-            )
-        })
+    /// Takes one of the tenant's instance slots, waiting at most [`ADMISSION_WAIT`] for one to be freed; fails
+    /// with 503 when none is.
+    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, HandlerError> {
+        if let Ok(permit) = self.instances.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(ADMISSION_WAIT, self.instances.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                let detail = format!("{} instances in flight", self.limits.max_concurrency);
+                self.limit_fired(LimitKind::Concurrency, &detail);
+                Err(HandlerError::new(
+                    Fault::Overloaded { retry_after: Duration::from_secs(1) },
+                    "tenant is at its concurrency limit",
+                    "max_concurrency reached",
+                ))
+            }
+        }
     }
 
     /// Refuses a request whose declared body is over `max_request_body` before any guest starts.
@@ -187,6 +201,15 @@ impl TenantSandbox {
     /// The full story (trap message, wasm backtrace) goes into the detail, which is logged.
     pub(crate) fn guest_failure(&self, error: &wasmtime::Error) -> HandlerError {
         let detail = format!("{error:?}");
+        if error.is::<wasmtime::PoolConcurrencyLimitError>() {
+            // The server's pool, shared by every tenant, is full: not this guest's failure.
+            tracing::warn!(tenant = %self.name, "no room for another guest instance: {error}");
+            return HandlerError::new(
+                Fault::Overloaded { retry_after: Duration::from_secs(1) },
+                "the server is at its instance capacity",
+                detail,
+            );
+        }
         if let Some(LimitExceeded(kind)) = error.downcast_ref::<LimitExceeded>() {
             self.limit_fired(*kind, "guest stopped");
             return match kind {
@@ -219,13 +242,30 @@ mod tests {
     async fn the_concurrency_limit_answers_503_and_is_counted() {
         let limits = Limits { max_concurrency: 1, ..Limits::default() };
         let tenant = TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default(), None);
-        let held = tenant.admit();
+        let held = tenant.admit().await;
         assert!(held.is_ok());
-        let refused = tenant.admit().err().map(|e| e.fault.status().as_u16());
+        let started = std::time::Instant::now();
+        let refused = tenant.admit().await.err().map(|e| e.fault.status().as_u16());
         assert_eq!(refused, Some(503));
+        let waited = started.elapsed();
+        assert!(waited >= ADMISSION_WAIT && waited < Duration::from_secs(5), "refused after {waited:?}");
         assert_eq!(tenant.limit_counters().get(LimitKind::Concurrency), 1);
         drop(held);
-        assert!(tenant.admit().is_ok(), "a released slot can be taken again");
+        assert!(tenant.admit().await.is_ok(), "a released slot can be taken again");
         assert_eq!(tenant.limit_counters().get(LimitKind::Trap), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slot_freed_while_waiting_is_taken() {
+        let limits = Limits { max_concurrency: 1, ..Limits::default() };
+        let tenant = Arc::new(TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default(), None));
+        let held = tenant.admit().await;
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(ADMISSION_WAIT / 2).await;
+            drop(held);
+        });
+        assert!(tenant.admit().await.is_ok(), "the slot freed meanwhile");
+        assert_eq!(tenant.limit_counters().get(LimitKind::Concurrency), 0);
+        release.await.expect("release");
     }
 }

@@ -103,3 +103,37 @@ async fn concurrency_limit_answers_503_with_retry_after() {
     assert_eq!(r.status(), 200);
     assert!(server.log_contains("max_concurrency"));
 }
+
+/// A guest frees its slot just after its response has gone out: a client that sends its next request as soon
+/// as it has read one, or a few clients sharing one slot, wait for the slot instead of being refused.
+#[tokio::test]
+async fn requests_queue_briefly_for_a_slot_instead_of_being_refused() {
+    let site = Site::new();
+    let component = site.guest("hello.wasm");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\nmax_concurrency = 1\n\
+         [[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
+    ));
+    let server = site.start();
+    let client = server.client(&["t.localhost"]);
+    let url = server.url("t.localhost", "/");
+    for i in 0..1000 {
+        let status = client.get(&url).send().await.unwrap().status();
+        assert_eq!(status, 200, "request {i} one after another");
+    }
+    let together = (0..4).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..50 {
+                statuses.push(client.get(&url).send().await.map(|r| r.status().as_u16()));
+            }
+            statuses
+        })
+    });
+    for task in together {
+        let statuses = task.await.unwrap();
+        assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "{statuses:?}");
+    }
+    assert!(!server.log_contains("max_concurrency"), "{}", server.log());
+}

@@ -130,7 +130,7 @@ impl CgiInner {
     ) -> Result<http::Response<Body>, HandlerError> {
         let tenant = &self.tenant;
         tenant.check_declared_body(request.headers())?;
-        let permit = tenant.admit()?;
+        let permit = tenant.admit().await?;
         let deadline = Instant::now() + tenant.limits.timeout;
         let (parts, body) = request.into_parts();
 
