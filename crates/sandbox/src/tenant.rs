@@ -13,14 +13,14 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::keyvalue::KvCtx;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
-
-/// How long a request waits for one of its tenant's instance slots before it is answered 503. A guest frees
-/// its slot when it returns from its handler, just after its response has gone out, so a client that sends
-/// its next request as soon as it has read a response could otherwise find the slot still taken; a wait this
-/// short also absorbs a brief burst while keeping an overloaded tenant's 503 prompt.
-pub(crate) const ADMISSION_WAIT: Duration = Duration::from_millis(50);
 use crate::pipe::CappedPipe;
 use palisade_http::declared_length;
+
+/// How long a request waits for one of its tenant's instance slots before it is answered 503. A slot is freed
+/// once its guest has returned and its instance is torn down, just after the response has gone out, so a
+/// client that sends its next request as soon as it has read a response could otherwise find it still taken;
+/// a wait this short also absorbs a brief burst while keeping an overloaded tenant's 503 prompt.
+pub(crate) const ADMISSION_WAIT: Duration = Duration::from_millis(50);
 
 /// Where a tenant's private `data` directory appears inside its guests.
 pub const DATA_MOUNT: &str = "/data";
