@@ -43,7 +43,7 @@ pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32, wor
         cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
         max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
-        workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        workers: workers.unwrap_or_else(palisade_server::default_workers),
     };
     Runtime::new(&options)
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use palisade_config::HealthCheck;
@@ -15,12 +16,14 @@ const MAX_HEALTH_BODY: usize = 64 * 1024;
 
 /// Checks every upstream now and then every `check.interval`, until the task is aborted.
 pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeout: Duration) {
+    // Parsed once: every check of every upstream requests the same target.
+    let path = PathAndQuery::try_from(check.path.as_str()).map_err(|e| format!("health check path: {e}"));
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let checks = (0..shared.upstreams.len()).map(|i| {
-            let (shared, path) = (shared.clone(), check.path.as_str());
+            let (shared, path) = (shared.clone(), path.clone());
             async move {
                 let result = tokio::time::timeout(timeout, check_one(&shared, i, path))
                     .await
@@ -36,7 +39,7 @@ pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeo
 }
 
 /// One GET of `path` on upstream `index`: healthy on a 2xx or 3xx answer.
-async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), String> {
+async fn check_one(shared: &Shared, index: usize, path: Result<PathAndQuery, String>) -> Result<(), String> {
     let Some(authority) = shared.upstreams.get(index).map(|u| u.authority.clone()) else {
         return Ok(());
     };
@@ -47,8 +50,7 @@ async fn check_one(shared: &Shared, index: usize, path: &str) -> Result<(), Stri
         .map_err(|e| e.to_string())?
         .into_parts();
     // The same form as proxied requests: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
-    let path = http::uri::PathAndQuery::try_from(path).map_err(|e| format!("health check path: {e}"))?;
-    let request = shared.upstream_request(&mut parts, path, &authority, body)?;
+    let request = shared.upstream_request(&mut parts, path?, &authority, body)?;
     let mut conn = shared.pools.get(index, &authority, false).await?;
     let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;
     let status = response.status();

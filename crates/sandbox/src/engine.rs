@@ -54,6 +54,7 @@ pub struct Runtime {
     shared: Arc<Lazy>,
 }
 
+/// What every clone of a [`Runtime`] shares: its settings, and the engine once started.
 struct Lazy {
     options: RuntimeOptions,
     started: OnceLock<Arc<RuntimeInner>>,
@@ -88,6 +89,47 @@ impl Runtime {
         }
         let inner = Arc::new(RuntimeInner::start(&self.shared.options)?);
         Ok(self.shared.started.get_or_init(|| inner).clone())
+    }
+
+    /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
+    pub fn load_component(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<ComponentApp, LoadError> {
+        let bytes = read_guest(path, GuestKind::Component)?;
+        ComponentApp::load(self.started()?, path, &bytes, tenant)
+    }
+
+    /// Compiles (or loads from cache) a WASI preview1 command module and prepares it as a CGI program.
+    pub fn load_cgi(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<CgiApp, LoadError> {
+        let bytes = read_guest(path, GuestKind::Module)?;
+        CgiApp::load(self.started()?, path, &bytes, tenant)
+    }
+
+    /// Compiles (or finds already prepared) a guest given as bytes, a component or a CGI module by what the
+    /// bytes are, and prepares it for `tenant`. `label` names it in messages (a deployed app's `tenant/name`).
+    pub fn load_guest(
+        &self,
+        label: &Path,
+        bytes: &[u8],
+        tenant: Arc<TenantSandbox>,
+    ) -> Result<(Arc<dyn palisade_http::Handler>, AppInfo), LoadError> {
+        if is_component(bytes) {
+            let app = ComponentApp::load(self.started()?, label, bytes, tenant)?;
+            let info = app.info().clone();
+            Ok((Arc::new(app), info))
+        } else if bytes.starts_with(b"\0asm") {
+            let app = CgiApp::load(self.started()?, label, bytes, tenant)?;
+            let info = app.info().clone();
+            Ok((Arc::new(app), info))
+        } else {
+            Err(LoadError::WrongKind {
+                path: label.to_path_buf(),
+                reason: "is not a WebAssembly binary (it does not start with \\0asm)".into(),
+            })
+        }
+    }
+
+    /// The most linear memory one instance can have: tenants' `memory` must stay within it.
+    pub fn max_memory(&self) -> u64 {
+        self.shared.options.max_memory
     }
 }
 
@@ -132,54 +174,7 @@ impl RuntimeInner {
             ticker,
         })
     }
-}
 
-impl Runtime {
-    /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
-    pub fn load_component(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<ComponentApp, LoadError> {
-        let bytes = read_guest(path, GuestKind::Component)?;
-        ComponentApp::load(self.started()?, path, &bytes, tenant)
-    }
-
-    /// Compiles (or loads from cache) a WASI preview1 command module and prepares it as a CGI program.
-    pub fn load_cgi(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<CgiApp, LoadError> {
-        let bytes = read_guest(path, GuestKind::Module)?;
-        CgiApp::load(self.started()?, path, &bytes, tenant)
-    }
-}
-
-impl Runtime {
-    /// Compiles (or finds already prepared) a guest given as bytes, a component or a CGI module by what the
-    /// bytes are, and prepares it for `tenant`. `label` names it in messages (a deployed app's `tenant/name`).
-    pub fn load_guest(
-        &self,
-        label: &Path,
-        bytes: &[u8],
-        tenant: Arc<TenantSandbox>,
-    ) -> Result<(Arc<dyn palisade_http::Handler>, AppInfo), LoadError> {
-        if is_component(bytes) {
-            let app = ComponentApp::load(self.started()?, label, bytes, tenant)?;
-            let info = app.info().clone();
-            Ok((Arc::new(app), info))
-        } else if bytes.starts_with(b"\0asm") {
-            let app = CgiApp::load(self.started()?, label, bytes, tenant)?;
-            let info = app.info().clone();
-            Ok((Arc::new(app), info))
-        } else {
-            Err(LoadError::WrongKind {
-                path: label.to_path_buf(),
-                reason: "is not a WebAssembly binary (it does not start with \\0asm)".into(),
-            })
-        }
-    }
-
-    /// The most linear memory one instance can have: tenants' `memory` must stay within it.
-    pub fn max_memory(&self) -> u64 {
-        self.shared.options.max_memory
-    }
-}
-
-impl RuntimeInner {
     /// Holds `store` to `deadline` and `cpu_time` (see [`epoch::arm_deadline`]), with the epoch advancing for as
     /// long as the store lives.
     pub(crate) fn arm_deadline<T: 'static>(

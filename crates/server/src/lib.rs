@@ -73,6 +73,11 @@ pub type LiveRoutes = arc_swap::ArcSwap<Routes>;
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
+/// How many workers a [`Server`] runs unless told otherwise: one per available core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Bound listeners plus everything needed to serve them.
 pub struct Server {
     listeners: Vec<Listener>,
@@ -97,14 +102,13 @@ impl Server {
         shutdown_timeout: Duration,
     ) -> std::io::Result<Server> {
         let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Server {
             listeners,
             dispatcher: Dispatcher::new(routes),
             traffic: TrafficLimits::default(),
             tls: None,
             shutdown_timeout,
-            workers,
+            workers: default_workers(),
         })
     }
 

@@ -14,8 +14,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures::future::Either;
 use futures::task::AtomicWaker;
 
-/// Completes with whichever of `main` and `side` completes first; `side` is polled first, then only after it
-/// woke its task.
+/// Completes with whichever of `main` and `side` completes first. `main` is polled every time; `side` on the
+/// first poll, then only after it woke the task.
 pub(crate) struct Sidelined<M, S> {
     main: M,
     side: Pin<Box<S>>,

@@ -200,18 +200,14 @@ fn respond(
     }
     headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
 
-    let range = match range_request(req_headers, entry.len, &entry.validators) {
-        RangeRequest::Full => {
-            response.headers_mut().insert(header::CONTENT_LENGTH, entry.full_length.clone());
-            0..=entry.len.saturating_sub(1)
-        }
+    let (range, whole) = match range_request(req_headers, entry.len, &entry.validators) {
+        RangeRequest::Full => (0..=entry.len.saturating_sub(1), true),
         RangeRequest::Partial(r) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start(), r.end(), entry.len)) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
-            r
+            (r, false)
         }
         RangeRequest::Unsatisfiable => {
             let mut r = Fault::BadRequest.response("range not satisfiable");
@@ -223,6 +219,9 @@ fn respond(
         }
     };
     let len = if entry.len == 0 { 0 } else { range.end() - range.start() + 1 };
+    // The whole file's length is formatted once, when it is cached.
+    let length = if whole { entry.full_length.clone() } else { HeaderValue::from(len) };
+    response.headers_mut().insert(header::CONTENT_LENGTH, length);
     if method == Method::HEAD || len == 0 {
         return response;
     }
