@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # P6: reverse proxy to a local upstream, palisade vs nginx `proxy_pass` with upstream keep-alive. The upstream is
 # one nginx worker answering a 1 KiB file (the same for all); each proxy adds the usual forwarding headers.
-# A third contender, `floor`, is the least a hyper proxy does (crates/proxy/examples/bare_proxy.rs).
+# A third contender, `floor`, is the least a hyper proxy does (crates/proxy/examples/bare_proxy.rs), with as
+# many workers as palisade.
 # 32 connections; ROUNDS rounds, proxies alternating, one at a time; prints medians and ratios.
 # Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 by default)
 source "$(dirname "$0")/lib.sh"
@@ -49,7 +50,8 @@ declare -A rps p50 p99 cpu
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
     if [ "$c" = floor ]; then
-      start floor 18080 "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 127.0.0.1:18090
+      start floor 18080 "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 127.0.0.1:18090 \
+        ${PALISADE_WORKERS:+"$PALISADE_WORKERS"}
     else
       start_server "$c"
     fi

@@ -2,7 +2,8 @@
 //! pool of keep-alive connections to one upstream, no header rewriting, limits, routing or logging. The
 //! benchmark's floor for this stack (P6): how close palisade's proxy is to what hyper itself costs.
 //!
-//! `cargo run --release --example bare_proxy -p palisade-proxy -- 127.0.0.1:18081 127.0.0.1:18090`
+//! `cargo run --release --example bare_proxy -p palisade-proxy -- 127.0.0.1:18081 127.0.0.1:18090 [WORKERS]`
+//! (one worker per core unless WORKERS is given)
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -18,16 +19,18 @@ thread_local! {
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
     let parse = |a: Option<String>, default: &str| -> std::io::Result<SocketAddr> {
-        a.unwrap_or_else(|| default.into())
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))
+        a.unwrap_or_else(|| default.into()).parse().map_err(|e| invalid(&e))
     };
     let listen = parse(args.next(), "127.0.0.1:18081")?;
     let upstream = parse(args.next(), "127.0.0.1:18090")?;
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = match args.next() {
+        Some(n) => n.parse().map_err(|e| invalid(&e))?,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
     let threads: Vec<_> = (0..workers)
         .map(|_| {
             let listener = listener.try_clone();

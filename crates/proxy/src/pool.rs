@@ -6,8 +6,11 @@
 //! connection is shared by all of the thread's requests to that upstream. Idle connections are closed after
 //! [`IDLE_TIMEOUT`]; one the upstream closed is noticed and dropped at checkout.
 //!
-//! (Driving an HTTP/1.1 connection from the request's own task instead of a task of its own was measured:
-//! it costs more, because every step of the connection then wakes the whole client connection's task.)
+//! (Driving an HTTP/1.1 connection from the request's own task instead of a task of its own was measured
+//! twice. Naively it costs more: every step of the connection wakes the whole client connection's task. With
+//! the connection polled without a waker wherever its progress would wake the request's own task, it took two
+//! task polls per request instead of five and 4 % fewer instructions, but was no faster: rate, median and p99
+//! latency stayed within the noise, the median slightly worse.)
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

@@ -59,8 +59,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 out.extend(walk(&p));
-            } else if p.extension().is_none_or(|x| x != "stats") {
-                // The cache also keeps usage statistics beside each artifact, updated in the background.
+            } else if p.extension().is_none_or(|x| !x.to_string_lossy().ends_with("stats")) {
+                // The cache also keeps usage statistics beside each artifact, updated in the background
+                // (`.stats`, written through a temporary `.wip-atomic-write-stats`).
                 out.push(p);
             }
         }
