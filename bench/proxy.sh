@@ -4,10 +4,19 @@
 # A third contender, `floor`, is the least a hyper proxy does (crates/proxy/examples/bare_proxy.rs), with as
 # many workers as palisade.
 # 32 connections; ROUNDS rounds, proxies alternating, one at a time; prints medians and ratios.
-# Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 by default)
+# Two measures per round:
+# - saturation: wrk, a closed loop (each connection sends when its last answer arrives), so each proxy is
+#   measured at the rate it reaches;
+# - equal load: palisade-loadgen (bench/loadgen), an open loop at each rate of RATES, the same for every
+#   proxy, with latency counted from each request's due time.
+# FLOOR_SPIN_NS=N makes the floor spin N ns of CPU per request: a calibration, to see what that much extra
+# work per request does to the latency.
+# Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 RATES="10000 20000" by default; RATES="" skips equal load)
 source "$(dirname "$0")/lib.sh"
+RATES=${RATES-10000 20000}
 bench_prepare
-(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example bare_proxy -p palisade-proxy)
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example bare_proxy -p palisade-proxy &&
+  cargo build --release --locked --quiet -p palisade-loadgen)
 mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 
@@ -46,7 +55,7 @@ nginx_config <<EOF
 EOF
 
 contenders=(palisade nginx floor)
-declare -A rps p50 p99 cpu
+declare -A rps p50 p99 cpu at_rate
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
     if [ "$c" = floor ]; then
@@ -59,6 +68,12 @@ for round in $(seq "$ROUNDS"); do
     read -r r a b u < <(measure "$LAST_PID" 32 "http://127.0.0.1:18080/1k.bin")
     rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b " cpu[$c]+="$u "
     echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us, proxy CPU ${u} us per request)" >&2
+    for rate in $RATES; do
+      read -r _ a _ b _ _ late < <("$BENCH_ROOT/target/release/palisade-loadgen" --rate "$rate" \
+        --seconds "${DURATION%s}" "http://127.0.0.1:18080/1k.bin")
+      at_rate[$c $rate]+="$b "
+      echo "round $round: $c at $rate req/s: p50 ${a} us, p99 ${b} us (${late} % sent late)" >&2
+    done
     stop "$LAST_PID"
   done
 done
@@ -70,3 +85,9 @@ for c in "${contenders[@]}"; do
 done
 echo "P6: palisade/nginx req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[nginx]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[nginx]})"), proxy CPU per request = $(ratio "$(median ${cpu[palisade]})" "$(median ${cpu[nginx]})")"
 echo "floor/nginx req/s = $(ratio "$(median ${rps[floor]})" "$(median ${rps[nginx]})"), palisade/floor = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[floor]})")"
+for rate in $RATES; do
+  printf '\nat %s req/s, p99 (us):' "$rate"
+  for c in "${contenders[@]}"; do printf ' %s %s' "$c" "$(median ${at_rate[$c $rate]})"; done
+  echo
+  echo "palisade/nginx p99 at $rate req/s = $(ratio "$(median ${at_rate[palisade $rate]})" "$(median ${at_rate[nginx $rate]})")"
+done

@@ -3,10 +3,12 @@
 //! benchmark's floor for this stack (P6): how close palisade's proxy is to what hyper itself costs.
 //!
 //! `cargo run --release --example bare_proxy -p palisade-proxy -- 127.0.0.1:18081 127.0.0.1:18090 [WORKERS]`
-//! (one worker per core unless WORKERS is given)
+//! (one worker per core unless WORKERS is given). With `FLOOR_SPIN_NS=N` set, every request first spins for N
+//! nanoseconds: a calibration, to see what a given amount of extra CPU per request does to the latency.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use http::{Request, Uri};
 use hyper::body::Incoming;
@@ -60,6 +62,7 @@ async fn serve(listener: tokio::net::TcpListener, upstream: SocketAddr) -> std::
 
 /// Sends `req` upstream on an idle connection of this thread, or a new one.
 async fn forward(mut req: Request<Incoming>, upstream: SocketAddr) -> Result<http::Response<Incoming>, BoxError> {
+    spin();
     let idle = IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         idle.retain(|s| !s.is_closed());
@@ -81,6 +84,16 @@ async fn forward(mut req: Request<Incoming>, upstream: SocketAddr) -> Result<htt
     // Busy until its body is read; it is taken again only once it reports ready.
     IDLE.with(|idle| idle.borrow_mut().push(sender));
     Ok(response?)
+}
+
+/// Burns `FLOOR_SPIN_NS` nanoseconds of CPU (none when unset).
+fn spin() {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    let spin = *SPIN.get_or_init(|| {
+        Duration::from_nanos(std::env::var("FLOOR_SPIN_NS").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+    });
+    let start = Instant::now();
+    while start.elapsed() < spin {}
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
