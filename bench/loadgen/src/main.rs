@@ -29,6 +29,9 @@ use clap::Parser;
 use rustix::event::epoll;
 use rustix::time::{ClockId, Timespec, clock_gettime};
 
+/// How long the server may leave every request in flight unanswered before the run fails (nanoseconds).
+const STALL: u64 = 10_000_000_000;
+
 /// Command-line arguments.
 #[derive(Parser)]
 #[command(about = "Open-loop HTTP/1.1 load: a fixed request rate, latency from each request's due time")]
@@ -102,6 +105,8 @@ fn main() -> anyhow::Result<()> {
     let mut late = 0u64;
     let mut in_flight = 0usize;
     let mut events = Vec::with_capacity(connections.len());
+    // When a request was last sent or an answer last arrived.
+    let mut heard = now();
     while in_flight > 0 || !waiting.is_empty() {
         let t = now();
         while let Some(&Reverse((due, k))) = waiting.peek() {
@@ -115,13 +120,19 @@ fn main() -> anyhow::Result<()> {
             }
             send(&mut connection.stream, &request)?;
             in_flight += 1;
+            heard = now();
         }
-        let timeout = waiting.peek().map(|&Reverse((due, _))| {
-            let wait = due.saturating_sub(now());
-            Timespec { tv_sec: (wait / 1_000_000_000) as _, tv_nsec: (wait % 1_000_000_000) as _ }
-        });
+        // Until the next request is due, or at most STALL: a server that answers nothing for that long ends
+        // the run.
+        let wait = waiting.peek().map_or(STALL, |&Reverse((due, _))| due.saturating_sub(now()).min(STALL));
+        let timeout = Timespec { tv_sec: (wait / 1_000_000_000) as _, tv_nsec: (wait % 1_000_000_000) as _ };
         events.clear();
-        epoll::wait(&epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref())?;
+        epoll::wait(&epoll, rustix::buffer::spare_capacity(&mut events), Some(&timeout))?;
+        if !events.is_empty() {
+            heard = now();
+        } else if in_flight > 0 && now().saturating_sub(heard) >= STALL {
+            bail!("no answer for {} s", STALL / 1_000_000_000);
+        }
         for event in &events {
             let k = event.data.u64() as usize;
             let connection = &mut connections[k];
@@ -144,6 +155,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    report(latencies, late, args.seconds)
+}
+
+/// Prints the answered rate, the latency percentiles (µs) and the share of requests sent late.
+fn report(mut latencies: Vec<u64>, late: u64, seconds: f64) -> anyhow::Result<()> {
     if latencies.is_empty() {
         bail!("no request was measured");
     }
@@ -151,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let at = |p: f64| latencies[((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1] / 1000;
     println!(
         "{:.0} {} {} {} {} {} {:.2}",
-        latencies.len() as f64 / args.seconds,
+        latencies.len() as f64 / seconds,
         at(0.50),
         at(0.90),
         at(0.99),
