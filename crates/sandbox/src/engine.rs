@@ -1,9 +1,10 @@
 //! The wasmtime engine: configuration, compile cache, linkers, and loading apps.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use once_cell::sync::OnceCell;
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cgi::{CgiApp, CgiState, PreparedModule};
@@ -57,9 +58,8 @@ pub struct Runtime {
 /// What every clone of a [`Runtime`] shares: its settings, and the engine once started.
 struct Lazy {
     options: RuntimeOptions,
-    started: OnceLock<Arc<RuntimeInner>>,
-    /// Held while the engine starts, so that two first loads at once start one engine.
-    starting: Mutex<()>,
+    /// Two first loads at once start one engine: the second waits for the first.
+    started: OnceCell<Arc<RuntimeInner>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -72,23 +72,14 @@ impl Runtime {
     /// A runtime sized by `options`: a pooling allocator for `max_instances` of up to `max_memory` each, epoch
     /// interruption, and the compile cache. Nothing starts until a guest is loaded.
     pub fn new(options: &RuntimeOptions) -> Runtime {
-        Runtime {
-            shared: Arc::new(Lazy { options: options.clone(), started: OnceLock::new(), starting: Mutex::new(()) }),
-        }
+        Runtime { shared: Arc::new(Lazy { options: options.clone(), started: OnceCell::new() }) }
     }
 
     /// The engine, started now if this is the first guest. A failure is reported to every load that needs the
     /// engine, and the next one tries again.
     fn started(&self) -> Result<Arc<RuntimeInner>, LoadError> {
-        if let Some(inner) = self.shared.started.get() {
-            return Ok(inner.clone());
-        }
-        let _one_at_a_time = self.shared.starting.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(inner) = self.shared.started.get() {
-            return Ok(inner.clone());
-        }
-        let inner = Arc::new(RuntimeInner::start(&self.shared.options)?);
-        Ok(self.shared.started.get_or_init(|| inner).clone())
+        let shared = &self.shared;
+        shared.started.get_or_try_init(|| RuntimeInner::start(&shared.options).map(Arc::new)).cloned()
     }
 
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
