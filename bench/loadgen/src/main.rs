@@ -238,3 +238,67 @@ fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
     connection.buf.clear();
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(split_url("http://127.0.0.1:18080/1k.bin").ok(), Some(("127.0.0.1:18080", "/1k.bin")));
+        assert_eq!(split_url("http://localhost:80").ok(), Some(("localhost:80", "/")));
+        let refused = split_url("https://localhost/").err().map(|e| e.to_string());
+        assert_eq!(refused.as_deref(), Some("the URL must start with http://"));
+    }
+
+    /// A client connection, non-blocking as in a run, and its server side.
+    fn pair() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        stream.set_nonblocking(true).expect("nonblocking");
+        (Connection { stream, buf: Vec::new(), due: 0, origin: 0, late: false }, server)
+    }
+
+    /// Writes `bytes` from the server side and gives them time to arrive.
+    fn send_from(server: &mut TcpStream, bytes: &[u8]) {
+        server.write_all(bytes).expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    /// What `receive` makes of `answer`, the server keeping the connection open.
+    fn outcome(answer: &[u8]) -> Result<bool, String> {
+        let (mut connection, mut server) = pair();
+        send_from(&mut server, answer);
+        receive(&mut connection).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn answers_are_framed_by_content_length_and_bad_ones_fail_the_run() {
+        assert_eq!(outcome(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), Ok(true));
+        assert_eq!(
+            outcome(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            Err("the server answered 404".into())
+        );
+        assert_eq!(outcome(b"HTTP/1.1 200 OK\r\n\r\n"), Err("an answer without Content-Length".into()));
+        let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(outcome(twice), Err("the server sent more than one answer".into()));
+        let (mut closed, server) = pair();
+        drop(server);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let closed = receive(&mut closed).map_err(|e| e.to_string());
+        assert_eq!(closed, Err("the server closed the connection".into()));
+    }
+
+    #[test]
+    fn a_partial_answer_waits_for_more() {
+        let (mut connection, mut server) = pair();
+        send_from(&mut server, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+        assert!(!receive(&mut connection).expect("partial"));
+        send_from(&mut server, b"cd");
+        assert!(receive(&mut connection).expect("whole"));
+        assert!(connection.buf.is_empty(), "the answer is taken out of the buffer");
+    }
+}
