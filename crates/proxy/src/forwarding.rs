@@ -1,6 +1,7 @@
 //! The headers a proxy changes: hop-by-hop fields removed both ways (RFC 9110 §7.6.1), the client's address,
 //! scheme and host passed on (`X-Forwarded-*`, `Forwarded` from RFC 7239), and `Via` added.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -10,10 +11,10 @@ use http::header::{self, Entry, GetAll, HeaderMap, HeaderName, HeaderValue, Occu
 
 /// Whether a field describes one connection, never forwarded whatever `Connection` lists. (A match on the
 /// name, not a constant array of names: such an array is built and dropped again wherever it is used.)
-fn is_hop_by_hop(name: &str) -> bool {
+fn is_hop_by_hop(name: &[u8]) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"te" | b"trailer" | b"transfer-encoding" | b"upgrade"
     )
 }
 
@@ -23,7 +24,7 @@ fn names_hop_by_hop(token: &[u8]) -> bool {
     let Some(lower) = lower.get_mut(..token.len()) else { return false };
     lower.copy_from_slice(token);
     lower.make_ascii_lowercase();
-    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
+    is_hop_by_hop(lower)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -81,29 +82,10 @@ pub(crate) fn request(
     }
 
     let proto = if client.secure { "https" } else { "http" };
-    // `Forwarded` is built first; `X-Forwarded-For` is the address within it, shared rather than copied.
-    let addr = client.addr.to_canonical();
-    let mut forwarded = String::with_capacity(64);
-    forwarded.push_str("for=");
-    let bracketed = addr.is_ipv6();
-    if bracketed {
-        forwarded.push_str("\"[");
+    if let Some(added) = Added::for_client(client, proto) {
+        append(headers, X_FORWARDED_FOR, added.for_);
+        append(headers, header::FORWARDED, added.forwarded);
     }
-    let addr_at = forwarded.len();
-    push_address(&mut forwarded, addr);
-    let addr_end = forwarded.len();
-    if bracketed {
-        forwarded.push_str("]\"");
-    }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=");
-        push_quoted_if_needed(&mut forwarded, host);
-    }
-    let forwarded = Bytes::from(forwarded);
-    append(headers, X_FORWARDED_FOR, forwarded.slice(addr_at..addr_end));
-    append(headers, header::FORWARDED, forwarded);
     // The edge is where the scheme and host are known first hand: what a client claims is replaced.
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match client.host {
@@ -114,7 +96,80 @@ pub(crate) fn request(
             headers.remove(X_FORWARDED_HOST);
         }
     }
-    append(headers, header::VIA, Bytes::from_static(via(client.version).as_bytes()));
+    append(headers, header::VIA, HeaderValue::from_static(via(client.version)));
+}
+
+/// The `X-Forwarded-For` and `Forwarded` values added for one client.
+#[derive(Clone)]
+struct Added {
+    for_: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+/// [`Added`] for the last client this thread forwarded for, and who that was.
+struct LastClient {
+    addr: IpAddr,
+    secure: bool,
+    host: Option<HeaderValue>,
+    added: Added,
+}
+
+thread_local! {
+    static LAST_CLIENT: RefCell<Option<LastClient>> = const { RefCell::new(None) };
+}
+
+impl Added {
+    /// The values for `client`, reused while consecutive requests on this thread come from the same client,
+    /// scheme and host (as the requests of one keep-alive or HTTP/2 connection do): writing and checking them
+    /// cost more than the rest of the rewrite. `None` only if they would not be valid field values.
+    fn for_client(client: &Client<'_>, proto: &'static str) -> Option<Added> {
+        LAST_CLIENT.with_borrow_mut(|last| {
+            if let Some(last) = last
+                && last.addr == client.addr
+                && last.secure == client.secure
+                && last.host.as_ref() == client.host
+            {
+                return Some(last.added.clone());
+            }
+            let added = Added::new(client, proto)?;
+            *last = Some(LastClient {
+                addr: client.addr,
+                secure: client.secure,
+                host: client.host.cloned(),
+                added: added.clone(),
+            });
+            Some(added)
+        })
+    }
+
+    /// Writes the values: `Forwarded` first, `X-Forwarded-For` being the address within it, shared rather than
+    /// copied.
+    fn new(client: &Client<'_>, proto: &'static str) -> Option<Added> {
+        let addr = client.addr.to_canonical();
+        let mut forwarded = String::with_capacity(64);
+        forwarded.push_str("for=");
+        let bracketed = addr.is_ipv6();
+        if bracketed {
+            forwarded.push_str("\"[");
+        }
+        let addr_at = forwarded.len();
+        push_address(&mut forwarded, addr);
+        let addr_end = forwarded.len();
+        if bracketed {
+            forwarded.push_str("]\"");
+        }
+        forwarded.push_str(";proto=");
+        forwarded.push_str(proto);
+        if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
+            forwarded.push_str(";host=");
+            push_quoted_if_needed(&mut forwarded, host);
+        }
+        let forwarded = Bytes::from(forwarded);
+        Some(Added {
+            for_: HeaderValue::from_maybe_shared(forwarded.slice(addr_at..addr_end)).ok()?,
+            forwarded: HeaderValue::from_maybe_shared(forwarded).ok()?,
+        })
+    }
 }
 
 /// Writes an address the way `Display` does, without the formatting machinery for IPv4 (every request
@@ -151,7 +206,7 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    append(headers, header::VIA, Bytes::from_static(via(version).as_bytes()));
+    append(headers, header::VIA, HeaderValue::from_static(via(version)));
 }
 
 /// Removes the fixed hop-by-hop fields and every field `Connection` names.
@@ -171,7 +226,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<&str> = tokens(&connection).collect();
         let found: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| is_hop_by_hop(k.as_str()) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
+            .filter(|k| {
+                is_hop_by_hop(k.as_str().as_bytes()) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str()))
+            })
             .cloned()
             .collect();
         for name in &found {
@@ -181,7 +238,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     // At most the seven fixed names and `close`.
     let mut found = [const { None::<HeaderName> }; 8];
-    let named = |k: &&HeaderName| is_hop_by_hop(k.as_str()) || (close && k.as_str() == "close");
+    let named = |k: &&HeaderName| is_hop_by_hop(k.as_str().as_bytes()) || (close && k.as_str() == "close");
     for (slot, name) in found.iter_mut().zip(headers.keys().filter(named)) {
         *slot = Some(name.clone());
     }
@@ -201,15 +258,13 @@ fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a 
 }
 
 /// Appends `value` to a list field, folding the lines already there into one.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: Bytes) {
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
     match headers.entry(name) {
         Entry::Vacant(slot) => {
-            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-                slot.insert(value);
-            }
+            slot.insert(value);
         }
         Entry::Occupied(mut slot) => {
-            if let Ok(value) = std::str::from_utf8(&value) {
+            if let Ok(value) = value.to_str() {
                 fold(&mut slot, value);
             }
         }

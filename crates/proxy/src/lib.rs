@@ -19,7 +19,6 @@ mod upstreams;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -110,17 +109,29 @@ impl Handler for Proxy {
         request: Request<RequestBody>,
         context: RequestContext,
     ) -> BoxFuture<'static, Result<Response<Body>, HandlerError>> {
-        Box::pin(self.shared.clone().forward(request, context))
+        // The head is rewritten before the first poll: the future then holds only what the exchange needs.
+        match self.shared.rewrite(request, &context) {
+            Ok(request) => Box::pin(self.shared.clone().forward(request)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
+/// A request rewritten for the upstreams (see [`forwarding`]), not sent yet.
+struct Rewritten {
+    parts: http::request::Parts,
+    body: RequestBody,
+    /// The client's side of the upgrade it asked for, if it did, and its connection's activity.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<Arc<Activity>>)>,
+}
+
+fn too_large(detail: String) -> HandlerError {
+    HandlerError::new(Fault::PayloadTooLarge, "request body too large", detail)
+}
+
 impl Shared {
-    async fn forward(
-        self: Arc<Self>,
-        mut request: Request<RequestBody>,
-        context: RequestContext,
-    ) -> Result<Response<Body>, HandlerError> {
-        let too_large = |detail: String| HandlerError::new(Fault::PayloadTooLarge, "request body too large", detail);
+    /// Refuses a body declared over the limit, and rewrites the head for the upstreams.
+    fn rewrite(&self, mut request: Request<RequestBody>, context: &RequestContext) -> Result<Rewritten, HandlerError> {
         if let Some(n) = declared_length(request.headers())
             && n > self.max_request_body
         {
@@ -143,71 +154,82 @@ impl Shared {
             host: host.as_ref(),
             version: parts.version,
         };
-        let upgrading = upgrade.is_some();
         forwarding::request(&mut parts.headers, &client, upgrade, self.preserve_host, self.version == Version::HTTP_2);
+        Ok(Rewritten { parts, body, client_upgrade })
+    }
 
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let read_ahead = parts.version <= Version::HTTP_11;
-        let mut outgoing = request_body::prepare(body, self.max_request_body, exceeded.clone(), read_ahead).await?;
-        // Shared with the client's request target, not copied.
-        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    /// Sends the request to an upstream and returns its response. (An `async` block rather than an `async fn`:
+    /// the arguments of an `async fn` are moved into its future twice over.)
+    #[expect(clippy::manual_async_fn, reason = "an `async fn` would hold the request twice")]
+    fn forward(
+        self: Arc<Self>,
+        mut request: Rewritten,
+    ) -> impl Future<Output = Result<Response<Body>, HandlerError>> + Send + 'static {
+        async move {
+            let read_ahead = request.parts.version <= Version::HTTP_11;
+            let mut outgoing = request_body::prepare(request.body, self.max_request_body, read_ahead).await?;
+            // Shared with the client's request target, not copied.
+            let path = request.parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-        // Upstreams that failed to connect, for the next pick to pass over (no allocation until one does).
-        let mut tried = Vec::new();
-        let mut last_failure = None;
-        'upstreams: while let Some(picked) = self.upstreams.pick(&tried) {
-            let authority = picked.upstream().authority.clone();
-            // A reused connection the upstream closed meanwhile gets one more try on a new connection.
-            let mut fresh = false;
-            loop {
-                let attempt = async {
-                    let mut conn = self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
-                    let body = outgoing.take().ok_or(Attempt::BodyGone)?;
-                    let request =
-                        self.upstream_request(&mut parts, path.clone(), &authority, body).map_err(Attempt::Connect)?;
-                    match conn.send(request).await {
-                        Ok(response) => Ok((response, conn)),
-                        Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
-                    }
-                };
-                let error = match tokio::time::timeout(self.timeout, attempt).await {
-                    Ok(Ok((response, conn))) => {
-                        return Ok(self.respond(response, picked, conn, client_upgrade, upgrading));
-                    }
-                    Ok(Err(error)) => error,
-                    Err(_) => {
-                        let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
-                        return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
-                    }
-                };
-                match error {
-                    Attempt::Connect(why) => {
-                        last_failure = Some(format!("{}: {why}", picked.upstream().config));
-                        picked.eject(&why);
-                        tried.push(picked.index());
-                        continue 'upstreams;
-                    }
-                    // Never sent: everything comes back for one more try.
-                    Attempt::Send { reused: true, unsent: Some(request), .. } if !fresh => {
-                        let (unsent, body) = (*request).into_parts();
-                        parts.headers = unsent.headers;
-                        outgoing.put_back(body);
-                        fresh = true;
-                    }
-                    Attempt::Send { error, .. } => {
-                        if exceeded.load(Ordering::Acquire) {
-                            let limit = self.max_request_body;
-                            return Err(too_large(format!("request body passed the limit of {limit}")));
+            // Upstreams that failed to connect, for the next pick to pass over (no allocation until one does).
+            let mut tried = Vec::new();
+            let mut last_failure = None;
+            'upstreams: while let Some(picked) = self.upstreams.pick(&tried) {
+                let authority = picked.upstream().authority.clone();
+                // A reused connection the upstream closed meanwhile gets one more try on a new connection.
+                let mut fresh = false;
+                loop {
+                    let parts = &mut request.parts;
+                    let attempt = async {
+                        let mut conn =
+                            self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
+                        let body = outgoing.take().ok_or(Attempt::BodyGone)?;
+                        let request =
+                            self.upstream_request(parts, path.clone(), &authority, body).map_err(Attempt::Connect)?;
+                        match conn.send(request).await {
+                            Ok(response) => Ok((response, conn)),
+                            Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
                         }
-                        let detail = format!("{}: {}", picked.upstream().config, describe(&error));
-                        return Err(HandlerError::new(Fault::UpstreamFailed, "upstream failed", detail));
+                    };
+                    let error = match tokio::time::timeout(self.timeout, attempt).await {
+                        Ok(Ok((response, conn))) => {
+                            return Ok(self.respond(response, picked, conn, request.client_upgrade.take()));
+                        }
+                        Ok(Err(error)) => error,
+                        Err(_) => {
+                            let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
+                            return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
+                        }
+                    };
+                    match error {
+                        Attempt::Connect(why) => {
+                            last_failure = Some(format!("{}: {why}", picked.upstream().config));
+                            picked.eject(&why);
+                            tried.push(picked.index());
+                            continue 'upstreams;
+                        }
+                        // Never sent: everything comes back for one more try.
+                        Attempt::Send { reused: true, unsent: Some(unsent), .. } if !fresh => {
+                            let (unsent, body) = (*unsent).into_parts();
+                            request.parts.headers = unsent.headers;
+                            outgoing.put_back(body);
+                            fresh = true;
+                        }
+                        Attempt::Send { error, .. } => {
+                            if outgoing.exceeded() {
+                                let limit = self.max_request_body;
+                                return Err(too_large(format!("request body passed the limit of {limit}")));
+                            }
+                            let detail = format!("{}: {}", picked.upstream().config, describe(&error));
+                            return Err(HandlerError::new(Fault::UpstreamFailed, "upstream failed", detail));
+                        }
+                        Attempt::BodyGone => break 'upstreams,
                     }
-                    Attempt::BodyGone => break 'upstreams,
                 }
             }
+            let detail = last_failure.unwrap_or_else(|| "no upstream".into());
+            Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", detail))
         }
-        let detail = last_failure.unwrap_or_else(|| "no upstream".into());
-        Err(HandlerError::new(Fault::UpstreamFailed, "upstream unavailable", detail))
     }
 
     /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2. A connect
@@ -248,9 +270,8 @@ impl Shared {
         picked: Picked,
         conn: Conn,
         client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<Arc<Activity>>)>,
-        upgrading: bool,
     ) -> Response<Body> {
-        let upgraded = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgraded = client_upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let upstream_version = response.version();
         let tunnel = match (upgraded, client_upgrade) {
             (true, Some(client)) => Some((client, hyper::upgrade::on(&mut response))),

@@ -15,6 +15,8 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
+use futures::future::Either;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -35,6 +37,9 @@ pub(crate) struct Pools {
     connect_timeout: Duration,
     h2c: bool,
 }
+
+/// What sending a request gave: the response head, or the error and the request back if it was never sent.
+pub(crate) type Sent = Result<Response<Incoming>, (hyper::Error, Option<Box<Request<RequestBody>>>)>;
 
 /// A connection ready to carry a request.
 pub(crate) struct Conn {
@@ -62,30 +67,36 @@ impl Pools {
         self.per_thread.get_or(|| RefCell::new((0..self.upstreams).map(|_| Vec::new()).collect()))
     }
 
-    /// A connection to upstream `index` at `authority`: an idle one that is ready now, or a new one.
-    /// An error is a failure to connect, worth trying another upstream for.
+    /// A connection to upstream `index` at `authority`: an idle one that is ready now, or (always if `fresh`) a
+    /// new one. An error is a failure to connect, worth trying another upstream for.
     pub(crate) async fn get(&self, index: usize, authority: &Authority, fresh: bool) -> Result<Conn, String> {
-        if !fresh && let Some(sender) = self.take_idle(index) {
-            return Ok(Conn { sender, reused: true });
+        match self.take_idle(index, fresh) {
+            Some(conn) => Ok(conn),
+            // Boxed: the rare way, and a future ten times the size of the rest.
+            None => Box::pin(self.connect(index, authority)).await,
         }
-        self.connect(index, authority).await.map(|sender| Conn { sender, reused: false })
     }
 
-    /// The most recently used idle connection that is ready; closed and expired ones are dropped on the way.
-    fn take_idle(&self, index: usize) -> Option<Sender> {
+    /// The most recently used idle connection that is ready, unless `fresh`; closed and expired ones are
+    /// dropped on the way.
+    fn take_idle(&self, index: usize, fresh: bool) -> Option<Conn> {
+        if fresh {
+            return None;
+        }
         let mut local = self.local().borrow_mut();
         let idle = local.get_mut(index)?;
         let now = Instant::now();
         idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
         let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
-        match &mut idle[ready] {
+        let sender = match &mut idle[ready] {
             // Shared: it stays in the pool.
             Idle { sender: Sender::Http2(s), since } => {
                 *since = now;
-                Some(Sender::Http2(s.clone()))
+                Sender::Http2(s.clone())
             }
-            Idle { sender: Sender::Http1(_), .. } => Some(idle.remove(ready).sender),
-        }
+            Idle { sender: Sender::Http1(_), .. } => idle.remove(ready).sender,
+        };
+        Some(Conn { sender, reused: true })
     }
 
     /// Returns an HTTP/1.1 connection whose exchange is complete.
@@ -99,7 +110,7 @@ impl Pools {
         }
     }
 
-    async fn connect(&self, index: usize, authority: &Authority) -> Result<Sender, String> {
+    async fn connect(&self, index: usize, authority: &Authority) -> Result<Conn, String> {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(80);
         let stream =
@@ -121,29 +132,29 @@ impl Pools {
             if let Some(idle) = local.get_mut(index) {
                 idle.push(Idle { sender: Sender::Http2(sender.clone()), since: Instant::now() });
             }
-            Ok(Sender::Http2(sender))
+            Ok(Conn { sender: Sender::Http2(sender), reused: false })
         } else {
             let (sender, connection) = http1::handshake(io).await.map_err(|e| format!("handshake: {e}"))?;
             tokio::spawn(connection.with_upgrades());
-            Ok(Sender::Http1(sender))
+            Ok(Conn { sender: Sender::Http1(sender), reused: false })
         }
     }
 }
 
 impl Conn {
     /// Sends `request` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2). On failure, the
-    /// request comes back if it was never sent (the connection had closed).
-    pub(crate) async fn send(
-        &mut self,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Box<Request<RequestBody>>>)> {
-        let result = match &mut self.sender {
-            Sender::Http1(s) => s.try_send_request(request).await,
-            Sender::Http2(s) => s.try_send_request(request).await,
+    /// request comes back if it was never sent (the connection had closed). The future does not borrow the
+    /// connection.
+    pub(crate) fn send(&mut self, request: Request<RequestBody>) -> impl Future<Output = Sent> + use<> {
+        let sending = match &mut self.sender {
+            Sender::Http1(s) => Either::Left(s.try_send_request(request)),
+            Sender::Http2(s) => Either::Right(s.try_send_request(request)),
         };
-        result.map_err(|mut e| {
-            let unsent = e.take_message().map(Box::new);
-            (e.into_error(), unsent)
+        sending.map(|result| {
+            result.map_err(|mut e| {
+                let unsent = e.take_message().map(Box::new);
+                (e.into_error(), unsent)
+            })
         })
     }
 

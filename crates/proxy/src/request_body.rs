@@ -15,13 +15,19 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use palisade_http::{BodyTooLarge, BoxError, Fault, HandlerError, LimitedBody, RequestBody};
+use palisade_http::{BodyTooLarge, BoxError, Fault, HandlerError, LimitedBody, RequestBody, empty_body};
 
 /// How much of an HTTP/1 request body is read before the upstream is contacted.
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
 
 /// A request body ready to send.
-pub(crate) enum Outgoing {
+pub(crate) struct Outgoing {
+    body: Prepared,
+    /// Set once a streaming body passes the size limit; `None` for a body with nothing to read.
+    exceeded: Option<Arc<AtomicBool>>,
+}
+
+enum Prepared {
     /// Read in full: can be sent more than once.
     Whole { data: Bytes, trailers: Option<HeaderMap> },
     /// Still arriving from the client: sent once.
@@ -31,18 +37,24 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
+    fn whole(data: Bytes, trailers: Option<HeaderMap>, exceeded: Option<Arc<AtomicBool>>) -> Outgoing {
+        Outgoing { body: Prepared::Whole { data, trailers }, exceeded }
+    }
+
     /// The body for one attempt; `None` if a streaming body was already taken by an earlier attempt.
     pub(crate) fn take(&mut self) -> Option<RequestBody> {
-        match self {
-            Outgoing::Whole { data, trailers } => {
+        match &mut self.body {
+            // Boxing an empty body allocates nothing.
+            Prepared::Whole { data, trailers: None } if data.is_empty() => Some(empty_body()),
+            Prepared::Whole { data, trailers } => {
                 let body = Full::new(data.clone()).map_err(|never| match never {});
                 Some(match trailers.clone() {
                     Some(t) => body.with_trailers(async move { Some(Ok(t)) }).boxed_unsync(),
                     None => body.boxed_unsync(),
                 })
             }
-            Outgoing::Streaming(_) | Outgoing::Taken => match std::mem::replace(self, Outgoing::Taken) {
-                Outgoing::Streaming(body) => Some(body),
+            Prepared::Streaming(_) | Prepared::Taken => match std::mem::replace(&mut self.body, Prepared::Taken) {
+                Prepared::Streaming(body) => Some(body),
                 _ => None,
             },
         }
@@ -50,36 +62,39 @@ impl Outgoing {
 
     /// Takes back a body an attempt did not send.
     pub(crate) fn put_back(&mut self, body: RequestBody) {
-        if let Outgoing::Taken = self {
-            *self = Outgoing::Streaming(body);
+        if let Prepared::Taken = self.body {
+            self.body = Prepared::Streaming(body);
         }
+    }
+
+    /// Whether the body passed the size limit while streaming (what made sending it fail).
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire))
     }
 }
 
-/// Limits `body` to `limit` bytes (setting `exceeded` when it passes) and, if `read_ahead`, reads up to
-/// [`READ_AHEAD`] of it now. Errors are the client's: 413 for a body over the limit, 400 for a malformed one.
-pub(crate) async fn prepare(
-    body: RequestBody,
-    limit: u64,
-    exceeded: Arc<AtomicBool>,
-    read_ahead: bool,
-) -> Result<Outgoing, HandlerError> {
+/// Limits `body` to `limit` bytes and, if `read_ahead`, reads up to [`READ_AHEAD`] of it now. Errors are the
+/// client's: 413 for a body over the limit, 400 for a malformed one.
+pub(crate) async fn prepare(body: RequestBody, limit: u64, read_ahead: bool) -> Result<Outgoing, HandlerError> {
     if body.is_end_stream() {
-        return Ok(Outgoing::Whole { data: Bytes::new(), trailers: None });
+        return Ok(Outgoing::whole(Bytes::new(), None, None));
     }
-    let mut body = LimitedBody::new(body, limit, move || exceeded.store(true, Ordering::Release)).boxed_unsync();
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut body = LimitedBody::new(body, limit, move || flag.store(true, Ordering::Release)).boxed_unsync();
+    let exceeded = Some(exceeded);
     if !read_ahead {
-        return Ok(Outgoing::Streaming(body));
+        return Ok(Outgoing { body: Prepared::Streaming(body), exceeded });
     }
     let mut data = BytesMut::new();
     while data.len() < READ_AHEAD {
         match body.frame().await {
-            None => return Ok(Outgoing::Whole { data: data.freeze(), trailers: None }),
+            None => return Ok(Outgoing::whole(data.freeze(), None, exceeded)),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(chunk) => data.extend_from_slice(&chunk),
                 Err(frame) => {
                     let trailers = frame.into_trailers().ok();
-                    return Ok(Outgoing::Whole { data: data.freeze(), trailers });
+                    return Ok(Outgoing::whole(data.freeze(), trailers, exceeded));
                 }
             },
             Some(Err(e)) if e.is::<BodyTooLarge>() => {
@@ -90,7 +105,8 @@ pub(crate) async fn prepare(
             }
         }
     }
-    Ok(Outgoing::Streaming(Prefixed { prefix: Some(data.freeze()), rest: body }.boxed_unsync()))
+    let body = Prefixed { prefix: Some(data.freeze()), rest: body }.boxed_unsync();
+    Ok(Outgoing { body: Prepared::Streaming(body), exceeded })
 }
 
 /// The bytes already read, then the rest of the body.
@@ -139,9 +155,8 @@ mod tests {
 
     #[tokio::test]
     async fn small_bodies_are_read_whole_and_can_be_sent_again() {
-        let flag = Arc::new(AtomicBool::new(false));
         let body = chunks(vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]);
-        let mut out = prepare(body, 10, flag, true).await.unwrap();
+        let mut out = prepare(body, 10, true).await.unwrap();
         for _ in 0..2 {
             let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
             assert_eq!(&sent[..], b"abcd");
@@ -150,22 +165,19 @@ mod tests {
 
     #[tokio::test]
     async fn faults_in_the_first_bytes_are_the_clients() {
-        let flag = Arc::new(AtomicBool::new(false));
         let body = chunks(vec![Ok(Bytes::from_static(b"ab")), Err("invalid chunk size")]);
-        let err = prepare(body, 10, flag.clone(), true).await.err().unwrap();
+        let err = prepare(body, 10, true).await.err().unwrap();
         assert_eq!(err.fault, Fault::BadRequest);
         let body = chunks(vec![Ok(Bytes::from(vec![0; 11]))]);
-        let err = prepare(body, 10, flag.clone(), true).await.err().unwrap();
+        let err = prepare(body, 10, true).await.err().unwrap();
         assert_eq!(err.fault, Fault::PayloadTooLarge);
-        assert!(flag.load(Ordering::Acquire));
     }
 
     #[tokio::test]
     async fn large_bodies_stream_on_after_the_prefix() {
-        let flag = Arc::new(AtomicBool::new(false));
         let big = Bytes::from(vec![7; READ_AHEAD]);
         let body = chunks(vec![Ok(big.clone()), Ok(Bytes::from_static(b"tail"))]);
-        let mut out = prepare(body, u64::MAX, flag, true).await.unwrap();
+        let mut out = prepare(body, u64::MAX, true).await.unwrap();
         let body = out.take().unwrap();
         assert!(out.take().is_none(), "a streaming body is sent once");
         out.put_back(body);

@@ -77,7 +77,9 @@ impl Upstreams {
     pub(crate) fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<Picked> {
         let n = self.list.len();
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
+        // The clock is read only if an upstream has been ejected.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(|| self.now_ms());
         let untried = |i: &usize| !tried.contains(i);
         let usable = |i: &usize| self.list[*i].usable(now);
         let in_turn = || (0..n).map(move |k| (turn + k) % n).filter(untried);
@@ -120,8 +122,12 @@ impl Upstreams {
 }
 
 impl UpstreamState {
-    fn usable(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= now_ms
+    /// Whether the upstream may take requests; `now_ms` is called only for an ejected one.
+    fn usable(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && {
+            let until = self.ejected_until.load(Ordering::Relaxed);
+            until == 0 || until <= now_ms()
+        }
     }
 }
 

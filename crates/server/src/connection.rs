@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,7 +22,8 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 
-use palisade_http::Activity;
+use http::Response;
+use palisade_http::{Activity, Body};
 
 use crate::balance::{Balance, Share};
 use crate::dispatch::{Dispatcher, Peer};
@@ -268,11 +270,7 @@ impl Connections {
         let activity = peer.activity.clone();
         let framing = peer.framing.clone();
         let peer = Arc::new(peer);
-        let service = hyper::service::service_fn(move |req| {
-            let dispatcher = dispatcher.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, std::convert::Infallible>(dispatcher.dispatch(req, &peer).await) }
-        });
+        let service = hyper::service::service_fn(move |req| dispatcher.dispatch(req, &peer).map(infallible));
         // With upgrades: a proxied WebSocket handshake hands the connection over to its tunnel.
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -319,6 +317,12 @@ impl Connections {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// A response as hyper's service wants it. (A named function: with a closure or `Ok` itself, the compiler
+/// cannot show that the connection's future is `Send`.)
+fn infallible(response: Response<Body>) -> Result<Response<Body>, std::convert::Infallible> {
+    Ok(response)
 }
 
 /// Why a connection's own timer ends it.

@@ -1,16 +1,21 @@
 //! One request: find the tenant and route, call its handler, turn failures into clear responses.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Either};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
-use palisade_http::{Activity, Body, Fault, PatientBody, RequestContext, full_body};
+use palisade_http::{Activity, Body, Fault, HandlerError, PatientBody, RequestContext, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
@@ -79,24 +84,33 @@ impl Dispatcher {
         self.limits = RequestLimits::new(traffic);
     }
 
-    pub(crate) async fn dispatch(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-        let started = Instant::now();
+    /// Answers one request. Routing happens now, before the first poll; the future owns what it needs and
+    /// stays small (hyper moves it into the connection for every request, and a chain of `async fn`s would
+    /// hold the request several times over).
+    pub(crate) fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static + use<> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote, started);
-        let response = self.answer(req, peer, request_id, exchange.as_mut()).await;
-        match exchange {
+        let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote);
+        let answer = match self.answer(req, peer, request_id, exchange.as_mut()) {
+            Answer::Now(response) => Either::Left(std::future::ready(response)),
+            Answer::Handler(call) => Either::Right(call),
+        };
+        answer.map(move |response| match exchange {
             Some(exchange) => exchange.watch(response),
             None => response,
-        }
+        })
     }
 
-    async fn answer(
+    fn answer(
         &self,
         mut req: Request<Incoming>,
         peer: &Peer,
         request_id: u64,
         exchange: Option<&mut Exchange>,
-    ) -> Response<Body> {
+    ) -> Answer {
         // Counted first, for every request: the watch counts every head.
         let ambiguous = peer.framing.next_request_is_ambiguous();
 
@@ -104,106 +118,92 @@ impl Dispatcher {
         let target_length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len())
             + req.uri().authority().map_or(0, |a| a.as_str().len());
         if target_length > self.limits.max_uri_length {
-            return Fault::UriTooLong.response("the request target is too long");
+            return Answer::Now(Fault::UriTooLong.response("the request target is too long"));
         }
         if req.headers().len() > self.limits.max_header_count {
-            return Fault::HeadersTooLarge.response("the request has too many header fields");
+            return Answer::Now(Fault::HeadersTooLarge.response("the request has too many header fields"));
         }
         let refusal = if ambiguous { Some(crate::strict::LENGTH_WITH_CODING) } else { crate::strict::refuse(&req) };
         if let Some((fault, reason)) = refusal {
             // The framing may be ambiguous: nothing more is read from this connection.
             let mut response = fault.response(reason);
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return Answer::Now(response);
         }
         let path = req.uri().path();
         if let Some(answer) = self.acme_http01(path) {
-            return answer;
+            return Answer::Now(answer);
         }
         let host = match request_host(&req) {
             Ok(h) => h,
-            Err(HostError::Missing) => return Fault::BadRequest.response("missing Host header"),
-            Err(HostError::Invalid) => return Fault::BadRequest.response("invalid Host header"),
+            Err(HostError::Missing) => return Answer::Now(Fault::BadRequest.response("missing Host header")),
+            Err(HostError::Invalid) => return Answer::Now(Fault::BadRequest.response("invalid Host header")),
         };
         if let (Some(Some(sni)), Some(host)) = (&peer.tls, &host)
             && **sni != **host
         {
-            return Fault::Misdirected.response("this connection was opened for another host");
+            return Answer::Now(Fault::Misdirected.response("this connection was opened for another host"));
         }
-        // Everything needed from the routes is taken now: a deploy may swap them while the request runs.
-        let (tenant, hsts, route) = {
-            let router = self.router.load();
-            let Some(tenant) = router.tenant(host.as_deref()) else {
-                tracing::debug!(request_id, host = host.as_deref().unwrap_or(""), "no tenant for host");
-                return Fault::NotFound.response("no site is configured for this host");
-            };
-            if peer.tls.is_none()
-                && tenant.https_redirect
-                && let Some(port) = self.https_port
-            {
-                return redirect_to_https(host.as_deref().unwrap_or(""), port, &req);
+        // The handler is called while the routes are held: a deploy may swap them, and the request keeps the
+        // handler it was routed to (its future owns what it needs).
+        let router = self.router.load();
+        let Some(tenant) = router.tenant(host.as_deref()) else {
+            tracing::debug!(request_id, host = host.as_deref().unwrap_or(""), "no tenant for host");
+            return Answer::Now(Fault::NotFound.response("no site is configured for this host"));
+        };
+        if peer.tls.is_none()
+            && tenant.https_redirect
+            && let Some(port) = self.https_port
+        {
+            return Answer::Now(redirect_to_https(host.as_deref().unwrap_or(""), port, &req));
+        }
+        let hsts = if peer.tls.is_some() { tenant.hsts.clone() } else { None };
+        let Some((route, handler)) = tenant.route(path) else {
+            let mut response = Fault::NotFound.response("no route matches this path");
+            if let Some(hsts) = hsts {
+                add_hsts(&mut response, hsts);
             }
-            let hsts = if peer.tls.is_some() { tenant.hsts.clone() } else { None };
-            let route = tenant.route(path).map(|(prefix, handler)| (prefix.clone(), handler.clone()));
-            (tenant.name.clone(), hsts, route)
+            return Answer::Now(response);
         };
         // An upgrade hands the connection to its handler (a proxy's tunnel), which then watches it for idleness.
         if req.headers().contains_key(header::UPGRADE) {
             req.extensions_mut().insert(peer.activity.clone());
         }
-        let mut response = match route {
-            Some((route, handler)) => {
-                if let Some(exchange) = exchange {
-                    exchange.routed(&tenant, &route);
-                }
-                let context = RequestContext {
-                    request_id,
-                    tenant,
-                    route,
-                    remote_addr: peer.remote,
-                    local_addr: peer.local,
-                    secure: peer.tls.is_some(),
-                };
-                self.call(handler.as_ref(), req, context).await
-            }
-            None => Fault::NotFound.response("no route matches this path"),
-        };
-        if let Some(hsts) = hsts {
-            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+        if let Some(exchange) = exchange {
+            exchange.routed(&tenant.name, route);
         }
-        response
+        let context = RequestContext {
+            request_id,
+            tenant: tenant.name.clone(),
+            route: route.clone(),
+            remote_addr: peer.remote,
+            local_addr: peer.local,
+            secure: peer.tls.is_some(),
+        };
+        Answer::Handler(self.call(handler.as_ref(), req, context, hsts))
     }
 
-    /// Calls the route's handler and turns a failure into its response.
-    async fn call(
+    /// Calls the route's handler; its failures become responses when the [`Call`] completes.
+    fn call(
         &self,
         handler: &dyn palisade_http::Handler,
         req: Request<Incoming>,
         context: RequestContext,
-    ) -> Response<Body> {
+        hsts: Option<HeaderValue>,
+    ) -> Call {
         let span =
             tracing::info_span!("request", id = context.request_id, tenant = %context.tenant, route = %context.route);
-        let timeout = self.limits.body_timeout;
+        let body_timeout = self.limits.body_timeout;
         // Most requests have no body: nothing to wait for, nothing to allocate.
         let body_timed_out = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         let req = req.map(|b| match &body_timed_out {
-            Some(flag) => PatientBody::new(b, timeout, "the client paused too long while sending the body")
+            Some(flag) => PatientBody::new(b, body_timeout, "the client paused too long while sending the body")
                 .flagging(flag.clone())
                 .boxed_unsync(),
             None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
         });
-        let mut response = match handler.handle(req, context).instrument(span.clone()).await {
-            Ok(r) => r,
-            Err(e) => {
-                span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
-                e.response()
-            }
-        };
-        if body_timed_out.is_some_and(|flag| flag.load(Ordering::Acquire)) {
-            span.in_scope(|| tracing::info!("request body timed out after {timeout:?} without data"));
-            response = Fault::RequestTimeout.response("request body not received in time");
-        }
-        response
+        let handling = handler.handle(req, context).instrument(span.clone());
+        Call { handling, span, body_timed_out, body_timeout, hsts }
     }
 
     /// The key authorization for an ACME HTTP-01 token, if the path asks for one that is published.
@@ -215,6 +215,50 @@ impl Dispatcher {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         Some(response)
     }
+}
+
+/// How a request is answered: at once (a refusal, a redirect, no route), or by its route's handler.
+enum Answer {
+    Now(Response<Body>),
+    Handler(Call),
+}
+
+/// A handler answering one request: completes with its response, or with the response for its failure.
+struct Call {
+    handling: tracing::instrument::Instrumented<BoxFuture<'static, Result<Response<Body>, HandlerError>>>,
+    span: tracing::Span,
+    /// Set if the request body timed out (the handler then sees a failed body, whatever it answers).
+    body_timed_out: Option<Arc<AtomicBool>>,
+    body_timeout: Duration,
+    hsts: Option<HeaderValue>,
+}
+
+impl Future for Call {
+    type Output = Response<Body>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        let result = ready!(self.handling.poll_unpin(cx));
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.span.in_scope(|| tracing::warn!(status = e.fault.status().as_u16(), "{e}"));
+                e.response()
+            }
+        };
+        if self.body_timed_out.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire)) {
+            let timeout = self.body_timeout;
+            self.span.in_scope(|| tracing::info!("request body timed out after {timeout:?} without data"));
+            response = Fault::RequestTimeout.response("request body not received in time");
+        }
+        if let Some(hsts) = self.hsts.take() {
+            add_hsts(&mut response, hsts);
+        }
+        Poll::Ready(response)
+    }
+}
+
+fn add_hsts(response: &mut Response<Body>, hsts: HeaderValue) {
+    response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
 }
 
 /// 308 to the same path and query on HTTPS (308 keeps the method and body, unlike 301).

@@ -53,17 +53,12 @@ struct RequestLine {
 
 impl Exchange {
     /// Starts observing `req`, if anything observes requests.
-    pub(crate) fn begin<B>(
-        observers: Observers,
-        req: &Request<B>,
-        id: u64,
-        remote: SocketAddr,
-        started: Instant,
-    ) -> Option<Exchange> {
+    pub(crate) fn begin<B>(observers: Observers, req: &Request<B>, id: u64, remote: SocketAddr) -> Option<Exchange> {
         let log = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
         if !log && !observers.metrics {
             return None;
         }
+        let started = Instant::now();
         let line = log.then(|| RequestLine {
             id,
             remote,
