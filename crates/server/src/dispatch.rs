@@ -15,7 +15,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
-use palisade_http::{Activity, Body, Fault, HandlerError, PatientBody, RequestContext, full_body};
+use palisade_http::{Activity, Body, Fault, HandlerError, PatientBody, RequestContext, empty_body, full_body};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
@@ -200,7 +200,7 @@ impl Dispatcher {
             Some(flag) => PatientBody::new(b, body_timeout, "the client paused too long while sending the body")
                 .flagging(flag.clone())
                 .boxed_unsync(),
-            None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            None => empty_body(),
         });
         let handling = handler.handle(req, context).instrument(span.clone());
         Call { handling, span, body_timed_out, body_timeout, hsts }
