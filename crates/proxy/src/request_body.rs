@@ -184,4 +184,22 @@ mod tests {
         let sent = out.take().unwrap().collect().await.unwrap().to_bytes();
         assert_eq!(sent.len(), READ_AHEAD + 4);
     }
+
+    #[tokio::test]
+    async fn a_streaming_body_passing_the_limit_is_flagged() {
+        let big = Bytes::from(vec![7; READ_AHEAD]);
+        let body = chunks(vec![Ok(big.clone()), Ok(Bytes::from_static(b"tail"))]);
+        let mut out = prepare(body, READ_AHEAD as u64 + 2, true).await.unwrap();
+        assert!(!out.exceeded(), "nothing passed the limit yet");
+        let err = out.take().unwrap().collect().await.err().unwrap();
+        assert!(err.is::<BodyTooLarge>(), "{err}");
+        assert!(out.exceeded(), "the failure is the body's size, not the upstream's");
+
+        let body = chunks(vec![Ok(big), Ok(Bytes::from_static(b"tail"))]);
+        let mut out = prepare(body, READ_AHEAD as u64 + 4, true).await.unwrap();
+        assert_eq!(out.take().unwrap().collect().await.unwrap().to_bytes().len(), READ_AHEAD + 4);
+        assert!(!out.exceeded());
+        let empty = prepare(empty_body(), 0, true);
+        assert!(!empty.await.unwrap().exceeded());
+    }
 }
