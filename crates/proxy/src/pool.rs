@@ -4,7 +4,12 @@
 //! waits on another thread's event loop. An HTTP/1.1 connection carries one request at a time and goes back to
 //! its pool when the response body has been read to the end (a response dropped half-read closes it). An h2c
 //! connection is shared by all of the thread's requests to that upstream. Idle connections are closed after
-//! [`IDLE_TIMEOUT`]; one the upstream closed is noticed and dropped at checkout.
+//! [`IDLE_TIMEOUT`]; one the upstream closed is skipped at checkout.
+//!
+//! An upstream's idle list is kept in the order the connections went idle, so a checkout cleans its two ends
+//! only: expired ones are at the front, the most recently used at the back, and closed ones are dropped from
+//! either end. Its cost does not grow with the number of idle connections (scanning them all took about 600
+//! instructions a request at 32 client connections).
 //!
 //! (Driving an HTTP/1.1 connection from the request's own task instead of a task of its own was measured
 //! twice. Naively it costs more: every step of the connection wakes the whole client connection's task. With
@@ -13,6 +18,7 @@
 //! latency stayed within the noise, the median slightly worse.)
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -32,7 +38,7 @@ const MAX_IDLE: usize = 256;
 
 /// Every thread's pools for one proxy route, one list of idle connections per upstream.
 pub(crate) struct Pools {
-    per_thread: ThreadLocal<RefCell<Vec<Vec<Idle>>>>,
+    per_thread: ThreadLocal<RefCell<Vec<VecDeque<Idle>>>>,
     upstreams: usize,
     connect_timeout: Duration,
     h2c: bool,
@@ -63,8 +69,8 @@ impl Pools {
         Pools { per_thread: ThreadLocal::new(), upstreams, connect_timeout, h2c }
     }
 
-    fn local(&self) -> &RefCell<Vec<Vec<Idle>>> {
-        self.per_thread.get_or(|| RefCell::new((0..self.upstreams).map(|_| Vec::new()).collect()))
+    fn local(&self) -> &RefCell<Vec<VecDeque<Idle>>> {
+        self.per_thread.get_or(|| RefCell::new((0..self.upstreams).map(|_| VecDeque::new()).collect()))
     }
 
     /// A connection to upstream `index` at `authority`: an idle one that is ready now, or (always if `fresh`) a
@@ -77,8 +83,9 @@ impl Pools {
         }
     }
 
-    /// The most recently used idle connection that is ready, unless `fresh`; closed and expired ones are
-    /// dropped on the way.
+    /// The most recently used idle connection that is ready, unless `fresh`. Expired and closed connections
+    /// are dropped from the front, closed ones from the back; one in between is skipped until it reaches an
+    /// end.
     fn take_idle(&self, index: usize, fresh: bool) -> Option<Conn> {
         if fresh {
             return None;
@@ -86,15 +93,24 @@ impl Pools {
         let mut local = self.local().borrow_mut();
         let idle = local.get_mut(index)?;
         let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+        while idle.front().is_some_and(|c| c.sender.is_closed() || now.duration_since(c.since) >= IDLE_TIMEOUT) {
+            idle.pop_front();
+        }
+        while idle.back().is_some_and(|c| c.sender.is_closed()) {
+            idle.pop_back();
+        }
         let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
         let sender = match &mut idle[ready] {
-            // Shared: it stays in the pool.
+            // Shared: it stays in the pool, now the most recently used.
             Idle { sender: Sender::Http2(s), since } => {
                 *since = now;
-                Sender::Http2(s.clone())
+                let shared = Sender::Http2(s.clone());
+                if let Some(moved) = idle.remove(ready) {
+                    idle.push_back(moved);
+                }
+                shared
             }
-            Idle { sender: Sender::Http1(_), .. } => idle.remove(ready).sender,
+            Idle { sender: Sender::Http1(_), .. } => idle.remove(ready)?.sender,
         };
         Some(Conn { sender, reused: true })
     }
@@ -104,9 +120,9 @@ impl Pools {
         let mut local = self.local().borrow_mut();
         if let Some(idle) = local.get_mut(index) {
             if idle.len() >= MAX_IDLE {
-                idle.remove(0);
+                idle.pop_front();
             }
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push_back(Idle { sender, since: Instant::now() });
         }
     }
 
@@ -130,7 +146,7 @@ impl Pools {
             tokio::spawn(connection);
             let mut local = self.local().borrow_mut();
             if let Some(idle) = local.get_mut(index) {
-                idle.push(Idle { sender: Sender::Http2(sender.clone()), since: Instant::now() });
+                idle.push_back(Idle { sender: Sender::Http2(sender.clone()), since: Instant::now() });
             }
             Ok(Conn { sender: Sender::Http2(sender), reused: false })
         } else {

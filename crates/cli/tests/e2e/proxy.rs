@@ -87,6 +87,23 @@ async fn requests_are_spread_over_upstreams_with_forwarding_headers() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_once_closed() {
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{:?}", a.url()), "");
+    // One client connection, served by one worker: its requests take turns on one pooled connection.
+    who_answers(&server, "/", 20).await;
+    assert_eq!(a.connections(), 1, "20 requests in turn took {} upstream connections", a.connections());
+
+    // The upstream closes them all while they sit idle in the pool: the proxy notices at checkout (or sends
+    // again on a new connection) and every request still gets its answer.
+    a.close_connections();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    who_answers(&server, "/", 5).await;
+    assert_eq!(a.connections(), 2, "after the close, {} upstream connections in all", a.connections());
+    assert_eq!(a.requests(), 25);
+}
+
+#[tokio::test]
 async fn host_can_be_the_upstreams_own() {
     let a = Upstream::start("a");
     let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], preserve_host = false }}", a.url()), "");

@@ -36,6 +36,8 @@ struct State {
     healthy: AtomicBool,
     /// Requests answered, health checks excluded.
     requests: AtomicUsize,
+    /// Every connection accepted, open or not.
+    connections: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Upstream {
@@ -46,7 +48,11 @@ impl Upstream {
 
     /// Starts `name` on `addr` (to bring a stopped upstream back on its port).
     pub fn start_on(name: &'static str, addr: SocketAddr) -> Upstream {
-        let state = Arc::new(State { healthy: AtomicBool::new(true), requests: AtomicUsize::new(0) });
+        let state = Arc::new(State {
+            healthy: AtomicBool::new(true),
+            requests: AtomicUsize::new(0),
+            connections: std::sync::Mutex::new(Vec::new()),
+        });
         let mut upstream = Upstream { addr, name, state, task: None };
         upstream.listen();
         upstream
@@ -69,13 +75,14 @@ impl Upstream {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| answer(name, state.clone(), req));
+                let serving = state.clone();
+                let connection = connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| answer(name, serving.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
+                state.connections.lock().unwrap().push(connection);
             }
         }));
     }
@@ -95,6 +102,19 @@ impl Upstream {
     /// Requests answered so far, health checks excluded.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.lock().unwrap().len()
+    }
+
+    /// Closes every connection open now, idle or not, and goes on listening: what an upstream's idle timeout
+    /// or a restart behind the same address does to a proxy's pooled connections.
+    pub fn close_connections(&self) {
+        for connection in self.state.connections.lock().unwrap().iter() {
+            connection.abort();
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
