@@ -18,6 +18,20 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     )
 }
 
+/// [`is_hop_by_hop`] for a field's name. The standard names compare as small integers and the two others as
+/// bytes, with no name spelled out; the custom ones are statics, so no value is built and dropped per call.
+fn is_hop_by_hop_name(name: &HeaderName) -> bool {
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
 /// [`is_hop_by_hop`] for a `Connection` token, in any case.
 fn names_hop_by_hop(token: &[u8]) -> bool {
     let mut lower = [0u8; "transfer-encoding".len()];
@@ -226,9 +240,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<&str> = tokens(&connection).collect();
         let found: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| {
-                is_hop_by_hop(k.as_str().as_bytes()) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str()))
-            })
+            .filter(|k| is_hop_by_hop_name(k) || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
             .cloned()
             .collect();
         for name in &found {
@@ -238,7 +250,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     // At most the seven fixed names and `close`.
     let mut found = [const { None::<HeaderName> }; 8];
-    let named = |k: &&HeaderName| is_hop_by_hop(k.as_str().as_bytes()) || (close && k.as_str() == "close");
+    let named = |k: &&HeaderName| is_hop_by_hop_name(k) || (close && k.as_str() == "close");
     for (slot, name) in found.iter_mut().zip(headers.keys().filter(named)) {
         *slot = Some(name.clone());
     }
