@@ -9,6 +9,16 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 # Production leaves it unset; with it, every error value captures a backtrace (see the notes on wasmtime serve).
 unset RUST_BACKTRACE
+# PIN=1 gives the server measured a core of its own, as on a machine whose clients are elsewhere: it runs on
+# CPU 1, the load generators (and an upstream, where a script has one) on CPU 0, so that neither preempts the
+# other. One worker each then (palisade sees one CPU; nginx is given one). Without PIN the kernel places
+# everything on both cores. Honoured by the scripts whose contenders all start through `start_server` or
+# SERVER_ON: proxy.sh and static.sh.
+if [ "${PIN:-}" = 1 ]; then
+  SERVER_ON=(taskset -c 1) LOAD_ON=(taskset -c 0) NGINX_WORKERS=1
+else
+  SERVER_ON=() LOAD_ON=()
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -62,12 +72,13 @@ NGINX
 }
 
 # start_server palisade|nginx: starts palisade on $WORK/palisade.toml or nginx on $WORK/nginx.conf
-# (both answer on port 18080). nginx runs with `access_log off`, so palisade runs without its access log too
+# (both answer on port 18080), on SERVER_ON's core if PIN is set. nginx runs with `access_log off`, so palisade runs without its access log too
 # (RUST_LOG=warn; set PALISADE_LOG=info to measure with it).
 start_server() {
   case $1 in
-    palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "$PALISADE" serve --config "$WORK/palisade.toml" ;;
-    nginx) start "$1" 18080 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
+    palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "${SERVER_ON[@]}" "$PALISADE" serve \
+      --config "$WORK/palisade.toml" ;;
+    nginx) start "$1" 18080 "${SERVER_ON[@]}" nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" ;;
   esac
 }
 
@@ -112,13 +123,13 @@ peak_rss_kib() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
 }
 
-# load CONNECTIONS URL [HOST [WRK_ARGS...]]: one bounded wrk run; prints "req/s p50_us p99_us" (fails on
+# load CONNECTIONS URL [HOST [WRK_ARGS...]]: one bounded wrk run (on LOAD_ON's core if PIN is set); prints "req/s p50_us p99_us" (fails on
 # any non-2xx answer).
 load() {
   local conns=$1 url=$2 host=${3:-}
   local args=(-t1 -c"$conns" -d"$DURATION" --latency "${@:4}")
   [ -n "$host" ] && args+=(-H "Host: $host")
-  wrk "${args[@]}" "$url" | awk '
+  "${LOAD_ON[@]}" wrk "${args[@]}" "$url" | awk '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }
     /Requests\/sec:/ { rps = $2 }
     $1 == "50%" { p50 = us($2) }

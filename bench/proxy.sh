@@ -11,6 +11,8 @@
 #   proxy, with latency counted from each request's due time.
 # FLOOR_SPIN_NS=N makes the floor spin N ns of CPU per request: a calibration, to see what that much extra
 # work per request does to the latency.
+# PIN=1 (see lib.sh) runs each proxy with one worker on a core of its own, the upstream and the load generators
+# on the other: on a 2-core machine, the measure of a proxy that is not preempted by its clients.
 # Usage: bench/proxy.sh  (DURATION=5s ROUNDS=3 RATES="10000 20000" by default; RATES="" skips equal load)
 source "$(dirname "$0")/lib.sh"
 RATES=${RATES-10000 20000}
@@ -24,7 +26,7 @@ head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 nginx_config upstream 1 <<EOF
   server { listen 127.0.0.1:18090; root $WORK/www; }
 EOF
-start upstream 18090 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
+start upstream 18090 "${LOAD_ON[@]}" nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
 
 palisade_config <<EOF
 [tenants.bench]
@@ -59,8 +61,8 @@ declare -A rps p50 p99 cpu at_rate
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
     if [ "$c" = floor ]; then
-      start floor 18080 "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 127.0.0.1:18090 \
-        ${PALISADE_WORKERS:+"$PALISADE_WORKERS"}
+      start floor 18080 "${SERVER_ON[@]}" "$BENCH_ROOT/target/release/examples/bare_proxy" 127.0.0.1:18080 \
+        127.0.0.1:18090 ${PALISADE_WORKERS:+"$PALISADE_WORKERS"}
     else
       start_server "$c"
     fi
@@ -69,7 +71,7 @@ for round in $(seq "$ROUNDS"); do
     rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b " cpu[$c]+="$u "
     echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us, proxy CPU ${u} us per request)" >&2
     for rate in $RATES; do
-      out=$("$BENCH_ROOT/target/release/palisade-loadgen" --rate "$rate" --seconds "${DURATION%s}" \
+      out=$("${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$rate" --seconds "${DURATION%s}" \
         "http://127.0.0.1:18080/1k.bin")  # a failed run stops the script
       read -r _ a _ b _ _ late <<<"$out"
       at_rate[$c $rate]+="$b "
