@@ -265,7 +265,9 @@ impl Connections {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
         let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
-        let mut watch = HeadWatch::new(max_head, peer.framing.clone(), peer.activity.clone());
+        // As many fields as hyper takes, so that whatever hyper accepts the watch reads.
+        let max_fields = usize::try_from(self.limits.max_header_count).unwrap_or(usize::MAX).max(HYPER_MAX_HEADERS);
+        let mut watch = HeadWatch::new(max_head, max_fields, peer.framing.clone(), peer.activity.clone());
         let io = tokio_util::io::InspectReader::new(io, move |bytes: &[u8]| watch.feed(bytes));
         let activity = peer.activity.clone();
         let framing = peer.framing.clone();

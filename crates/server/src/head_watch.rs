@@ -10,15 +10,17 @@
 //! same way and refuses the marked one.
 //!
 //! Anything the watch cannot follow (an HTTP/2 preface, an upgrade, CONNECT, a head it cannot parse, a
-//! malformed chunk) stops it: hyper then refuses the bytes itself or the connection leaves HTTP/1.
+//! malformed chunk) stops it: hyper then refuses the bytes itself or the connection leaves HTTP/1. A head the
+//! watch cannot parse is one hyper refuses too: both parse with httparse's defaults, and the watch takes at least
+//! as many fields as hyper is configured to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use palisade_http::Activity;
 
-/// The most header fields a head the watch parses may have (more: the watch stops; hyper answers 431).
-const MAX_FIELDS: usize = 256;
+/// Header fields parsed on the stack; a head with more is parsed again into a buffer of the configured limit.
+const STACK_FIELDS: usize = 256;
 
 /// [`Framing`]'s `head_since_ms` while no head is arriving.
 const NO_HEAD: u64 = u64::MAX;
@@ -94,6 +96,8 @@ pub(crate) struct HeadWatch {
     /// The start of a head that spans reads; empty while heads arrive whole, as they usually do.
     head: Vec<u8>,
     max_head: usize,
+    /// The most fields a head may have (more: the watch stops; hyper answers 431).
+    max_fields: usize,
     message: u64,
     found: Arc<Framing>,
     /// The connection's clock, read when a head starts.
@@ -101,10 +105,11 @@ pub(crate) struct HeadWatch {
 }
 
 impl HeadWatch {
-    /// A watch reporting to `found`; heads longer than `max_head` bytes stop it (hyper refuses them anyway).
-    /// `clock` is the connection's activity, touched by each read before the watch sees its bytes.
-    pub(crate) fn new(max_head: usize, found: Arc<Framing>, clock: Arc<Activity>) -> HeadWatch {
-        HeadWatch { phase: Phase::Head, head: Vec::new(), max_head, message: 0, found, clock }
+    /// A watch reporting to `found`; heads longer than `max_head` bytes or with more than `max_fields` fields
+    /// stop it (hyper refuses them anyway: `max_fields` must be at least hyper's limit). `clock` is the
+    /// connection's activity, touched by each read before the watch sees its bytes.
+    pub(crate) fn new(max_head: usize, max_fields: usize, found: Arc<Framing>, clock: Arc<Activity>) -> HeadWatch {
+        HeadWatch { phase: Phase::Head, head: Vec::new(), max_head, max_fields, message: 0, found, clock }
     }
 
     /// Follows `bytes`, the next ones read from the connection.
@@ -188,10 +193,17 @@ impl HeadWatch {
             self.message += 1;
             return Phase::Head;
         }
-        // Left uninitialised: zeroing MAX_FIELDS fields for every request cost more than parsing a typical head.
-        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        // Left uninitialised: zeroing STACK_FIELDS fields for every request cost more than parsing a typical head.
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; STACK_FIELDS];
+        let mut many = Vec::new();
         let mut request = httparse::Request::new(&mut []);
-        if !matches!(request.parse_with_uninit_headers(head, &mut fields), Ok(httparse::Status::Complete(_))) {
+        let mut parsed = request.parse_with_uninit_headers(head, &mut fields);
+        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && self.max_fields > STACK_FIELDS {
+            many.resize_with(self.max_fields, std::mem::MaybeUninit::uninit);
+            request = httparse::Request::new(&mut []);
+            parsed = request.parse_with_uninit_headers(head, &mut many);
+        }
+        if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
             return Phase::Off;
         }
         if request.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) {
@@ -341,7 +353,7 @@ mod tests {
     /// Feeds `input` in pieces of `step` bytes; returns the ambiguous message's index, if any.
     fn watch(input: &str, step: usize) -> Option<u64> {
         let found = Arc::new(Framing::new());
-        let mut w = HeadWatch::new(64 * 1024, found.clone(), Arc::new(Activity::new()));
+        let mut w = HeadWatch::new(64 * 1024, 1000, found.clone(), Arc::new(Activity::new()));
         for piece in input.as_bytes().chunks(step) {
             w.feed(piece);
         }
@@ -371,6 +383,17 @@ mod tests {
             "Transfer-Encoding: chunked\r\nContent-Length: 4",
         );
         assert_eq!(watch(&reversed, 1), Some(0));
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_the_stack_takes_are_followed_up_to_the_limit() {
+        let fields = |n: usize| (0..n).map(|i| format!("X-F{i}: v\r\n")).collect::<String>();
+        let smuggle = |n: usize| SMUGGLE.replace("Host: a\r\n", &format!("Host: a\r\n{}", fields(n)));
+        assert_eq!(watch(&smuggle(STACK_FIELDS + 50), 4096), Some(0));
+        let earlier = format!("POST / HTTP/1.1\r\nHost: a\r\n{}Content-Length: 2\r\n\r\nhi", fields(300));
+        assert_eq!(watch(&format!("{earlier}{SMUGGLE}"), 4096), Some(1));
+        // Beyond the limit, hyper answers 431 and closes: the watch stops.
+        assert_eq!(watch(&smuggle(1000), 4096), None);
     }
 
     #[test]

@@ -366,3 +366,24 @@ async fn smuggling_attempts_never_reach_the_upstream() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(recorder.received(), "", "bytes reached the upstream");
 }
+
+#[tokio::test]
+async fn smuggling_is_refused_in_heads_with_many_fields_when_the_limit_allows_them() {
+    let recorder = crate::upstream::Recorder::start();
+    let site = Site::new();
+    site.config_with(
+        "listen = [\"127.0.0.1:0\"]\nmax_header_count = 500",
+        &format!(
+            "[tenants.app]\nhosts = [\"app.localhost\"]\n[[tenants.app.routes]]\npath = \"/\"\nproxy = \"http://{}\"\n",
+            recorder.addr
+        ),
+    );
+    let server = site.start();
+    let fields: String = (0..300).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let answer = server.raw(&format!(
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\n{fields}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"
+    ));
+    assert_eq!(status_line(&answer), "HTTP/1.1 400 Bad Request", "{answer}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(recorder.received(), "", "bytes reached the upstream");
+}
