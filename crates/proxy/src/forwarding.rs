@@ -20,6 +20,7 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 
 /// [`is_hop_by_hop`] for a field's name. The standard names compare as small integers and the two others as
 /// bytes, with no name spelled out; the custom ones are statics, so no value is built and dropped per call.
+/// The same seven names as [`is_hop_by_hop`] (a test holds the two lists together).
 fn is_hop_by_hop_name(name: &HeaderName) -> bool {
     static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -364,6 +365,25 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn names_and_connection_tokens_agree_on_what_is_hop_by_hop() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "close",
+            "host",
+            "content-length",
+            "x-kept",
+        ] {
+            assert_eq!(is_hop_by_hop_name(&HeaderName::from_static(name)), is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]
