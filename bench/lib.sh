@@ -72,8 +72,8 @@ NGINX
 }
 
 # start_server palisade|nginx: starts palisade on $WORK/palisade.toml or nginx on $WORK/nginx.conf
-# (both answer on port 18080), on SERVER_ON's core if PIN is set. nginx runs with `access_log off`, so palisade runs without its access log too
-# (RUST_LOG=warn; set PALISADE_LOG=info to measure with it).
+# (both answer on port 18080), on SERVER_ON's core if PIN is set. nginx runs with `access_log off`, so
+# palisade runs without its access log too (RUST_LOG=warn; set PALISADE_LOG=info to measure with it).
 start_server() {
   case $1 in
     palisade) RUST_LOG=${PALISADE_LOG:-warn} start "$1" 18080 "${SERVER_ON[@]}" "$PALISADE" serve \
@@ -123,8 +123,8 @@ peak_rss_kib() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
 }
 
-# load CONNECTIONS URL [HOST [WRK_ARGS...]]: one bounded wrk run (on LOAD_ON's core if PIN is set); prints "req/s p50_us p99_us" (fails on
-# any non-2xx answer).
+# load CONNECTIONS URL [HOST [WRK_ARGS...]]: one bounded wrk run (on LOAD_ON's core if PIN is set); prints
+# "req/s p50_us p99_us" (fails on any non-2xx answer).
 load() {
   local conns=$1 url=$2 host=${3:-}
   local args=(-t1 -c"$conns" -d"$DURATION" --latency "${@:4}")
