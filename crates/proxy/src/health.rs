@@ -50,7 +50,7 @@ async fn check_one(shared: &Shared, index: usize, path: Result<PathAndQuery, Str
         .map_err(|e| e.to_string())?
         .into_parts();
     // The same form as proxied requests: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
-    let request = shared.upstream_request(&mut parts, path?, &authority, body)?;
+    let request = shared.upstream_request(&mut parts, false, path?, &authority, body)?;
     let mut conn = shared.pools.get(index, &authority, false).await?;
     let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;
     let status = response.status();

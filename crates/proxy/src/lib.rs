@@ -121,6 +121,8 @@ impl Handler for Proxy {
 struct Rewritten {
     parts: http::request::Parts,
     body: RequestBody,
+    /// Whether the headers carry `Host` (otherwise an HTTP/1.1 attempt adds its upstream's).
+    has_host: bool,
     /// The client's side of the upgrade it asked for, if it did, and its connection's activity.
     client_upgrade: Option<(hyper::upgrade::OnUpgrade, Option<Arc<Activity>>)>,
 }
@@ -137,25 +139,25 @@ impl Shared {
         {
             return Err(too_large(format!("declared {n} bytes; the limit is {}", self.max_request_body)));
         }
-        let upgrade = forwarding::requested_upgrade(request.headers(), request.version());
+        let mut fields = forwarding::Fields::of(request.headers());
+        let upgrade = forwarding::requested_upgrade(request.headers(), &fields, request.version());
         let client_upgrade = upgrade.is_some().then(|| {
             let activity = request.extensions().get::<Arc<Activity>>().cloned();
             (hyper::upgrade::on(&mut request), activity)
         });
         let (mut parts, body) = request.into_parts();
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host =
+            fields.take_host().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let client = forwarding::Client {
             addr: context.remote_addr.ip(),
             secure: context.secure,
             host: host.as_ref(),
             version: parts.version,
         };
-        forwarding::request(&mut parts.headers, &client, upgrade, self.preserve_host, self.version == Version::HTTP_2);
-        Ok(Rewritten { parts, body, client_upgrade })
+        let keep_te_trailers = self.version == Version::HTTP_2;
+        forwarding::request(&mut parts.headers, fields, &client, upgrade, self.preserve_host, keep_te_trailers);
+        let has_host = self.preserve_host && host.is_some();
+        Ok(Rewritten { parts, body, has_host, client_upgrade })
     }
 
     /// Sends the request to an upstream and returns its response. (An `async` block rather than an `async fn`:
@@ -179,13 +181,14 @@ impl Shared {
                 // A reused connection the upstream closed meanwhile gets one more try on a new connection.
                 let mut fresh = false;
                 loop {
-                    let parts = &mut request.parts;
+                    let (parts, has_host) = (&mut request.parts, request.has_host);
                     let attempt = async {
                         let mut conn =
                             self.pools.get(picked.index(), &authority, fresh).await.map_err(Attempt::Connect)?;
                         let body = outgoing.take().ok_or(Attempt::BodyGone)?;
-                        let request =
-                            self.upstream_request(parts, path.clone(), &authority, body).map_err(Attempt::Connect)?;
+                        let request = self
+                            .upstream_request(parts, has_host, path.clone(), &authority, body)
+                            .map_err(Attempt::Connect)?;
                         match conn.send(request).await {
                             Ok(response) => Ok((response, conn)),
                             Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
@@ -233,10 +236,12 @@ impl Shared {
     }
 
     /// The request for one attempt: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2. A connect
-    /// failure happens before this, so the next upstream still finds the headers in `parts`.
+    /// failure happens before this, so the next upstream still finds the headers in `parts`. `has_host`: whether
+    /// they carry `Host`.
     fn upstream_request(
         &self,
         parts: &mut http::request::Parts,
+        has_host: bool,
         path: PathAndQuery,
         authority: &http::uri::Authority,
         body: RequestBody,
@@ -251,9 +256,7 @@ impl Shared {
         if self.version == Version::HTTP_2 {
             target.scheme = Some(http::uri::Scheme::HTTP);
             target.authority = Some(authority.clone());
-        } else if !request.headers().contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
+        } else if !has_host && let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             request.headers_mut().insert(header::HOST, host);
         }
         // The parts come from a parsed request target and a configured upstream, so they fit together; a
