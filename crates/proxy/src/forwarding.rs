@@ -310,6 +310,7 @@ pub(crate) fn response(headers: &mut HeaderMap, version: Version, upgrading: boo
 /// Removes the fixed hop-by-hop fields and every field `Connection` names, and clears the bits of the fields
 /// removed.
 fn remove_hop_by_hop(headers: &mut HeaderMap, fields: &mut Fields) {
+    // `Connection` naming other fields: every field is compared with its tokens.
     if fields.names_others {
         let connection = headers.get_all(header::CONNECTION);
         let named: Vec<&str> = tokens(&connection).collect();
@@ -328,7 +329,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, fields: &mut Fields) {
         return;
     }
     // The usual case: `Connection` lists `keep-alive` or `close` (or is absent). Only the fields present are
-    // removed (a removal costs a hash and a probe), with no allocation and no token parsing.
+    // removed (a removal costs a hash and a probe), with no allocation.
     for (i, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
         if fields.present & (1 << i) != 0 {
             headers.remove(name);
