@@ -94,10 +94,10 @@ impl Fields {
             let bit = bit_of(name.as_str().as_bytes());
             fields.present |= bit;
             if bit == bit::CONNECTION {
-                for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
+                for token in value_tokens(value) {
+                    if token.eq_ignore_ascii_case("close") {
                         fields.close = true;
-                    } else if !token.is_empty() && !names_hop_by_hop(token) {
+                    } else if !names_hop_by_hop(token.as_bytes()) {
                         fields.names_others = true;
                     }
                 }
@@ -343,12 +343,13 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, fields: &mut Fields) {
 
 /// The comma-separated tokens of every `Connection` field.
 fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a str> + use<'a> {
-    connection
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    connection.iter().flat_map(value_tokens)
+}
+
+/// The comma-separated tokens of one `Connection` field; none if it is not visible ASCII (no field name is
+/// anything else).
+fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value.to_str().ok().into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Appends `value` to a list field (`present`: whether the field is there), folding the lines already there
@@ -495,6 +496,15 @@ mod tests {
         let mut h = headers(&[("connection", "CLOSE"), ("connection", "te"), ("close", "1"), ("te", "x")]);
         response(&mut h, Version::HTTP_11, false);
         assert!(!h.contains_key("close") && !h.contains_key("te") && !h.contains_key("connection"), "{h:?}");
+    }
+
+    #[test]
+    fn a_connection_field_that_is_not_ascii_names_nothing() {
+        let mut h = headers(&[("close", "1"), ("keep-alive", "timeout=5"), ("x-kept", "1")]);
+        h.append(header::CONNECTION, HeaderValue::from_bytes("close, x-kept, caf\u{e9}".as_bytes()).unwrap());
+        response(&mut h, Version::HTTP_11, false);
+        assert!(!h.contains_key("connection") && !h.contains_key("keep-alive"), "{h:?}");
+        assert!(h.contains_key("close") && h.contains_key("x-kept"), "{h:?}");
     }
 
     #[test]
