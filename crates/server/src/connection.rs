@@ -112,6 +112,9 @@ pub(crate) struct Connections {
     worker: usize,
     balance: Arc<Balance<Arrival>>,
     builder: auto::Builder<TokioExecutor>,
+    /// The most header fields hyper takes in a head (its own limit, or the configured one above it): the
+    /// smuggling watch takes as many, so that whatever hyper accepts the watch reads.
+    hyper_max_fields: usize,
     limits: TrafficLimits,
     tasks: TaskTracker,
     stop: watch::Receiver<bool>,
@@ -134,9 +137,9 @@ impl Connections {
         // hyper parses into a buffer on the stack for up to HYPER_MAX_HEADERS fields, and into one it allocates
         // and fills for every request once given any limit of its own. A lower limit is enforced by the
         // dispatcher (431) after hyper's parse; only a higher one needs hyper's setting.
-        let max_headers = usize::try_from(limits.max_header_count).unwrap_or(usize::MAX);
-        if max_headers > HYPER_MAX_HEADERS {
-            builder.http1().max_headers(max_headers);
+        let hyper_max_fields = usize::try_from(limits.max_header_count).unwrap_or(usize::MAX).max(HYPER_MAX_HEADERS);
+        if hyper_max_fields > HYPER_MAX_HEADERS {
+            builder.http1().max_headers(hyper_max_fields);
         }
         builder
             .http2()
@@ -149,6 +152,7 @@ impl Connections {
             worker,
             balance,
             builder,
+            hyper_max_fields,
             limits: limits.clone(),
             tasks: TaskTracker::new(),
             stop,
@@ -265,9 +269,7 @@ impl Connections {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
         let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
-        // As many fields as hyper takes, so that whatever hyper accepts the watch reads.
-        let max_fields = usize::try_from(self.limits.max_header_count).unwrap_or(usize::MAX).max(HYPER_MAX_HEADERS);
-        let mut watch = HeadWatch::new(max_head, max_fields, peer.framing.clone(), peer.activity.clone());
+        let mut watch = HeadWatch::new(max_head, self.hyper_max_fields, peer.framing.clone(), peer.activity.clone());
         let io = tokio_util::io::InspectReader::new(io, move |bytes: &[u8]| watch.feed(bytes));
         let activity = peer.activity.clone();
         let framing = peer.framing.clone();
