@@ -25,7 +25,7 @@ pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeo
         let checks = (0..shared.upstreams.len()).map(|i| {
             let (shared, path) = (shared.clone(), path.clone());
             async move {
-                let result = tokio::time::timeout(timeout, check_one(&shared, i, path))
+                let result = tokio::time::timeout(timeout, check_one(&shared, i, path, timeout))
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
                 match result {
@@ -38,8 +38,14 @@ pub(crate) async fn check_forever(shared: Arc<Shared>, check: HealthCheck, timeo
     }
 }
 
-/// One GET of `path` on upstream `index`: healthy on a 2xx or 3xx answer.
-async fn check_one(shared: &Shared, index: usize, path: Result<PathAndQuery, String>) -> Result<(), String> {
+/// One GET of `path` on upstream `index`, its answer due `within` from when a connection is taken: healthy on
+/// a 2xx or 3xx answer.
+async fn check_one(
+    shared: &Shared,
+    index: usize,
+    path: Result<PathAndQuery, String>,
+    within: Duration,
+) -> Result<(), String> {
     let Some(authority) = shared.upstreams.get(index).map(|u| u.authority.clone()) else {
         return Ok(());
     };
@@ -52,7 +58,10 @@ async fn check_one(shared: &Shared, index: usize, path: Result<PathAndQuery, Str
     // The same form as proxied requests: origin-form with `Host` over HTTP/1.1, absolute-form over HTTP/2.
     let request = shared.upstream_request(&mut parts, false, path?, &authority, body)?;
     let mut conn = shared.pools.get(index, &authority, false).await?;
-    let response = conn.send(request).await.map_err(|(e, _)| crate::describe(&e))?;
+    let response = match conn.send(request, within).await {
+        Ok(sent) => sent.map_err(|(e, _)| crate::describe(&e))?,
+        Err(crate::pool::TimedOut) => return Err(format!("no answer within {within:?}")),
+    };
     let status = response.status();
     // Read the (small) body so the connection can be reused.
     if http_body_util::Limited::new(response.into_body(), MAX_HEALTH_BODY).collect().await.is_ok() {

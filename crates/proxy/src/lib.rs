@@ -35,7 +35,7 @@ use palisade_http::{
     empty_body,
 };
 
-use crate::pool::{Conn, Pools};
+use crate::pool::{Conn, Pools, TimedOut};
 use crate::upstreams::{Picked, Upstreams};
 
 /// A proxy route could not be set up.
@@ -66,6 +66,8 @@ enum Attempt {
     /// The connection failed while sending or waiting for the response; `reused` if it had served before,
     /// and the request back if it was never sent.
     Send { error: hyper::Error, reused: bool, unsent: Option<Box<Request<RequestBody>>> },
+    /// No response head within the route's `timeout`.
+    TimedOut,
     /// A streamed body was already sent by an earlier attempt.
     BodyGone,
 }
@@ -189,20 +191,17 @@ impl Shared {
                         let request = self
                             .upstream_request(parts, has_host, path.clone(), &authority, body)
                             .map_err(Attempt::Connect)?;
-                        match conn.send(request).await {
-                            Ok(response) => Ok((response, conn)),
-                            Err((error, unsent)) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
+                        match conn.send(request, self.timeout).await {
+                            Ok(Ok(response)) => Ok((response, conn)),
+                            Ok(Err((error, unsent))) => Err(Attempt::Send { error, reused: conn.reused, unsent }),
+                            Err(TimedOut) => Err(Attempt::TimedOut),
                         }
                     };
-                    let error = match tokio::time::timeout(self.timeout, attempt).await {
-                        Ok(Ok((response, conn))) => {
+                    let error = match attempt.await {
+                        Ok((response, conn)) => {
                             return Ok(self.respond(response, picked, conn, request.client_upgrade.take()));
                         }
-                        Ok(Err(error)) => error,
-                        Err(_) => {
-                            let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
-                            return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
-                        }
+                        Err(error) => error,
                     };
                     match error {
                         Attempt::Connect(why) => {
@@ -225,6 +224,10 @@ impl Shared {
                             }
                             let detail = format!("{}: {}", picked.upstream().config, describe(&error));
                             return Err(HandlerError::new(Fault::UpstreamFailed, "upstream failed", detail));
+                        }
+                        Attempt::TimedOut => {
+                            let detail = format!("{}: no response within {:?}", picked.upstream().config, self.timeout);
+                            return Err(HandlerError::new(Fault::UpstreamTimeout, "upstream timed out", detail));
                         }
                         Attempt::BodyGone => break 'upstreams,
                     }

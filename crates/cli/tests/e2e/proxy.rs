@@ -104,6 +104,28 @@ async fn upstream_connections_are_reused_and_replaced_once_closed() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_keeps_each_answers_deadline() {
+    let a = Upstream::start("a");
+    let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], timeout = \"1s\" }}", a.url()), "");
+    // Idle for longer than the timeout: the deadline the connection kept from its last answer passes unused.
+    who_answers(&server, "/", 2).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    who_answers(&server, "/", 1).await;
+    // Part of a deadline gone by: the next answer still gets its whole second, not what was left of the last.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let client = server.client(&["app.localhost"]);
+    let started = Instant::now();
+    let r = client.get(server.url("app.localhost", "/slow-head")).send().await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(waited > Duration::from_millis(900) && waited < Duration::from_secs(4), "504 after {waited:?}");
+    assert_eq!(a.connections(), 1, "the requests took {} upstream connections", a.connections());
+    // The connection that timed out is not pooled again.
+    who_answers(&server, "/", 1).await;
+    assert_eq!(a.connections(), 2);
+}
+
+#[tokio::test]
 async fn host_can_be_the_upstreams_own() {
     let a = Upstream::start("a");
     let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], preserve_host = false }}", a.url()), "");
