@@ -95,9 +95,9 @@ impl Fields {
             fields.present |= bit;
             if bit == bit::CONNECTION {
                 for token in value_tokens(value) {
-                    if token.eq_ignore_ascii_case("close") {
+                    if token.eq_ignore_ascii_case(b"close") {
                         fields.close = true;
-                    } else if !names_hop_by_hop(token.as_bytes()) {
+                    } else if !names_hop_by_hop(token) {
                         fields.names_others = true;
                     }
                 }
@@ -137,7 +137,7 @@ pub(crate) fn requested_upgrade(headers: &HeaderMap, fields: &Fields, version: V
         return None;
     }
     let upgrade = headers.get(header::UPGRADE)?;
-    tokens(&headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
+    tokens(&headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(b"upgrade")).then(|| upgrade.clone())
 }
 
 /// Rewrites a request's headers for the upstream; `fields` is what [`Fields::of`] found in them. `upgrade` is
@@ -313,12 +313,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, fields: &mut Fields) {
     // `Connection` naming other fields: every field is compared with its tokens.
     if fields.names_others {
         let connection = headers.get_all(header::CONNECTION);
-        let named: Vec<&str> = tokens(&connection).collect();
+        let named: Vec<&[u8]> = tokens(&connection).collect();
         let found: Vec<HeaderName> = headers
             .keys()
             .filter(|k| {
                 bit_of(k.as_str().as_bytes()) & bit::HOP_BY_HOP != 0
-                    || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str()))
+                    || named.iter().any(|t| t.eq_ignore_ascii_case(k.as_str().as_bytes()))
             })
             .cloned()
             .collect();
@@ -342,14 +342,15 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, fields: &mut Fields) {
 }
 
 /// The comma-separated tokens of every `Connection` field.
-fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a str> + use<'a> {
+fn tokens<'a>(connection: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> + use<'a> {
     connection.iter().flat_map(value_tokens)
 }
 
 /// The comma-separated tokens of one `Connection` field; none if it is not visible ASCII (no field name is
-/// anything else).
-fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    value.to_str().ok().into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
+/// anything else). Split as bytes: a `str` split searches for a `char`, several times the cost here.
+fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    let visible = value.to_str().ok().map(str::as_bytes);
+    visible.into_iter().flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
 /// Appends `value` to a list field (`present`: whether the field is there), folding the lines already there
