@@ -130,6 +130,27 @@ async fn a_pooled_connection_keeps_each_answers_deadline() {
 }
 
 #[tokio::test]
+async fn a_connection_attempt_without_answer_is_given_up_after_connect_timeout() {
+    // A listener that never accepts, with its queue full: a further connection attempt gets no answer at all.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _queued: Vec<_> =
+        (0..4).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
+    let proxy = format!("{{ upstreams = [\"http://{addr}\"], connect_timeout = \"300ms\", timeout = \"10s\" }}");
+    let (_site, server) = proxy_site(&proxy, "");
+    let client = server.client(&["app.localhost"]);
+    let started = Instant::now();
+    let r = client.get(server.url("app.localhost", "/")).send().await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.text().await.unwrap(), "502 upstream unavailable\n");
+    assert!(waited > Duration::from_millis(250) && waited < Duration::from_secs(4), "502 after {waited:?}");
+    assert!(server.log_contains("connect: no answer within 300ms"));
+}
+
+#[tokio::test]
 async fn host_can_be_the_upstreams_own() {
     let a = Upstream::start("a");
     let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], preserve_host = false }}", a.url()), "");
