@@ -80,6 +80,8 @@ pub(crate) struct Fields {
     present: u16,
     /// `Connection` lists `close` (a field of that name is then hop-by-hop too).
     close: bool,
+    /// `Connection` lists `upgrade`.
+    upgrade: bool,
     /// `Connection` names fields other than the fixed hop-by-hop ones.
     names_others: bool,
     /// The first `Host` value.
@@ -89,7 +91,7 @@ pub(crate) struct Fields {
 impl Fields {
     /// Looks over `headers`.
     pub(crate) fn of(headers: &HeaderMap) -> Fields {
-        let mut fields = Fields { present: 0, close: false, names_others: false, host: None };
+        let mut fields = Fields { present: 0, close: false, upgrade: false, names_others: false, host: None };
         for (name, value) in headers {
             let bit = bit_of(name.as_str().as_bytes());
             fields.present |= bit;
@@ -97,6 +99,8 @@ impl Fields {
                 for token in value_tokens(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         fields.close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        fields.upgrade = true;
                     } else if !names_hop_by_hop(token) {
                         fields.names_others = true;
                     }
@@ -133,11 +137,10 @@ pub(crate) struct Client<'a> {
 /// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` field, HTTP/1.1 only):
 /// the protocols it names, to pass on.
 pub(crate) fn requested_upgrade(headers: &HeaderMap, fields: &Fields, version: Version) -> Option<HeaderValue> {
-    if !fields.has(bit::UPGRADE) || version != Version::HTTP_11 {
+    if !fields.upgrade || !fields.has(bit::UPGRADE) || version != Version::HTTP_11 {
         return None;
     }
-    let upgrade = headers.get(header::UPGRADE)?;
-    tokens(&headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(b"upgrade")).then(|| upgrade.clone())
+    headers.get(header::UPGRADE).cloned()
 }
 
 /// Rewrites a request's headers for the upstream; `fields` is what [`Fields::of`] found in them. `upgrade` is
