@@ -9,6 +9,7 @@ use bytes::Bytes;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use palisade_admin::{Admin, Control, ControlResult};
 use palisade_config::AdminConfig;
+use palisade_sched::Share;
 use serde_json::json;
 
 use crate::site::{Site, describe_tenant};
@@ -125,6 +126,56 @@ impl Control for Operator {
             }
         }
         metrics::gauge!("palisade_ready").set(if self.site.readiness().is_ok() { 1.0 } else { 0.0 });
-        self.metrics.render()
+        metrics::gauge!("palisade_guest_memory_bytes").set(self.site.runtime.guest_memory_in_use() as f64);
+        let mut text = self.metrics.render();
+        text.push_str(&scheduler_metrics(&self.site.runtime.shares()));
+        text
+    }
+}
+
+/// What each tenant's guests used of the CPU and waited for it, in Prometheus text format. These are written
+/// here rather than through the `metrics` facade, whose counters hold whole numbers and would lose the
+/// fractions of a second.
+fn scheduler_metrics(shares: &[Arc<Share>]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    type Family = (&'static str, &'static str, fn(&Share) -> String);
+    let families: [Family; 3] = [
+        ("palisade_guest_cpu_seconds_total", "CPU time the tenant's guests ran, in both lanes.", |s| {
+            s.cpu_time().as_secs_f64().to_string()
+        }),
+        (
+            "palisade_guest_wait_seconds_total",
+            "Time the tenant's long-running guests waited for a turn in the background lane.",
+            |s| s.waited().as_secs_f64().to_string(),
+        ),
+        (
+            "palisade_guest_demotions_total",
+            "Guests that ran long enough to be moved to the background lane (or started there).",
+            |s| s.demotions().to_string(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for share in shares {
+            let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", share.name(), value(share));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_metrics_are_prometheus_counters() {
+        let shares = palisade_sched::Shares::default();
+        let a = shares.share("alice", 1);
+        let text = scheduler_metrics(&[a]);
+        assert!(text.contains("# TYPE palisade_guest_cpu_seconds_total counter\n"));
+        assert!(text.contains("palisade_guest_cpu_seconds_total{tenant=\"alice\"} 0\n"), "{text}");
+        assert!(text.contains("palisade_guest_demotions_total{tenant=\"alice\"} 0\n"), "{text}");
     }
 }

@@ -33,22 +33,30 @@ pub(crate) struct LoadedRoute {
 pub(crate) fn runtime(config: &Config) -> Runtime {
     let max_memory = config.tenants.iter().map(|t| t.limits.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
     let wanted: u32 = config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add);
-    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers)
+    let guest_memory = config.server.max_guest_memory.unwrap_or_else(crate::machine::default_guest_memory);
+    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers, guest_memory)
 }
 
 /// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each
-/// on `workers` worker threads (one per core if `None`).
-pub(crate) fn new_runtime(cache_dir: &Path, max_memory: u64, instances: u32, workers: Option<usize>) -> Runtime {
+/// on `workers` worker threads (one per core if `None`), all of them together holding at most `guest_memory`.
+pub(crate) fn new_runtime(
+    cache_dir: &Path,
+    max_memory: u64,
+    instances: u32,
+    workers: Option<usize>,
+    guest_memory: u64,
+) -> Runtime {
     let options = RuntimeOptions {
         cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
         max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
         workers: workers.unwrap_or_else(palisade_server::default_workers),
+        max_guest_memory: guest_memory,
     };
     Runtime::new(&options)
 }
 
-fn sandbox(tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox> {
+fn sandbox(runtime: &Runtime, tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox> {
     let mount = |writable| -> Vec<Preopen> {
         tenant.data.iter().map(|d| Preopen { host: d.clone(), guest: DATA_MOUNT.into(), writable }).collect()
     };
@@ -57,7 +65,7 @@ fn sandbox(tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox>
         DataAccess::ReadOnly => mount(false),
         DataAccess::ReadWrite => mount(true),
     };
-    TenantSandbox::new(
+    runtime.sandbox(
         &tenant.name,
         tenant.limits.clone(),
         tenant.env.clone(),
@@ -158,7 +166,7 @@ pub(crate) fn load_tenants(
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
-        let sandbox = sandbox(tenant, kv);
+        let sandbox = sandbox(runtime, tenant, kv);
         let mut routes = Vec::new();
         for route in &tenant.routes {
             match handler(runtime, &sandbox, &route.target) {

@@ -39,8 +39,8 @@ fn summary(config: &Config, loaded: &[apps::LoadedRoute], certificates: &[SiteRe
             "tenant {} (hosts: {}; memory {} (total {}), timeout {}, cpu_time {}, max_concurrency {}{})",
             t.name,
             hosts.join(", "),
-            human_size(t.limits.memory),
-            human_size(t.limits.max_total_memory),
+            palisade_config::format_size(t.limits.memory),
+            palisade_config::format_size(t.limits.max_total_memory),
             humantime_short(t.limits.timeout),
             humantime_short(t.limits.cpu_time),
             t.limits.max_concurrency,
@@ -80,15 +80,6 @@ fn certificate_line(tenant: &palisade_config::Tenant, cert: Option<&palisade_tls
         ""
     };
     format!("{source}: certificate for {}, valid until {until} ({days} days){warning}", cert.names.join(", "))
-}
-
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
-        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
-        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
-        b => format!("{b} bytes"),
-    }
 }
 
 fn humantime_short(d: std::time::Duration) -> String {

@@ -8,6 +8,7 @@ mod cluster;
 mod https;
 mod kv;
 mod logging;
+mod machine;
 mod run;
 mod serve;
 mod site;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use palisade_config::{DEFAULT_SHUTDOWN_TIMEOUT, Limits, RouteTarget};
 use palisade_kv::{KvStore, RedbStore};
-use palisade_sandbox::{GuestDirs, Preopen, TenantSandbox, is_component};
+use palisade_sandbox::{GuestDirs, Preopen, is_component};
 use palisade_server::{Router, TenantRoutes};
 
 use crate::{apps, serve};
@@ -81,11 +81,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         ..defaults
     };
     serve::block_on(async move {
-        let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency, None);
+        let guest_memory = crate::machine::default_guest_memory();
+        let runtime = apps::new_runtime(&cache_dir(), limits.memory, limits.max_concurrency, None, guest_memory);
         let dirs = GuestDirs { cgi: args.dirs.clone(), components: args.dirs };
         // Buckets of a `palisade run` app live as long as the process (several may run at once).
         let kv: Arc<dyn KvStore> = Arc::new(RedbStore::in_memory()?);
-        let sandbox = TenantSandbox::new("run", limits, args.env, dirs, Some(kv));
+        let sandbox = runtime.sandbox("run", limits, args.env, dirs, Some(kv));
         let (handler, info) = apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut router = Router::default();
         router.add(&["*".to_string()], TenantRoutes::new("run", vec![("/".to_string(), handler)]));

@@ -27,16 +27,17 @@ pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
     AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_KV_MAX_KEYS,
     DEFAULT_KV_MAX_TOTAL, DEFAULT_KV_MAX_VALUE, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_REQUEST_BODY,
-    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TIMEOUT, DataAccess, HostPattern, KvBackend, KvLimits, Limits, OutboundRule, Route, RouteTarget,
-    ServerConfig, Tenant, TlsSource, TrafficLimits,
+    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY, DEFAULT_QUEUE_PER_SLOT,
+    DEFAULT_QUEUE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_WEIGHT, DataAccess, HostPattern,
+    KvBackend, KvLimits, Limits, MAX_WEIGHT, OutboundRule, Route, RouteTarget, ServerConfig, Tenant, TlsSource,
+    TrafficLimits,
 };
 pub use operate::{AdminConfig, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
 pub use proxy::{
     Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_TIMEOUT, HealthCheck, ProxyConfig,
     Upstream, UpstreamProtocol,
 };
-pub use units::{parse_duration, parse_size};
+pub use units::{format_size, parse_duration, parse_size};
 pub use validate::normalise_route_path;
 
 use std::path::Path;

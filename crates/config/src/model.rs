@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 16 << 20;
 pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 << 20;
 /// Default amount of a guest's stderr (and a component's stdout) logged per request.
 pub const DEFAULT_MAX_STDERR: u64 = 64 << 10;
+/// Default `weight`: a tenant's share of the CPU when tenants compete, relative to the others'.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// The largest `weight`.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Default `max_queue` per instance slot: a tenant's line for slots is this many times `max_concurrency`.
+pub const DEFAULT_QUEUE_PER_SLOT: u32 = 16;
+/// Default `queue_timeout`: how long a request waits in line for an instance slot before its 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Default `kv.max_keys`: keys one tenant may store in all its buckets.
 pub const DEFAULT_KV_MAX_KEYS: u64 = 100_000;
@@ -65,6 +73,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Worker threads serving connections; `None` means one per available core.
     pub workers: Option<usize>,
+    /// `max_guest_memory`: linear memory all guest instances together may hold, in bytes; `None` means half
+    /// of the memory the process may use (decided at start-up).
+    pub max_guest_memory: Option<u64>,
     /// What any client's connections and requests may do, before any tenant is involved.
     pub traffic: TrafficLimits,
 }
@@ -206,8 +217,14 @@ pub struct Limits {
     pub timeout: Duration,
     /// `cpu_time`: time one request may spend running guest code (waiting for I/O does not count).
     pub cpu_time: Duration,
-    /// `max_concurrency`: guest instances in flight at once; more get 503.
+    /// `max_concurrency`: guest instances in flight at once; more wait in line, then get 503.
     pub max_concurrency: u32,
+    /// `max_queue`: requests that may wait in line for an instance slot; more get 503 at once.
+    pub max_queue: u32,
+    /// `queue_timeout`: how long a request waits in line for an instance slot before it gets 503.
+    pub queue_timeout: Duration,
+    /// `weight`: the tenant's share of the CPU when tenants' guests compete, relative to the others'.
+    pub weight: u32,
     /// `max_request_body`: largest request body given to a guest, in bytes; larger gets 413.
     pub max_request_body: u64,
     /// `max_response_body`: largest response body a guest may send, in bytes; larger is cut off (502).
@@ -258,6 +275,9 @@ impl Default for Limits {
             timeout: DEFAULT_TIMEOUT,
             cpu_time: DEFAULT_CPU_TIME,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_queue: DEFAULT_MAX_CONCURRENCY * DEFAULT_QUEUE_PER_SLOT,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            weight: DEFAULT_WEIGHT,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_stderr: DEFAULT_MAX_STDERR,

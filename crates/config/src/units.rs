@@ -16,6 +16,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("invalid size {text:?} ({e}); write it like \"64 MiB\""))
 }
 
+/// Writes a byte count the way sizes are configured: `"64 MiB"` when it is a whole number of the unit.
+pub fn format_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// Parses a duration such as `"5s"`, `"250ms"` or `"1m 30s"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -37,6 +47,9 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("64 MiBs").is_err());
         assert!(parse_size("-1 MiB").is_err());
+        assert_eq!(format_size(64 << 20), "64 MiB");
+        assert_eq!(format_size(3 << 29), "1536 MiB");
+        assert_eq!(format_size(1000), "1000 bytes");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::model::*;
 use crate::raw::{
     BoolOrString, RawAcme, RawConfig, RawKv, RawKvLimits, RawRoute, RawServer, RawTenant, RawTls, SizeValue,
 };
-use crate::units::{parse_duration, parse_size};
+use crate::units::{format_size, parse_duration, parse_size};
 use crate::{ConfigError, Diagnostic, Location};
 
 /// Guests are 32-bit: no linear memory can exceed 4 GiB.
@@ -68,6 +68,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     let mut c = Checker { file, text, base_dir, problems: Vec::new() };
 
     let server_span = raw.server.as_ref().map(Spanned::span);
+    let guest_memory_span = raw.server.as_ref().and_then(|s| s.get_ref().max_guest_memory.as_ref().map(Spanned::span));
     let server = server(&mut c, raw.server);
     let kv_span = raw.kv.as_ref().map(Spanned::span);
     let kv = kv_backend(&mut c, &server, raw.kv);
@@ -80,6 +81,19 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
         if let Some(t) = tenant(&mut c, &server, &name, raw_tenant, &mut claimed) {
             tenants.push(t);
         }
+    }
+    if let (Some(limit), Some(span)) = (server.max_guest_memory, &guest_memory_span)
+        && let Some(t) = tenants.iter().find(|t| t.limits.memory > limit)
+    {
+        c.error(
+            span,
+            format!(
+                "`max_guest_memory` ({}) is less than tenant {}'s `memory` ({}): its instances could never reach it",
+                format_size(limit),
+                t.name,
+                format_size(t.limits.memory)
+            ),
+        );
     }
     if !server.tls_listen.is_empty() && c.problems.is_empty() && tenants.iter().all(|t| t.tls.is_none()) {
         let span = server_span.clone().unwrap_or(0..0);
@@ -102,6 +116,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         workers: None,
+        max_guest_memory: None,
     };
     let Some(raw) = raw else { return out };
     let raw = raw.into_inner();
@@ -127,6 +142,9 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
             Ok(n) if (1..=1024).contains(&n) => out.workers = Some(n),
             _ => c.error(&w.span(), "`workers` must be between 1 and 1024"),
         }
+    }
+    if let Some(m) = &raw.max_guest_memory {
+        out.max_guest_memory = Some(size(c, "max_guest_memory", Some(m), 0));
     }
     let t = &mut out.traffic;
     for (key, value, slot) in [
@@ -278,12 +296,33 @@ fn tenant(
             }
         },
     };
+    let max_queue = match &raw.max_queue {
+        None => max_concurrency.saturating_mul(DEFAULT_QUEUE_PER_SLOT).min(100_000),
+        Some(n) => u32::try_from(*n.get_ref()).ok().filter(|v| *v <= 100_000).unwrap_or_else(|| {
+            c.error(&n.span(), "`max_queue` must be between 0 and 100000");
+            0
+        }),
+    };
+    let weight = match &raw.weight {
+        None => defaults.weight,
+        Some(n) => u32::try_from(*n.get_ref()).ok().filter(|v| (1..=MAX_WEIGHT).contains(v)).unwrap_or_else(|| {
+            c.error(&n.span(), format!("`weight` must be between 1 and {MAX_WEIGHT}"));
+            1
+        }),
+    };
+    let queue_timeout = raw
+        .queue_timeout
+        .as_ref()
+        .map_or(defaults.queue_timeout, |t| duration(c, "queue_timeout", t).unwrap_or_default());
     let limits = Limits {
         memory,
         max_total_memory,
         timeout,
         cpu_time,
         max_concurrency,
+        max_queue,
+        queue_timeout,
+        weight,
         max_request_body: size(c, "max_request_body", raw.max_request_body.as_ref(), defaults.max_request_body),
         max_response_body: size(c, "max_response_body", raw.max_response_body.as_ref(), defaults.max_response_body),
         max_stderr: size(c, "max_stderr", raw.max_stderr.as_ref(), defaults.max_stderr),

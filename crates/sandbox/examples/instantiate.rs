@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use palisade_http::{Handler, RequestContext, empty_body};
-use palisade_sandbox::{GuestDirs, Limits, Runtime, RuntimeOptions, TenantSandbox};
+use palisade_sandbox::{GuestDirs, Limits, Runtime, RuntimeOptions};
 
 const BATCH: u32 = 1000;
 
@@ -24,7 +24,7 @@ fn main() -> Result<(), palisade_http::BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let sandbox = Runtime::new(&RuntimeOptions::default());
-        let tenant = TenantSandbox::new("bench", Limits::default(), Vec::new(), GuestDirs::default(), None);
+        let tenant = sandbox.sandbox("bench", Limits::default(), Vec::new(), GuestDirs::default(), None);
         let app = sandbox.load_component(&guest, tenant)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let context = RequestContext {

@@ -27,6 +27,7 @@ use crate::pipe::CappedPipe;
 use crate::tenant::TenantSandbox;
 use crate::warm::WarmSet;
 use palisade_http::{BodyTooLarge, InstanceTime, LimitedBody, declared_length};
+use palisade_sched::AppHistory;
 
 /// Per-request host state of a component instance.
 pub(crate) struct ComponentState {
@@ -117,8 +118,10 @@ struct AppInner {
     pre: ProxyPre<ComponentState>,
     info: AppInfo,
     tenant: Arc<TenantSandbox>,
-    /// The engine its instances run on, and the epoch ticker their deadlines need.
+    /// The engine its instances run on, the epoch ticker their deadlines need, and the scheduler.
     runtime: Arc<RuntimeInner>,
+    /// How its recent requests ran: long ones start in the background lane.
+    history: Arc<AppHistory>,
 }
 
 impl std::fmt::Debug for ComponentApp {
@@ -137,7 +140,8 @@ impl ComponentApp {
         let PreparedComponent { pre, info } =
             runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
         let id = NEXT_APP_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, runtime }) })
+        let history = Arc::default();
+        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, runtime, history }) })
     }
 }
 
@@ -322,32 +326,45 @@ impl AppInner {
         };
 
         // The guest keeps running after it has sent the response head (it streams the body), so it runs on its
-        // own task; the task holds the concurrency permit and is cut off at the deadline either way.
+        // own task; the task ends it at the deadline either way. Its run (instantiation, the call, teardown)
+        // is handed to the scheduler, which may move it to the background lane: the run owns the store and the
+        // concurrency permit, so the slot is freed with the instance's pool slot wherever it ran, and the pool
+        // never holds more instances than the slots (plus the warm ones).
         let app = self.clone();
         let clock = InstanceTime::start();
-        let task_clock = clock.clone();
+        let run_clock = clock.clone();
+        let pre = self.pre.clone();
+        let run = async move {
+            let result = async {
+                let proxy = match proxy {
+                    Some(warm) => warm,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
+            }
+            .await;
+            run_clock.stop();
+            // Tearing the instance down (resetting its memory for the pool) and making the next one are most
+            // of an instance's cost; the connection's task sends the response first, so neither adds to the
+            // request's latency.
+            tokio::task::yield_now().await;
+            drop(store);
+            drop(permit);
+            result
+        };
+        let mut guest = self.runtime.scheduler.run(&tenant.share, &self.history, run);
         let task = tokio::spawn(
             async move {
-                let run = async {
-                    let proxy = match proxy {
-                        Some(warm) => warm,
-                        None => app.pre.instantiate_async(&mut store).await?,
-                    };
-                    proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, outparam).await
+                let result = match tokio::time::timeout_at(deadline, &mut guest).await {
+                    Ok(Ok(r)) => r.map_err(|e| app.tenant.guest_failure(&e)),
+                    Ok(Err(lost)) => Err(HandlerError::new(Fault::Internal, "internal error", lost.to_string())),
+                    Err(_) => {
+                        // Waits until the guest is gone wherever it ran, so its slot is free again before the
+                        // client hears about the timeout.
+                        guest.stop().await;
+                        Err(app.tenant.timed_out())
+                    }
                 };
-                let result = match tokio::time::timeout_at(deadline, run).await {
-                    Ok(r) => r.map_err(|e| app.tenant.guest_failure(&e)),
-                    Err(_) => Err(app.tenant.timed_out()),
-                };
-                task_clock.stop();
-                // Tearing the instance down (resetting its memory for the pool) and making the next one are
-                // most of an instance's cost; the connection's task sends the response first, so neither adds
-                // to the request's latency. The concurrency slot is freed with the instance's pool slot, so
-                // the pool never holds more instances than the slots (plus the warm ones); a request that
-                // comes meanwhile waits for it (`TenantSandbox::admit`).
-                tokio::task::yield_now().await;
-                drop(store);
-                drop(permit);
                 app.tenant.log_output("stderr", &stderr);
                 app.tenant.log_output("stdout", &stdout);
                 if let Err(e) = &result
@@ -361,11 +378,12 @@ impl AppInner {
             .in_current_span(),
         );
 
-        let outcome = match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(code))) => Err(error_code_failure(&code)),
-            // The guest returned (or trapped) without setting a response.
-            Ok(Err(_)) => match task.await {
+        // The task answers by the deadline at the latest: with the guest's response head, or by ending.
+        let outcome = match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(error_code_failure(&code)),
+            // The guest returned, trapped or ran out of time without setting a response.
+            Err(_) => match task.await {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(())) => Err(HandlerError::new(
                     Fault::GuestFailed,
@@ -374,13 +392,6 @@ impl AppInner {
                 )),
                 Err(join) => Err(HandlerError::new(Fault::Internal, "internal error", join.to_string())),
             },
-            Err(_) => {
-                // Wait for the aborted guest to be dropped (it yields every epoch tick), so its concurrency slot
-                // is free again before the client hears about the timeout.
-                task.abort();
-                let _ = task.await;
-                Err(self.tenant.timed_out())
-            }
         };
         // The guest saw a failed read at the limit; what it answered after that is beside the point.
         if body_too_large.load(Ordering::Acquire) {

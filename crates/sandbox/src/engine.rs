@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use once_cell::sync::OnceCell;
+use palisade_config::Limits;
+use palisade_kv::KvStore;
+use palisade_sched::{Scheduler, SchedulerOptions, Share, Shares};
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cgi::{CgiApp, CgiState, PreparedModule};
@@ -12,8 +15,9 @@ use crate::component::{ComponentApp, ComponentState, PreparedComponent};
 use crate::epoch::{self, EpochTicker};
 use crate::error::LoadError;
 use crate::introspect::AppInfo;
+use crate::limits::MemoryBudget;
 use crate::prepared::Prepared;
-use crate::tenant::TenantSandbox;
+use crate::tenant::{GuestDirs, TenantSandbox};
 
 /// Process-wide sandbox settings.
 #[derive(Debug, Clone)]
@@ -24,13 +28,22 @@ pub struct RuntimeOptions {
     pub max_memory: u64,
     /// Guest instances that may run at once across all tenants (sizes the pool).
     pub max_instances: u32,
-    /// Worker threads that serve guests: each keeps a few warm instances, which the pool holds too.
+    /// Worker threads that serve guests: each keeps a few warm instances, which the pool holds too. The
+    /// background lane for long guests has as many threads.
     pub workers: usize,
+    /// Linear memory all guest instances together may hold, in bytes (`[server] max_guest_memory`).
+    pub max_guest_memory: u64,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { cache_dir: None, max_memory: 64 << 20, max_instances: 1000, workers: 1 }
+        RuntimeOptions {
+            cache_dir: None,
+            max_memory: 64 << 20,
+            max_instances: 1000,
+            workers: 1,
+            max_guest_memory: 1 << 30,
+        }
     }
 }
 
@@ -42,6 +55,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) components: Prepared<PreparedComponent>,
     /// CGI modules prepared so far, by content.
     pub(crate) modules: Prepared<PreparedModule>,
+    /// Where guests run: the foreground, or the fair background lane for long ones.
+    pub(crate) scheduler: Scheduler,
     ticker: EpochTicker,
 }
 
@@ -58,6 +73,10 @@ pub struct Runtime {
 /// What every clone of a [`Runtime`] shares: its settings, and the engine once started.
 struct Lazy {
     options: RuntimeOptions,
+    /// Every tenant's share of the CPU, from its first sandbox on (the scheduler starts with the engine).
+    shares: Shares,
+    /// The linear memory all instances hold, against `max_guest_memory`.
+    guest_memory: Arc<MemoryBudget>,
     /// Two first loads at once start one engine: the second waits for the first.
     started: OnceCell<Arc<RuntimeInner>>,
 }
@@ -72,14 +91,46 @@ impl Runtime {
     /// A runtime sized by `options`: a pooling allocator for `max_instances` of up to `max_memory` each, epoch
     /// interruption, and the compile cache. Nothing starts until a guest is loaded.
     pub fn new(options: &RuntimeOptions) -> Runtime {
-        Runtime { shared: Arc::new(Lazy { options: options.clone(), started: OnceCell::new() }) }
+        Runtime {
+            shared: Arc::new(Lazy {
+                options: options.clone(),
+                shares: Shares::default(),
+                guest_memory: Arc::new(MemoryBudget::new(options.max_guest_memory)),
+                started: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The sandbox of tenant `name`: its limits, guest environment, the directories its guests see, and the
+    /// key-value store its components' buckets live in (`None`: `wasi:keyvalue` answers `no-such-store`). Its
+    /// guests share the server's `max_guest_memory` and get the CPU by the tenant's `weight`.
+    pub fn sandbox(
+        &self,
+        name: &str,
+        limits: Limits,
+        env: impl IntoIterator<Item = (String, String)>,
+        dirs: GuestDirs,
+        kv: Option<Arc<dyn KvStore>>,
+    ) -> Arc<TenantSandbox> {
+        let share = self.shared.shares.share(name, limits.weight);
+        TenantSandbox::new(name, limits, env, dirs, kv, share, self.shared.guest_memory.clone())
+    }
+
+    /// Every tenant's CPU share: what its guests used and waited, for metrics.
+    pub fn shares(&self) -> Vec<Arc<Share>> {
+        self.shared.shares.all()
+    }
+
+    /// Linear memory all guest instances hold now, in bytes.
+    pub fn guest_memory_in_use(&self) -> u64 {
+        self.shared.guest_memory.used()
     }
 
     /// The engine, started now if this is the first guest. A failure is reported to every load that needs the
     /// engine, and the next one tries again.
     fn started(&self) -> Result<Arc<RuntimeInner>, LoadError> {
         let shared = &self.shared;
-        shared.started.get_or_try_init(|| RuntimeInner::start(&shared.options).map(Arc::new)).cloned()
+        shared.started.get_or_try_init(|| RuntimeInner::start(&shared.options, &shared.shares).map(Arc::new)).cloned()
     }
 
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
@@ -126,7 +177,7 @@ impl Runtime {
 
 impl RuntimeInner {
     /// Builds the engine: pooling allocator sized by `options`, epoch interruption, and the compile cache.
-    fn start(options: &RuntimeOptions) -> Result<RuntimeInner, LoadError> {
+    fn start(options: &RuntimeOptions, shares: &Shares) -> Result<RuntimeInner, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -153,6 +204,11 @@ impl RuntimeInner {
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut CgiState| &mut s.wasi)
             .map_err(engine_err)?;
 
+        let scheduler = Scheduler::start(
+            &SchedulerOptions { threads: options.workers.max(1), ..SchedulerOptions::default() },
+            shares,
+        )
+        .map_err(|e| LoadError::Engine(format!("cannot start the guest threads: {e}")))?;
         let epoch = engine.clone();
         let ticker = EpochTicker::start(move || epoch.increment_epoch())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
@@ -162,6 +218,7 @@ impl RuntimeInner {
             module_linker,
             components: Prepared::default(),
             modules: Prepared::default(),
+            scheduler,
             ticker,
         })
     }
@@ -190,10 +247,15 @@ fn pooling(options: &RuntimeOptions) -> PoolingAllocationConfig {
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
         .max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX))
-        .linear_memory_keep_resident(4 << 20)
+        // What stays resident of a slot between instances: enough for a small guest's stack, data and heap,
+        // and little enough that hundreds of slots a memory flood touched do not hold much past the budget.
+        .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(2 << 20)
-        .decommit_batch_size(64)
+        // Memory past `keep_resident` goes back to the system as soon as its instance is dropped, not in
+        // batches: a guest that touched 40 MiB would otherwise leave it resident until 63 more had gone, and
+        // `max_guest_memory` would not bound what the process holds.
+        .decommit_batch_size(1)
         // Reset only the pages a request dirtied (Linux 6.7+; ignored elsewhere) instead of all resident ones.
         .pagemap_scan(wasmtime::Enabled::Auto);
     pool

@@ -104,9 +104,9 @@ impl Drop for EpochTicker {
 /// trap once it has run for `cpu_time`. The store keeps `ticking` (and so the epoch advancing) until it is
 /// dropped or armed again.
 ///
-/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its worker thread,
-/// and the connections on that worker would wait until the deadline. With a 1 ms tick, a spinning guest delays
-/// its neighbours by about a millisecond per turn.
+/// Yielding matters as much as the deadline: a guest spinning in a loop would otherwise hold its thread until
+/// the deadline. Each yield is where the scheduler may move a guest that runs long out of the foreground, and
+/// where the background lane hands the next turn to the tenant furthest behind.
 ///
 /// CPU time is counted in epoch ticks: the callback runs only when the guest is executing as a tick passes
 /// (a guest waiting for I/O is not running wasm and is not charged), so `cpu_time` is exceeded after that
@@ -130,10 +130,9 @@ pub(crate) fn arm_deadline<T: 'static>(
         } else if ticks > budget {
             Err(LimitExceeded(LimitKind::CpuTime).into())
         } else {
-            // tokio's yield_now wakes the task only after the runtime has polled for I/O. A plain yield would
-            // re-queue the guest at once, and a worker with a spinning guest would look for new I/O only every
-            // few dozen task polls: its other connections would wait tens of milliseconds.
-            Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            // Gives way to the worker's connections (in the foreground) or to the next tenant in line (in the
+            // background lane): see `palisade_sched::tick_yield`.
+            Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(palisade_sched::tick_yield())))
         }
     });
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Each limit a guest request can run into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum LimitKind {
     Memory,
     /// `max_total_memory`: the tenant's instances together hold all the memory they may.
     TotalMemory,
+    /// `max_guest_memory`: all tenants' instances together hold all the memory the server gives guests.
+    GuestMemory,
     /// `timeout`: the request's wall-clock deadline passed.
     Timeout,
     /// `cpu_time`: the guest ran for longer than its CPU budget.
@@ -37,9 +39,10 @@ pub enum LimitKind {
 
 impl LimitKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [LimitKind; 10] = [
+    pub const ALL: [LimitKind; 11] = [
         LimitKind::Memory,
         LimitKind::TotalMemory,
+        LimitKind::GuestMemory,
         LimitKind::Timeout,
         LimitKind::CpuTime,
         LimitKind::Concurrency,
@@ -55,6 +58,7 @@ impl LimitKind {
         match self {
             LimitKind::Memory => "memory",
             LimitKind::TotalMemory => "max_total_memory",
+            LimitKind::GuestMemory => "max_guest_memory",
             LimitKind::Timeout => "timeout",
             LimitKind::CpuTime => "cpu_time",
             LimitKind::Concurrency => "max_concurrency",
@@ -99,22 +103,33 @@ impl LimitCounters {
 #[error("guest stopped at its `{0}` limit")]
 pub(crate) struct LimitExceeded(pub(crate) LimitKind);
 
-/// Linear memory the tenant's live instances hold together, against `max_total_memory`.
+/// Linear memory live instances hold together: a tenant's against its `max_total_memory`, everyone's against
+/// the server's `max_guest_memory`.
+///
+/// The server's budget is shared fairly when it runs short: past three quarters of it, only a tenant holding
+/// less than its fair part (the budget divided by the tenants holding any) may take more, so tenants flooding
+/// memory bombs never leave a neighbour without room for its next instance. The limit itself always holds.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
     limit: u64,
     used: AtomicU64,
+    /// Tenants holding some of it now (kept for the server's budget only).
+    holders: AtomicUsize,
 }
 
 impl MemoryBudget {
     pub(crate) fn new(limit: u64) -> MemoryBudget {
-        MemoryBudget { limit, used: AtomicU64::new(0) }
+        MemoryBudget { limit, used: AtomicU64::new(0), holders: AtomicUsize::new(0) }
     }
 
     /// Takes `bytes` from the budget, or nothing if that would pass the limit (half the limit for a warm
     /// instance, so instances waiting for a request never hold what running ones need).
     fn try_charge(&self, bytes: u64, warm: bool) -> bool {
         let limit = if warm { self.limit / 2 } else { self.limit };
+        self.charge_within(bytes, limit)
+    }
+
+    fn charge_within(&self, bytes: u64, limit: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|total| *total <= limit)
@@ -122,13 +137,37 @@ impl MemoryBudget {
             .is_ok()
     }
 
+    /// Takes `bytes` of the server's budget for a tenant that will then hold `holds` of it (see the type's
+    /// documentation for the fair part).
+    fn try_charge_shared(&self, bytes: u64, warm: bool, holds: u64) -> bool {
+        if warm {
+            return self.try_charge(bytes, true);
+        }
+        self.charge_within(bytes, self.limit / 4 * 3) || (self.within_fair_part(holds) && self.try_charge(bytes, false))
+    }
+
+    /// Whether a tenant holding `holds` after taking room for one more instance (`room`) may start it.
+    pub(crate) fn has_room(&self, room: u64, holds: u64) -> bool {
+        let after = self.used().saturating_add(room);
+        after <= self.limit / 4 * 3 || (after <= self.limit && self.within_fair_part(holds.saturating_add(room)))
+    }
+
+    fn within_fair_part(&self, holds: u64) -> bool {
+        let holders = u64::try_from(self.holders.load(Ordering::Acquire).max(1)).unwrap_or(u64::MAX);
+        holds <= self.limit / holders
+    }
+
     fn release(&self, bytes: u64) {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 
+    /// The most that may be charged.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Bytes currently charged.
-    #[cfg(test)]
-    fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
 }
@@ -138,18 +177,19 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Instances, memories and tables one store may create (a component is a few dozen core instances).
 const MAX_STORE_OBJECTS: usize = 100;
 
-/// One store's resource limiter: per-instance memory, the tenant's total, and table sizes.
+/// One store's resource limiter: per-instance memory, the tenant's total, the server's total, and table sizes.
 pub(crate) struct GuestLimiter {
     memory: usize,
     budget: Arc<MemoryBudget>,
+    server: Arc<MemoryBudget>,
     charged: u64,
     /// Whether the store is a warm instance still waiting for its request (see `warm`).
     pub(crate) warm: bool,
 }
 
 impl GuestLimiter {
-    pub(crate) fn new(memory: u64, budget: Arc<MemoryBudget>) -> GuestLimiter {
-        GuestLimiter { memory: usize::try_from(memory).unwrap_or(usize::MAX), budget, charged: 0, warm: false }
+    pub(crate) fn new(memory: u64, budget: Arc<MemoryBudget>, server: Arc<MemoryBudget>) -> GuestLimiter {
+        GuestLimiter { memory: usize::try_from(memory).unwrap_or(usize::MAX), budget, server, charged: 0, warm: false }
     }
 }
 
@@ -159,8 +199,20 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
             return Err(LimitExceeded(LimitKind::Memory).into());
         }
         let delta = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        if delta == 0 {
+            return Ok(true);
+        }
         if !self.budget.try_charge(delta, self.warm) {
             return Err(LimitExceeded(LimitKind::TotalMemory).into());
+        }
+        let holds = self.budget.used();
+        if holds == delta {
+            // The tenant's first bytes: it now holds part of the server's budget.
+            self.server.holders.fetch_add(1, Ordering::AcqRel);
+        }
+        if !self.server.try_charge_shared(delta, self.warm, holds) {
+            self.release(delta);
+            return Err(LimitExceeded(LimitKind::GuestMemory).into());
         }
         self.charged += delta;
         Ok(true)
@@ -186,9 +238,21 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 }
 
+impl GuestLimiter {
+    /// Gives `bytes` back to the tenant's budget (and the tenant's place among the server's holders with its last
+    /// byte); the caller gives them back to the server's.
+    fn release(&self, bytes: u64) {
+        let before = self.budget.used.fetch_sub(bytes, Ordering::AcqRel);
+        if bytes > 0 && before == bytes {
+            self.server.holders.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for GuestLimiter {
     fn drop(&mut self) {
-        self.budget.release(self.charged);
+        self.release(self.charged);
+        self.server.release(self.charged);
     }
 }
 
@@ -200,8 +264,9 @@ mod tests {
     #[test]
     fn instance_and_tenant_memory_limits() {
         let budget = Arc::new(MemoryBudget::new(100));
-        let mut a = GuestLimiter::new(60, budget.clone());
-        let mut b = GuestLimiter::new(60, budget.clone());
+        let server = Arc::new(MemoryBudget::new(1000));
+        let mut a = GuestLimiter::new(60, budget.clone(), server.clone());
+        let mut b = GuestLimiter::new(60, budget.clone(), server.clone());
         assert!(a.memory_growing(0, 60, None).unwrap_or(false));
         let over_instance = a.memory_growing(60, 61, None).unwrap_err();
         assert_eq!(over_instance.downcast_ref(), Some(&LimitExceeded(LimitKind::Memory)));
@@ -213,11 +278,54 @@ mod tests {
         assert_eq!(budget.used(), 40, "a dropped store returns what it charged");
         assert!(b.memory_growing(40, 60, None).unwrap_or(false));
 
-        let mut warm = GuestLimiter::new(60, budget.clone());
+        let mut warm = GuestLimiter::new(60, budget.clone(), server.clone());
         warm.warm = true;
         assert!(warm.memory_growing(0, 40, None).is_err(), "a warm instance may not take past half the budget");
         drop(b);
         assert!(warm.memory_growing(0, 40, None).unwrap_or(false));
+        assert_eq!(server.used(), 40, "the server's budget is charged with the tenant's");
+        drop(warm);
+        assert_eq!(server.used(), 0, "... and released with it");
+    }
+
+    #[test]
+    fn the_servers_budget_holds_across_tenants() {
+        let server = Arc::new(MemoryBudget::new(100));
+        let (t1, t2) = (Arc::new(MemoryBudget::new(1000)), Arc::new(MemoryBudget::new(1000)));
+        let mut a = GuestLimiter::new(80, t1.clone(), server.clone());
+        let mut b = GuestLimiter::new(80, t2.clone(), server.clone());
+        assert!(a.memory_growing(0, 70, None).unwrap_or(false));
+        let over = b.memory_growing(0, 40, None).unwrap_err();
+        assert_eq!(over.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)));
+        assert_eq!(t2.used(), 0, "a refusal by the server leaves the tenant's budget as it was");
+        assert!(b.memory_growing(0, 30, None).unwrap_or(false));
+        drop(a);
+        assert_eq!(server.used(), 30);
+    }
+
+    #[test]
+    fn past_three_quarters_only_tenants_under_their_fair_part_take_more() {
+        let server = Arc::new(MemoryBudget::new(100));
+        let tenant = || Arc::new(MemoryBudget::new(1000));
+        let (flood, calm) = (tenant(), tenant());
+        let mut bombs: Vec<_> = (0..3).map(|_| GuestLimiter::new(100, flood.clone(), server.clone())).collect();
+        assert!(bombs[0].memory_growing(0, 70, None).unwrap_or(false));
+        assert!(bombs[1].memory_growing(0, 20, None).unwrap_or(false), "alone, its fair part is everything");
+        assert!(server.has_room(5, 0), "a newcomer's fair part would be half");
+        let mut neighbour = GuestLimiter::new(100, calm.clone(), server.clone());
+        assert!(neighbour.memory_growing(0, 5, None).unwrap_or(false), "two holders: 5 is under 50");
+        let held = bombs[2].memory_growing(0, 1, None).unwrap_err();
+        assert_eq!(held.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)), "91 is over 50");
+        assert!(!server.has_room(1, flood.used()), "nor may it start another instance");
+        assert!(neighbour.memory_growing(5, 10, None).unwrap_or(false));
+        assert_eq!(server.used(), 100);
+        let full = neighbour.memory_growing(10, 11, None).unwrap_err();
+        assert_eq!(full.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)), "the limit itself holds");
+        drop(neighbour);
+        assert_eq!((server.used(), calm.used()), (90, 0));
+        assert_eq!(server.holders.load(Ordering::Acquire), 1, "the neighbour holds nothing now");
+        drop(bombs);
+        assert_eq!((server.used(), server.holders.load(Ordering::Acquire)), (0, 0));
     }
 
     #[test]

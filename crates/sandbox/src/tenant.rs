@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use palisade_config::Limits;
 use palisade_http::{Fault, HandlerError};
 use palisade_kv::{KvStore, Quota};
+use palisade_sched::Share;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -15,12 +17,6 @@ use crate::keyvalue::KvCtx;
 use crate::limits::{GuestLimiter, LimitCounters, LimitExceeded, LimitKind, MemoryBudget};
 use crate::pipe::CappedPipe;
 use palisade_http::declared_length;
-
-/// How long a request waits for one of its tenant's instance slots before it is answered 503. A slot is freed
-/// once its guest has returned and its instance is torn down, just after the response has gone out, so a
-/// client that sends its next request as soon as it has read a response could otherwise find it still taken;
-/// a wait this short also absorbs a brief burst while keeping an overloaded tenant's 503 prompt.
-pub(crate) const ADMISSION_WAIT: Duration = Duration::from_millis(50);
 
 /// Where a tenant's private `data` directory appears inside its guests.
 pub const DATA_MOUNT: &str = "/data";
@@ -35,7 +31,13 @@ pub struct TenantSandbox {
     /// The key-value store components reach through `wasi:keyvalue`, as this tenant.
     pub(crate) kv: Option<KvCtx>,
     instances: Arc<Semaphore>,
+    /// Requests waiting for one of `instances` now, at most `max_queue`.
+    queued: AtomicU32,
     memory: Arc<MemoryBudget>,
+    /// Every tenant's instances together, against `max_guest_memory`.
+    guest_memory: Arc<MemoryBudget>,
+    /// The tenant's share of the CPU: its weight, and what its guests used.
+    pub(crate) share: Arc<Share>,
     counters: LimitCounters,
 }
 
@@ -78,14 +80,15 @@ impl TenantSandbox {
         self.limits.outbound.iter().any(|rule| rule.allows(https, &host, port))
     }
 
-    /// Settings for tenant `name`: its limits, guest environment, the directories its guests see, and the
-    /// key-value store its components' buckets live in (`None`: `wasi:keyvalue` answers `no-such-store`).
-    pub fn new(
+    /// Settings for tenant `name` (see [`crate::Runtime::sandbox`]), charged to `share` and `guest_memory`.
+    pub(crate) fn new(
         name: &str,
         limits: Limits,
         env: impl IntoIterator<Item = (String, String)>,
         dirs: GuestDirs,
         kv: Option<Arc<dyn KvStore>>,
+        share: Arc<Share>,
+        guest_memory: Arc<MemoryBudget>,
     ) -> Arc<TenantSandbox> {
         let quota =
             Quota { max_keys: limits.kv.max_keys, max_value: limits.kv.max_value, max_total: limits.kv.max_total };
@@ -94,12 +97,20 @@ impl TenantSandbox {
             kv,
             name: name.into(),
             instances: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            queued: AtomicU32::new(0),
             memory: Arc::new(MemoryBudget::new(limits.max_total_memory)),
+            guest_memory,
+            share,
             limits,
             env: env.into_iter().collect(),
             dirs,
             counters: LimitCounters::default(),
         })
+    }
+
+    /// The tenant's share of the CPU: its weight, and the CPU time its guests used and waited.
+    pub fn share(&self) -> &Arc<Share> {
+        &self.share
     }
 
     /// How often each limit has fired for this tenant.
@@ -120,22 +131,37 @@ impl TenantSandbox {
         tracing::warn!(tenant = %self.name, limit = kind.name(), "limit reached: {detail}");
     }
 
-    /// Takes one of the tenant's instance slots, waiting at most [`ADMISSION_WAIT`] for one to be freed; fails
-    /// with 503 when none is.
+    /// Takes one of the tenant's instance slots. When all are taken, the request waits in line for at most
+    /// `queue_timeout`, behind at most `max_queue` others; past either it is answered 503 with `Retry-After`.
+    /// A request waiting in line costs no CPU, only the memory its head takes. When all tenants' instances
+    /// together leave no room of the server's `max_guest_memory` for this tenant's next one (see
+    /// [`MemoryBudget`] for how it is shared when short), no instance is started (503 too).
     pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, HandlerError> {
+        if !self.guest_memory.has_room(MIN_ROOM, self.memory.used()) {
+            let detail =
+                format!("guests hold {} bytes of the server's {}", self.guest_memory.used(), self.guest_memory.limit());
+            self.limit_fired(LimitKind::GuestMemory, &detail);
+            return Err(overloaded("the server is out of memory for guests", detail));
+        }
         if let Ok(permit) = self.instances.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        match tokio::time::timeout(ADMISSION_WAIT, self.instances.clone().acquire_owned()).await {
+        let in_line = Queued::join(&self.queued);
+        if in_line.ahead >= self.limits.max_queue {
+            let detail =
+                format!("{} instances in flight and {} requests waiting", self.limits.max_concurrency, in_line.ahead);
+            self.limit_fired(LimitKind::Concurrency, &detail);
+            return Err(overloaded("tenant is at its concurrency limit", detail));
+        }
+        match tokio::time::timeout(self.limits.queue_timeout, self.instances.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
-                let detail = format!("{} instances in flight", self.limits.max_concurrency);
+                let detail = format!(
+                    "{} instances in flight; waited {:?} for one",
+                    self.limits.max_concurrency, self.limits.queue_timeout
+                );
                 self.limit_fired(LimitKind::Concurrency, &detail);
-                Err(HandlerError::new(
-                    Fault::Overloaded { retry_after: Duration::from_secs(1) },
-                    "tenant is at its concurrency limit",
-                    "max_concurrency reached",
-                ))
+                Err(overloaded("tenant is at its concurrency limit", detail))
             }
         }
     }
@@ -179,9 +205,10 @@ impl TenantSandbox {
         Ok(())
     }
 
-    /// The resource limiter of one store: `memory` per instance, `max_total_memory` for the tenant.
+    /// The resource limiter of one store: `memory` per instance, `max_total_memory` for the tenant,
+    /// `max_guest_memory` for the server.
     pub(crate) fn limiter(&self) -> GuestLimiter {
-        GuestLimiter::new(self.limits.memory, self.memory.clone())
+        GuestLimiter::new(self.limits.memory, self.memory.clone(), self.guest_memory.clone())
     }
 
     /// A sink for a guest's stderr (or a component's stdout), capped at `max_stderr`.
@@ -214,6 +241,8 @@ impl TenantSandbox {
             self.limit_fired(*kind, "guest stopped");
             return match kind {
                 LimitKind::CpuTime => HandlerError::new(Fault::GuestTimeout, "guest exceeded its CPU time", detail),
+                // The server's memory for guests ran out: not this guest's doing, so a retry may succeed.
+                LimitKind::GuestMemory => overloaded("the server is out of memory for guests", detail),
                 _ => HandlerError::new(Fault::GuestFailed, "guest exceeded its memory limit", detail),
             };
         }
@@ -234,21 +263,56 @@ impl TenantSandbox {
     }
 }
 
+/// Room an instance needs at the least: with less left of `max_guest_memory`, none is started.
+const MIN_ROOM: u64 = 1 << 20;
+
+/// The 503 a client gets when the tenant or the server has no room for its request now.
+fn overloaded(reason: &'static str, detail: String) -> HandlerError {
+    HandlerError::new(Fault::Overloaded { retry_after: Duration::from_secs(1) }, reason, detail)
+}
+
+/// A request's place in its tenant's line for an instance slot, for as long as it waits.
+struct Queued<'a> {
+    line: &'a AtomicU32,
+    /// How many were waiting when it joined.
+    ahead: u32,
+}
+
+impl<'a> Queued<'a> {
+    fn join(line: &'a AtomicU32) -> Queued<'a> {
+        Queued { line, ahead: line.fetch_add(1, Ordering::AcqRel) }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.line.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Runtime, RuntimeOptions};
+
+    fn tenant(limits: Limits) -> Arc<TenantSandbox> {
+        Runtime::new(&RuntimeOptions::default()).sandbox("t", limits, Vec::new(), GuestDirs::default(), None)
+    }
+
+    fn status(refused: Result<OwnedSemaphorePermit, HandlerError>) -> Option<u16> {
+        refused.err().map(|e| e.fault.status().as_u16())
+    }
 
     #[tokio::test]
     async fn the_concurrency_limit_answers_503_and_is_counted() {
-        let limits = Limits { max_concurrency: 1, ..Limits::default() };
-        let tenant = TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default(), None);
+        let tenant = tenant(Limits { max_concurrency: 1, ..Limits::default() });
         let held = tenant.admit().await;
         assert!(held.is_ok());
         let started = std::time::Instant::now();
-        let refused = tenant.admit().await.err().map(|e| e.fault.status().as_u16());
-        assert_eq!(refused, Some(503));
+        assert_eq!(status(tenant.admit().await), Some(503));
         let waited = started.elapsed();
-        assert!(waited >= ADMISSION_WAIT && waited < Duration::from_secs(5), "refused after {waited:?}");
+        let wait = tenant.limits.queue_timeout;
+        assert!(waited >= wait && waited < Duration::from_secs(5), "refused after {waited:?}");
         assert_eq!(tenant.limit_counters().get(LimitKind::Concurrency), 1);
         drop(held);
         assert!(tenant.admit().await.is_ok(), "a released slot can be taken again");
@@ -257,15 +321,51 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_freed_while_waiting_is_taken() {
-        let limits = Limits { max_concurrency: 1, ..Limits::default() };
-        let tenant = Arc::new(TenantSandbox::new("t", limits, Vec::new(), GuestDirs::default(), None));
+        let tenant = tenant(Limits { max_concurrency: 1, ..Limits::default() });
         let held = tenant.admit().await;
+        let wait = tenant.limits.queue_timeout;
         let release = tokio::spawn(async move {
-            tokio::time::sleep(ADMISSION_WAIT / 2).await;
+            tokio::time::sleep(wait / 2).await;
             drop(held);
         });
         assert!(tenant.admit().await.is_ok(), "the slot freed meanwhile");
         assert_eq!(tenant.limit_counters().get(LimitKind::Concurrency), 0);
         release.await.expect("release");
+    }
+
+    #[tokio::test]
+    async fn past_max_queue_the_answer_is_at_once() {
+        let limits =
+            Limits { max_concurrency: 1, max_queue: 1, queue_timeout: Duration::from_secs(5), ..Limits::default() };
+        let tenant = tenant(limits);
+        let held = tenant.admit().await;
+        let waiting = tokio::spawn({
+            let tenant = tenant.clone();
+            async move { tenant.admit().await.is_ok() }
+        });
+        while tenant.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(status(tenant.admit().await), Some(503), "the line is full");
+        assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+        drop(held);
+        assert!(waiting.await.unwrap_or(false), "the one in line got the slot");
+        assert_eq!(tenant.queued.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn no_instance_starts_when_guests_hold_the_servers_memory() {
+        let runtime = Runtime::new(&RuntimeOptions { max_guest_memory: 4 << 20, ..RuntimeOptions::default() });
+        let (a, b) = (
+            runtime.sandbox("a", Limits::default(), Vec::new(), GuestDirs::default(), None),
+            runtime.sandbox("b", Limits::default(), Vec::new(), GuestDirs::default(), None),
+        );
+        let mut held = a.limiter();
+        assert!(wasmtime::ResourceLimiter::memory_growing(&mut held, 0, 7 << 19, None).unwrap_or(false));
+        assert_eq!(status(b.admit().await), Some(503), "3.5 of 4 MiB held: less than an instance's room left");
+        assert_eq!(b.limit_counters().get(LimitKind::GuestMemory), 1);
+        drop(held);
+        assert!(b.admit().await.is_ok(), "room again once the instance is gone");
     }
 }

@@ -9,6 +9,8 @@
 //! - `hostile`: traps, endless loops, memory bombs, concurrency limits, and the server still answering.
 //! - `limits`: every per-tenant limit (memory, total memory, CPU time, bodies, stderr) and every trap kind.
 //! - `neighbours`: a flood of hostile requests while a neighbour tenant keeps getting correct answers.
+//! - `fairness`: tenants kept apart in time: a neighbour's latency while another spins, CPU shares by weight,
+//!   the bounded line for instance slots, and the server's guest memory budget under a many-tenant flood.
 //! - `mail`: the overflowing C mail program's two exploits, which leak natively, leak nothing here.
 //! - `corpus`: the differential HTTP/1.1 corpus (`tests/http-corpus/`), palisade's recorded answer to each.
 //! - `check`: `palisade check` on good and broken configurations.
@@ -35,6 +37,7 @@ mod byoc;
 mod cgi;
 mod check;
 mod corpus;
+mod fairness;
 mod handlers;
 mod hostile;
 mod kv;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use palisade_http::{Body, Fault, Handler, HandlerError, InstanceTime, RequestBody, RequestContext, full_body};
+use palisade_sched::AppHistory;
 use tokio::time::Instant;
 use wasmtime::{InstancePre, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -50,8 +51,10 @@ struct CgiInner {
     /// argv[0] for the program: its file name, as a CGI server would exec it.
     program: String,
     tenant: Arc<TenantSandbox>,
-    /// The engine its instances run on, and the epoch ticker their deadlines need.
+    /// The engine its instances run on, the epoch ticker their deadlines need, and the scheduler.
     runtime: Arc<RuntimeInner>,
+    /// How its recent requests ran: long ones start in the background lane.
+    history: Arc<AppHistory>,
 }
 
 impl std::fmt::Debug for CgiApp {
@@ -70,7 +73,8 @@ impl CgiApp {
         let PreparedModule { pre, info } =
             runtime.modules.get_or_prepare(bytes, || PreparedModule::new(&runtime, path, bytes))?;
         let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
-        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, runtime }) })
+        let history = Arc::default();
+        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, runtime, history }) })
     }
 }
 
@@ -163,16 +167,31 @@ impl CgiInner {
         let mut store = self.new_store(vars, body, &stdout, &stderr)?;
         self.runtime.arm_deadline(&mut store, deadline, tenant.limits.cpu_time);
 
-        let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
-        };
+        // The run owns the store and the concurrency permit: the scheduler may move it to the background lane,
+        // and both go when it ends, wherever it ran.
         let clock = InstanceTime::start();
-        let outcome = tokio::time::timeout_at(deadline, run).await;
-        drop(store);
-        clock.stop();
-        drop(permit);
+        let (pre, run_clock) = (self.pre.clone(), clock.clone());
+        let run = async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            }
+            .await;
+            drop(store);
+            run_clock.stop();
+            drop(permit);
+            result
+        };
+        let mut guest = self.runtime.scheduler.run(&tenant.share, &self.history, run);
+        let outcome = match tokio::time::timeout_at(deadline, &mut guest).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(lost)) => return Err(HandlerError::new(Fault::Internal, "internal error", lost.to_string())),
+            Err(elapsed) => {
+                guest.stop().await;
+                Err(elapsed)
+            }
+        };
         tenant.log_output("stderr", &stderr);
 
         match outcome {

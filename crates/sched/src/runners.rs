@@ -1,0 +1,134 @@
+//! The threads that run the background lane's slices: its own runners, and connection workers lending one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lane::{Lane, STARVED_AFTER};
+
+/// A runner judges whether it gets the CPU over its slices of this much wall-clock time.
+const WINDOW: Duration = Duration::from_millis(50);
+/// Slices that got less than one part in this many of their wall-clock time as CPU ran on a thread kept from its
+/// core: the foreground keeps the cores busy, and leaves the runners next to nothing.
+const KEPT_FROM_CPU: u32 = 10;
+/// How long runners then leave the lane to the lenders before they look again.
+const BACK_OFF: Duration = Duration::from_millis(20);
+/// How a backed-off runner sees whether it gets the CPU again: a nap that ends on time.
+const NAP: Duration = Duration::from_millis(5);
+
+/// Waits while the runners leave the lane to the lenders; takes it back if this thread gets the CPU on time.
+fn back_off(lane: &Lane) {
+    let start = Instant::now();
+    std::thread::sleep(NAP);
+    if start.elapsed() < NAP + Duration::from_millis(1) {
+        lane.runners_uncontended();
+    }
+}
+
+/// Starts `count` runner threads at the lowest priority the system allows (what that is, or why it could not
+/// be lowered, is logged once). They run until the lane stops.
+pub(crate) fn start(lane: &Arc<Lane>, count: usize) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let logged = Arc::new(std::sync::Once::new());
+    (0..count.max(1))
+        .map(|i| {
+            let (lane, logged) = (lane.clone(), logged.clone());
+            std::thread::Builder::new().name(format!("palisade-guest-{i}")).spawn(move || {
+                let lowered = crate::priority::lower_current_thread();
+                logged.call_once(|| match lowered {
+                    Ok(how) => tracing::debug!("background guest threads run at the lowest priority ({how})"),
+                    Err(e) => tracing::warn!(
+                        "background guest threads run at normal priority, so long guests compete with \
+                         connections for the CPU: {e}"
+                    ),
+                });
+                let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
+                while !lane.is_stopping() {
+                    if lane.contended() {
+                        back_off(&lane);
+                        continue;
+                    }
+                    match lane.pick() {
+                        Some(job) => {
+                            let (w, c) = job.run_slice();
+                            (wall, cpu) = (wall + w, cpu + c);
+                            if wall >= WINDOW {
+                                if cpu * KEPT_FROM_CPU < wall {
+                                    lane.runners_contended(BACK_OFF);
+                                }
+                                (wall, cpu) = (Duration::ZERO, Duration::ZERO);
+                            }
+                        }
+                        // Nothing ready: wait for a guest, looking now and then whether the lane stopped.
+                        None => {
+                            let _ = lane.signals.recv_timeout(Duration::from_millis(250));
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+thread_local! {
+    /// The lanes this thread already lends to (one entry per scheduler; a server has one).
+    static LENDING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes sure the calling thread's async runtime lends slices to `lane` (see [`lend`]): the first guest a
+/// connection worker runs starts its lender.
+pub(crate) fn ensure_lender(lane: &Arc<Lane>) {
+    let key = Arc::as_ptr(lane) as usize;
+    let new = LENDING.with(|l| {
+        let mut l = l.borrow_mut();
+        let new = !l.contains(&key);
+        if new {
+            l.push(key);
+        }
+        new
+    });
+    if new && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(lend(lane.clone()));
+    }
+}
+
+/// How long a connection worker lends the lane CPU at a time when it starves: about one slice.
+const LEND_FOR: Duration = Duration::from_millis(1);
+/// How long it then serves its connections before it lends again: the lane's floor is about a quarter of each
+/// worker, and a connection waits at most about one slice for it.
+const LEND_PAUSE: Duration = Duration::from_millis(3);
+
+/// A connection worker's part in the lane: while guests are there, it looks every [`STARVED_AFTER`] (and
+/// whenever a guest becomes ready meanwhile) whether the runners have left the lane to the lenders or run
+/// nothing lately (they get no CPU because the foreground keeps every core busy), and if so runs guests' slices
+/// itself for up to [`LEND_FOR`], at the worker's priority, as it would have before they were moved. So a tenant's long guests keep a share of the
+/// CPU however much short work others send, at the cost of about one slice's wait for the worker's
+/// connections, only while that lasts.
+async fn lend(lane: Arc<Lane>) {
+    while !lane.is_stopping() {
+        if lane.is_empty() {
+            let nonempty = lane.nonempty.notified();
+            tokio::pin!(nonempty);
+            nonempty.as_mut().enable();
+            if lane.is_empty() && !lane.is_stopping() {
+                nonempty.await;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = lane.starving.notified() => {}
+            () = tokio::time::sleep(STARVED_AFTER) => {}
+        }
+        if !lane.needs_lenders() {
+            continue;
+        }
+        let start = Instant::now();
+        while start.elapsed() < LEND_FOR {
+            match lane.pick() {
+                Some(job) => drop(job.run_slice()),
+                None => break,
+            }
+        }
+        if start.elapsed() >= LEND_FOR {
+            tokio::time::sleep(LEND_PAUSE).await;
+        }
+    }
+}

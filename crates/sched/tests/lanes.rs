@@ -1,0 +1,165 @@
+//! The scheduler with real threads: a heavy tenant's spinning guests are moved to the background lane, share
+//! it by weight, and stop when asked; a light tenant's stay in the foreground.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_sched::{AppHistory, Scheduler, SchedulerOptions, Share, Shares, tick_yield};
+
+/// A guest that runs for `cpu` in slices of `slice`, yielding between them as guests do at epoch ticks.
+async fn spin(cpu: Duration, slice: Duration) -> Duration {
+    let mut ran = Duration::ZERO;
+    while ran < cpu {
+        let start = Instant::now();
+        while start.elapsed() < slice {
+            std::hint::spin_loop();
+        }
+        ran += slice;
+        tick_yield().await;
+    }
+    ran
+}
+
+fn scheduler(threads: usize, shares: &Shares) -> Scheduler {
+    Scheduler::start(&SchedulerOptions { threads, foreground_ticks: 2 }, shares).expect("threads")
+}
+
+/// Spins as `share`'s tenant (with an app of its own) until the scheduler finds the tenant heavy.
+async fn make_heavy(scheduler: &Scheduler, share: &Arc<Share>) {
+    let history = Arc::new(AppHistory::default());
+    let start = Instant::now();
+    while !share.heavy() {
+        assert!(start.elapsed() < Duration::from_secs(10), "a tenant using the whole machine is heavy");
+        let _ = scheduler.run(share, &history, spin(Duration::from_millis(10), Duration::from_millis(1))).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_light_tenants_long_guest_stays_in_the_foreground() {
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    let history = Arc::new(AppHistory::default());
+    for _ in 0..8 {
+        let long = scheduler.run(&share, &history, spin(Duration::from_millis(3), Duration::from_millis(1)));
+        assert!(!long.in_background());
+        assert_eq!(long.await.ok(), Some(Duration::from_millis(3)));
+        // Well under its share of the machine.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(!share.heavy());
+    assert_eq!(share.demotions(), 0, "a tenant using little of the machine keeps its slow guests in the foreground");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_there_next() {
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    make_heavy(&scheduler, &share).await;
+    let demoted = share.demotions();
+    let history = Arc::new(AppHistory::default());
+    let short = scheduler.run(&share, &history, async { 1 });
+    assert!(!short.in_background());
+    assert_eq!(short.await.ok(), Some(1));
+    assert_eq!(share.demotions(), demoted, "a short guest stays in the foreground");
+
+    let long = scheduler.run(&share, &history, spin(Duration::from_millis(5), Duration::from_millis(1)));
+    assert!(!long.in_background(), "every app starts in the foreground");
+    assert_eq!(long.await.ok(), Some(Duration::from_millis(5)));
+    assert_eq!(share.demotions(), demoted + 1, "moved once it had used its foreground slice");
+    assert!(share.cpu_time() >= Duration::from_millis(4), "both lanes' CPU is counted: {:?}", share.cpu_time());
+
+    for _ in 0..3 {
+        let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
+    }
+    let next = scheduler.run(&share, &history, async { 2 });
+    assert!(next.in_background(), "four long runs of eight: the next starts in the background");
+    assert_eq!(next.await.ok(), Some(2));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tenants_share_the_background_lane_by_weight() {
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let (light, heavy) = (shares.share("light", 1), shares.share("heavy", 3));
+    let history = Arc::new(AppHistory::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let guest = |share: &Arc<Share>| {
+        let stop = stop.clone();
+        scheduler.run(share, &history, async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = spin(Duration::from_millis(1), Duration::from_millis(1)).await;
+            }
+        })
+    };
+    // Two guests each, all spinning: the lane's one thread is contended all along.
+    let guests: Vec<_> = [&light, &light, &heavy, &heavy].into_iter().map(guest).collect();
+    let running = tokio::spawn(futures::future::join_all(guests));
+    // They start in the foreground, and move once the scheduler finds both tenants heavy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(light.heavy() && heavy.heavy(), "both use more than half their share");
+    let (l0, h0) = (light.cpu_time(), heavy.cpu_time());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (l, h) = (light.cpu_time() - l0, heavy.cpu_time() - h0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = running.await;
+    let ratio = h.as_secs_f64() / l.as_secs_f64().max(1e-9);
+    assert!((2.0..4.5).contains(&ratio), "weight 3 against 1: heavy {h:?}, light {l:?} ({ratio:.2}x)");
+    assert!(light.waited() > Duration::ZERO && heavy.waited() > Duration::ZERO, "both waited for turns");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stopping_a_background_guest_waits_until_it_is_gone() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    make_heavy(&scheduler, &share).await;
+    let history = Arc::new(AppHistory::default());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Flag(dropped.clone());
+    let mut guest = scheduler.run(&share, &history, async move {
+        let _flag = flag;
+        spin(Duration::from_secs(60), Duration::from_millis(1)).await
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(50), &mut guest).await.is_err());
+    assert!(guest.in_background());
+    guest.stop().await;
+    assert!(dropped.load(Ordering::SeqCst), "the guest's future was dropped before stop returned");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn when_the_lane_gets_no_cpu_the_foreground_lends_it_slices() {
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    make_heavy(&scheduler, &share).await;
+    let history = Arc::new(AppHistory::default());
+    for _ in 0..4 {
+        let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
+    }
+    // The lane's only runner is held by a guest that never gives way (as a runner starved of CPU would be).
+    let hog = scheduler.run(&share, &history, async {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            std::hint::spin_loop();
+        }
+    });
+    assert!(hog.in_background());
+    let hog = tokio::spawn(hog);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let waiting = scheduler.run(&share, &history, spin(Duration::from_millis(10), Duration::from_millis(1)));
+    assert!(waiting.in_background());
+    assert_eq!(waiting.await.ok(), Some(Duration::from_millis(10)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1000), "lent slices finished it while the runner was held: {took:?}");
+    let _ = hog.await;
+}
