@@ -7,7 +7,7 @@
 //   /escape[?PATH]  tries to open files outside /data (and PATH) and reports each attempt
 //   /sleep      answers after one second (for graceful-shutdown tests)
 //   /stderr/N   N MiB to stderr, then a response      /huge/N   an N-MiB response body
-//   /stackoverflow  unbounded recursion
+//   /stackoverflow  unbounded recursion            /forge     stderr that tries to pass for log lines
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +68,11 @@ int main(void) {
         sleep(1);
         header();
         printf("slept\n");
+    } else if (!strcmp(p, "/forge")) {
+        /* A line break and a terminal escape, to pass for a line of the server's own log. */
+        fputs("first\n2026-01-01T00:00:00Z  WARN palisade: forged tenant=other\r\x1b[2K\n", stderr);
+        header();
+        printf("forged\n");
     } else if (!strncmp(p, "/stderr/", 8)) {
         static char line[1024];
         memset(line, 'e', sizeof line - 1);

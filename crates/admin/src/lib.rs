@@ -83,15 +83,26 @@ pub trait Control: Send + Sync + 'static {
 pub struct Admin {
     listener: TcpListener,
     token: Option<Arc<str>>,
+    limits: AdminLimits,
+}
+
+/// What the admin listener holds its clients to: the server's traffic limits, so that half-sent requests
+/// cannot pile up there and take the descriptors the tenants' listeners need.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    /// Time a client has to send a request head.
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 impl Admin {
     /// Binds `addr`. With `token`, every request but `/healthz` and `/readyz` must carry it as a bearer token.
-    pub async fn bind(addr: SocketAddr, token: Option<String>) -> std::io::Result<Admin> {
+    pub async fn bind(addr: SocketAddr, token: Option<String>, limits: AdminLimits) -> std::io::Result<Admin> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for the admin API: {e}")))?;
-        Ok(Admin { listener, token: token.map(Arc::from) })
+        Ok(Admin { listener, token: token.map(Arc::from), limits })
     }
 
     /// The address bound (port 0 resolved).
@@ -101,23 +112,40 @@ impl Admin {
 
     /// Serves `control` until the task is dropped.
     pub async fn serve<C: Control>(self, control: Arc<C>) {
+        let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1)));
+        let mut failing = 0u64;
         loop {
             let (stream, remote) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!("admin listener: {e}");
+                    // Said once per episode (usually descriptors running out), not at every retry.
+                    if failing == 0 {
+                        tracing::warn!("admin listener cannot accept connections: {e}");
+                    }
+                    failing += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
+            if failing > 0 {
+                tracing::info!("admin listener accepts connections again (after {failing} failed tries)");
+                failing = 0;
+            }
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                tracing::debug!(%remote, "admin connection refused: {} open", self.limits.max_connections);
+                continue;
+            };
             let (control, token) = (control.clone(), self.token.clone());
+            let header_timeout = self.limits.header_timeout;
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
                     let (control, token) = (control.clone(), token.clone());
                     async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, token.as_deref(), req).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
                 if let Err(e) = builder.serve_connection(io, service).await {
                     tracing::debug!(%remote, "admin connection: {e}");
                 }

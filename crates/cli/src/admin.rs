@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use palisade_admin::{Admin, Control, ControlResult};
-use palisade_config::AdminConfig;
+use palisade_admin::{Admin, AdminLimits, Control, ControlResult};
+use palisade_config::{AdminConfig, TrafficLimits};
 use palisade_sched::Share;
 use serde_json::json;
 
@@ -69,10 +69,15 @@ pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
 pub(crate) async fn start(
     admin: &AdminConfig,
     token: Option<String>,
+    traffic: &TrafficLimits,
     site: Arc<Site>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let listener = Admin::bind(admin.listen, token.clone()).await?;
+    let limits = AdminLimits {
+        header_timeout: traffic.header_timeout,
+        max_connections: usize::try_from(traffic.max_connections_per_ip).unwrap_or(usize::MAX),
+    };
+    let listener = Admin::bind(admin.listen, token.clone(), limits).await?;
     tracing::info!(
         "admin API on http://{}{}",
         listener.local_addr()?,

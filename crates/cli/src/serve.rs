@@ -11,7 +11,7 @@ use palisade_server::{Routes, Server};
 
 use crate::https::Https;
 use crate::site::Site;
-use crate::{admin, apps, cluster};
+use crate::{admin, apps, cluster, machine};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -28,7 +28,15 @@ pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> a
         .block_on(future)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let descriptors = machine::raise_descriptor_limit();
+    for note in machine::fit_connections(&mut config.server.traffic, descriptors) {
+        if note.warning {
+            tracing::warn!("{}", note.text);
+        } else {
+            tracing::info!("{}", note.text);
+        }
+    }
     // Checked before anything is loaded: an admin API open to the network is refused at once.
     let admin = match &config.admin {
         Some(admin) => Some((admin, admin::token(admin)?, admin::install_metrics()?)),
@@ -65,7 +73,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         https.keep_fresh(certificates.clone());
     }
     if let Some((admin, token, metrics)) = admin {
-        admin::start(admin, token, site.clone(), metrics).await?;
+        admin::start(admin, token, &config.server.traffic, site.clone(), metrics).await?;
     }
     if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
         tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);

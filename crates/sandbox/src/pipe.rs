@@ -110,7 +110,7 @@ pub(crate) fn log_output(stream: &'static str, pipe: &CappedPipe) {
         return;
     }
     let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim_end();
+    let text = escape_controls(text.trim_end());
     if pipe.overflowed() {
         tracing::info!(stream, truncated = true, "guest output: {text}");
     } else {
@@ -118,9 +118,33 @@ pub(crate) fn log_output(stream: &'static str, pipe: &CappedPipe) {
     }
 }
 
+/// `text` with line breaks and every other control character escaped (`\n`, `\u{1b}`), so that what a guest
+/// writes stays on its own log line, tagged with its tenant, and cannot pass for the server's lines or move a
+/// terminal's cursor.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain text, \"quoted\""), "plain text, \"quoted\"");
+        assert_eq!(escape_controls("a\nb\r\x1b[2K\tc"), "a\\nb\\r\\u{1b}[2K\\tc");
+    }
 
     #[test]
     fn caps_without_failing() {

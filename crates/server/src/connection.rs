@@ -169,6 +169,8 @@ impl Connections {
     pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<Arc<TlsTerminator>>) {
         let Ok(local) = listener.local_addr() else { return };
         let mut stop = self.stop.clone();
+        // Failed accepts in a row: said once when they start and once when they end, not every 50 ms.
+        let mut failing = 0u64;
         loop {
             let (stream, remote) = tokio::select! {
                 _ = stop.changed() => return,
@@ -176,12 +178,20 @@ impl Connections {
                     Ok(a) => a,
                     Err(e) => {
                         // Usually EMFILE: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        if failing == 0 {
+                            tracing::warn!(error = %e, %local, "cannot accept connections (new ones wait in the \
+                                listen queue until descriptors free up)");
+                        }
+                        failing += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             };
+            if failing > 0 {
+                tracing::info!(%local, "accepting connections again (after {failing} failed tries)");
+                failing = 0;
+            }
             let Some(admitted) = self.admission.admit(remote.ip()) else {
                 tracing::debug!(%remote, "connection refused: connection limit reached");
                 if tls.is_none() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Either};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,7 +20,7 @@ use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
 use crate::head_watch::Framing;
-use crate::host::{HostError, request_host};
+use crate::host::{HostError, request_host, settle_host};
 use crate::observe::{Exchange, Observers};
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
@@ -94,13 +94,24 @@ impl Dispatcher {
     ) -> impl Future<Output = Response<Body>> + Send + 'static + use<> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote);
+        // A request that may leave HTTP/1: its head watch stops if the answer says it did.
+        let connect = req.method() == Method::CONNECT;
+        let may_switch = (connect || req.headers().contains_key(header::UPGRADE)).then(|| peer.framing.clone());
         let answer = match self.answer(req, peer, request_id, exchange.as_mut()) {
             Answer::Now(response) => Either::Left(std::future::ready(response)),
             Answer::Handler(call) => Either::Right(call),
         };
-        answer.map(move |response| match exchange {
-            Some(exchange) => exchange.watch(response),
-            None => response,
+        answer.map(move |response| {
+            if let Some(framing) = may_switch {
+                let status = response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                    framing.switched_protocols();
+                }
+            }
+            match exchange {
+                Some(exchange) => exchange.watch(response),
+                None => response,
+            }
         })
     }
 
@@ -130,14 +141,18 @@ impl Dispatcher {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Answer::Now(response);
         }
+        let settled = settle_host(&mut req);
         let path = req.uri().path();
         if let Some(answer) = self.acme_http01(path) {
             return Answer::Now(answer);
         }
-        let host = match request_host(&req) {
+        let host = match settled.and_then(|()| request_host(&req)) {
             Ok(h) => h,
             Err(HostError::Missing) => return Answer::Now(Fault::BadRequest.response("missing Host header")),
             Err(HostError::Invalid) => return Answer::Now(Fault::BadRequest.response("invalid Host header")),
+            Err(HostError::Conflict) => {
+                return Answer::Now(Fault::BadRequest.response("the host field names another host than :authority"));
+            }
         };
         if let (Some(Some(sni)), Some(host)) = (&peer.tls, &host)
             && **sni != **host

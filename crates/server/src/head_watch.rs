@@ -9,13 +9,15 @@
 //! marks which message (counted from 0 on the connection) was ambiguous. The dispatcher counts requests the
 //! same way and refuses the marked one.
 //!
-//! Anything the watch cannot follow (an HTTP/2 preface, an upgrade, CONNECT, a head it cannot parse, a
-//! malformed chunk) stops it: hyper then refuses the bytes itself or the connection leaves HTTP/1. A head the
+//! Anything the watch cannot follow (an HTTP/2 preface, a head it cannot parse, a malformed chunk) stops it:
+//! hyper then refuses the bytes itself or the connection leaves HTTP/1. A request asking for an upgrade, or
+//! CONNECT, is followed like any other: it leaves HTTP/1 only if it is answered so (101, or 2xx to CONNECT),
+//! which the dispatcher reports ([`Framing::switched_protocols`]); until then, every head is timed. A head the
 //! watch cannot parse is one hyper refuses too: both parse with httparse's defaults, and the watch takes at least
 //! as many fields as hyper is configured to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use palisade_http::Activity;
 
@@ -36,11 +38,25 @@ pub(crate) struct Framing {
     /// When the head now arriving started, in milliseconds on the connection's [`Activity`] clock; `NO_HEAD`
     /// between heads and once the watch has stopped. The first head is awaited from the connection's start.
     head_since_ms: AtomicU64,
+    /// Set once the connection has left HTTP/1 for another protocol: its bytes are no heads any more.
+    switched: AtomicBool,
 }
 
 impl Framing {
     pub(crate) fn new() -> Framing {
-        Framing { ambiguous: AtomicU64::new(u64::MAX), dispatched: AtomicU64::new(0), head_since_ms: AtomicU64::new(0) }
+        Framing {
+            ambiguous: AtomicU64::new(u64::MAX),
+            dispatched: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            switched: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection has been answered 101 (or 2xx to CONNECT): what follows is another protocol's, the
+    /// watch stops and no head is timed any more.
+    pub(crate) fn switched_protocols(&self) {
+        self.switched.store(true, Ordering::Release);
+        self.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
     }
 
     /// Counts one dispatched request; true if it is the ambiguous one.
@@ -114,6 +130,9 @@ impl HeadWatch {
 
     /// Follows `bytes`, the next ones read from the connection.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        if self.found.switched.load(Ordering::Acquire) {
+            self.phase = Phase::Off;
+        }
         while !bytes.is_empty() {
             match &mut self.phase {
                 Phase::Off => return,
@@ -206,18 +225,9 @@ impl HeadWatch {
         if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
             return Phase::Off;
         }
-        if request.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) {
-            return Phase::Off;
-        }
         let named = |name: &'static str| request.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
         let length = named("content-length").next();
         let coding = named("transfer-encoding").next_back();
-        let upgrade = named("upgrade").next().is_some()
-            && named("connection")
-                .any(|h| String::from_utf8_lossy(h.value).split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-        if upgrade {
-            return Phase::Off;
-        }
         match (length, coding) {
             (Some(_), Some(_)) => {
                 // hyper closes the connection after this message: nothing after it needs following.
@@ -272,14 +282,13 @@ fn head_end(head: &[u8], bytes: &[u8]) -> Option<HeadEnd> {
     None
 }
 
-/// Whether `line` starts with `Content-Length`, `Transfer-Encoding` or `Upgrade`, in any case. Matching a
+/// Whether `line` starts with `Content-Length` or `Transfer-Encoding`, in any case. Matching a
 /// prefix errs on the side of parsing; a field line cannot start anywhere else, since hyper refuses folded
 /// lines.
 fn starts_framing_field(line: &[u8]) -> bool {
     let name: &[u8] = match line.first().map(u8::to_ascii_lowercase) {
         Some(b'c') => b"content-length",
         Some(b't') => b"transfer-encoding",
-        Some(b'u') => b"upgrade",
         _ => return false,
     };
     line.get(..name.len()).is_some_and(|p| p.eq_ignore_ascii_case(name))
@@ -290,12 +299,11 @@ fn has_framing_field(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|nl| starts_framing_field(&head[nl + 1..]))
 }
 
-/// Whether a head starts with an HTTP/1 request line that is not CONNECT (an HTTP/2 preface is not).
+/// Whether a head starts with an HTTP/1 request line (an HTTP/2 preface is not).
 fn plain_request_line(head: &[u8]) -> bool {
     let line = memchr::memchr(b'\n', head).map_or(head, |nl| &head[..nl]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
-        && !line.get(..8).is_some_and(|m| m.eq_ignore_ascii_case(b"CONNECT "))
+    line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
 }
 
 /// Steps through chunked framing: bytes used, and then `Some(Some(next))` to go on, `Some(None)` at the end
@@ -406,8 +414,24 @@ mod tests {
     fn stops_where_it_cannot_follow() {
         let after = |first: &str| watch(&format!("{first}{SMUGGLE}"), 8);
         assert_eq!(after("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
-        assert_eq!(after("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"), None);
         assert_eq!(after("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), None);
-        assert_eq!(after("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn follows_upgrade_requests_and_connect_until_told_the_protocol_switched() {
+        let after = |first: &str| watch(&format!("{first}{SMUGGLE}"), 8);
+        assert_eq!(after("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"), Some(1));
+        assert_eq!(after("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"), Some(1));
+
+        let found = Arc::new(Framing::new());
+        let mut w = HeadWatch::new(64 * 1024, 1000, found.clone(), Arc::new(Activity::new()));
+        w.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        w.feed(b"GET / HTTP/1.1\r\nHost:");
+        assert!(found.head_pending_since().is_some(), "the next head is timed");
+        found.switched_protocols();
+        w.feed(b" a\r\n\r\n");
+        w.feed(SMUGGLE.as_bytes());
+        assert_eq!(found.head_pending_since(), None, "after 101 the bytes are another protocol's");
+        assert_eq!(found.ambiguous.load(Ordering::Acquire), u64::MAX);
     }
 }

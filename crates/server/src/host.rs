@@ -11,6 +11,34 @@ pub enum HostError {
     Missing,
     /// The Host header is not a valid authority, or several disagree.
     Invalid,
+    /// An HTTP/2 request's `host` field names another host than its `:authority` (RFC 9113 §8.3.1: malformed).
+    Conflict,
+}
+
+/// Makes the request's `Host` field say the authority its target names, when the target names one (HTTP/2's
+/// `:authority`, HTTP/1.1's absolute form): that is the host it is routed on (RFC 9112 §3.2.2: a server takes
+/// the authority from an absolute-form target and ignores `Host`), and upstreams, guests and CGI programs read
+/// `Host`, so none of them ever sees another host than the one palisade chose the tenant by. An HTTP/2 request
+/// whose `host` names a different host is refused.
+pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), HostError> {
+    let Some(authority) = req.uri().authority() else {
+        return Ok(());
+    };
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) if h.as_bytes() == authority.as_str().as_bytes() => return Ok(()),
+        (Some(h), None) if req.version() == Version::HTTP_2 => {
+            let named = |a: &[u8]| host_of(a).map(|h| h.strip_suffix(b".").unwrap_or(h).to_ascii_lowercase());
+            if named(h.as_bytes()) != named(authority.as_str().as_bytes()) {
+                return Err(HostError::Conflict);
+            }
+        }
+        (Some(_), Some(_)) => return Err(HostError::Invalid),
+        _ => {}
+    }
+    let value = http::HeaderValue::from_str(authority.as_str()).map_err(|_| HostError::Invalid)?;
+    req.headers_mut().insert(header::HOST, value);
+    Ok(())
 }
 
 /// The request's host: from the URI authority (HTTP/2 `:authority`, absolute-form) or the Host header.
@@ -115,6 +143,26 @@ mod tests {
     fn authority_wins() {
         let r = req("http://bob.localhost/x", Version::HTTP_2, &[]);
         assert_eq!(request_host(&r), Ok(Some("bob.localhost".into())));
+    }
+
+    #[test]
+    fn host_is_settled_to_the_authority() {
+        let mut r = req("http://bob.localhost:8080/x", Version::HTTP_11, &["evil.example"]);
+        assert_eq!(settle_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[header::HOST], "bob.localhost:8080", "absolute form: Host is ignored");
+        let mut r = req("http://bob.localhost/x", Version::HTTP_2, &[]);
+        assert_eq!(settle_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[header::HOST], "bob.localhost", "HTTP/2: from :authority");
+        let mut r = req("http://bob.localhost/x", Version::HTTP_2, &["evil.example"]);
+        assert_eq!(settle_host(&mut r), Err(HostError::Conflict));
+        let mut r = req("http://bob.localhost:443/x", Version::HTTP_2, &["BOB.localhost."]);
+        assert_eq!(settle_host(&mut r), Ok(()), "the same host, written otherwise");
+        assert_eq!(r.headers()[header::HOST], "bob.localhost:443");
+        let mut r = req("/x", Version::HTTP_11, &["bob.localhost"]);
+        assert_eq!(settle_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[header::HOST], "bob.localhost", "origin form: Host as sent");
+        let mut r = req("http://bob.localhost/x", Version::HTTP_11, &["a", "b"]);
+        assert_eq!(settle_host(&mut r), Err(HostError::Invalid));
     }
 
     #[test]

@@ -90,9 +90,9 @@ impl Site {
         self.run_limited(None, args)
     }
 
-    /// [`Site::run`], with the process's address space limited to `address_kib` KiB if given (`ulimit -v`).
-    pub fn run_limited(&self, address_kib: Option<u64>, args: &[&str]) -> (i32, String, String) {
-        let out = palisade(address_kib).args(args).current_dir(self.dir.path()).output().expect("run palisade");
+    /// [`Site::run`], under `ulimit ULIMIT_ARGS` if given (`-v KIB` limits the address space).
+    pub fn run_limited(&self, ulimit_args: Option<&str>, args: &[&str]) -> (i32, String, String) {
+        let out = palisade(ulimit_args).args(args).current_dir(self.dir.path()).output().expect("run palisade");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -106,13 +106,13 @@ impl Site {
     }
 }
 
-/// The command that runs palisade, under an address-space limit of `address_kib` KiB if given.
-fn palisade(address_kib: Option<u64>) -> Command {
-    match address_kib {
+/// The command that runs palisade, under the shell's `ulimit` with `ulimit_args` if given (`-v KIB`).
+fn palisade(ulimit_args: Option<&str>) -> Command {
+    match ulimit_args {
         None => Command::new(BIN),
-        Some(kib) => {
+        Some(args) => {
             let mut shell = Command::new("sh");
-            shell.arg("-c").arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\"")).arg(BIN);
+            shell.arg("-c").arg(format!("ulimit {args} && exec \"$0\" \"$@\"")).arg(BIN);
             shell
         }
     }
@@ -135,9 +135,9 @@ impl Running {
         Running::spawn_limited(None, args)
     }
 
-    /// [`Running::spawn`], with the process's address space limited to `address_kib` KiB if given (`ulimit -v`).
-    pub fn spawn_limited(address_kib: Option<u64>, args: &[&std::ffi::OsStr]) -> Running {
-        let mut child = palisade(address_kib)
+    /// [`Running::spawn`], under `ulimit ULIMIT_ARGS` if given (`-v KIB` limits the address space).
+    pub fn spawn_limited(ulimit_args: Option<&str>, args: &[&std::ffi::OsStr]) -> Running {
+        let mut child = palisade(ulimit_args)
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")

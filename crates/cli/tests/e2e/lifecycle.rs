@@ -130,8 +130,10 @@ async fn a_server_without_guests_reserves_no_guest_pool() {
     let site = Site::new();
     site.write("www/index.html", "static only\n");
     let config = site.config("[tenants.t]\nhosts = [\"*\"]\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n");
-    let server =
-        Running::spawn_limited(Some(ADDRESS_KIB), &["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let server = Running::spawn_limited(
+        Some(&format!("-v {ADDRESS_KIB}")),
+        &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+    );
     let response = server.client(&[]).get(format!("http://{}/", server.addr)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "static only\n");
@@ -142,7 +144,7 @@ async fn a_server_without_guests_reserves_no_guest_pool() {
         "[tenants.t]\nhosts = [\"*\"]\n[[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{component}\"\n"
     ));
     let line = site.line_of("component =");
-    let (code, _, err) = site.run_limited(Some(ADDRESS_KIB), &["serve", "--config", "palisade.toml"]);
+    let (code, _, err) = site.run_limited(Some(&format!("-v {ADDRESS_KIB}")), &["serve", "--config", "palisade.toml"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("palisade.toml:{line}")), "{err}");
     assert!(err.contains("cannot start the WebAssembly engine"), "{err}");

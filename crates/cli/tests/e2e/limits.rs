@@ -209,6 +209,22 @@ async fn ten_megabytes_of_stderr_are_capped_in_the_log() {
 }
 
 #[tokio::test]
+async fn guest_output_cannot_forge_log_lines() {
+    let site = limited_site();
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let (status, body, _) = get(&server, &client, "evil.localhost", "/cgi/forge").await;
+    assert_eq!((status, body.as_str()), (200, "forged\n"));
+    assert!(server.log_contains("forged tenant=other"));
+    let log = server.log();
+    assert!(
+        log.contains(r"first\n2026-01-01T00:00:00Z  WARN palisade: forged tenant=other\r\u{1b}[2K"),
+        "the guest's output is one escaped line:\n{log}"
+    );
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01")), "a guest wrote a line of its own:\n{log}");
+}
+
+#[tokio::test]
 async fn no_request_sees_memory_an_earlier_request_left_behind() {
     let site = limited_site();
     let server = site.start();

@@ -434,3 +434,38 @@ async fn smuggling_is_refused_in_heads_with_many_fields_when_the_limit_allows_th
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(recorder.received(), "", "bytes reached the upstream");
 }
+
+#[tokio::test]
+async fn upstreams_and_cgi_programs_see_only_the_host_routed_on() {
+    let upstream = Upstream::start("a");
+    let site = Site::new();
+    let cgi = site.guest("probe-cgi.wasm");
+    site.config(&format!(
+        "[tenants.app]\nhosts = [\"app.localhost\"]\n\n[[tenants.app.routes]]\npath = \"/\"\nproxy = {:?}\n\n\
+         [[tenants.app.routes]]\npath = \"/cgi\"\ncgi = \"{cgi}\"\n",
+        upstream.url()
+    ));
+    let server = site.start();
+    let port = server.addr.port();
+    // Routed on the absolute-form target's authority, so Host must say that authority and nothing else.
+    let absolute = |path: &str| {
+        format!("GET http://app.localhost:{port}{path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    };
+    let seen = server.raw(&absolute("/reset"));
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains(&format!("host: app.localhost:{port}\n")), "{seen}");
+    assert!(!seen.contains("evil.example"), "the upstream saw the client's Host: {seen}");
+    let env = server.raw(&absolute("/cgi/env"));
+    assert!(env.contains(&format!("HTTP_HOST=app.localhost:{port}\n")), "{env}");
+    assert!(env.contains("SERVER_NAME=app.localhost\n"), "{env}");
+    assert!(!env.contains("evil.example"), "the CGI program saw the client's Host: {env}");
+
+    // HTTP/2: a `host` field naming another host than `:authority` is malformed.
+    let h2 = server.h2c_client(&["app.localhost"]);
+    let r = h2.get(server.url("app.localhost", "/reset")).header("host", "evil.example").send().await.unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("evil.example"));
+    assert_eq!(upstream.requests(), 1, "only the first request reached the upstream");
+}

@@ -93,6 +93,75 @@ fn a_slow_head_after_a_first_request_is_cut_off_but_an_idle_connection_is_not() 
 }
 
 #[test]
+fn heads_after_an_upgrade_refused_or_a_connect_are_still_timed() {
+    let site = guarded_site("header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"");
+    let server = site.start();
+    for (first, answer) in [
+        ("GET / HTTP/1.1\r\nHost: calm.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n", "HTTP/1.1 200"),
+        ("CONNECT calm.test:443 HTTP/1.1\r\nHost: calm.test:443\r\n\r\n", "HTTP/1.1 4"),
+    ] {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(first.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(answer.as_bytes()), "{first:?}: {}", String::from_utf8_lossy(&buf[..n]));
+        // Still HTTP/1: a head sent a byte now and then must be cut off at header_timeout.
+        let start = Instant::now();
+        let mut closed = false;
+        for b in b"GET / HTTP/1.1\r\nHost: calm.test\r\nX-Slow: aaaaaaaaaaaaaaaaaa" {
+            if s.write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            let (_, gone) = read_until_closed(&mut s, Duration::from_millis(250));
+            if gone {
+                closed = true;
+                break;
+            }
+        }
+        let took = start.elapsed();
+        assert!(closed, "{first:?}: a slow head was never cut off ({took:?})");
+        assert!(took < Duration::from_secs(5), "{first:?}: cut off after {took:?}");
+    }
+    well_behaved(&server);
+}
+
+#[test]
+fn the_admin_listener_cuts_off_half_sent_requests_and_the_descriptor_limit_is_raised() {
+    let site = guarded_site("header_timeout = \"1s\"");
+    let config = site.path("palisade.toml");
+    let with_admin = std::fs::read_to_string(&config).unwrap() + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    site.write("palisade.toml", with_admin);
+    // Started with a soft limit of 256 open descriptors, as a careless unit file would.
+    let server = Running::spawn_limited(Some("-Sn 256"), &["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    assert_eq!(files[3], files[4], "the soft limit is raised to the hard one:\n{limits}");
+
+    let admin = server.admin_url("");
+    let admin: std::net::SocketAddr = admin.trim_start_matches("http://").parse().unwrap();
+    let mut slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(admin).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    for s in &mut slow {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(5));
+        assert!(closed, "a half-sent admin request was not cut off");
+    }
+    assert!(start.elapsed() < Duration::from_secs(5), "cut off after {:?}", start.elapsed());
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").unwrap();
+    let (out, _) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    well_behaved(&server);
+}
+
+#[test]
 fn slow_request_bodies_get_408() {
     let site = guarded_site("body_timeout = \"1s\"");
     let server = site.start();
