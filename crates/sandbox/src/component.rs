@@ -115,8 +115,8 @@ pub struct ComponentApp {
 struct AppInner {
     /// Tells this app's warm instances from other apps'.
     id: u64,
-    pre: ProxyPre<ComponentState>,
-    info: AppInfo,
+    /// Compiled and pre-linked; shared with every app of the same bytes, and freed with the last of them.
+    prepared: Arc<PreparedComponent>,
     tenant: Arc<TenantSandbox>,
     /// The engine its instances run on, the epoch ticker their deadlines need, and the scheduler.
     runtime: Arc<RuntimeInner>,
@@ -137,16 +137,14 @@ impl ComponentApp {
         bytes: &[u8],
         tenant: Arc<TenantSandbox>,
     ) -> Result<ComponentApp, LoadError> {
-        let PreparedComponent { pre, info } =
-            runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
+        let prepared = runtime.components.get_or_prepare(bytes, || PreparedComponent::new(&runtime, path, bytes))?;
         let id = NEXT_APP_ID.fetch_add(1, Ordering::Relaxed);
         let history = Arc::default();
-        Ok(ComponentApp { inner: Arc::new(AppInner { id, pre, info, tenant, runtime, history }) })
+        Ok(ComponentApp { inner: Arc::new(AppInner { id, prepared, tenant, runtime, history }) })
     }
 }
 
 /// A component compiled, checked and pre-linked: everything about an app that does not depend on its tenant.
-#[derive(Clone)]
 pub(crate) struct PreparedComponent {
     pre: ProxyPre<ComponentState>,
     info: AppInfo,
@@ -187,7 +185,7 @@ impl PreparedComponent {
 impl ComponentApp {
     /// What the component imports and exports.
     pub fn info(&self) -> &AppInfo {
-        &self.inner.info
+        &self.inner.prepared.info
     }
 }
 
@@ -234,7 +232,7 @@ impl AppInner {
             limiter: self.tenant.limiter(),
             kv: self.tenant.kv.clone(),
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(self.prepared.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         Ok(Instance { store, proxy: None, stdout, stderr })
     }
@@ -261,7 +259,7 @@ impl AppInner {
         // Guest code may run while instantiating (start functions): it is held to the same limits.
         let deadline = Instant::now() + self.tenant.limits.timeout;
         self.runtime.arm_deadline(&mut instance.store, deadline, self.tenant.limits.cpu_time);
-        let made = tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut instance.store)).await;
+        let made = tokio::time::timeout_at(deadline, self.prepared.pre.instantiate_async(&mut instance.store)).await;
         let now = std::time::Instant::now();
         match made {
             Ok(Ok(proxy)) => {
@@ -333,7 +331,7 @@ impl AppInner {
         let app = self.clone();
         let clock = InstanceTime::start();
         let run_clock = clock.clone();
-        let pre = self.pre.clone();
+        let pre = self.prepared.pre.clone();
         let run = async move {
             let result = async {
                 let proxy = match proxy {

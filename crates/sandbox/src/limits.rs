@@ -108,7 +108,9 @@ pub(crate) struct LimitExceeded(pub(crate) LimitKind);
 ///
 /// The server's budget is shared fairly when it runs short: past three quarters of it, only a tenant holding
 /// less than its fair part (the budget divided by the tenants holding any) may take more, so tenants flooding
-/// memory bombs never leave a neighbour without room for its next instance. The limit itself always holds.
+/// memory bombs never leave a neighbour without room for its next instance. The limit holds, except that a
+/// tenant holding less than [`TENANT_FLOOR`] may always go on to it: every tenant can start a small instance
+/// however full the budget is, and the budget is passed by at most that much per tenant.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
     limit: u64,
@@ -138,18 +140,23 @@ impl MemoryBudget {
     }
 
     /// Takes `bytes` of the server's budget for a tenant that will then hold `holds` of it (see the type's
-    /// documentation for the fair part).
+    /// documentation for the fair part and the floor).
     fn try_charge_shared(&self, bytes: u64, warm: bool, holds: u64) -> bool {
         if warm {
             return self.try_charge(bytes, true);
         }
+        if holds <= TENANT_FLOOR {
+            self.used.fetch_add(bytes, Ordering::AcqRel);
+            return true;
+        }
         self.charge_within(bytes, self.limit / 4 * 3) || (self.within_fair_part(holds) && self.try_charge(bytes, false))
     }
 
-    /// Whether a tenant holding `holds` after taking room for one more instance (`room`) may start it.
+    /// Whether a tenant holding `holds` may start one more instance, which needs `room` at the least.
     pub(crate) fn has_room(&self, room: u64, holds: u64) -> bool {
         let after = self.used().saturating_add(room);
-        after <= self.limit / 4 * 3 || (after <= self.limit && self.within_fair_part(holds.saturating_add(room)))
+        let holds = holds.saturating_add(room);
+        holds <= TENANT_FLOOR || after <= self.limit / 4 * 3 || (after <= self.limit && self.within_fair_part(holds))
     }
 
     fn within_fair_part(&self, holds: u64) -> bool {
@@ -171,6 +178,10 @@ impl MemoryBudget {
         self.used.load(Ordering::Acquire)
     }
 }
+
+/// What any tenant may hold of the server's guest memory budget, however full it is: room for a small
+/// instance or two (a hello component holds about 1 MiB).
+pub(crate) const TENANT_FLOOR: u64 = 4 << 20;
 
 /// Table elements one instance may hold (function tables of large guests run to a few thousand).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -261,6 +272,10 @@ mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
 
+    /// The unit of the budgets below, well above [`TENANT_FLOOR`]: in bytes, and as a memory size.
+    const U: u64 = 10 << 20;
+    const UZ: usize = 10 << 20;
+
     #[test]
     fn instance_and_tenant_memory_limits() {
         let budget = Arc::new(MemoryBudget::new(100));
@@ -290,39 +305,43 @@ mod tests {
 
     #[test]
     fn the_servers_budget_holds_across_tenants() {
-        let server = Arc::new(MemoryBudget::new(100));
-        let (t1, t2) = (Arc::new(MemoryBudget::new(1000)), Arc::new(MemoryBudget::new(1000)));
-        let mut a = GuestLimiter::new(80, t1.clone(), server.clone());
-        let mut b = GuestLimiter::new(80, t2.clone(), server.clone());
-        assert!(a.memory_growing(0, 70, None).unwrap_or(false));
-        let over = b.memory_growing(0, 40, None).unwrap_err();
+        let server = Arc::new(MemoryBudget::new(100 * U));
+        let (t1, t2) = (Arc::new(MemoryBudget::new(1000 * U)), Arc::new(MemoryBudget::new(1000 * U)));
+        let mut a = GuestLimiter::new(80 * U, t1.clone(), server.clone());
+        let mut b = GuestLimiter::new(80 * U, t2.clone(), server.clone());
+        assert!(a.memory_growing(0, 70 * UZ, None).unwrap_or(false));
+        let over = b.memory_growing(0, 40 * UZ, None).unwrap_err();
         assert_eq!(over.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)));
         assert_eq!(t2.used(), 0, "a refusal by the server leaves the tenant's budget as it was");
-        assert!(b.memory_growing(0, 30, None).unwrap_or(false));
+        assert!(b.memory_growing(0, 30 * UZ, None).unwrap_or(false));
         drop(a);
-        assert_eq!(server.used(), 30);
+        assert_eq!(server.used(), 30 * U);
     }
 
     #[test]
     fn past_three_quarters_only_tenants_under_their_fair_part_take_more() {
-        let server = Arc::new(MemoryBudget::new(100));
-        let tenant = || Arc::new(MemoryBudget::new(1000));
+        let server = Arc::new(MemoryBudget::new(100 * U));
+        let tenant = || Arc::new(MemoryBudget::new(1000 * U));
         let (flood, calm) = (tenant(), tenant());
-        let mut bombs: Vec<_> = (0..3).map(|_| GuestLimiter::new(100, flood.clone(), server.clone())).collect();
-        assert!(bombs[0].memory_growing(0, 70, None).unwrap_or(false));
-        assert!(bombs[1].memory_growing(0, 20, None).unwrap_or(false), "alone, its fair part is everything");
-        assert!(server.has_room(5, 0), "a newcomer's fair part would be half");
-        let mut neighbour = GuestLimiter::new(100, calm.clone(), server.clone());
-        assert!(neighbour.memory_growing(0, 5, None).unwrap_or(false), "two holders: 5 is under 50");
-        let held = bombs[2].memory_growing(0, 1, None).unwrap_err();
+        let mut bombs: Vec<_> = (0..3).map(|_| GuestLimiter::new(100 * U, flood.clone(), server.clone())).collect();
+        assert!(bombs[0].memory_growing(0, 70 * UZ, None).unwrap_or(false));
+        assert!(bombs[1].memory_growing(0, 20 * UZ, None).unwrap_or(false), "alone, its fair part is everything");
+        assert!(server.has_room(5 * U, 0), "a newcomer's fair part would be half");
+        let mut neighbour = GuestLimiter::new(100 * U, calm.clone(), server.clone());
+        assert!(neighbour.memory_growing(0, 5 * UZ, None).unwrap_or(false), "two holders: 5 is under 50");
+        let held = bombs[2].memory_growing(0, UZ, None).unwrap_err();
         assert_eq!(held.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)), "91 is over 50");
-        assert!(!server.has_room(1, flood.used()), "nor may it start another instance");
-        assert!(neighbour.memory_growing(5, 10, None).unwrap_or(false));
-        assert_eq!(server.used(), 100);
-        let full = neighbour.memory_growing(10, 11, None).unwrap_err();
+        assert!(!server.has_room(U, flood.used()), "nor may it start another instance");
+        assert!(neighbour.memory_growing(5 * UZ, 10 * UZ, None).unwrap_or(false));
+        assert_eq!(server.used(), 100 * U);
+        let full = neighbour.memory_growing(10 * UZ, 11 * UZ, None).unwrap_err();
         assert_eq!(full.downcast_ref(), Some(&LimitExceeded(LimitKind::GuestMemory)), "the limit itself holds");
-        drop(neighbour);
-        assert_eq!((server.used(), calm.used()), (90, 0));
+        assert!(server.has_room(1 << 20, 0), "a full budget still lets a tenant holding nothing start one");
+        let mut small = GuestLimiter::new(100 * U, tenant(), server.clone());
+        assert!(small.memory_growing(0, 2 << 20, None).unwrap_or(false), "under the floor: past the limit");
+        assert!(small.memory_growing(2 << 20, 5 << 20, None).is_err(), "past the floor: refused");
+        drop((neighbour, small));
+        assert_eq!((server.used(), calm.used()), (90 * U, 0));
         assert_eq!(server.holders.load(Ordering::Acquire), 1, "the neighbour holds nothing now");
         drop(bombs);
         assert_eq!((server.used(), server.holders.load(Ordering::Acquire)), (0, 0));

@@ -360,3 +360,27 @@ component = "{component}"
     assert_eq!(call(format!("127.0.0.1:{}", server.addr.port())).await, "denied\n");
     assert_eq!(server.log_count("(not in `outbound`)", 3), 3);
 }
+
+#[tokio::test]
+async fn memory_a_guest_touched_goes_back_to_the_system_when_it_ends() {
+    let site = Site::new();
+    let probe = site.guest("probe-component.wasm");
+    site.config(&format!(
+        "[tenants.big]\nhosts = [\"big.localhost\"]\nmemory = \"64 MiB\"\nmax_concurrency = 8\n\n\
+         [[tenants.big.routes]]\npath = \"/\"\ncomponent = \"{probe}\"\n"
+    ));
+    let server = site.start();
+    let client = server.client(&["big.localhost"]);
+    let (status, _, _) = get(&server, &client, "big.localhost", "/echo").await;
+    assert_eq!(status, 200);
+    let baseline = server.rss_kib();
+    // Twelve guests, four at a time, each touching 40 MiB: 480 MiB if what they touched stayed resident.
+    for _ in 0..3 {
+        let held = (0..4).map(|_| get(&server, &client, "big.localhost", "/hold/40"));
+        for (status, body, _) in futures::future::join_all(held).await {
+            assert_eq!((status, body.as_str()), (200, "held\n"));
+        }
+    }
+    let grew = server.rss_kib().saturating_sub(baseline) / 1024;
+    assert!(grew < 64, "RSS grew by {grew} MiB after the guests ended");
+}

@@ -491,3 +491,37 @@ async fn two_nodes_share_apps_and_data_through_redis() {
     .await;
     assert_eq!(get(&c, "/kv?op=get&key=greeting").await, (200, "from-a".into()));
 }
+
+/// `palisade_compile_cache_total{result="miss"}`: guests prepared anew.
+async fn prepared_anew(admin: &Admin) -> u64 {
+    let metrics = admin.text("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("palisade_compile_cache_total{result=\"miss\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn compiled_code_no_route_uses_is_freed() {
+    let site = admin_site("");
+    let server = site.start();
+    let admin = Admin::of(&server);
+    let (status, record) = admin.deploy("alice", "app", "", &wasm("hello.wasm")).await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(get(&server, "/app/x").await.0, 200);
+    let first = prepared_anew(&admin).await;
+    assert!(first >= 1);
+    // Replaced, then removed: nothing routes to the first version any more.
+    let (status, record) = admin.deploy("alice", "app", "", &wasm("hello-cgi.wasm")).await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(get(&server, "/app/x").await.0, 200);
+    let (status, _) = admin.call(reqwest::Method::DELETE, "/v1/tenants/alice/apps/app", Vec::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&server, "/app/x").await.0, 404);
+    // The same bytes again are compiled (from the disk cache) and prepared anew: the old copy was freed.
+    let (status, record) = admin.deploy("alice", "app", "", &wasm("hello.wasm")).await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(get(&server, "/app/x").await.0, 200);
+    assert_eq!(prepared_anew(&admin).await, first + 2, "hello.wasm was still held after its routes were gone");
+}

@@ -46,8 +46,8 @@ pub struct CgiApp {
 }
 
 struct CgiInner {
-    pre: InstancePre<CgiState>,
-    info: AppInfo,
+    /// Compiled and pre-linked; shared with every app of the same bytes, and freed with the last of them.
+    prepared: Arc<PreparedModule>,
     /// argv[0] for the program: its file name, as a CGI server would exec it.
     program: String,
     tenant: Arc<TenantSandbox>,
@@ -70,17 +70,15 @@ impl CgiApp {
         bytes: &[u8],
         tenant: Arc<TenantSandbox>,
     ) -> Result<CgiApp, LoadError> {
-        let PreparedModule { pre, info } =
-            runtime.modules.get_or_prepare(bytes, || PreparedModule::new(&runtime, path, bytes))?;
+        let prepared = runtime.modules.get_or_prepare(bytes, || PreparedModule::new(&runtime, path, bytes))?;
         let program = path.file_name().map_or_else(|| "cgi".into(), |n| n.to_string_lossy().into_owned());
         let history = Arc::default();
-        Ok(CgiApp { inner: Arc::new(CgiInner { pre, info, program, tenant, runtime, history }) })
+        Ok(CgiApp { inner: Arc::new(CgiInner { prepared, program, tenant, runtime, history }) })
     }
 }
 
 /// A command module compiled, checked and pre-linked: everything about a CGI app that does not depend on its
 /// tenant or its file name.
-#[derive(Clone)]
 pub(crate) struct PreparedModule {
     pre: InstancePre<CgiState>,
     info: AppInfo,
@@ -122,7 +120,7 @@ impl PreparedModule {
 impl CgiApp {
     /// What the module imports and exports.
     pub fn info(&self) -> &AppInfo {
-        &self.inner.info
+        &self.inner.prepared.info
     }
 }
 
@@ -170,7 +168,7 @@ impl CgiInner {
         // The run owns the store and the concurrency permit: the scheduler may move it to the background lane,
         // and both go when it ends, wherever it ran.
         let clock = InstanceTime::start();
-        let (pre, run_clock) = (self.pre.clone(), clock.clone());
+        let (pre, run_clock) = (self.prepared.pre.clone(), clock.clone());
         let run = async move {
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
@@ -247,7 +245,7 @@ impl CgiInner {
             .stdout(stdout.clone())
             .stderr(stderr.clone());
         let state = CgiState { wasi: wasi.build_p1(), limiter: self.tenant.limiter() };
-        let mut store = Store::new(self.pre.module().engine(), state);
+        let mut store = Store::new(self.prepared.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
         Ok(store)
     }
