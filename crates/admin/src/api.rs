@@ -17,9 +17,11 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["readyz"]) => {
+    // Health is open to probes, which send GET or HEAD (hyper leaves the body out of a HEAD answer).
+    let probe = method == Method::GET || method == Method::HEAD;
+    match (probe, segments.as_slice()) {
+        (true, ["healthz"]) => return text(StatusCode::OK, "ok\n"),
+        (true, ["readyz"]) => {
             return match control.readiness() {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
@@ -50,6 +52,10 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             .await
             .ok_or_else(|| ControlError::new(Refusal::NotFound, format!("no tenant {tenant:?}"))),
         (&Method::PUT, ["v1", "tenants", tenant, "apps", name]) => {
+            // Refused on the declared length, before a byte of it is read.
+            if declared_length(&req).is_some_and(|length| length > MAX_APP_SIZE as u64) {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("an app may be at most {MAX_APP_SIZE} bytes"));
+            }
             let (tenant, name) = (tenant.to_string(), name.to_string());
             match Limited::new(req.into_body(), MAX_APP_SIZE).collect().await {
                 Ok(body) => match control.deploy(&tenant, &name, route.as_deref(), body.to_bytes()).await {
@@ -97,6 +103,11 @@ fn respond(result: ControlResult) -> Answer {
             error(status, &e.message)
         }
     }
+}
+
+/// The request's `Content-Length`, if it declares one.
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Whether the request carries `token` as its bearer token (compared in constant time).

@@ -34,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cap_std::fs::OpenOptionsExt as _;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Response, StatusCode, header};
@@ -106,7 +107,11 @@ impl StaticDir {
             return Ok((hit, None));
         }
         let target = Path::new(if rel.is_empty() { "." } else { rel });
-        let file = self.root.open(target)?;
+        // Opened without blocking: opening a FIFO for reading would otherwise wait, on this worker, for a
+        // writer that never comes. Reads of a regular file do not care.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed());
+        let file = self.root.open_with(target, &options)?;
         let meta = file.metadata()?;
         if meta.is_dir() {
             self.cache.put(rel, Cached::Dir);
@@ -157,7 +162,8 @@ impl FileEntry {
 }
 
 fn redirect_to_dir(uri: &http::Uri) -> Response<Body> {
-    let mut location = format!("{}/", uri.path());
+    // One leading slash: `//evil.example/` would be a network-path reference to another host.
+    let mut location = format!("/{}/", uri.path().trim_start_matches('/'));
     if let Some(q) = uri.query() {
         location.push('?');
         location.push_str(q);

@@ -525,3 +525,29 @@ async fn compiled_code_no_route_uses_is_freed() {
     assert_eq!(get(&server, "/app/x").await.0, 200);
     assert_eq!(prepared_anew(&admin).await, first + 2, "hello.wasm was still held after its routes were gone");
 }
+
+#[tokio::test]
+async fn oversized_uploads_are_refused_on_their_declared_length_and_probes_may_head() {
+    use std::io::{Read, Write};
+    let site = admin_site("");
+    let server = site.start();
+    let admin = Admin::of(&server);
+    let r = plain_client().head(format!("{}/healthz", admin.server_url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "HEAD /healthz needs no token, as GET does not");
+    let addr = admin.server_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let head = format!(
+            "PUT /v1/tenants/alice/apps/big HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 300000000\r\n\r\n\0asm"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "refused at once on the declared length: {answer:?}");
+}

@@ -92,6 +92,34 @@ async fn directories_index_and_redirect() {
 }
 
 #[tokio::test]
+async fn a_directory_redirect_never_names_another_host_and_a_fifo_does_not_hang_a_worker() {
+    let site = two_tenants();
+    site.write("www/alice/evil.example/index.html", "inside");
+    let status = std::process::Command::new("mkfifo").arg(site.path("www/alice/pipe")).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let server = site.start();
+    let port = server.addr.port();
+    let raw = server
+        .raw(&format!("GET //evil.example HTTP/1.1\r\nHost: alice.localhost:{port}\r\nConnection: close\r\n\r\n"));
+    assert!(raw.starts_with("HTTP/1.1 301"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("location: /evil.example/\r\n"), "a path on this host: {raw}");
+    // Opening a FIFO would wait for a writer: with a single worker, every later request would wait too.
+    let client = server.client(HOSTS);
+    for _ in 0..2 {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.get(server.url("alice.localhost", "/pipe")).send(),
+        )
+        .await
+        .expect("the FIFO was answered")
+        .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let r = client.get(server.url("alice.localhost", "/evil.example/")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "inside");
+}
+
+#[tokio::test]
 async fn traversal_never_escapes_the_root() {
     let site = two_tenants();
     std::os::unix::fs::symlink("/etc/passwd", site.path("www/alice/passwd-link")).unwrap();
