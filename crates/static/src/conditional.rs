@@ -4,6 +4,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, header};
+use http_range_header::RangeUnsatisfiableError;
 
 /// The validators of one file version.
 #[derive(Debug, Clone)]
@@ -32,6 +33,20 @@ impl Validators {
         }
         match (headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()), self.modified) {
             (Some(since), Some(modified)) => httpdate::parse_http_date(since).is_ok_and(|since| modified <= since),
+            _ => false,
+        }
+    }
+
+    /// `If-Match`, or else `If-Unmodified-Since` (RFC 9110 §13.2.2): true when the request's precondition
+    /// fails (→ 412), because the client's copy is not this version.
+    pub(crate) fn precondition_failed(&self, headers: &HeaderMap) -> bool {
+        if let Some(im) = headers.get(header::IF_MATCH) {
+            let Ok(list) = im.to_str() else { return true };
+            // Strong comparison: a weak tag never matches.
+            return !list.split(',').map(str::trim).any(|tag| tag == "*" || tag == self.etag);
+        }
+        match (headers.get(header::IF_UNMODIFIED_SINCE).and_then(|v| v.to_str().ok()), self.modified) {
+            (Some(since), Some(modified)) => httpdate::parse_http_date(since).is_ok_and(|since| modified > since),
             _ => false,
         }
     }
@@ -75,14 +90,25 @@ pub(crate) fn range_request(headers: &HeaderMap, size: u64, validators: &Validat
     if !validators.if_range_holds(headers) {
         return RangeRequest::Full;
     }
-    // A Range header that does not parse is ignored, as RFC 9110 §14.2 allows.
+    // A Range header that does not parse is ignored, as RFC 9110 §14.2 allows; so is any Range on an empty
+    // file, which has no byte to send (a 206 would have to claim `bytes 0-0/0`).
     let Ok(parsed) = http_range_header::parse_range_header(value) else {
         return RangeRequest::Full;
     };
+    if size == 0 {
+        return RangeRequest::Full;
+    }
+    let several = value.contains(',');
     match parsed.validate(size) {
         // Several ranges would need multipart/byteranges; serving the whole file is also correct.
         Ok(ranges) if ranges.len() == 1 => ranges.into_iter().next().map_or(RangeRequest::Full, RangeRequest::Partial),
         Ok(_) => RangeRequest::Full,
+        // Overlapping ranges are still satisfiable: the whole file answers them.
+        Err(RangeUnsatisfiableError::OverlappingRanges) => RangeRequest::Full,
+        // A suffix longer than the file asks for all of it (RFC 9110 §14.1.3).
+        Err(RangeUnsatisfiableError::FileSuffixOutOfBounds) if !several => RangeRequest::Partial(0..=size - 1),
+        // Of several ranges, some may be satisfiable: the whole file is a correct answer then too.
+        Err(_) if several => RangeRequest::Full,
         Err(_) => RangeRequest::Unsatisfiable,
     }
 }
@@ -132,8 +158,27 @@ mod tests {
         assert_eq!(r("bytes=-5"), RangeRequest::Partial(95..=99));
         assert_eq!(r("bytes=200-300"), RangeRequest::Unsatisfiable);
         assert_eq!(r("bytes=0-1,5-6"), RangeRequest::Full);
+        assert_eq!(r("bytes=0-50,20-30"), RangeRequest::Full, "overlapping: the whole file");
+        assert_eq!(r("bytes=-500"), RangeRequest::Partial(0..=99), "a suffix longer than the file: all of it");
+        assert_eq!(r("bytes=200-300,0-1"), RangeRequest::Full);
+        let empty = Validators::new(0, v.modified);
+        assert_eq!(range_request(&headers(&[(header::RANGE, "bytes=0-")]), 0, &empty), RangeRequest::Full);
         assert_eq!(r("pages=1-2"), RangeRequest::Full);
         assert_eq!(range_request(&HeaderMap::new(), 100, &v), RangeRequest::Full);
+    }
+
+    #[test]
+    fn if_match_and_if_unmodified_since() {
+        let v = v();
+        assert!(!v.precondition_failed(&HeaderMap::new()));
+        assert!(!v.precondition_failed(&headers(&[(header::IF_MATCH, &v.etag)])));
+        assert!(!v.precondition_failed(&headers(&[(header::IF_MATCH, "*")])));
+        assert!(v.precondition_failed(&headers(&[(header::IF_MATCH, "\"other\"")])));
+        assert!(v.precondition_failed(&headers(&[(header::IF_MATCH, &format!("W/{}", v.etag))])), "weak never matches");
+        let earlier = httpdate::fmt_http_date(v.modified.unwrap() - Duration::from_secs(10));
+        let same = httpdate::fmt_http_date(v.modified.unwrap());
+        assert!(v.precondition_failed(&headers(&[(header::IF_UNMODIFIED_SINCE, &earlier)])));
+        assert!(!v.precondition_failed(&headers(&[(header::IF_UNMODIFIED_SINCE, &same)])));
     }
 
     #[test]

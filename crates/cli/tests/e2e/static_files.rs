@@ -120,6 +120,33 @@ async fn a_directory_redirect_never_names_another_host_and_a_fifo_does_not_hang_
 }
 
 #[tokio::test]
+async fn ranges_and_preconditions_follow_rfc_9110() {
+    let site = two_tenants();
+    site.write("www/alice/ten.txt", "0123456789");
+    site.write("www/alice/empty.txt", "");
+    let server = site.start();
+    let client = server.client(HOSTS);
+    let get = |path: &'static str, h: &'static str, v: String| {
+        let (client, url) = (client.clone(), server.url("alice.localhost", path));
+        async move { client.get(url).header(h, v).send().await.unwrap() }
+    };
+    let r = get("/ten.txt", "range", "bytes=0-5,3-8".into()).await;
+    assert_eq!(r.status(), 200, "overlapping ranges are satisfiable: the whole file");
+    let r = get("/empty.txt", "range", "bytes=0-".into()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-range").is_none());
+    let r = get("/ten.txt", "range", "bytes=20-30".into()).await;
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */10");
+    assert_eq!(r.text().await.unwrap(), "416 range not satisfiable\n");
+    let etag = get("/ten.txt", "x-any", String::new()).await.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(get("/ten.txt", "if-match", etag).await.status(), 200);
+    assert_eq!(get("/ten.txt", "if-match", "\"stale\"".into()).await.status(), 412);
+    let r = get("/ten.txt", "if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT".into()).await;
+    assert_eq!(r.status(), 412);
+}
+
+#[tokio::test]
 async fn traversal_never_escapes_the_root() {
     let site = two_tenants();
     std::os::unix::fs::symlink("/etc/passwd", site.path("www/alice/passwd-link")).unwrap();
