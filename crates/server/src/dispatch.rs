@@ -1,5 +1,6 @@
 //! One request: find the tenant and route, call its handler, turn failures into clear responses.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tracing::Instrument;
 
 use crate::head_watch::Framing;
 use crate::host::{HostError, request_host, settle_host};
+use crate::normalise::{PathError, normal_path};
 use crate::observe::{Exchange, Observers};
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
@@ -141,6 +143,9 @@ impl Dispatcher {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Answer::Now(response);
         }
+        if let Err(reason) = normalise_path(&mut req) {
+            return Answer::Now(Fault::BadRequest.response(reason));
+        }
         let settled = settle_host(&mut req);
         let path = req.uri().path();
         if let Some(answer) = self.acme_http01(path) {
@@ -230,6 +235,25 @@ impl Dispatcher {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         Some(response)
     }
+}
+
+/// Rewrites the request's path to its normal form (see [`crate::normalise`]), which routes are matched on and
+/// handlers see; the reason to refuse it otherwise.
+fn normalise_path<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+    let normal = match normal_path(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(PathError::EncodedSeparator) => return Err("an encoded '/' or '\\' in the path is not allowed"),
+        Err(PathError::AboveRoot) => return Err("the path climbs above the root"),
+    };
+    let target = match req.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| "invalid path")?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| "invalid path")?;
+    Ok(())
 }
 
 /// How a request is answered: at once (a refusal, a redirect, no route), or by its route's handler.

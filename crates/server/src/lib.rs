@@ -24,6 +24,7 @@ mod connection;
 mod dispatch;
 mod head_watch;
 pub mod host;
+mod normalise;
 mod observe;
 pub mod router;
 mod sidelined;

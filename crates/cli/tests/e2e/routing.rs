@@ -71,3 +71,34 @@ async fn wildcard_tenant_takes_unclaimed_hosts() {
     assert_eq!(client.get(server.url("a.localhost", "/")).send().await.unwrap().text().await.unwrap(), "A");
     assert_eq!(client.get(server.url("other.localhost", "/")).send().await.unwrap().text().await.unwrap(), "ANY");
 }
+
+#[tokio::test]
+async fn routes_are_matched_on_the_normal_path_that_every_handler_sees() {
+    let upstream = crate::upstream::Upstream::start("api");
+    let site = Site::new();
+    let hello = site.guest("hello.wasm");
+    let cgi = site.guest("probe-cgi.wasm");
+    site.write("www/sub/index.html", "the static file the app at /sub shadows\n");
+    site.config(&format!(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\n\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n\n\
+         [[tenants.t.routes]]\npath = \"/sub\"\ncomponent = \"{hello}\"\n\n\
+         [[tenants.t.routes]]\npath = \"/api\"\nproxy = {:?}\n\n\
+         [[tenants.t.routes]]\npath = \"/cgi\"\ncgi = \"{cgi}\"\n",
+        upstream.url()
+    ));
+    let server = site.start();
+    let get =
+        |target: &str| server.raw(&format!("GET {target} HTTP/1.1\r\nHost: t.localhost\r\nConnection: close\r\n\r\n"));
+    let app = get("/%73ub/index.html");
+    assert!(app.starts_with("HTTP/1.1 200") && app.contains("hello"), "escaped letters name the app's route: {app}");
+    assert!(!app.contains("shadows"), "{app}");
+    let sep = get("/sub%2findex.html");
+    assert!(sep.starts_with("HTTP/1.1 400"), "an encoded slash cannot slip past the app: {sep}");
+    let dots = get("/api/../cgi/env");
+    assert!(dots.starts_with("HTTP/1.1 200") && dots.contains("PATH_INFO=/env\n"), "routed as /cgi/env: {dots}");
+    assert_eq!(upstream.requests(), 0, "the proxy never saw /api/../cgi/env");
+    let proxied = get("/api/./v1/%2e%2e/v2?q=%2F");
+    assert!(proxied.contains(" GET /api/v2?q=%2F HTTP/1.1\n"), "the upstream sees the normal path: {proxied}");
+    let above = get("/../etc/passwd");
+    assert!(above.starts_with("HTTP/1.1 400"), "{above}");
+}
