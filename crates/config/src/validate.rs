@@ -634,7 +634,8 @@ fn parse_host(written: &str) -> Result<HostPattern, String> {
             _ => Err(format!("{written:?}: a wildcard is `*.` followed by a name with at least two labels")),
         };
     }
-    let lower = written.trim_end_matches('.').to_ascii_lowercase();
+    // One trailing dot names the same host (a fully qualified name); two do not name any.
+    let lower = written.strip_suffix('.').unwrap_or(written).to_ascii_lowercase();
     let ok = !lower.is_empty()
         && lower.len() <= 253
         && (lower.parse::<std::net::IpAddr>().is_ok()
@@ -742,6 +743,9 @@ mod tests {
         assert!(parse_host("alice.localhost:8080").unwrap_err().contains("without a port"));
         assert!(parse_host("a b").is_err());
         assert!(parse_host("").is_err());
+        for bad in [".alice.test", "alice.test..", "[bad.be]", "alice..test", "."] {
+            assert!(parse_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -136,6 +136,11 @@ fn too_large(detail: String) -> HandlerError {
 impl Shared {
     /// Refuses a body declared over the limit, and rewrites the head for the upstreams.
     fn rewrite(&self, mut request: Request<RequestBody>, context: &RequestContext) -> Result<Rewritten, HandlerError> {
+        // TRACE echoes the request, cookies and credentials included, back to whoever can read the response
+        // (cross-site tracing): refused, as most proxies do.
+        if request.method() == http::Method::TRACE {
+            return Err(HandlerError::new(Fault::MethodNotAllowed, "TRACE is not allowed", "TRACE refused"));
+        }
         if let Some(n) = declared_length(request.headers())
             && n > self.max_request_body
         {

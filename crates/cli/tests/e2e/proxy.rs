@@ -469,3 +469,24 @@ async fn upstreams_and_cgi_programs_see_only_the_host_routed_on() {
     assert!(!body.contains("evil.example"));
     assert_eq!(upstream.requests(), 1, "only the first request reached the upstream");
 }
+
+#[tokio::test]
+async fn trace_is_refused_and_cgi_drops_header_names_with_underscores() {
+    let upstream = Upstream::start("a");
+    let site = Site::new();
+    let cgi = site.guest("probe-cgi.wasm");
+    site.config(&format!(
+        "[tenants.app]\nhosts = [\"app.localhost\"]\n\n[[tenants.app.routes]]\npath = \"/\"\nproxy = {:?}\n\n\
+         [[tenants.app.routes]]\npath = \"/cgi\"\ncgi = \"{cgi}\"\n",
+        upstream.url()
+    ));
+    let server = site.start();
+    let trace = server.raw("TRACE / HTTP/1.1\r\nHost: app.localhost\r\nCookie: session=1\r\nConnection: close\r\n\r\n");
+    assert!(trace.starts_with("HTTP/1.1 405"), "{trace}");
+    assert_eq!(upstream.requests(), 0, "TRACE never reached the upstream");
+    let env = server.raw(
+        "GET /cgi/env HTTP/1.1\r\nHost: app.localhost\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(env.contains("HTTP_X_REAL=1\n"), "{env}");
+    assert!(!env.contains("6.6.6.6"), "a name with '_' passed for X-Forwarded-For: {env}");
+}

@@ -70,7 +70,9 @@ pub(crate) fn meta_variables(req: &MetaRequest<'_>, cx: &RequestContext) -> Resu
         vars.push(("CONTENT_TYPE".into(), ct.into()));
     }
     for name in req.headers.keys() {
-        if withheld(name.as_str()) {
+        // `X_Forwarded_For` would become the same variable as `X-Forwarded-For`: a client could pass its own
+        // value off as the one a proxy in front set. Names with `_` are dropped, as nginx does by default.
+        if withheld(name.as_str()) || name.as_str().contains('_') {
             continue;
         }
         let joined: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
