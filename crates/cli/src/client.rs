@@ -54,7 +54,12 @@ pub(crate) struct AppsArgs {
 
 pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&args.app).with_context(|| format!("reading {}", args.app.display()))?;
-    let mut path = format!("/v1/tenants/{}/apps/{}", args.tenant, args.name);
+    // Encoded as path segments: a name like `x?route=/` must not become part of the query.
+    let mut path = format!(
+        "/v1/tenants/{}/apps/{}",
+        utf8_percent_encode(&args.tenant, SEGMENT),
+        utf8_percent_encode(&args.name, SEGMENT)
+    );
     if let Some(route) = &args.route {
         path.push_str(&format!("?route={}", utf8_percent_encode(route, QUERY_VALUE)));
     }
@@ -76,7 +81,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 
 pub(crate) fn apps(args: AppsArgs) -> anyhow::Result<()> {
     let path = match &args.tenant {
-        Some(t) => format!("/v1/tenants/{t}"),
+        Some(t) => format!("/v1/tenants/{}", utf8_percent_encode(t, SEGMENT)),
         None => "/v1/tenants".to_string(),
     };
     let (status, body) = call(&args.admin, Method::GET, &path, Bytes::new())?;
@@ -122,6 +127,17 @@ fn message(answer: &serde_json::Value, body: &[u8]) -> String {
 
 /// What a route needs encoded in a query value: all but unreserved characters and `/`.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+/// What a name needs encoded as a path segment: all but unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// How long the admin API has to accept a connection, and to answer once connected (an upload included).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The host to connect to for an authority's host: an IPv6 literal without its brackets.
+fn connect_host(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
 
 /// One request to the admin API over plain HTTP/1.1.
 fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
@@ -136,15 +152,35 @@ fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::R
     }
     let request = request.body(Full::new(body))?;
     crate::serve::block_on(async move {
-        let stream = tokio::net::TcpStream::connect((authority.host(), port))
+        let connect = tokio::net::TcpStream::connect((connect_host(authority.host()), port));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
+            .map_err(|_| anyhow::anyhow!("the admin API at {authority} did not accept within {CONNECT_TIMEOUT:?}"))?
             .with_context(|| format!("connecting to the admin API at {authority}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await.context("sending the request")?;
-        let status = response.status();
-        let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
-        Ok((status, body))
+        let exchange = async {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let response = sender.send_request(request).await.context("sending the request")?;
+            let status = response.status();
+            let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("the admin API at {authority} did not answer within {ANSWER_TIMEOUT:?}"))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_path_segments_and_ipv6_hosts_lose_their_brackets() {
+        assert_eq!(utf8_percent_encode("x?route=/", SEGMENT).to_string(), "x%3Froute%3D%2F");
+        assert_eq!(utf8_percent_encode("my-app_1.v2~", SEGMENT).to_string(), "my-app_1.v2~");
+        assert_eq!(connect_host("[::1]"), "::1");
+        assert_eq!(connect_host("127.0.0.1"), "127.0.0.1");
+    }
 }

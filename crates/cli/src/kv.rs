@@ -14,13 +14,13 @@ use crate::{apps, serve};
 #[derive(Debug, Args)]
 pub(crate) struct KvArgs {
     /// The configuration file naming the store (`[kv]`).
-    #[arg(long, short, default_value = "palisade.toml")]
+    #[arg(long, short, default_value = "palisade.toml", global = true)]
     config: PathBuf,
-    /// The tenant whose bucket it is.
-    #[arg(long)]
-    tenant: String,
+    /// The tenant whose bucket it is (before or after the operation, as you like).
+    #[arg(long, global = true)]
+    tenant: Option<String>,
     /// The bucket.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", global = true)]
     bucket: String,
     #[command(subcommand)]
     op: KvOp,
@@ -50,21 +50,25 @@ enum KvOp {
 }
 
 pub(crate) fn run(args: KvArgs) -> anyhow::Result<()> {
+    // Optional only to clap, which cannot require an argument that may come after the subcommand.
+    let Some(tenant) = args.tenant.clone() else {
+        anyhow::bail!("--tenant is required: whose bucket it is");
+    };
     let config = Config::load(&args.config)?;
-    if !config.tenants.iter().any(|t| t.name == args.tenant) {
-        anyhow::bail!("{}: no tenant {:?}", args.config.display(), args.tenant);
+    if !config.tenants.iter().any(|t| t.name == tenant) {
+        anyhow::bail!("{}: no tenant {tenant:?}", args.config.display());
     }
-    serve::block_on(operate(config, args))
+    serve::block_on(operate(config, &tenant, args))
 }
 
-async fn operate(config: Config, args: KvArgs) -> anyhow::Result<()> {
+async fn operate(config: Config, tenant: &str, args: KvArgs) -> anyhow::Result<()> {
     let store = apps::kv_store(&config)?;
-    let scope = Scope::new(&args.tenant, &args.bucket)?;
+    let scope = Scope::new(tenant, &args.bucket)?;
     let mut out = std::io::stdout().lock();
     match args.op {
         KvOp::Get { key } => match store.get(&scope, &key).await? {
             Some(value) => out.write_all(&value)?,
-            None => anyhow::bail!("{:?} is not in bucket {:?} of tenant {}", key, args.bucket, args.tenant),
+            None => anyhow::bail!("{:?} is not in bucket {:?} of tenant {}", key, args.bucket, tenant),
         },
         KvOp::Set { key, value } => store.set(&scope, &key, value.as_bytes(), &Quota::UNLIMITED).await?,
         KvOp::Delete { key } => store.delete(&scope, &key).await?,
@@ -80,8 +84,8 @@ async fn operate(config: Config, args: KvArgs) -> anyhow::Result<()> {
                     None => break,
                 }
             }
-            let usage = store.usage(&args.tenant).await?;
-            eprintln!("tenant {}: {} keys, {} bytes in all its buckets", args.tenant, usage.keys, usage.bytes);
+            let usage = store.usage(tenant).await?;
+            eprintln!("tenant {tenant}: {} keys, {} bytes in all its buckets", usage.keys, usage.bytes);
         }
     }
     Ok(())

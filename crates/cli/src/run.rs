@@ -29,9 +29,16 @@ pub(crate) struct RunArgs {
     /// Maximum linear memory per instance, e.g. "64 MiB".
     #[arg(long, value_parser = palisade_config::parse_size)]
     memory: Option<u64>,
-    /// Deadline per request, e.g. "30s".
-    #[arg(long, value_parser = palisade_config::parse_duration)]
+    /// Deadline per request, e.g. "30s" (more than zero, as in the configuration).
+    #[arg(long, value_parser = positive_duration)]
     timeout: Option<std::time::Duration>,
+}
+
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match palisade_config::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a deadline of zero would refuse every request")),
+        d => Ok(d),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -245,6 +245,10 @@ async fn operators_read_and_change_buckets_with_palisade_kv() {
     assert!(code != 0 && err.contains("is not in bucket"), "{err}");
     let (code, _, err) = site.run(&["kv", "--tenant", "carol", "list"]);
     assert!(code != 0 && err.contains("no tenant \"carol\""), "{err}");
+    // Flags after the operation, as people type them.
+    let (code, out, err) = site.run(&["kv", "set", "--tenant", "alice", "--bucket", "mail", "late", "flags"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert_eq!(kv_cmd(&["get", "late"]), (0, "flags".into(), String::new()));
 
     let server = site.start();
     assert_eq!(kv(&server, "alice", "op=get&bucket=mail&key=outbox").await, (200, "bye".into()));

@@ -232,6 +232,10 @@ async fn deployed_apps_survive_a_restart_and_the_cli_deploys() {
     let (code, _, err) = deploy("bob", "x", &[]);
     assert_eq!(code, 1);
     assert!(err.contains("404") && err.contains("no tenant \"bob\""), "{err}");
+    // A name is a name: it cannot smuggle a query (here, a route) into the request.
+    let (code, _, err) = deploy("alice", "x?route=/", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(get(&server, "/").await.1, "alice's static site\n", "nothing was deployed at /");
 
     assert!(get(&server, "/greet/x").await.1.starts_with(V1));
     assert_eq!(server.terminate(Duration::from_secs(10)), Some(0));
