@@ -141,6 +141,10 @@ impl Shared {
         if request.method() == http::Method::TRACE {
             return Err(HandlerError::new(Fault::MethodNotAllowed, "TRACE is not allowed", "TRACE refused"));
         }
+        // A proxy route forwards requests to its upstreams; it opens no tunnels to wherever a client names.
+        if request.method() == http::Method::CONNECT {
+            return Err(HandlerError::new(Fault::MethodNotAllowed, "CONNECT is not allowed", "CONNECT refused"));
+        }
         if let Some(n) = declared_length(request.headers())
             && n > self.max_request_body
         {

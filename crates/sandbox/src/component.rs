@@ -404,6 +404,13 @@ impl AppInner {
     /// Holds the guest's response to `max_response_body`: a declared length over it is a 502 before anything
     /// is sent; a streamed body is cut off at the limit (the client sees an incomplete response).
     fn limit_response(self: &Arc<Self>, response: http::Response<Body>) -> Result<http::Response<Body>, HandlerError> {
+        // A final answer is 200 to 599: an interim status (1xx, 101 included: the guest cannot take the
+        // connection over) or one past 599 is no answer a client could act on.
+        let status = response.status().as_u16();
+        if !(200..=599).contains(&status) {
+            let detail = format!("guest answered with status {status}, which is not a final status (200 to 599)");
+            return Err(HandlerError::new(Fault::GuestBadResponse, "guest sent an invalid status", detail));
+        }
         let limit = self.tenant.limits.max_response_body;
         if let Some(n) = declared_length(response.headers())
             && n > limit

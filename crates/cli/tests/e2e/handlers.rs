@@ -74,6 +74,13 @@ async fn component_status_env_and_streamed_body() {
     let client = server.client(HOSTS);
     let r = client.get(server.url("alice.localhost", "/app/status/201")).send().await.unwrap();
     assert_eq!(r.status(), 201);
+    // Interim and out-of-range statuses are no answer: 502, in the response and in the log alike.
+    for bad in ["100", "101", "600"] {
+        let raw = server
+            .raw(&format!("GET /app/status/{bad} HTTP/1.1\r\nHost: alice.localhost\r\nConnection: close\r\n\r\n"));
+        assert!(raw.starts_with("HTTP/1.1 502"), "status {bad}: {raw}");
+    }
+    assert!(server.log_contains("guest answered with status 101"));
     let r = client.get(server.url("alice.localhost", "/app/env")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hi-alice");
     let r = client.get(server.url("alice.localhost", "/app/stream")).send().await.unwrap();

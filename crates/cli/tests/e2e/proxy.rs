@@ -471,7 +471,7 @@ async fn upstreams_and_cgi_programs_see_only_the_host_routed_on() {
 }
 
 #[tokio::test]
-async fn trace_is_refused_and_cgi_drops_header_names_with_underscores() {
+async fn trace_and_connect_are_refused_and_cgi_drops_header_names_with_underscores() {
     let upstream = Upstream::start("a");
     let site = Site::new();
     let cgi = site.guest("probe-cgi.wasm");
@@ -483,6 +483,8 @@ async fn trace_is_refused_and_cgi_drops_header_names_with_underscores() {
     let server = site.start();
     let trace = server.raw("TRACE / HTTP/1.1\r\nHost: app.localhost\r\nCookie: session=1\r\nConnection: close\r\n\r\n");
     assert!(trace.starts_with("HTTP/1.1 405"), "{trace}");
+    let connect = server.raw("CONNECT app.localhost:443 HTTP/1.1\r\nHost: app.localhost:443\r\n\r\n");
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
     assert_eq!(upstream.requests(), 0, "TRACE never reached the upstream");
     let env = server.raw(
         "GET /cgi/env HTTP/1.1\r\nHost: app.localhost\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real: 1\r\nConnection: close\r\n\r\n",
