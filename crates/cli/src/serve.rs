@@ -28,9 +28,11 @@ pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> a
         .block_on(future)
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<()> {
+    // Fitted apart from the configuration, which a reload compares with the file as it is written.
     let descriptors = machine::raise_descriptor_limit();
-    for note in machine::fit_connections(&mut config.server.traffic, descriptors) {
+    let mut traffic = config.server.traffic.clone();
+    for note in machine::fit_connections(&mut traffic, descriptors) {
         if note.warning {
             tracing::warn!("{}", note.text);
         } else {
@@ -58,7 +60,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let https = Https::load(&config)?;
     let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
         .await?
-        .with_traffic_limits(config.server.traffic.clone());
+        .with_traffic_limits(traffic.clone());
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }
@@ -73,7 +75,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         https.keep_fresh(certificates.clone());
     }
     if let Some((admin, token, metrics)) = admin {
-        admin::start(admin, token, &config.server.traffic, site.clone(), metrics).await?;
+        admin::start(admin, token, &traffic, site.clone(), metrics).await?;
     }
     if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
         tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);

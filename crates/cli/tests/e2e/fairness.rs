@@ -159,7 +159,8 @@ async fn tenants_that_both_spin_share_the_cpu_by_weight() {
     stop.store(true, Ordering::Relaxed);
     futures::future::join_all(floods).await;
     eprintln!("CPU over 3 s: weight 1 {one:.2} s, weight 3 {three:.2} s ({:.2}x)", three / one.max(1e-9));
-    assert!(one + three > 1.0, "the lane kept the cores busy: {one:.2} + {three:.2} s");
+    // How much CPU they got depends on what else runs (other tests, in CI); how they shared it does not.
+    assert!(one + three > 0.2, "both spun: {one:.2} + {three:.2} s");
     assert!(three > one * 1.8, "weight 3 gets about three times weight 1's CPU: {three:.2} s against {one:.2} s");
     assert!(metric(&server, "palisade_guest_wait_seconds_total", "three").await > 0.0);
 }
