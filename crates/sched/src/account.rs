@@ -7,7 +7,7 @@
 //! and its guests make way for everyone else's at once.
 //!
 //! A tenant's fair share is the machine's cores split between the tenants that used any CPU lately, by weight,
-//! and it is heavy while it uses more than half of it. Half, because ten tenants flooding together each get
+//! and it is heavy while it uses more than half of it, and another tenant used some too. Half, because ten tenants flooding together each get
 //! about their share from the lane, and must stay there; and there is no band between heavy and light: a slow
 //! app demoted when a flood began, then held to a trickle by it, must come back.
 
@@ -31,8 +31,11 @@ pub(crate) fn account(shares: &[Arc<Share>], window: Duration, cores: usize) {
             share.set_heavy(false);
             continue;
         }
+        // Alone, a tenant has no one to make way for: it keeps normal priority, and competes with whatever
+        // else runs on the machine on equal terms (at the lowest priority, any busy process would starve it).
+        let others = weights > u128::from(share.weight());
         let fair = machine * u128::from(share.weight()) / weights;
-        share.set_heavy(u128::from(recent) * 2 > fair);
+        share.set_heavy(others && u128::from(recent) * 2 > fair);
     }
 }
 
@@ -86,8 +89,10 @@ mod tests {
     fn idle_tenants_are_light_and_do_not_count() {
         let all = Shares::default();
         let (busy, idle) = (all.share("busy", 1), all.share("idle", 1));
-        settle(&[busy.clone(), idle.clone()], &[30 * MS, Duration::ZERO], 2);
-        assert!(!busy.heavy(), "alone, 0.6 cores of 2 is under half the machine");
+        settle(&[busy.clone(), idle.clone()], &[100 * MS, Duration::ZERO], 2);
+        assert!(!busy.heavy(), "alone, even the whole machine is its share: no one to make way for");
         assert!(!idle.heavy());
+        settle(&[busy.clone(), idle.clone()], &[100 * MS, MS / 10], 2);
+        assert!(busy.heavy(), "once another tenant runs anything, it makes way");
     }
 }

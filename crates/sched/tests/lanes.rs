@@ -25,14 +25,18 @@ fn scheduler(threads: usize, shares: &Shares) -> Scheduler {
     Scheduler::start(&SchedulerOptions { threads, foreground_ticks: 2 }, shares).expect("threads")
 }
 
-/// Spins as `share`'s tenant (with an app of its own) until the scheduler finds the tenant heavy.
-async fn make_heavy(scheduler: &Scheduler, share: &Arc<Share>) {
+/// Spins as `share`'s tenant (with an app of its own), beside a trickle from another tenant, until the
+/// scheduler finds it heavy. Returns the other tenant, which must be held for as long as it should count.
+async fn make_heavy(scheduler: &Scheduler, shares: &Shares, share: &Arc<Share>) -> Arc<Share> {
+    let other = shares.share("a-neighbour", 1);
     let history = Arc::new(AppHistory::default());
     let start = Instant::now();
     while !share.heavy() {
-        assert!(start.elapsed() < Duration::from_secs(10), "a tenant using the whole machine is heavy");
+        assert!(start.elapsed() < Duration::from_secs(10), "a tenant using the whole machine beside another is heavy");
         let _ = scheduler.run(share, &history, spin(Duration::from_millis(10), Duration::from_millis(1))).await;
+        let _ = scheduler.run(&other, &history, spin(Duration::from_micros(200), Duration::from_micros(200))).await;
     }
+    other
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -57,7 +61,7 @@ async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_t
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    make_heavy(&scheduler, &share).await;
+    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
     let demoted = share.demotions();
     let history = Arc::new(AppHistory::default());
     let short = scheduler.run(&share, &history, async { 1 });
@@ -121,7 +125,7 @@ async fn stopping_a_background_guest_waits_until_it_is_gone() {
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    make_heavy(&scheduler, &share).await;
+    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
     let history = Arc::new(AppHistory::default());
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = Flag(dropped.clone());
@@ -140,7 +144,7 @@ async fn when_the_lane_gets_no_cpu_the_foreground_lends_it_slices() {
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    make_heavy(&scheduler, &share).await;
+    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
     let history = Arc::new(AppHistory::default());
     for _ in 0..4 {
         let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;

@@ -357,7 +357,10 @@ impl Expiry {
         let (keepalive, header) = (millis(keepalive), millis(header));
         loop {
             let now = activity.now_ms();
-            let idle_at = activity.last_moved_ms().saturating_add(keepalive);
+            // A request still being answered is no idleness: a guest or an upstream may think for longer than
+            // `keepalive_timeout` (the route's own `timeout` bounds it).
+            let last_moved = if framing.is_answering() { now } else { activity.last_moved_ms() };
+            let idle_at = last_moved.saturating_add(keepalive);
             if now >= idle_at {
                 return Expiry::Idle;
             }

@@ -103,7 +103,10 @@ impl Dispatcher {
             Answer::Now(response) => Either::Left(std::future::ready(response)),
             Answer::Handler(call) => Either::Right(call),
         };
+        // Until its response head is out, the connection is busy, not idle.
+        let answering = peer.framing.answering();
         answer.map(move |response| {
+            drop(answering);
             if let Some(framing) = may_switch {
                 let status = response.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {

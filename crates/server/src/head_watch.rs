@@ -40,6 +40,9 @@ pub(crate) struct Framing {
     head_since_ms: AtomicU64,
     /// Set once the connection has left HTTP/1 for another protocol: its bytes are no heads any more.
     switched: AtomicBool,
+    /// Requests whose response head is not out yet: while any is, the connection is not idle, however long
+    /// its handler takes (the route's `timeout` bounds that).
+    answering: AtomicU64,
 }
 
 impl Framing {
@@ -49,7 +52,20 @@ impl Framing {
             dispatched: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
             switched: AtomicBool::new(false),
+            answering: AtomicU64::new(0),
         }
+    }
+
+    /// A request is being answered until the returned guard is dropped (with its response head, or with the
+    /// request if it is abandoned).
+    pub(crate) fn answering(self: &Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, Ordering::AcqRel);
+        Answering(self.clone())
+    }
+
+    /// Whether some request is waiting for its response head.
+    pub(crate) fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Acquire) > 0
     }
 
     /// The connection has been answered 101 (or 2xx to CONNECT): what follows is another protocol's, the
@@ -74,6 +90,15 @@ impl Framing {
     pub(crate) fn head_pending_since(&self) -> Option<u64> {
         let since = self.head_since_ms.load(Ordering::Relaxed);
         (since != NO_HEAD).then_some(since)
+    }
+}
+
+/// One request being answered (see [`Framing::answering`]).
+pub(crate) struct Answering(Arc<Framing>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -162,6 +162,25 @@ fn the_admin_listener_cuts_off_half_sent_requests_and_the_descriptor_limit_is_ra
 }
 
 #[test]
+fn a_request_still_running_outlives_keepalive_timeout() {
+    let site = Site::new();
+    let probe = site.guest("probe-component.wasm");
+    site.config_with(
+        "listen = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\nkeepalive_timeout = \"1s\"",
+        &format!(
+            "[tenants.t]\nhosts = [\"*\"]\ntimeout = \"3s\"\n\n[[tenants.t.routes]]\npath = \"/\"\ncomponent = \"{probe}\"\n"
+        ),
+    );
+    let server = site.start();
+    let start = Instant::now();
+    // The guest sleeps past keepalive_timeout: the client still gets the route's answer (504 at its timeout),
+    // not a connection dropped without one.
+    let raw = server.raw("GET /sleep HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 504"), "after {:?}: {raw:?}", start.elapsed());
+    assert!(start.elapsed() >= Duration::from_millis(2500));
+}
+
+#[test]
 fn slow_request_bodies_get_408() {
     let site = guarded_site("body_timeout = \"1s\"");
     let server = site.start();
