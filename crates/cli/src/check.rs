@@ -10,6 +10,7 @@ use crate::https::{Https, SiteReport};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    crate::preflight::check(&config)?;
     let runtime = apps::runtime(&config);
     let loaded = match apps::build_router(&config, &runtime, None) {
         Ok((_, loaded)) => loaded,

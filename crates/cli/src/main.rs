@@ -9,6 +9,7 @@ mod https;
 mod kv;
 mod logging;
 mod machine;
+mod preflight;
 mod run;
 mod serve;
 mod site;

@@ -11,7 +11,7 @@ use palisade_server::{Routes, Server};
 
 use crate::https::Https;
 use crate::site::Site;
-use crate::{admin, apps, cluster, machine};
+use crate::{admin, apps, cluster, machine, preflight};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
@@ -39,9 +39,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("{}", note.text);
         }
     }
-    // Checked before anything is loaded: an admin API open to the network is refused at once.
+    // Checked before anything is loaded (an admin API open to the network is refused at once), as `check` does.
+    let token = preflight::check(&config)?;
     let admin = match &config.admin {
-        Some(admin) => Some((admin, admin::token(admin)?, admin::install_metrics()?)),
+        Some(admin) => Some((admin, token, admin::install_metrics()?)),
         None => None,
     };
     let runtime = apps::runtime(&config);

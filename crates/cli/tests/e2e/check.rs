@@ -138,3 +138,31 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert!(out.contains("serve") && out.contains("check") && out.contains("--log-format"), "{out}");
 }
+
+#[test]
+fn check_refuses_what_serve_would_refuse() {
+    let cases: [(&str, &str, &str); 4] = [
+        ("[admin]\nlisten = \"0.0.0.0:9901\"\n\n", "", "would be open to the network"),
+        ("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = \"blank.token\"\n\n", "", "the admin token file is empty"),
+        ("[admin]\nlisten = \"127.0.0.1:18555\"\n\n", "listen = [\"127.0.0.1:18555\"]", "a port of its own"),
+        ("", "data_dir = \"a-file\"", "is not a directory"),
+    ];
+    for (admin, server, message) in cases {
+        let site = Site::new();
+        site.write("www/index.html", "x");
+        site.write("blank.token", "  \n");
+        site.write("a-file", "not a directory");
+        let server = if server.is_empty() { "listen = [\"127.0.0.1:0\"]" } else { server };
+        site.config_with(
+            server,
+            &format!(
+                "{admin}[tenants.t]\nhosts = [\"t.localhost\"]\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n"
+            ),
+        );
+        for command in ["check", "serve"] {
+            let (code, _, err) = site.run(&[command, "--config", "palisade.toml"]);
+            assert_eq!(code, 1, "{command} should refuse ({message}):\n{err}");
+            assert!(err.contains(message), "{command}: {err}");
+        }
+    }
+}
