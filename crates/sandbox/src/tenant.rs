@@ -356,16 +356,18 @@ mod tests {
 
     #[tokio::test]
     async fn no_instance_starts_when_guests_hold_the_servers_memory() {
-        let runtime = Runtime::new(&RuntimeOptions { max_guest_memory: 4 << 20, ..RuntimeOptions::default() });
-        let (a, b) = (
-            runtime.sandbox("a", Limits::default(), Vec::new(), GuestDirs::default(), None),
-            runtime.sandbox("b", Limits::default(), Vec::new(), GuestDirs::default(), None),
-        );
-        let mut held = a.limiter();
-        assert!(wasmtime::ResourceLimiter::memory_growing(&mut held, 0, 7 << 19, None).unwrap_or(false));
-        assert_eq!(status(b.admit().await), Some(503), "3.5 of 4 MiB held: less than an instance's room left");
+        let runtime = Runtime::new(&RuntimeOptions { max_guest_memory: 16 << 20, ..RuntimeOptions::default() });
+        let sandbox = |name: &str| runtime.sandbox(name, Limits::default(), Vec::new(), GuestDirs::default(), None);
+        let (a, b, newcomer) = (sandbox("a"), sandbox("b"), sandbox("c"));
+        let mut b_holds = b.limiter();
+        assert!(wasmtime::ResourceLimiter::memory_growing(&mut b_holds, 0, 15 << 19, None).unwrap_or(false));
+        let mut a_holds = a.limiter();
+        assert!(wasmtime::ResourceLimiter::memory_growing(&mut a_holds, 0, 8 << 20, None).unwrap_or(false));
+        assert_eq!(status(b.admit().await), Some(503), "15.5 of 16 MiB held: less than an instance's room left");
         assert_eq!(b.limit_counters().get(LimitKind::GuestMemory), 1);
-        drop(held);
+        assert!(newcomer.admit().await.is_ok(), "a tenant holding nothing may always start a small instance");
+        drop(b_holds);
         assert!(b.admit().await.is_ok(), "room again once the instance is gone");
+        drop(a_holds);
     }
 }

@@ -79,10 +79,12 @@ impl Site {
         self.write("palisade.toml", format!("[server]\n{server}\nshutdown_timeout = \"5s\"\n\n{kv}{tenants}"))
     }
 
-    /// 1-based line of the first line of `palisade.toml` containing `needle`.
+    /// 1-based line of the first line of `palisade.toml` containing `needle`, not counting the lines naming
+    /// the site's own (randomly named) directory, which could contain any short needle.
     pub fn line_of(&self, needle: &str) -> usize {
         let text = std::fs::read_to_string(self.path("palisade.toml")).expect("config");
-        text.lines().position(|l| l.contains(needle)).expect("needle in config") + 1
+        let own = self.dir.path().display().to_string();
+        text.lines().position(|l| l.contains(needle) && !l.contains(&own)).expect("needle in config") + 1
     }
 
     /// Runs `palisade ARGS...` to completion, returning (exit code, stdout, stderr).
