@@ -205,7 +205,8 @@ impl Site {
             return Err(refuse(
                 Refusal::Invalid,
                 format!(
-                    "tenant {}: `memory` above {} bytes (the most any tenant had at start-up) needs a restart",
+                    "{}: tenant {}: `memory` above {} bytes (the most any tenant had at start-up) needs a restart",
+                    t.location,
                     t.name,
                     self.runtime.max_memory()
                 ),
@@ -218,22 +219,29 @@ impl Site {
             .await
             .map_err(internal)?
             .map_err(|errors| refuse(Refusal::Invalid, apps::describe(&errors)))?;
+        // Apps come from the store, as at start-up: a tenant a reload removed and a later one brings back
+        // serves its apps again, as it would after a restart.
+        let mut stored: BTreeMap<String, Vec<AppRecord>> = BTreeMap::new();
+        for record in self.local.list().map_err(internal)? {
+            stored.entry(record.tenant.clone()).or_default().push(record);
+        }
         let mut tenants = BTreeMap::new();
         let mut shadowed = Vec::new();
         for loaded in loaded.0 {
             let mut apps = BTreeMap::new();
-            if let Some(old) = state.tenants.get(&loaded.tenant.name) {
-                for app in old.apps.values() {
-                    if loaded.has_route(&app.record.route) {
-                        shadowed.push(app.record.key());
-                    }
-                    // The same bytes were prepared before: binding them to the new sandbox compiles nothing.
-                    let bytes = self.local.read(&app.record).map_err(internal)?;
-                    let (handler, info) = self.prepare(&loaded, &app.record.name, bytes.into()).await?;
-                    apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
+            for record in stored.remove(&loaded.tenant.name).unwrap_or_default() {
+                if loaded.has_route(&record.route) {
+                    shadowed.push(record.key());
                 }
+                // Bytes prepared before: binding them to the new sandbox compiles nothing.
+                let bytes = self.local.read(&record).map_err(internal)?;
+                let (handler, info) = self.prepare(&loaded, &record.name, bytes.into()).await?;
+                apps.insert(record.name.clone(), DeployedApp { record, handler, info });
             }
             tenants.insert(loaded.tenant.name.clone(), TenantState { loaded, apps });
+        }
+        for record in stored.values().flatten() {
+            tracing::warn!(app = %record.key(), "deployed app of a tenant the configuration does not have; not served");
         }
         let dropped: Vec<String> = state.tenants.keys().filter(|t| !tenants.contains_key(*t)).cloned().collect();
         *state = State { config, tenants };

@@ -58,12 +58,13 @@ impl fmt::Display for Diagnostic {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{}: cannot read configuration: {source}", path.display())]
+    // The reason is part of the message and not a `source`: printed with its causes, it would appear twice.
+    #[error("{}: cannot read configuration: {reason}", path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
         /// The operating system's reason.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file was read but has one or more problems; each names its line.
     #[error("{}", DisplayAll(.0))]

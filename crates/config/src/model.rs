@@ -170,6 +170,8 @@ pub struct Tenant {
     pub https_redirect: bool,
     /// Routes, in the order written (matching is by longest prefix, not order).
     pub routes: Vec<Route>,
+    /// Where the tenant's table is written, for errors found later (a reload that cannot apply it).
+    pub location: Location,
 }
 
 impl Tenant {

@@ -25,14 +25,14 @@ pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) data_dir: Option<Spanned<String>>,
-    pub(crate) shutdown_timeout: Option<Spanned<String>>,
+    pub(crate) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(crate) workers: Option<Spanned<i64>>,
     pub(crate) max_guest_memory: Option<Spanned<SizeValue>>,
-    pub(crate) header_timeout: Option<Spanned<String>>,
-    pub(crate) body_timeout: Option<Spanned<String>>,
-    pub(crate) send_timeout: Option<Spanned<String>>,
-    pub(crate) keepalive_timeout: Option<Spanned<String>>,
-    pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
+    pub(crate) header_timeout: Option<Spanned<DurationText>>,
+    pub(crate) body_timeout: Option<Spanned<DurationText>>,
+    pub(crate) send_timeout: Option<Spanned<DurationText>>,
+    pub(crate) keepalive_timeout: Option<Spanned<DurationText>>,
+    pub(crate) tls_handshake_timeout: Option<Spanned<DurationText>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
     pub(crate) max_connections_per_ip: Option<Spanned<i64>>,
     pub(crate) max_uri_length: Option<Spanned<SizeValue>>,
@@ -47,11 +47,11 @@ pub(crate) struct RawTenant {
     pub(crate) hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) memory: Option<Spanned<SizeValue>>,
     pub(crate) max_total_memory: Option<Spanned<SizeValue>>,
-    pub(crate) timeout: Option<Spanned<String>>,
-    pub(crate) cpu_time: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<DurationText>>,
+    pub(crate) cpu_time: Option<Spanned<DurationText>>,
     pub(crate) max_concurrency: Option<Spanned<i64>>,
     pub(crate) max_queue: Option<Spanned<i64>>,
-    pub(crate) queue_timeout: Option<Spanned<String>>,
+    pub(crate) queue_timeout: Option<Spanned<DurationText>>,
     pub(crate) weight: Option<Spanned<i64>>,
     pub(crate) max_request_body: Option<Spanned<SizeValue>>,
     pub(crate) max_response_body: Option<Spanned<SizeValue>>,
@@ -122,11 +122,68 @@ pub(crate) struct RawRoute {
 }
 
 /// A size is written either as a string with a unit (`"64 MiB"`) or as a plain number of bytes.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum SizeValue {
     Bytes(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SizeValue, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// Reads a [`SizeValue`], so that what is not one (`1.5`, `true`, a number past 64 bits) is refused with
+/// what a size looks like, not the internals of an untagged enum.
+struct SizeVisitor;
+
+impl serde::de::Visitor<'_> for SizeVisitor {
+    type Value = SizeValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a size: a string with a unit like \"64 MiB\", or a whole number of bytes")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+        Ok(SizeValue::Bytes(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+        i64::try_from(v).map(SizeValue::Bytes).map_err(|_| E::custom(format!("{v} bytes is too large a size")))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<SizeValue, E> {
+        i64::try_from(v).map(SizeValue::Bytes).map_err(|_| E::custom(format!("{v} bytes is too large a size")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+        Ok(SizeValue::Text(v.to_string()))
+    }
+}
+
+/// A duration as written: a string with a unit (`"30s"`), refused with that example when it is anything else.
+#[derive(Debug)]
+pub(crate) struct DurationText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DurationText, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = DurationText;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration: a string with a unit like \"30s\" or \"500ms\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+        Ok(DurationText(v.to_string()))
+    }
 }
 
 pub(crate) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {

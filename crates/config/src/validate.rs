@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use crate::model::*;
 use crate::raw::{
-    BoolOrString, RawAcme, RawConfig, RawKv, RawKvLimits, RawRoute, RawServer, RawTenant, RawTls, SizeValue,
+    BoolOrString, DurationText, RawAcme, RawConfig, RawKv, RawKvLimits, RawRoute, RawServer, RawTenant, RawTls,
+    SizeValue,
 };
 use crate::units::{format_size, parse_duration, parse_size};
 use crate::{ConfigError, Diagnostic, Location};
@@ -199,8 +200,8 @@ fn addresses(c: &mut Checker<'_>, key: &str, raw: Vec<Spanned<String>>, taken: &
     out
 }
 
-fn duration(c: &mut Checker<'_>, key: &str, value: &Spanned<String>) -> Option<Duration> {
-    match parse_duration(value.get_ref()) {
+fn duration(c: &mut Checker<'_>, key: &str, value: &Spanned<DurationText>) -> Option<Duration> {
+    match parse_duration(&value.get_ref().0) {
         Ok(d) if d.is_zero() => {
             c.error(&value.span(), format!("`{key}` must be longer than zero"));
             None
@@ -409,7 +410,9 @@ fn tenant(
         c.error(&tenant_span, format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"));
     }
 
+    let location = c.location(&name.span());
     (c.problems.len() == before).then_some(Tenant {
+        location,
         name: name_str,
         hosts,
         limits,
@@ -652,6 +655,10 @@ fn parse_host(written: &str) -> Result<HostPattern, String> {
 }
 
 /// Normalises a route prefix: must start with `/`; a trailing `/` is dropped except for the root.
+///
+/// Requests are routed on their path in normal form (percent-encoded, unreserved characters decoded, escapes
+/// in upper case), so a route is written down in that form too: `/é` becomes `/%C3%A9` and `/%7euser`
+/// becomes `/~user`, and a route that no request could reach (an encoded `/`) is refused.
 pub fn normalise_route_path(written: &str) -> Result<String, String> {
     if !written.starts_with('/') {
         return Err(format!("route path {written:?} must start with '/'"));
@@ -659,11 +666,49 @@ pub fn normalise_route_path(written: &str) -> Result<String, String> {
     if written.contains(['?', '#']) || written.chars().any(|ch| ch.is_control() || ch == ' ') {
         return Err(format!("route path {written:?} may not contain spaces, control characters, '?' or '#'"));
     }
-    if written.split('/').any(|seg| seg == "." || seg == "..") {
+    let normal = percent_normal_form(written)?;
+    if normal.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(format!("route path {written:?} may not contain '.' or '..' segments"));
     }
-    let trimmed = written.trim_end_matches('/');
+    let trimmed = normal.trim_end_matches('/');
     Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+}
+
+/// `written` with non-ASCII characters percent-encoded, escapes of unreserved characters decoded and the
+/// others in upper case: the form the server routes requests on.
+fn percent_normal_form(written: &str) -> Result<String, String> {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16)).and_then(|d| u8::try_from(d).ok());
+    let bytes = written.as_bytes();
+    let mut out = String::with_capacity(written.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let (Some(high), Some(low)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) else {
+                    return Err(format!("route path {written:?}: '%' must begin an escape like %20"));
+                };
+                match (high << 4) | low {
+                    b'/' | b'\\' => {
+                        return Err(format!(
+                            "route path {written:?} can never match: requests with an encoded '/' or '\\' are refused"
+                        ));
+                    }
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => out.push(char::from(b)),
+                    b => out.push_str(&format!("%{b:02X}")),
+                }
+                i += 3;
+            }
+            b if b.is_ascii() => {
+                out.push(char::from(b));
+                i += 1;
+            }
+            b => {
+                out.push_str(&format!("%{b:02X}"));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
@@ -733,6 +778,11 @@ mod tests {
         assert!(normalise_route_path("app").is_err());
         assert!(normalise_route_path("/a/../b").is_err());
         assert!(normalise_route_path("/a?b").is_err());
+        assert_eq!(normalise_route_path("/é/"), Ok("/%C3%A9".into()), "routed as clients send it");
+        assert_eq!(normalise_route_path("/%7euser/%c3%a9"), Ok("/~user/%C3%A9".into()));
+        assert!(normalise_route_path("/a/%2e%2E/b").is_err(), "a dot-segment once decoded");
+        assert!(normalise_route_path("/a%2fb").unwrap_err().contains("can never match"));
+        assert!(normalise_route_path("/100%").unwrap_err().contains("escape"));
     }
 
     #[test]

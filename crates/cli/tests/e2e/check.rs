@@ -57,6 +57,9 @@ fn bad_limits() {
     fails_at(&one_tenant("max_request_body = -1"), "max_request_body", "cannot be negative");
     fails_at(&one_tenant("max_response_body = \"1 XB\""), "XB", "`max_response_body`: invalid size");
     fails_at(&one_tenant("max_stderr = 0"), "max_stderr", "must be larger than zero");
+    fails_at(&one_tenant("memory = 1.5"), "1.5", "expected a size: a string with a unit like \"64 MiB\"");
+    fails_at(&one_tenant("memory = 99999999999999999999"), "9999", "is too large a size");
+    fails_at(&one_tenant("timeout = 30"), "timeout = 30", "expected a duration: a string with a unit like \"30s\"");
     fails_at(&one_tenant("memory = \"5 GiB\""), "5 GiB", "cannot exceed 4 GiB");
     let site = one_tenant("memory = \"64 MiB\"\nmax_total_memory = \"32 MiB\"");
     fails_at(&site, "32 MiB", "must be at least `memory`");
@@ -118,6 +121,7 @@ fn missing_config_file() {
     let (code, _, err) = site.run(&["check", "--config", "nowhere.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("nowhere.toml: cannot read configuration"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "the reason once: {err}");
 }
 
 #[test]

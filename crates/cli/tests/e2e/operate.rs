@@ -292,6 +292,47 @@ async fn reload_applies_a_changed_config_or_changes_nothing() {
     .await;
 }
 
+/// A tenant a reload removes keeps its deployed apps on disk, unserved; a reload that brings the tenant back
+/// serves them again, as a restart would. A change a reload cannot apply names the line to change.
+#[tokio::test]
+async fn a_tenant_removed_and_restored_by_reloads_serves_its_apps_again() {
+    let bob = "[tenants.bob]\nhosts = [\"bob.localhost\"]\n[[tenants.bob.routes]]\npath = \"/\"\nstatic = \"www\"\n";
+    let site = admin_site(bob);
+    let server = site.start();
+    let admin = Admin::of(&server);
+    let bob_get = |path: &str| {
+        let (client, url) = (server.client(&["bob.localhost"]), server.url("bob.localhost", path));
+        async move {
+            let r = client.get(url).send().await.expect("get");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    assert_eq!(admin.deploy("bob", "greet", "", &wasm("hello.wasm")).await.0, 201);
+    assert!(bob_get("/greet").await.1.starts_with(V1));
+
+    let with_bob = std::fs::read_to_string(site.path("palisade.toml")).expect("config");
+    site.write("palisade.toml", with_bob.replace(bob, ""));
+    let (status, answer) = admin.call(reqwest::Method::POST, "/v1/reload", Vec::new()).await;
+    assert_eq!((status, &answer["removed_tenants"]), (200, &serde_json::json!(["bob"])), "{answer}");
+    assert_eq!(bob_get("/greet").await.0, 404, "bob is gone");
+
+    site.write("palisade.toml", &with_bob);
+    let (status, answer) = admin.call(reqwest::Method::POST, "/v1/reload", Vec::new()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(bob_get("/greet").await.1.starts_with(V1), "bob's app is served again");
+    let (status, listed) = admin.call(reqwest::Method::GET, "/v1/tenants/bob", Vec::new()).await;
+    assert_eq!(status, 200);
+    assert!(listed.to_string().contains("greet"), "and listed: {listed}");
+    assert_eq!(admin.call(reqwest::Method::DELETE, "/v1/tenants/bob/apps/greet", Vec::new()).await.0, 200);
+
+    site.write("palisade.toml", with_bob.replace("[tenants.bob]\n", "[tenants.bob]\nmemory = \"2 GiB\"\n"));
+    let (status, answer) = admin.call(reqwest::Method::POST, "/v1/reload", Vec::new()).await;
+    assert_eq!(status, 422, "{answer}");
+    let line = with_bob.lines().position(|l| l == "[tenants.bob]").expect("bob's table") + 1;
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("palisade.toml:{line}:")) && error.contains("needs a restart"), "{answer}");
+}
+
 /// Connections opened together are spread over the workers (whichever accepts them), and the
 /// `palisade_open_connections` gauge shows each worker's share.
 #[tokio::test]

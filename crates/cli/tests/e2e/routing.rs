@@ -83,7 +83,8 @@ async fn routes_are_matched_on_the_normal_path_that_every_handler_sees() {
         "[tenants.t]\nhosts = [\"t.localhost\"]\n\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n\n\
          [[tenants.t.routes]]\npath = \"/sub\"\ncomponent = \"{hello}\"\n\n\
          [[tenants.t.routes]]\npath = \"/api\"\nproxy = {:?}\n\n\
-         [[tenants.t.routes]]\npath = \"/cgi\"\ncgi = \"{cgi}\"\n",
+         [[tenants.t.routes]]\npath = \"/cgi\"\ncgi = \"{cgi}\"\n\n\
+         [[tenants.t.routes]]\npath = \"/café\"\ncomponent = \"{hello}\"\n",
         upstream.url()
     ));
     let server = site.start();
@@ -101,4 +102,9 @@ async fn routes_are_matched_on_the_normal_path_that_every_handler_sees() {
     assert!(proxied.contains(" GET /api/v2?q=%2F HTTP/1.1\n"), "the upstream sees the normal path: {proxied}");
     let above = get("/../etc/passwd");
     assert!(above.starts_with("HTTP/1.1 400"), "{above}");
+    // A route written with a non-ASCII character is matched as clients send it: percent-encoded.
+    for target in ["/caf%C3%A9", "/caf%c3%a9/x"] {
+        let cafe = get(target);
+        assert!(cafe.starts_with("HTTP/1.1 200") && cafe.contains("hello"), "{target}: {cafe}");
+    }
 }
