@@ -81,10 +81,10 @@ pub(crate) fn handler(
     target: &RouteTarget,
 ) -> Result<(Arc<dyn Handler>, Option<AppInfo>), String> {
     Ok(match target {
-        RouteTarget::Static(dir) => {
+        RouteTarget::Static { root, dotfiles } => {
             let dir =
-                StaticDir::open(dir).map_err(|e| format!("cannot open static directory {}: {e}", dir.display()))?;
-            (Arc::new(dir), None)
+                StaticDir::open(root).map_err(|e| format!("cannot open static directory {}: {e}", root.display()))?;
+            (Arc::new(dir.with_dotfiles(*dotfiles)), None)
         }
         RouteTarget::Component(file) => {
             let app = runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?;

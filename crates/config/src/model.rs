@@ -316,7 +316,12 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteTarget {
     /// `static = "dir"`: files under this absolute directory.
-    Static(PathBuf),
+    Static {
+        /// The directory, absolute.
+        root: PathBuf,
+        /// `dotfiles = true`: names starting with `.` are served too (by default only `.well-known`).
+        dotfiles: bool,
+    },
     /// `component = "app.wasm"`: a `wasi:http/proxy` component.
     Component(PathBuf),
     /// `cgi = "app.wasm"`: a WASI preview1 command module speaking CGI/1.1.
@@ -329,7 +334,7 @@ impl RouteTarget {
     /// The key this target is written with in the file.
     pub fn kind(&self) -> &'static str {
         match self {
-            RouteTarget::Static(_) => "static",
+            RouteTarget::Static { .. } => "static",
             RouteTarget::Component(_) => "component",
             RouteTarget::Cgi(_) => "cgi",
             RouteTarget::Proxy(_) => "proxy",
@@ -341,7 +346,7 @@ impl RouteTarget {
 impl std::fmt::Display for RouteTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RouteTarget::Static(p) | RouteTarget::Component(p) | RouteTarget::Cgi(p) => p.display().fmt(f),
+            RouteTarget::Static { root: p, .. } | RouteTarget::Component(p) | RouteTarget::Cgi(p) => p.display().fmt(f),
             RouteTarget::Proxy(proxy) => {
                 let upstreams: Vec<String> = proxy.upstreams.iter().map(ToString::to_string).collect();
                 f.write_str(&upstreams.join(", "))

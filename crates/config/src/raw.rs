@@ -119,6 +119,7 @@ pub(crate) struct RawRoute {
     pub(crate) cgi: Option<Spanned<String>>,
     /// A URL or a table: told apart in [`crate::proxy`].
     pub(crate) proxy: Option<Spanned<toml::Value>>,
+    pub(crate) dotfiles: Option<Spanned<bool>>,
 }
 
 /// A size is written either as a string with a unit (`"64 MiB"`) or as a plain number of bytes.

@@ -734,6 +734,11 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
     let mut written: Vec<(&str, Range<usize>)> = files.iter().map(|(k, v)| (*k, v.span())).collect();
     written.extend(proxy_span.map(|s| ("proxy", s)));
     written.sort_by_key(|(_, s)| s.start);
+    if let Some(dotfiles) = &raw.dotfiles
+        && written.first().is_none_or(|(k, _)| *k != "static")
+    {
+        c.error(&dotfiles.span(), "`dotfiles` applies to `static` routes only");
+    }
     match written.as_slice() {
         [_] => {}
         [] => {
@@ -752,7 +757,10 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
         (Some((kind, value)), _) => {
             let location = c.location(&value.span());
             let target = match *kind {
-                "static" => RouteTarget::Static(c.existing(kind, value, true)?),
+                "static" => RouteTarget::Static {
+                    root: c.existing(kind, value, true)?,
+                    dotfiles: raw.dotfiles.as_ref().is_some_and(|d| *d.get_ref()),
+                },
                 "component" => RouteTarget::Component(c.existing(kind, value, false)?),
                 _ => RouteTarget::Cgi(c.existing(kind, value, false)?),
             };

@@ -55,6 +55,7 @@ const STREAM_CHUNK: usize = 64 << 10;
 pub struct StaticDir {
     root: Arc<cap_std::fs::Dir>,
     cache: Arc<FileCache>,
+    dotfiles: bool,
 }
 
 impl std::fmt::Debug for StaticDir {
@@ -67,7 +68,14 @@ impl StaticDir {
     /// Opens `root` for serving. Fails if it is not a readable directory.
     pub fn open(root: &Path) -> io::Result<StaticDir> {
         let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
-        Ok(StaticDir { root: Arc::new(dir), cache: Arc::default() })
+        Ok(StaticDir { root: Arc::new(dir), cache: Arc::default(), dotfiles: false })
+    }
+
+    /// Whether names starting with `.` (`.git`, `.env`, `.htpasswd`) are served. By default they are not, and
+    /// answer 404 as if absent, except `.well-known` (RFC 8615: `security.txt`, ACME challenges).
+    pub fn with_dotfiles(mut self, allowed: bool) -> StaticDir {
+        self.dotfiles = allowed;
+        self
     }
 
     /// Answers one request whose route-relative path is `relative`.
@@ -80,6 +88,9 @@ impl StaticDir {
         let Ok(rel) = path::relative_path(relative) else {
             return Fault::BadRequest.response("invalid path");
         };
+        if !self.dotfiles && path::names_a_dotfile(&rel) {
+            return Fault::NotFound.response("not found");
+        }
         let (entry, file) = match self.lookup(&rel) {
             Ok((Cached::File(entry), file)) => (entry, file),
             Ok((Cached::Dir, _)) => {

@@ -40,6 +40,12 @@ pub(crate) fn relative_path(request_path: &str) -> Result<Cow<'_, str>, PathErro
     Ok(Cow::Owned(out))
 }
 
+/// Whether a segment of `relative` (as [`relative_path`] returns it) is hidden by name: starts with `.`,
+/// other than `.well-known`.
+pub(crate) fn names_a_dotfile(relative: &str) -> bool {
+    relative.split('/').any(|segment| segment.starts_with('.') && segment != ".well-known")
+}
+
 /// `request_path` below its leading slash, if that needs no decoding and no segment dropped or refused: no
 /// `%`, backslash or NUL, and no empty, `.` or `..` segment.
 fn already_relative(request_path: &str) -> Option<&str> {
@@ -63,6 +69,15 @@ mod tests {
         assert_eq!(relative("/a/b/"), Ok(("a/b".into(), false)));
         assert_eq!(relative("/hello%20world.txt"), Ok(("hello world.txt".into(), false)));
         assert_eq!(relative("/.well-known/x..y"), Ok((".well-known/x..y".into(), true)));
+    }
+
+    #[test]
+    fn dotfiles_are_told_by_name() {
+        assert!(names_a_dotfile(".env"));
+        assert!(names_a_dotfile("a/.git/config"));
+        assert!(!names_a_dotfile(".well-known/security.txt"));
+        assert!(!names_a_dotfile("a/b.c/d..e"));
+        assert!(!names_a_dotfile(""));
     }
 
     #[test]

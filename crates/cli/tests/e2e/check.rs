@@ -113,6 +113,8 @@ fn route_problems() {
     fails_at(&one_tenant("[[tenants.t.routes]]\npath = \"nope\"\nstatic = \"www\""), "\"nope\"", "must start with '/'");
     let site = one_tenant("[[tenants.t.routes]]\npath = \"/x\"\nstatic = \"www\"\ncgi = \"www/index.html\"");
     fails_at(&site, "cgi = \"www/index.html\"", "more than one");
+    let site = one_tenant("[[tenants.t.routes]]\npath = \"/x\"\nproxy = \"http://127.0.0.1:1\"\ndotfiles = true");
+    fails_at(&site, "dotfiles", "applies to `static` routes only");
 }
 
 #[test]

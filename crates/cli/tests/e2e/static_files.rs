@@ -194,3 +194,32 @@ async fn a_changed_file_is_served_within_a_second() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn dotfiles_are_hidden_unless_the_route_serves_them() {
+    let site = crate::harness::Site::new();
+    for dir in ["www", "open"] {
+        site.write(&format!("{dir}/.env"), "SECRET=1");
+        site.write(&format!("{dir}/.git/config"), "[core]");
+        site.write(&format!("{dir}/.well-known/security.txt"), "Contact: mailto:security@example.test");
+        site.write(&format!("{dir}/index.html"), "home");
+    }
+    site.config(
+        "[tenants.t]\nhosts = [\"t.localhost\"]\n[[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n\
+         [[tenants.t.routes]]\npath = \"/open\"\nstatic = \"open\"\ndotfiles = true\n",
+    );
+    let server = site.start();
+    let client = server.client(&["t.localhost"]);
+    let status = |path: &'static str| {
+        let request = client.get(server.url("t.localhost", path));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for hidden in ["/.env", "/.git/config", "/.git/", "/%2egit/config"] {
+        assert_eq!(status(hidden).await, 404, "{hidden} is hidden by default");
+    }
+    assert_eq!(status("/.well-known/security.txt").await, 200, "RFC 8615's directory is served");
+    assert_eq!(status("/index.html").await, 200);
+    for shown in ["/open/.env", "/open/.git/config"] {
+        assert_eq!(status(shown).await, 200, "{shown}: the route serves dotfiles");
+    }
+}
