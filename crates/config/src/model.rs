@@ -102,7 +102,8 @@ pub struct TrafficLimits {
     pub max_uri_length: u64,
     /// `max_header_count`: most header fields in a request (431).
     pub max_header_count: u32,
-    /// `max_header_size`: largest request head (HTTP/1.1) or decoded header list (HTTP/2), in bytes (431).
+    /// `max_header_size`: largest request header section (HTTP/1.1, the request line aside: that is
+    /// `max_uri_length`'s) or decoded header list (HTTP/2), in bytes (431).
     pub max_header_size: u64,
     /// `h2_max_concurrent_streams`: streams one HTTP/2 connection may have open.
     pub h2_max_concurrent_streams: u32,

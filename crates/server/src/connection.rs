@@ -111,7 +111,11 @@ pub(crate) struct Connections {
     /// This worker's index in `balance`.
     worker: usize,
     balance: Arc<Balance<Arrival>>,
+    /// HTTP/1.1, or HTTP/2 when the connection starts with its preface (h2c with prior knowledge).
     builder: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only: for TLS connections where ALPN chose `h2` (RFC 9113 section 3.3), so that one not starting
+    /// with the HTTP/2 preface is a connection error, never read as an HTTP/1.1 request.
+    h2_only: auto::Builder<TokioExecutor>,
     /// The most header fields hyper takes in a head (its own limit, or the configured one above it): the
     /// smuggling watch takes as many, so that whatever hyper accepts the watch reads.
     hyper_max_fields: usize,
@@ -130,10 +134,7 @@ impl Connections {
     ) -> Connections {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The head timeout is the connection's own (`Expiry`): hyper's arms a new timer for every request.
-        builder
-            .http1()
-            .header_read_timeout(None)
-            .max_buf_size(usize::try_from(limits.max_header_size).unwrap_or(usize::MAX));
+        builder.http1().header_read_timeout(None).max_buf_size(max_head(limits));
         // hyper parses into a buffer on the stack for up to HYPER_MAX_HEADERS fields, and into one it allocates
         // and fills for every request once given any limit of its own. A lower limit is enforced by the
         // dispatcher (431) after hyper's parse; only a higher one needs hyper's setting.
@@ -151,6 +152,7 @@ impl Connections {
             admission,
             worker,
             balance,
+            h2_only: builder.clone().http2_only(),
             builder,
             hyper_max_fields,
             limits: limits.clone(),
@@ -259,11 +261,12 @@ impl Connections {
     async fn serve(&self, stream: TcpStream, mut peer: Peer, tls: Option<Arc<TlsTerminator>>) {
         let io = Guarded::new(stream, peer.activity.clone(), self.limits.send_timeout);
         match tls {
-            None => self.serve_http(io, peer).await,
+            None => self.serve_http(false, io, peer).await,
             Some(tls) => match tokio::time::timeout(self.limits.tls_handshake_timeout, tls.accept(io)).await {
                 Ok(Ok(Some(conn))) => {
                     peer.tls = Some(conn.server_name);
-                    self.serve_http(conn.stream, peer).await;
+                    let h2 = conn.stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    self.serve_http(h2, conn.stream, peer).await;
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::debug!(remote = %peer.remote, "TLS handshake failed: {e}"),
@@ -272,22 +275,38 @@ impl Connections {
         }
     }
 
-    async fn serve_http<IO>(&self, io: IO, peer: Peer)
+    /// Serves HTTP on `io`: HTTP/2 alone if `h2_only`, else HTTP/1.1 or HTTP/2 by the first bytes.
+    async fn serve_http<IO>(&self, h2_only: bool, io: IO, peer: Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let dispatcher = self.dispatcher.clone();
         let remote = peer.remote;
-        let max_head = usize::try_from(self.limits.max_header_size).unwrap_or(usize::MAX);
-        let mut watch = HeadWatch::new(max_head, self.hyper_max_fields, peer.framing.clone(), peer.activity.clone());
+        let mut watch =
+            HeadWatch::new(max_head(&self.limits), self.hyper_max_fields, peer.framing.clone(), peer.activity.clone());
         let io = tokio_util::io::InspectReader::new(io, move |bytes: &[u8]| watch.feed(bytes));
         let activity = peer.activity.clone();
         let framing = peer.framing.clone();
         let peer = Arc::new(peer);
         let service = hyper::service::service_fn(move |req| dispatcher.dispatch(req, &peer).map(infallible));
-        // With upgrades: a proxied WebSocket handshake hands the connection over to its tunnel.
-        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        // With upgrades: a proxied WebSocket handshake hands the connection over to its tunnel. (hyper-util
+        // reads the protocol from the first bytes there whatever the builder says, so HTTP/2 alone is served
+        // without: HTTP/2 needs no HTTP/1 upgrade.)
+        let connection = if h2_only {
+            Either::Left(self.h2_only.serve_connection(TokioIo::new(io), service))
+        } else {
+            Either::Right(self.builder.serve_connection_with_upgrades(TokioIo::new(io), service))
+        };
         tokio::pin!(connection);
+        // (A macro: a closure's argument type would have to be named before the calls below could infer it.)
+        macro_rules! graceful_shutdown {
+            ($connection:expr) => {
+                match $connection.as_pin_mut() {
+                    Either::Left(h2) => h2.graceful_shutdown(),
+                    Either::Right(auto) => auto.graceful_shutdown(),
+                }
+            };
+        }
         let mut stop = self.stop.clone();
         let keepalive = self.limits.keepalive_timeout;
         let header_timeout = self.limits.header_timeout;
@@ -301,7 +320,7 @@ impl Connections {
         let result = match Sidelined::new(connection.as_mut(), side).await {
             Either::Left(r) => r,
             Either::Right(None) => {
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown!(connection.as_mut());
                 connection.await
             }
             Either::Right(Some(expiry)) => {
@@ -317,7 +336,7 @@ impl Connections {
                         }
                     }
                 }
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown!(connection.as_mut());
                 activity.touch();
                 // HTTP/2 says goodbye with a PING round trip; a client that stays silent through another
                 // idle period is simply dropped.
@@ -468,4 +487,11 @@ impl AsyncWrite for Guarded {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// The longest HTTP/1 head hyper reads: the longest request target and the largest header section, so that a
+/// target too long is parsed and answered 414 by the dispatcher (which enforces both limits), not 431 by
+/// hyper for overflowing its buffer.
+fn max_head(limits: &TrafficLimits) -> usize {
+    usize::try_from(limits.max_uri_length.saturating_add(limits.max_header_size)).unwrap_or(usize::MAX)
 }

@@ -39,10 +39,11 @@ pub(crate) struct Dispatcher {
     next_request_id: AtomicU64,
 }
 
-/// The per-request parts of [`TrafficLimits`] (hyper enforces the head size itself).
+/// The per-request parts of [`TrafficLimits`].
 struct RequestLimits {
     max_uri_length: usize,
     max_header_count: usize,
+    max_header_size: usize,
     body_timeout: Duration,
 }
 
@@ -51,6 +52,7 @@ impl RequestLimits {
         RequestLimits {
             max_uri_length: usize::try_from(traffic.max_uri_length).unwrap_or(usize::MAX),
             max_header_count: usize::try_from(traffic.max_header_count).unwrap_or(usize::MAX),
+            max_header_size: usize::try_from(traffic.max_header_size).unwrap_or(usize::MAX),
             body_timeout: traffic.body_timeout,
         }
     }
@@ -138,6 +140,11 @@ impl Dispatcher {
         }
         if req.headers().len() > self.limits.max_header_count {
             return Answer::Now(Fault::HeadersTooLarge.response("the request has too many header fields"));
+        }
+        // HTTP/2 bounds its header list in the protocol (SETTINGS_MAX_HEADER_LIST_SIZE); HTTP/1's read buffer
+        // holds a long target beside the header section (see the connection's `max_head`), which is measured here.
+        if req.version() < http::Version::HTTP_2 && header_section_size(req.headers()) > self.limits.max_header_size {
+            return Answer::Now(Fault::HeadersTooLarge.response("the request's header fields are too large"));
         }
         let refusal = if ambiguous { Some(crate::strict::LENGTH_WITH_CODING) } else { crate::strict::refuse(&req) };
         if let Some((fault, reason)) = refusal {
@@ -316,4 +323,9 @@ fn redirect_to_https<B>(host: &str, port: u16, req: &Request<B>) -> Response<Bod
     }
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// Bytes of an HTTP/1 header section as sent (name, `: `, value, CRLF), less any optional whitespace.
+fn header_section_size(headers: &http::HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
 }

@@ -128,6 +128,15 @@ async fn alpn_offers_h2_and_http11() {
     assert_eq!(negotiated(&[b"http/1.1"]).await.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(negotiated(&[]).await, None);
 
+    // Where ALPN chose h2, HTTP/2 is all that is spoken (RFC 9113 section 3.3): an HTTP/1.1 request there
+    // is an invalid connection preface, and the connection ends after the server's SETTINGS, unanswered.
+    let mut tls = handshake(&connector(&ca.pem, &[b"h2"], false), addr, "alice.test").await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: alice.test\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut out)).await.expect("closed");
+    assert_eq!(out.get(3), Some(&4), "a SETTINGS frame first: {out:?}");
+    assert!(!String::from_utf8_lossy(&out).contains("HTTP/1.1"), "no HTTP/1.1 answer: {out:?}");
+
     // Real clients: curl over HTTP/2 and HTTP/1.1.
     site.write("ca.pem", &ca.pem);
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {

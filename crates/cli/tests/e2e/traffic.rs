@@ -251,6 +251,14 @@ fn oversized_heads_get_414_and_431() {
     let long = "a".repeat(2000);
     let raw = server.raw(&format!("GET /{long} HTTP/1.1\r\nHost: calm.test\r\nConnection: close\r\n\r\n"));
     assert_eq!(status_line(&raw), "HTTP/1.1 414 URI Too Long", "{raw}");
+    // A target longer than the whole header section may be is still a target too long, not a head too large.
+    let longer = "a".repeat(16_900);
+    let raw = server.raw(&format!("GET /{longer} HTTP/1.1\r\nHost: calm.test\r\nConnection: close\r\n\r\n"));
+    assert_eq!(status_line(&raw), "HTTP/1.1 414 URI Too Long", "{raw}");
+    // And the room a long target may take is not the header section's: 16.5 KiB of fields are too many.
+    let over = "c".repeat(16_500);
+    let raw = server.raw(&format!("GET / HTTP/1.1\r\nHost: calm.test\r\nX-Big: {over}\r\nConnection: close\r\n\r\n"));
+    assert!(status_line(&raw).starts_with("HTTP/1.1 431"), "{raw}");
     let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
     let raw = server.raw(&format!("GET / HTTP/1.1\r\nHost: calm.test\r\n{many}Connection: close\r\n\r\n"));
     assert!(status_line(&raw).starts_with("HTTP/1.1 431"), "{raw}");
