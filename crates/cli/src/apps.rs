@@ -8,7 +8,7 @@ use palisade_config::{Config, DataAccess, KvBackend, Route, RouteTarget, Tenant}
 use palisade_http::Handler;
 use palisade_kv::{KvStore, RedbStore, RedisStore};
 use palisade_proxy::Proxy;
-use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Runtime, RuntimeOptions, TenantSandbox};
+use palisade_sandbox::{AppInfo, DATA_MOUNT, GuestDirs, Preopen, Present, Runtime, RuntimeOptions, TenantSandbox};
 use palisade_server::{Router, Routes, TenantRoutes};
 use palisade_static::StaticDir;
 
@@ -84,7 +84,7 @@ pub(crate) fn handler(
         RouteTarget::Static { root, dotfiles } => {
             let dir =
                 StaticDir::open(root).map_err(|e| format!("cannot open static directory {}: {e}", root.display()))?;
-            (Arc::new(dir.with_dotfiles(*dotfiles)), None)
+            (Arc::new(Present::new(Arc::new(dir.with_dotfiles(*dotfiles)), sandbox.share().clone())), None)
         }
         RouteTarget::Component(file) => {
             let app = runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?;
@@ -98,7 +98,7 @@ pub(crate) fn handler(
         }
         RouteTarget::Proxy(config) => {
             let proxy = Proxy::new(config, sandbox.limits().max_request_body).map_err(|e| e.to_string())?;
-            (Arc::new(proxy), None)
+            (Arc::new(Present::new(Arc::new(proxy), sandbox.share().clone())), None)
         }
     })
 }

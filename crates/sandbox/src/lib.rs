@@ -28,6 +28,7 @@ mod keyvalue;
 mod limits;
 mod pipe;
 mod prepared;
+mod presence;
 mod tenant;
 mod warm;
 
@@ -47,4 +48,5 @@ pub use error::LoadError;
 pub use introspect::AppInfo;
 pub use limits::{LimitCounters, LimitKind};
 pub use palisade_config::Limits;
+pub use presence::Present;
 pub use tenant::{DATA_MOUNT, GuestDirs, Preopen, TenantSandbox};

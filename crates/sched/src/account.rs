@@ -6,8 +6,9 @@
 //! requests would leave them nearly nothing. A tenant flooding spinning guests uses far more than its share,
 //! and its guests make way for everyone else's at once.
 //!
-//! A tenant's fair share is the machine's cores split between the tenants that used any CPU lately, by weight,
-//! and it is heavy while it uses more than half of it, and another tenant used some too. Half, because ten tenants flooding together each get
+//! A tenant's fair share is the machine's cores split between the tenants present lately (their guests used
+//! CPU, or they had requests that run no guest: static files and proxied requests are work for the connection
+//! workers too), by weight, and it is heavy while it uses more than half of it, and another tenant is present. Half, because ten tenants flooding together each get
 //! about their share from the lane, and must stay there; and there is no band between heavy and light: a slow
 //! app demoted when a flood began, then held to a trickle by it, must come back.
 
@@ -23,8 +24,9 @@ pub(crate) const EVERY: Duration = Duration::from_millis(50);
 /// `cores` cores.
 pub(crate) fn account(shares: &[Arc<Share>], window: Duration, cores: usize) {
     let recent: Vec<u64> = shares.iter().map(|share| share.measure(window)).collect();
+    let present: Vec<bool> = shares.iter().zip(&recent).map(|(share, &r)| share.present() || r > 0).collect();
     let weights: u128 =
-        shares.iter().zip(&recent).filter(|&(_, &r)| r > 0).map(|(share, _)| u128::from(share.weight())).sum();
+        shares.iter().zip(&present).filter(|&(_, &p)| p).map(|(share, _)| u128::from(share.weight())).sum();
     let machine = u128::try_from(cores.max(1)).unwrap_or(1) * 1_000_000_000;
     for (share, &recent) in shares.iter().zip(&recent) {
         if recent == 0 || weights == 0 {
@@ -94,5 +96,23 @@ mod tests {
         assert!(!idle.heavy());
         settle(&[busy.clone(), idle.clone()], &[100 * MS, MS / 10], 2);
         assert!(busy.heavy(), "once another tenant runs anything, it makes way");
+    }
+
+    #[test]
+    fn a_tenant_served_without_guests_is_there_too() {
+        let all = Shares::default();
+        let (busy, files) = (all.share("busy", 1), all.share("files", 1));
+        let both = [busy.clone(), files.clone()];
+        settle(&both, &[100 * MS, Duration::ZERO], 2);
+        assert!(!busy.heavy(), "alone");
+        for _ in 0..3 {
+            files.note_request();
+            busy.charge_foreground(100 * MS);
+            account(&both, EVERY, 2);
+        }
+        assert!(busy.heavy(), "a neighbour's static files and proxied requests need the machine too");
+        assert!(!files.heavy());
+        settle(&both, &[100 * MS, Duration::ZERO], 2);
+        assert!(!busy.heavy(), "the neighbour gone quiet for a few looks: alone again");
     }
 }

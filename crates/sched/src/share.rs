@@ -1,7 +1,7 @@
 //! A tenant's share of the CPU: its weight, and what its guests have used and waited.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ pub struct Share {
     /// Whether the tenant has recently used more than about half its fair share of the machine (see
     /// [`crate::account`]): only such a tenant's long guests go to the background lane.
     heavy: AtomicBool,
+    /// Set by each request that runs no guest (a static file, a proxied request): the tenant is there, with a
+    /// claim on the machine, though its guests used nothing.
+    requested: AtomicBool,
+    /// Looks of the accountant for which the tenant still counts as present since it was last `requested`.
+    present_for: AtomicU8,
 }
 
 impl Share {
@@ -64,6 +69,8 @@ impl Share {
             recent: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             heavy: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
+            present_for: AtomicU8::new(0),
         }
     }
 
@@ -113,6 +120,29 @@ impl Share {
         let recent = self.recent() / 2 + rate / 2;
         self.recent.store(recent, Ordering::Relaxed);
         recent
+    }
+
+    /// Notes a request of this tenant that runs no guest: connection work counts as the tenant being there, so
+    /// a tenant flooding guests beside it is not alone on the machine (see [`crate::account`]). One load per
+    /// request, and a store only when the accountant has looked since.
+    pub fn note_request(&self) {
+        if !self.requested.load(Ordering::Relaxed) {
+            self.requested.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The accountant's look at requests: whether the tenant had any in its last few looks (200 ms), so a
+    /// steady stream of them keeps it present across a gap of one look.
+    pub(crate) fn present(&self) -> bool {
+        /// Looks a request keeps the tenant present for.
+        const LOOKS: u8 = 4;
+        let left = if self.requested.swap(false, Ordering::Relaxed) {
+            LOOKS
+        } else {
+            self.present_for.load(Ordering::Relaxed).saturating_sub(1)
+        };
+        self.present_for.store(left, Ordering::Relaxed);
+        left > 0
     }
 
     pub(crate) fn set_heavy(&self, heavy: bool) {

@@ -133,6 +133,33 @@ component = "{hello}"
     assert!(metric(&server, "palisade_guest_cpu_seconds_total", "evil").await > 0.5);
 }
 
+/// A neighbour that runs no guest (static files, a proxy) still has a claim on the machine: a tenant flooding
+/// memory bombs beside it is not alone, and its guests go to the background lane.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbour_serving_only_files_is_not_left_alone_with_a_flood() {
+    let site = Site::new();
+    let probe = site.guest("probe-component.wasm");
+    site.write("www/index.html", "static and well\n");
+    site.config(&format!(
+        "{ADMIN}[tenants.evil]\nhosts = [\"evil.localhost\"]\nmemory = \"16 MiB\"\nmax_concurrency = 8\n\n\
+         [[tenants.evil.routes]]\npath = \"/\"\ncomponent = \"{probe}\"\n\n\
+         [tenants.good]\nhosts = [\"good.localhost\"]\n\n[[tenants.good.routes]]\npath = \"/\"\nstatic = \"www\"\n"
+    ));
+    let server = site.start();
+    let client = server.client(&["evil.localhost", "good.localhost"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bombs = flood(&client, server.url("evil.localhost", "/membomb"), 8, &stop);
+    let files = flood(&client, server.url("good.localhost", "/index.html"), 2, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let bombed: u64 = futures::future::join_all(bombs).await.into_iter().map(|r| r.unwrap_or(0)).sum();
+    let served: u64 = futures::future::join_all(files).await.into_iter().map(|r| r.unwrap_or(0)).sum();
+    assert!(bombed > 0 && served > 0, "both ran: {bombed} bombs, {served} files");
+    // Before static requests counted, the bomber was alone (no other tenant used guest CPU) and kept every
+    // bomb on the connection workers: no demotion at all.
+    assert!(metric(&server, "palisade_guest_demotions_total", "evil").await > 0.0, "bombs moved out of the way");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_that_both_spin_share_the_cpu_by_weight() {
     let site = Site::new();
