@@ -18,6 +18,7 @@
 mod diagnostic;
 mod model;
 mod operate;
+mod path;
 mod proxy;
 mod raw;
 mod units;
@@ -33,6 +34,7 @@ pub use model::{
     TrafficLimits,
 };
 pub use operate::{AdminConfig, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
+pub use path::{EncodedSeparator, decode_unreserved};
 pub use proxy::{
     Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_TIMEOUT, HealthCheck, ProxyConfig,
     Upstream, UpstreamProtocol,

@@ -1,5 +1,6 @@
 //! Raw file → validated [`Config`]: every check that needs more than serde, each failure located.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::*;
+use crate::path::decode_unreserved;
 use crate::raw::{
     BoolOrString, DurationText, RawAcme, RawConfig, RawKv, RawKvLimits, RawRoute, RawServer, RawTenant, RawTls,
     SizeValue,
@@ -675,40 +677,27 @@ pub fn normalise_route_path(written: &str) -> Result<String, String> {
 }
 
 /// `written` with non-ASCII characters percent-encoded, escapes of unreserved characters decoded and the
-/// others in upper case: the form the server routes requests on.
+/// others in upper case: the form the server routes requests on ([`decode_unreserved`]).
 fn percent_normal_form(written: &str) -> Result<String, String> {
-    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16)).and_then(|d| u8::try_from(d).ok());
-    let bytes = written.as_bytes();
-    let mut out = String::with_capacity(written.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let (Some(high), Some(low)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) else {
-                    return Err(format!("route path {written:?}: '%' must begin an escape like %20"));
-                };
-                match (high << 4) | low {
-                    b'/' | b'\\' => {
-                        return Err(format!(
-                            "route path {written:?} can never match: requests with an encoded '/' or '\\' are refused"
-                        ));
-                    }
-                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => out.push(char::from(b)),
-                    b => out.push_str(&format!("%{b:02X}")),
-                }
-                i += 3;
-            }
-            b if b.is_ascii() => {
-                out.push(char::from(b));
-                i += 1;
-            }
-            b => {
-                out.push_str(&format!("%{b:02X}"));
-                i += 1;
-            }
+    let mut encoded = String::with_capacity(written.len());
+    for b in written.bytes() {
+        if b.is_ascii() {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
         }
     }
-    Ok(out)
+    let bytes = encoded.as_bytes();
+    let lone_percent = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'%' && !bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    if lone_percent {
+        return Err(format!("route path {written:?}: '%' must begin an escape like %20"));
+    }
+    decode_unreserved(&encoded).map(Cow::into_owned).map_err(|_| {
+        format!("route path {written:?} can never match: requests with an encoded '/' or '\\' are refused")
+    })
 }
 
 fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {

@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 
+use palisade_config::{EncodedSeparator, decode_unreserved};
+
 /// Why a path is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PathError {
@@ -27,7 +29,11 @@ pub(crate) fn normal_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !escaped && !has_dot_segment(bytes) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = if escaped { decode_unreserved(path)? } else { Cow::Borrowed(path) };
+    let decoded = if escaped {
+        decode_unreserved(path).map_err(|EncodedSeparator| PathError::EncodedSeparator)?
+    } else {
+        Cow::Borrowed(path)
+    };
     if !has_dot_segment(decoded.as_bytes()) {
         return Ok(decoded);
     }
@@ -37,43 +43,6 @@ pub(crate) fn normal_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// Whether a segment of `path` is `.` or `..`.
 fn has_dot_segment(path: &[u8]) -> bool {
     path.split(|&b| b == b'/').any(|segment| segment == b"." || segment == b"..")
-}
-
-/// Decodes `%XX` where it stands for an unreserved character (letters, digits, `-._~`), leaving every other
-/// escape as it is (with upper-case hex digits, the form RFC 3986 recommends).
-fn decode_unreserved(path: &str) -> Result<Cow<'_, str>, PathError> {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut changed = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let escape =
-            (bytes[i] == b'%').then(|| Some((hex(*bytes.get(i + 1)?)? << 4) | hex(*bytes.get(i + 2)?)?)).flatten();
-        match escape {
-            Some(b'/' | b'\\') => return Err(PathError::EncodedSeparator),
-            Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
-                out.push(char::from(b));
-                changed = true;
-                i += 3;
-            }
-            Some(b) => {
-                out.push_str(&format!("%{b:02X}"));
-                changed |= path[i + 1..i + 3] != format!("{b:02X}");
-                i += 3;
-            }
-            None => {
-                // Not an escape (or a lone '%'): copied as it is, a char at a time.
-                let c = path[i..].chars().next().unwrap_or_default();
-                out.push(c);
-                i += c.len_utf8().max(1);
-            }
-        }
-    }
-    Ok(if changed { Cow::Owned(out) } else { Cow::Borrowed(path) })
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// RFC 3986 §5.2.4 for an absolute path, except that `..` above the root is refused rather than dropped.
