@@ -13,6 +13,32 @@ pub const MAX_APP_SIZE: usize = 256 << 20;
 
 type Answer = Response<Full<Bytes>>;
 
+/// The largest tenant document `PUT /v1/tenants/{t}` takes.
+pub const MAX_TENANT_DOCUMENT: usize = 1 << 20;
+
+/// Who is calling, by the bearer token it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    /// The operator's token (or no token is required): every endpoint.
+    Operator,
+    /// A token scoped to this tenant.
+    Tenant(String),
+}
+
+impl Caller {
+    /// Whether the caller may call `method` on `segments`: a tenant may read its own tenant (and the list,
+    /// which shows it alone) and deploy and remove its own apps.
+    fn may(&self, method: &Method, segments: &[&str]) -> bool {
+        let Caller::Tenant(own) = self else { return true };
+        match (method, segments) {
+            (&Method::GET, ["v1", "tenants"]) => true,
+            (&Method::GET, ["v1", "tenants", tenant]) => tenant == own,
+            (&Method::PUT | &Method::DELETE, ["v1", "tenants", tenant, "apps", _]) => tenant == own,
+            _ => false,
+        }
+    }
+}
+
 pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -29,12 +55,13 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
         }
         _ => {}
     }
-    if let Some(token) = token
-        && !authorized(&req, token)
-    {
+    let Some(caller) = caller(control, token, &req) else {
         let mut answer = error(StatusCode::UNAUTHORIZED, "a bearer token is required: Authorization: Bearer TOKEN");
         answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return answer;
+    };
+    if !caller.may(&method, &segments) {
+        return error(StatusCode::FORBIDDEN, &format!("a tenant's token may not {method} {path}"));
     }
     let route = query_value(&req, "route");
     let result = match (&method, segments.as_slice()) {
@@ -46,39 +73,67 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             );
             return answer;
         }
-        (&Method::GET, ["v1", "tenants"]) => Ok(control.tenants().await),
+        (&Method::GET, ["v1", "tenants"]) => match &caller {
+            Caller::Operator => Ok(control.tenants().await),
+            Caller::Tenant(own) => {
+                Ok(serde_json::json!({ "tenants": control.tenant(own).await.into_iter().collect::<Vec<_>>() }))
+            }
+        },
         (&Method::GET, ["v1", "tenants", tenant]) => control
             .tenant(tenant)
             .await
             .ok_or_else(|| ControlError::new(Refusal::NotFound, format!("no tenant {tenant:?}"))),
-        (&Method::PUT, ["v1", "tenants", tenant, "apps", name]) => {
-            // Refused on the declared length, before a byte of it is read.
-            if declared_length(&req).is_some_and(|length| length > MAX_APP_SIZE as u64) {
-                return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("an app may be at most {MAX_APP_SIZE} bytes"));
-            }
-            let (tenant, name) = (tenant.to_string(), name.to_string());
-            match Limited::new(req.into_body(), MAX_APP_SIZE).collect().await {
-                Ok(body) => match control.deploy(&tenant, &name, route.as_deref(), body.to_bytes()).await {
-                    Ok(record) => {
-                        tracing::info!(target: "palisade::admin", %method, path, "app deployed");
-                        return json(StatusCode::CREATED, &record);
+        (&Method::PUT, ["v1", "tenants", tenant]) => {
+            let tenant = tenant.to_string();
+            let body = match read_body(req, MAX_TENANT_DOCUMENT, "a tenant document").await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(spec) => match control.put_tenant(&tenant, spec).await {
+                    Ok((created, value)) => {
+                        tracing::info!(target: "palisade::admin", %method, path, created, "tenant stored");
+                        return json(if created { StatusCode::CREATED } else { StatusCode::OK }, &value);
                     }
                     Err(e) => Err(e),
                 },
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("an app may be at most {MAX_APP_SIZE} bytes"),
-                    );
+                Err(e) => Err(ControlError::new(Refusal::BadRequest, format!("the body is not JSON: {e}"))),
+            }
+        }
+        (&Method::DELETE, ["v1", "tenants", tenant]) => control.delete_tenant(tenant).await,
+        (&Method::POST, ["v1", "tenants", tenant, "tokens"]) => match control.issue_token(tenant).await {
+            Ok(issued) => {
+                tracing::info!(target: "palisade::admin", %method, path, "tenant token issued");
+                return json(StatusCode::CREATED, &issued);
+            }
+            Err(e) => Err(e),
+        },
+        (&Method::DELETE, ["v1", "tenants", tenant, "tokens", id]) => control.revoke_token(tenant, id).await,
+        (&Method::PUT, ["v1", "tenants", tenant, "apps", name]) => {
+            let (tenant, name) = (tenant.to_string(), name.to_string());
+            let wasm = match read_body(req, MAX_APP_SIZE, "an app").await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match control.deploy(&tenant, &name, route.as_deref(), wasm).await {
+                Ok(record) => {
+                    tracing::info!(target: "palisade::admin", %method, path, "app deployed");
+                    return json(StatusCode::CREATED, &record);
                 }
-                Err(e) => Err(ControlError::new(Refusal::BadRequest, format!("could not read the upload: {e}"))),
+                Err(e) => Err(e),
             }
         }
         (&Method::DELETE, ["v1", "tenants", tenant, "apps", name]) => control.remove(tenant, name).await,
         (&Method::POST, ["v1", "reload"]) => control.reload().await,
         (
             _,
-            ["metrics"] | ["v1", "tenants"] | ["v1", "tenants", _] | ["v1", "tenants", _, "apps", _] | ["v1", "reload"],
+            ["metrics"]
+            | ["v1", "tenants"]
+            | ["v1", "tenants", _]
+            | ["v1", "tenants", _, "apps", _]
+            | ["v1", "tenants", _, "tokens"]
+            | ["v1", "tenants", _, "tokens", _]
+            | ["v1", "reload"],
         ) => {
             return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"));
         }
@@ -88,19 +143,49 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
     respond(result)
 }
 
+/// Who sent `req`: the operator (its token, or any request when no token is set), a tenant (one of its
+/// tokens), or nobody known (`None`).
+fn caller<C: Control, B>(control: &C, operator: Option<&str>, req: &Request<B>) -> Option<Caller> {
+    let Some(operator) = operator else { return Some(Caller::Operator) };
+    let given = bearer(req)?;
+    if same_secret(given, operator) {
+        return Some(Caller::Operator);
+    }
+    control.token_tenant(given).map(Caller::Tenant)
+}
+
+/// The request's body, at most `limit` bytes (refused with 413 on its declared length before a byte is
+/// read); `what` names it in the refusal.
+async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<Bytes, Answer> {
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("{what} may be at most {limit} bytes"));
+    if declared_length(&req).is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &format!("could not read the upload: {e}"))),
+    }
+}
+
 fn respond(result: ControlResult) -> Answer {
     match result {
         Ok(value) => json(StatusCode::OK, &value),
         Err(e) => {
             let status = match e.refusal {
                 Refusal::BadRequest => StatusCode::BAD_REQUEST,
+                Refusal::Forbidden => StatusCode::FORBIDDEN,
                 Refusal::NotFound => StatusCode::NOT_FOUND,
                 Refusal::Conflict => StatusCode::CONFLICT,
                 Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
                 Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            error(status, &e.message)
+            let mut body = serde_json::json!({ "error": e.message });
+            if let (Some(serde_json::Value::Object(details)), Some(body)) = (e.details, body.as_object_mut()) {
+                body.extend(details);
+            }
+            json(status, &body)
         }
     }
 }
@@ -110,15 +195,16 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Whether the request carries `token` as its bearer token (compared in constant time).
-fn authorized<B>(req: &Request<B>, token: &str) -> bool {
-    let Some(given) =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
-    given.len() == token.len() && given.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+/// The request's bearer token, if it carries one.
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ")?.trim())
+}
+
+/// Whether `given` is `secret`, compared in constant time.
+fn same_secret(given: &str, secret: &str) -> bool {
+    let (given, secret) = (given.as_bytes(), secret.as_bytes());
+    given.len() == secret.len() && given.iter().zip(secret).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// The decoded value of `name` in the query, if present (`+` is a space, as in forms).
@@ -156,10 +242,28 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let req = |v: &str| Request::builder().header(header::AUTHORIZATION, v).body(()).expect("request");
-        assert!(authorized(&req("Bearer s3cret"), "s3cret"));
-        assert!(!authorized(&req("Bearer s3cre"), "s3cret"));
-        assert!(!authorized(&req("Basic s3cret"), "s3cret"));
-        assert!(!authorized(&Request::new(()), "s3cret"));
+        assert_eq!(bearer(&req("Bearer s3cret ")), Some("s3cret"));
+        assert_eq!(bearer(&req("Basic s3cret")), None);
+        assert_eq!(bearer(&Request::new(())), None);
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cre", "s3cret"));
+    }
+
+    #[test]
+    fn a_tenant_token_reaches_its_own_tenant_only() {
+        let me = Caller::Tenant("acme".into());
+        assert!(me.may(&Method::GET, &["v1", "tenants"]));
+        assert!(me.may(&Method::GET, &["v1", "tenants", "acme"]));
+        assert!(me.may(&Method::PUT, &["v1", "tenants", "acme", "apps", "hello"]));
+        assert!(me.may(&Method::DELETE, &["v1", "tenants", "acme", "apps", "hello"]));
+        assert!(!me.may(&Method::GET, &["v1", "tenants", "other"]));
+        assert!(!me.may(&Method::PUT, &["v1", "tenants", "other", "apps", "hello"]));
+        assert!(!me.may(&Method::PUT, &["v1", "tenants", "acme"]));
+        assert!(!me.may(&Method::DELETE, &["v1", "tenants", "acme"]));
+        assert!(!me.may(&Method::POST, &["v1", "tenants", "acme", "tokens"]));
+        assert!(!me.may(&Method::POST, &["v1", "reload"]));
+        assert!(!me.may(&Method::GET, &["metrics"]));
+        assert!(Caller::Operator.may(&Method::POST, &["v1", "reload"]));
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //!
 //! - `GET /healthz` (the process answers) and `GET /readyz` (it serves what it should), without a token;
 //! - `GET /metrics`, Prometheus text format;
-//! - `GET /v1/tenants`, `GET /v1/tenants/{t}`, `PUT` and `DELETE /v1/tenants/{t}/apps/{name}` (the body is the
-//!   `.wasm`; `?route=/path` picks where it is served), `POST /v1/reload`.
+//! - `GET /v1/tenants`, `GET`, `PUT` (a JSON document) and `DELETE /v1/tenants/{t}`;
+//! - `PUT` and `DELETE /v1/tenants/{t}/apps/{name}` (the body is the `.wasm`; `?route=/path` picks where it is
+//!   served);
+//! - `POST /v1/tenants/{t}/tokens` (a tenant-scoped token, shown once) and `DELETE /v1/tenants/{t}/tokens/{id}`;
+//! - `POST /v1/reload`.
 //!
-//! Everything but the health checks needs `Authorization: Bearer TOKEN` when a token is set. What these do is
-//! the binary's business: it implements [`Control`]; this crate is HTTP, authentication and JSON only.
+//! Everything but the health checks needs `Authorization: Bearer TOKEN` when a token is set: the operator's
+//! token may do everything; a tenant's token ([`Control::token_tenant`]) may read its own tenant and deploy and
+//! remove its own apps, and gets 403 for everything else. What the operations do is the binary's business: it
+//! implements [`Control`]; this crate is HTTP, authentication and JSON only.
 
 mod api;
 
@@ -16,13 +21,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-pub use api::MAX_APP_SIZE;
+pub use api::{MAX_APP_SIZE, MAX_TENANT_DOCUMENT};
 
 /// Why a control operation failed, in terms of HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// 400: the request is malformed (a bad name or route).
     BadRequest,
+    /// 403: the caller's token does not allow it.
+    Forbidden,
     /// 404: no such tenant or app.
     NotFound,
     /// 409: it conflicts with what is served (a route taken by another app or the configuration).
@@ -42,12 +49,20 @@ pub struct ControlError {
     pub refusal: Refusal,
     /// What went wrong and what to do about it.
     pub message: String,
+    /// More for the answer's JSON body beside `error` (the problems of an invalid document, say).
+    pub details: Option<serde_json::Value>,
 }
 
 impl ControlError {
     /// A failure of `refusal`'s kind with `message`.
     pub fn new(refusal: Refusal, message: impl Into<String>) -> ControlError {
-        ControlError { refusal, message: message.into() }
+        ControlError { refusal, message: message.into(), details: None }
+    }
+
+    /// The same failure with `details` (an object whose keys join `error` in the answer's body).
+    pub fn with_details(mut self, details: serde_json::Value) -> ControlError {
+        self.details = Some(details);
+        self
     }
 }
 
@@ -69,6 +84,21 @@ pub trait Control: Send + Sync + 'static {
         route: Option<&str>,
         wasm: Bytes,
     ) -> impl Future<Output = ControlResult> + Send;
+    /// Creates tenant `name` from `spec` (the keys of a `[tenants.NAME]` table), or replaces the one the API
+    /// created before; answers whether it is new, and the tenant.
+    fn put_tenant(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> impl Future<Output = Result<(bool, serde_json::Value), ControlError>> + Send;
+    /// Removes tenant `name` (created through the API) with its apps, tokens and key-value data.
+    fn delete_tenant(&self, name: &str) -> impl Future<Output = ControlResult> + Send;
+    /// Issues a token scoped to `tenant`: answers `{"id": ..., "token": ...}`, the only time the token is shown.
+    fn issue_token(&self, tenant: &str) -> impl Future<Output = ControlResult> + Send;
+    /// Revokes `tenant`'s token `id`.
+    fn revoke_token(&self, tenant: &str, id: &str) -> impl Future<Output = ControlResult> + Send;
+    /// The tenant whose token `token` is, if it is one.
+    fn token_tenant(&self, token: &str) -> Option<String>;
     /// Stops serving and forgets the tenant's app `name`.
     fn remove(&self, tenant: &str, name: &str) -> impl Future<Output = ControlResult> + Send;
     /// Re-reads the configuration file and applies it, or changes nothing and says why.
@@ -84,6 +114,7 @@ pub struct Admin {
     listener: TcpListener,
     token: Option<Arc<str>>,
     limits: AdminLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// What the admin listener holds its clients to: the server's traffic limits, so that half-sent requests
@@ -102,7 +133,13 @@ impl Admin {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for the admin API: {e}")))?;
-        Ok(Admin { listener, token: token.map(Arc::from), limits })
+        Ok(Admin { listener, token: token.map(Arc::from), limits, tls: None })
+    }
+
+    /// Speaks HTTPS through `acceptor` instead of plain HTTP.
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Admin {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// The address bound (port 0 resolved).
@@ -135,21 +172,42 @@ impl Admin {
                 tracing::debug!(%remote, "admin connection refused: {} open", self.limits.max_connections);
                 continue;
             };
-            let (control, token) = (control.clone(), self.token.clone());
+            let (control, token, tls) = (control.clone(), self.token.clone(), self.tls.clone());
             let header_timeout = self.limits.header_timeout;
             tokio::spawn(async move {
                 let _slot = slot;
-                let service = hyper::service::service_fn(move |req| {
-                    let (control, token) = (control.clone(), token.clone());
-                    async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, token.as_deref(), req).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
-                if let Err(e) = builder.serve_connection(io, service).await {
+                let result = match tls {
+                    None => connection(stream, control, token, header_timeout).await,
+                    // The handshake gets the time a request head gets: a silent client is dropped as soon.
+                    Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, control, token, header_timeout).await,
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    },
+                };
+                if let Err(e) = result {
                     tracing::debug!(%remote, "admin connection: {e}");
                 }
             });
         }
     }
+}
+
+/// Serves one admin connection (plain or TLS) with HTTP/1.1 or HTTP/2.
+async fn connection<C: Control, IO>(
+    io: IO,
+    control: Arc<C>,
+    token: Option<Arc<str>>,
+    header_timeout: std::time::Duration,
+) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (control, token) = (control.clone(), token.clone());
+        async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, token.as_deref(), req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.serve_connection(hyper_util::rt::TokioIo::new(io), service).await.map_err(|e| e.to_string())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use palisade_admin::{Admin, AdminLimits, Control, ControlResult};
+use palisade_admin::{Admin, AdminLimits, Control, ControlError, ControlResult};
 use palisade_config::{AdminConfig, TrafficLimits};
 use palisade_sched::Share;
 use serde_json::json;
@@ -65,6 +65,16 @@ pub(crate) fn token(admin: &AdminConfig) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
+/// The admin listener's TLS acceptor, if `[admin] tls` is set: its certificate loaded and checked.
+pub(crate) fn tls_acceptor(admin: &AdminConfig) -> anyhow::Result<Option<palisade_tls::TlsAcceptor>> {
+    let Some(tls) = &admin.tls else { return Ok(None) };
+    let cert = palisade_tls::LoadedCert::from_files(&tls.cert, &tls.key, &[])
+        .with_context(|| format!("{}: the admin listener's `tls`", admin.location))?;
+    palisade_tls::warn_if_expiring("(the admin listener)", &tls.cert, &cert);
+    let acceptor = palisade_tls::single_cert_acceptor(&cert).context("setting up TLS for the admin listener")?;
+    Ok(Some(acceptor))
+}
+
 /// Binds the admin listener (requiring `token`, from [`token`]) and serves it on the current runtime.
 pub(crate) async fn start(
     admin: &AdminConfig,
@@ -77,9 +87,16 @@ pub(crate) async fn start(
         header_timeout: traffic.header_timeout,
         max_connections: usize::try_from(traffic.max_connections_per_ip).unwrap_or(usize::MAX),
     };
-    let listener = Admin::bind(admin.listen, token.clone(), limits).await?;
+    let mut listener = Admin::bind(admin.listen, token.clone(), limits).await?;
+    let scheme = match tls_acceptor(admin)? {
+        Some(acceptor) => {
+            listener = listener.with_tls(acceptor);
+            "https"
+        }
+        None => "http",
+    };
     tracing::info!(
-        "admin API on http://{}{}",
+        "admin API on {scheme}://{}{}",
         listener.local_addr()?,
         if token.is_some() { " (bearer token required)" } else { " (no token: loopback only)" }
     );
@@ -106,6 +123,26 @@ impl Control for Operator {
     async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, wasm: Bytes) -> ControlResult {
         let record = self.site.deploy(tenant, name, route, wasm).await?;
         Ok(serde_json::to_value(record).unwrap_or_default())
+    }
+
+    async fn put_tenant(&self, name: &str, spec: serde_json::Value) -> Result<(bool, serde_json::Value), ControlError> {
+        self.site.put_tenant(name, spec).await
+    }
+
+    async fn delete_tenant(&self, name: &str) -> ControlResult {
+        self.site.delete_tenant(name).await
+    }
+
+    async fn issue_token(&self, tenant: &str) -> ControlResult {
+        self.site.issue_token(tenant).await
+    }
+
+    async fn revoke_token(&self, tenant: &str, id: &str) -> ControlResult {
+        self.site.revoke_token(tenant, id).await
+    }
+
+    fn token_tenant(&self, token: &str) -> Option<String> {
+        self.site.tokens.tenant_of(token)
     }
 
     async fn remove(&self, tenant: &str, name: &str) -> ControlResult {

@@ -32,7 +32,11 @@ pub(crate) struct LoadedRoute {
 /// with the first guest loaded.
 pub(crate) fn runtime(config: &Config) -> Runtime {
     let max_memory = config.tenants.iter().map(|t| t.limits.memory).max().unwrap_or(palisade_config::DEFAULT_MEMORY);
-    let wanted: u32 = config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add);
+    // With the admin API, tenants can come later: the pool is sized for them too.
+    let wanted: u32 = match config.admin {
+        Some(_) => MAX_POOLED_INSTANCES,
+        None => config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add),
+    };
     let guest_memory = config.server.max_guest_memory.unwrap_or_else(crate::machine::default_guest_memory);
     new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers, guest_memory)
 }
@@ -166,20 +170,33 @@ pub(crate) fn load_tenants(
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
-        let sandbox = sandbox(runtime, tenant, kv);
-        let mut routes = Vec::new();
-        for route in &tenant.routes {
-            match handler(runtime, &sandbox, &route.target) {
-                Ok((h, info)) => {
-                    routes.push((route.path.clone(), h));
-                    loaded.push(LoadedRoute { tenant: tenant.name.clone(), path: route.path.clone(), info });
-                }
-                Err(message) => errors.push(RouteError { route: route.clone(), message }),
-            }
-        }
-        tenants.push(LoadedTenant { tenant: tenant.clone(), sandbox, routes });
+        let (t, routes) = load_tenant(tenant, runtime, kv, &mut errors);
+        tenants.push(t);
+        loaded.extend(routes);
     }
     if errors.is_empty() { Ok((tenants, loaded)) } else { Err(errors) }
+}
+
+/// Loads one tenant's sandbox and routes; each route that fails goes to `errors` and is left out.
+pub(crate) fn load_tenant(
+    tenant: &Tenant,
+    runtime: &Runtime,
+    kv: Option<&Arc<dyn KvStore>>,
+    errors: &mut Vec<RouteError>,
+) -> (LoadedTenant, Vec<LoadedRoute>) {
+    let sandbox = sandbox(runtime, tenant, kv);
+    let mut routes = Vec::new();
+    let mut loaded = Vec::new();
+    for route in &tenant.routes {
+        match handler(runtime, &sandbox, &route.target) {
+            Ok((h, info)) => {
+                routes.push((route.path.clone(), h));
+                loaded.push(LoadedRoute { tenant: tenant.name.clone(), path: route.path.clone(), info });
+            }
+            Err(message) => errors.push(RouteError { route: route.clone(), message }),
+        }
+    }
+    (LoadedTenant { tenant: tenant.clone(), sandbox, routes }, loaded)
 }
 
 /// A router for `config`'s routes alone (`palisade check`).

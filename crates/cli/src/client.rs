@@ -1,4 +1,4 @@
-//! `palisade deploy` and `palisade apps`: the admin API's client side.
+//! `palisade deploy` and `palisade apps`: the admin API's client side, and the call every client command makes.
 
 use std::path::PathBuf;
 
@@ -19,6 +19,9 @@ pub(crate) struct AdminArgs {
     /// A file holding the bearer token (default: the PALISADE_ADMIN_TOKEN environment variable).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// For an https:// admin URL: the PEM file of the CA that signed the admin listener's certificate.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
 }
 
 /// `palisade deploy`: upload a `.wasm` as a tenant's app.
@@ -121,14 +124,14 @@ pub(crate) fn apps(args: AppsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn message(answer: &serde_json::Value, body: &[u8]) -> String {
+pub(crate) fn message(answer: &serde_json::Value, body: &[u8]) -> String {
     answer["error"].as_str().map_or_else(|| String::from_utf8_lossy(body).trim().to_string(), str::to_string)
 }
 
 /// What a route needs encoded in a query value: all but unreserved characters and `/`.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// What a name needs encoded as a path segment: all but unreserved characters.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// How long the admin API has to accept a connection, and to answer once connected (an upload included).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -139,13 +142,22 @@ fn connect_host(host: &str) -> &str {
     host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
-/// One request to the admin API over plain HTTP/1.1.
-fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
+/// One request to the admin API over HTTP/1.1, in TLS for an https:// URL.
+pub(crate) fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
     let token = read_token(admin.token_file.as_deref())?;
     let base: Uri = admin.admin.parse().with_context(|| format!("--admin {:?} is not a URL", admin.admin))?;
-    anyhow::ensure!(base.scheme_str() == Some("http"), "--admin must be an http:// URL, like http://127.0.0.1:9901");
+    let tls = match base.scheme_str() {
+        Some("http") => None,
+        Some("https") => {
+            let ca = admin.cacert.as_deref().context(
+                "an https:// admin URL needs --cacert FILE: the CA that signed the admin listener's certificate",
+            )?;
+            Some(palisade_tls::client_trusting(ca)?)
+        }
+        _ => anyhow::bail!("--admin must be an http:// or https:// URL, like http://127.0.0.1:9901"),
+    };
     let authority = base.authority().context("--admin needs a host and port")?.clone();
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
     let mut request = Request::builder().method(method).uri(path).header(header::HOST, authority.as_str());
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -158,18 +170,34 @@ fn call(admin: &AdminArgs, method: Method, path: &str, body: Bytes) -> anyhow::R
             .map_err(|_| anyhow::anyhow!("the admin API at {authority} did not accept within {CONNECT_TIMEOUT:?}"))?
             .with_context(|| format!("connecting to the admin API at {authority}"))?;
         let exchange = async {
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let response = sender.send_request(request).await.context("sending the request")?;
-            let status = response.status();
-            let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
-            Ok((status, body))
+            match tls {
+                None => exchange(stream, request).await,
+                Some(connector) => {
+                    let name = palisade_tls::ServerName::try_from(connect_host(authority.host()).to_string())
+                        .with_context(|| format!("{} cannot be a TLS server name", authority.host()))?;
+                    let stream =
+                        connector.connect(name, stream).await.context("the TLS handshake with the admin API")?;
+                    exchange(stream, request).await
+                }
+            }
         };
         tokio::time::timeout(ANSWER_TIMEOUT, exchange)
             .await
             .map_err(|_| anyhow::anyhow!("the admin API at {authority} did not answer within {ANSWER_TIMEOUT:?}"))?
     })
+}
+
+/// Sends `request` over `stream` with HTTP/1.1 and reads the whole answer.
+async fn exchange<IO>(stream: IO, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.context("sending the request")?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
+    Ok((status, body))
 }
 
 #[cfg(test)]

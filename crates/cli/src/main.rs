@@ -13,6 +13,8 @@ mod preflight;
 mod run;
 mod serve;
 mod site;
+mod tenant_client;
+mod tenants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Command {
     Deploy(client::DeployArgs),
     /// List a running server's tenants, routes and deployed apps through its admin API.
     Apps(client::AppsArgs),
+    /// Create, change, list and remove tenants, and issue their tokens, through a running server's admin API.
+    Tenants(tenant_client::TenantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv::run(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Apps(args) => client::apps(args),
+        Command::Tenants(args) => tenant_client::run(args),
     };
     drop(log); // flushes the log before the final error line, so they come out in order
     match result {

@@ -5,8 +5,9 @@ use palisade_config::Config;
 
 use crate::admin;
 
-/// Refuses an admin API open to the network without a token (or with an empty token file), a `data_dir`
-/// that is not a directory, and an admin listener on the port of a traffic listener. Returns the admin token.
+/// Refuses an admin API open to the network without a token (or with an empty token file), an admin
+/// certificate that does not load, a `data_dir` that is not a directory, and an admin listener on the port of a
+/// traffic listener. Returns the admin token.
 pub(crate) fn check(config: &Config) -> anyhow::Result<Option<String>> {
     let data_dir = &config.server.data_dir;
     if let Ok(meta) = std::fs::metadata(data_dir)
@@ -18,6 +19,7 @@ pub(crate) fn check(config: &Config) -> anyhow::Result<Option<String>> {
         return Ok(None);
     };
     let token = admin::token(admin)?;
+    admin::tls_acceptor(admin)?;
     let listeners = config.server.listen.iter().chain(&config.server.tls_listen);
     if let Some(clash) = listeners.into_iter().find(|l| {
         l.port() == admin.listen.port()

@@ -7,7 +7,8 @@
 //! request sees the new router. A change that fails anywhere before the swap changes nothing.
 //!
 //! Changes are serialised by one lock. Deployed apps are kept in the node's [`FileRegistry`] (so they
-//! survive a restart); in a cluster, Redis is the truth and `cluster.rs` copies it here.
+//! survive a restart); in a cluster, Redis is the truth and `cluster.rs` copies it here. Tenants created
+//! through the API (`tenants.rs`) are kept in [`FileTenants`] and served beside the file's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,20 +20,25 @@ use palisade_admin::{ControlError, Refusal};
 use palisade_config::Config;
 use palisade_http::Handler;
 use palisade_kv::KvStore;
-use palisade_registry::{AppRecord, FileRegistry, RedisRegistry, valid_name};
+use palisade_registry::{AppRecord, FileRegistry, FileTenants, RedisRegistry, TenantRecord, valid_name};
 use palisade_sandbox::{AppInfo, Runtime, TenantSandbox};
 use palisade_server::{LiveRoutes, Router, Routes};
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
+use crate::tenants::{TokenIndex, host_taken, load_api_tenant};
 
 /// Everything a change needs, and the state it changes.
 pub(crate) struct Site {
     config_path: PathBuf,
     pub(crate) runtime: Runtime,
-    kv: Option<Arc<dyn KvStore>>,
+    pub(crate) kv: Option<Arc<dyn KvStore>>,
     routes: Arc<LiveRoutes>,
     pub(crate) local: FileRegistry,
+    /// Tenants created through the API, and every tenant's tokens.
+    pub(crate) tenant_store: FileTenants,
+    /// The tokens in `tenant_store`, by hash.
+    pub(crate) tokens: TokenIndex,
     pub(crate) shared: Option<RedisRegistry>,
     pub(crate) state: tokio::sync::Mutex<State>,
     /// In a cluster: whether this node has compared its apps with Redis since it started.
@@ -49,6 +55,15 @@ pub(crate) struct State {
 pub(crate) struct TenantState {
     pub(crate) loaded: LoadedTenant,
     pub(crate) apps: BTreeMap<String, DeployedApp>,
+    pub(crate) source: Source,
+}
+
+/// Where a tenant is defined.
+pub(crate) enum Source {
+    /// In the configuration file, which a reload reads again.
+    File,
+    /// Through the admin API, as stored.
+    Api(TenantRecord),
 }
 
 /// A deployed app, compiled and bound to its tenant's sandbox.
@@ -80,13 +95,31 @@ impl Site {
             Some(cluster) => Some(RedisRegistry::connect(&cluster.redis)?),
             None => None,
         };
-        let mut tenants: BTreeMap<String, TenantState> = tenants
+        let tenant_store = FileTenants::open(&config.server.data_dir.join("tenants"))?;
+        let tokens = TokenIndex::of(tenant_store.all_tokens()?);
+        let tenants = tenants
             .into_iter()
-            .map(|loaded| (loaded.tenant.name.clone(), TenantState { loaded, apps: BTreeMap::new() }))
+            .map(|loaded| {
+                (loaded.tenant.name.clone(), TenantState { loaded, apps: BTreeMap::new(), source: Source::File })
+            })
             .collect();
+        let mut state = State { config: config.clone(), tenants };
+        for record in tenant_store.list()? {
+            match load_api_tenant(&runtime, kv.as_ref(), &state, &record.name, &record.spec) {
+                Ok(loaded) => {
+                    tracing::info!(tenant = %record.name, version = record.version, "tenant created through the API loaded");
+                    let t = TenantState { loaded, apps: BTreeMap::new(), source: Source::Api(record) };
+                    state.tenants.insert(t.loaded.tenant.name.clone(), t);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %record.name, "tenant created through the API not served: {}", e.message)
+                }
+            }
+        }
+        let tenants = &mut state.tenants;
         for record in local.list()? {
             let Some(tenant) = tenants.get_mut(&record.tenant) else {
-                tracing::warn!(app = %record.key(), "deployed app of a tenant the configuration does not have; not served");
+                tracing::warn!(app = %record.key(), "deployed app of a tenant this server does not have; not served");
                 continue;
             };
             let loaded = local.read(&record).map_err(|e| e.to_string()).and_then(|bytes| {
@@ -101,7 +134,6 @@ impl Site {
                 Err(e) => tracing::warn!(app = %record.key(), "deployed app not served: {e}"),
             }
         }
-        let state = State { config: config.clone(), tenants };
         let routes = Arc::new(LiveRoutes::from_pointee(router(&state)));
         Ok(Site {
             config_path: config.file.clone(),
@@ -109,6 +141,8 @@ impl Site {
             kv,
             routes,
             local,
+            tenant_store,
+            tokens,
             shared,
             state: tokio::sync::Mutex::new(state),
             synced: AtomicBool::new(false),
@@ -213,6 +247,7 @@ impl Site {
             ));
         }
         let mut state = self.state.lock().await;
+        api_conflicts(&state, &config)?;
         let restart_needed = needs_restart(&state.config, &config);
         let (runtime, kv, new_config) = (self.runtime.clone(), self.kv.clone(), config.clone());
         let loaded = tokio::task::spawn_blocking(move || apps::load_tenants(&new_config, &runtime, kv.as_ref()))
@@ -238,10 +273,19 @@ impl Site {
                 let (handler, info) = self.prepare(&loaded, &record.name, bytes.into()).await?;
                 apps.insert(record.name.clone(), DeployedApp { record, handler, info });
             }
-            tenants.insert(loaded.tenant.name.clone(), TenantState { loaded, apps });
+            tenants.insert(loaded.tenant.name.clone(), TenantState { loaded, apps, source: Source::File });
+        }
+        // The API's tenants go on as they are.
+        let api: Vec<String> =
+            state.tenants.iter().filter(|(_, t)| matches!(t.source, Source::Api(_))).map(|(n, _)| n.clone()).collect();
+        for name in api {
+            if let Some(t) = state.tenants.remove(&name) {
+                stored.remove(&name);
+                tenants.insert(name, t);
+            }
         }
         for record in stored.values().flatten() {
-            tracing::warn!(app = %record.key(), "deployed app of a tenant the configuration does not have; not served");
+            tracing::warn!(app = %record.key(), "deployed app of a tenant this server does not have; not served");
         }
         let dropped: Vec<String> = state.tenants.keys().filter(|t| !tenants.contains_key(*t)).cloned().collect();
         *state = State { config, tenants };
@@ -278,7 +322,31 @@ impl Site {
 }
 
 fn no_tenant(tenant: &str) -> ControlError {
-    refuse(Refusal::NotFound, format!("no tenant {tenant:?} in the configuration"))
+    refuse(Refusal::NotFound, format!("no tenant {tenant:?}"))
+}
+
+/// Refuses a configuration that defines a tenant created through the API, or gives one of its hosts to a
+/// tenant of the file: the API's tenants would silently change.
+fn api_conflicts(state: &State, config: &Config) -> Result<(), ControlError> {
+    for t in state.tenants.values().filter(|t| matches!(t.source, Source::Api(_))) {
+        let api = &t.loaded.tenant;
+        if let Some(file) = config.tenants.iter().find(|f| f.name == api.name) {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "{}: tenant {} was created through the API; delete it there before defining it in the file",
+                    file.location, api.name
+                ),
+            ));
+        }
+        if let Some((owner, host)) = host_taken(config.tenants.iter(), &api.hosts, &api.name) {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!("tenant {owner} of the file takes host {host} of tenant {}, created through the API", api.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Compiles (or finds prepared) `bytes` as the deployed app `tenant/name`, bound to `sandbox`, on this thread.
@@ -332,8 +400,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 /// The JSON description of one tenant: hosts, configured routes, deployed apps, instances in flight.
 pub(crate) fn describe_tenant(t: &TenantState) -> serde_json::Value {
     let tenant = &t.loaded.tenant;
+    let (source, spec, version) = match &t.source {
+        Source::File => ("file", None, None),
+        Source::Api(record) => ("api", Some(&record.spec), Some(record.version)),
+    };
     json!({
         "name": tenant.name,
+        "source": source,
+        "spec": spec,
+        "version": version,
         "hosts": tenant.host_names(),
         "routes": tenant.routes.iter().map(|r| json!({
             "path": r.path,

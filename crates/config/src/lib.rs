@@ -15,6 +15,7 @@
 //!
 //! This crate does no networking and starts no runtime, so it can be fuzzed and unit-tested on its own.
 
+mod api;
 mod diagnostic;
 mod model;
 mod operate;
@@ -24,6 +25,7 @@ mod raw;
 mod units;
 mod validate;
 
+pub use api::{KeyProblem, tenant_from_json};
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
     AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_KV_MAX_KEYS,
@@ -33,7 +35,7 @@ pub use model::{
     KvBackend, KvLimits, Limits, MAX_WEIGHT, OutboundRule, Route, RouteTarget, ServerConfig, Tenant, TlsSource,
     TrafficLimits,
 };
-pub use operate::{AdminConfig, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
+pub use operate::{AdminConfig, AdminTls, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
 pub use path::{EncodedSeparator, decode_unreserved};
 pub use proxy::{
     Balance, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_TIMEOUT, HealthCheck, ProxyConfig,

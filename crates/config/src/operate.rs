@@ -21,8 +21,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// A file holding the bearer token (trimmed); `PALISADE_ADMIN_TOKEN` is used when there is none.
     pub token_file: Option<PathBuf>,
+    /// `tls = { cert, key }`: the admin listener speaks HTTPS with this certificate (PEM files, absolute).
+    pub tls: Option<AdminTls>,
     /// Where `[admin]` is written, for messages about it.
     pub location: Location,
+}
+
+/// The admin listener's certificate: PEM chain (leaf first) and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// `[cluster]`: nodes sharing apps (and key-value data) through Redis.
@@ -39,6 +50,7 @@ pub struct ClusterConfig {
 pub(crate) struct RawAdmin {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    tls: Option<Spanned<crate::raw::RawTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,7 +76,19 @@ pub(crate) fn admin(c: &mut Checker<'_>, raw: Spanned<RawAdmin>) -> Option<Admin
         Some(f) => Some(c.existing("token_file", f, false)?),
         None => None,
     };
-    Some(AdminConfig { listen: addr, token_file, location })
+    let tls = match raw.tls {
+        None => None,
+        Some(tls) => {
+            let span = tls.span();
+            let tls = tls.into_inner();
+            let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+                c.error(&span, "`[admin] tls` needs both `cert` and `key`, like tls = { cert = \"admin.pem\", key = \"admin.key\" }");
+                return None;
+            };
+            Some(AdminTls { cert: c.existing("cert", cert, false)?, key: c.existing("key", key, false)? })
+        }
+    };
+    Some(AdminConfig { listen: addr, token_file, tls, location })
 }
 
 pub(crate) fn cluster(c: &mut Checker<'_>, raw: Spanned<RawCluster>) -> Option<ClusterConfig> {

@@ -111,6 +111,24 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
     }
 }
 
+/// The one tenant in `raw`, validated as the file's tenants are, for a server running `server`: what the admin
+/// API's tenant documents go through (see [`crate::api`]). Its hosts are checked against each other only; the
+/// caller knows the other tenants.
+pub(crate) fn lone_tenant(
+    file: &Path,
+    text: &str,
+    raw: RawConfig,
+    server: &ServerConfig,
+) -> Result<Tenant, Vec<Diagnostic>> {
+    let mut c = Checker { file, text, base_dir: PathBuf::from("."), problems: Vec::new() };
+    let mut claimed = HashMap::new();
+    let tenant = raw.tenants.into_iter().next().and_then(|(name, t)| tenant(&mut c, server, &name, t, &mut claimed));
+    match tenant {
+        Some(t) if c.problems.is_empty() => Ok(t),
+        _ => Err(c.problems),
+    }
+}
+
 fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig {
     let mut out = ServerConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
@@ -408,10 +426,6 @@ fn tenant(
             }
         }
     }
-    if routes.is_empty() && c.problems.len() == before {
-        c.error(&tenant_span, format!("tenant {name_str:?} has no routes; add a [[tenants.{name_str}.routes]] table"));
-    }
-
     let location = c.location(&name.span());
     (c.problems.len() == before).then_some(Tenant {
         location,
@@ -886,6 +900,8 @@ redis = \"redis://10.0.0.5:6379/0\"",
             ("[admin]\ntoken_file = \"t\"", "needs `listen`"),
             ("[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/nonexistent/token\"", "token_file"),
             ("[admin]\nlisten = \"127.0.0.1:1\"\nport = 1", "unknown field"),
+            ("[admin]\nlisten = \"127.0.0.1:1\"\ntls = { cert = \"/nonexistent/a.pem\" }", "needs both"),
+            ("[admin]\nlisten = \"127.0.0.1:1\"\ntls = { cert = \"/nonexistent/a.pem\", key = \"/x\" }", "not found"),
             ("[cluster]\nredis = \"10.0.0.5:6379\"", "redis:// URL"),
             ("[cluster]\nredis = \"redis://x\"\nreconcile_interval = \"0s\"", "reconcile_interval"),
             ("[kv]\nbackend = \"redb\"\n[cluster]\nredis = \"redis://x\"", "one node alone"),

@@ -123,6 +123,9 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// What `tenant` stores.
     fn usage<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, Usage>;
+
+    /// Removes everything `tenant` stores, in every bucket, and its usage counts; how many keys were removed.
+    fn remove_tenant<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, u64>;
 }
 
 /// Parses a stored counter; absent is 0.
@@ -133,5 +136,54 @@ fn parse_counter(value: Option<&[u8]>) -> Result<u64, KvError> {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| KvError::NotACounter("the value is not a decimal number".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOMY: Quota = Quota { max_keys: 1000, max_value: 1000, max_total: 1 << 20 };
+
+    /// For each store's tests: two keys in each of two buckets for `a`, `ab` and `a-b` (names a prefix apart);
+    /// removing `a` touches only `a`, and removing it again finds nothing.
+    pub(crate) async fn remove_tenant_removes_only_that_tenant(store: &dyn KvStore) {
+        let buckets = ["one", "b"];
+        for tenant in ["a", "ab", "a-b"] {
+            for bucket in buckets {
+                let scope = Scope::new(tenant, bucket).unwrap();
+                store.set(&scope, "k1", b"v", &ROOMY).await.unwrap();
+                store.set(&scope, "k2", b"vv", &ROOMY).await.unwrap();
+            }
+        }
+        let before = Usage { keys: 4, bytes: 2 * (3 + 4) };
+        assert_eq!(store.usage("a").await.unwrap(), before);
+
+        assert_eq!(store.remove_tenant("a").await.unwrap(), 4);
+        for bucket in buckets {
+            let scope = Scope::new("a", bucket).unwrap();
+            for key in ["k1", "k2"] {
+                assert_eq!(store.get(&scope, key).await.unwrap(), None, "a/{bucket}/{key}");
+            }
+            assert!(store.list_keys(&scope, 0).await.unwrap().keys.is_empty(), "a/{bucket}");
+        }
+        assert_eq!(store.usage("a").await.unwrap(), Usage::default());
+        for tenant in ["ab", "a-b"] {
+            assert_eq!(store.usage(tenant).await.unwrap(), before, "{tenant}");
+            for bucket in buckets {
+                let scope = Scope::new(tenant, bucket).unwrap();
+                assert_eq!(store.list_keys(&scope, 0).await.unwrap().keys, ["k1", "k2"], "{tenant}/{bucket}");
+                assert_eq!(store.get(&scope, "k1").await.unwrap().as_deref(), Some(&b"v"[..]), "{tenant}/{bucket}");
+                assert_eq!(store.get(&scope, "k2").await.unwrap().as_deref(), Some(&b"vv"[..]), "{tenant}/{bucket}");
+            }
+        }
+
+        assert_eq!(store.remove_tenant("a").await.unwrap(), 0);
+        assert_eq!(store.usage("a").await.unwrap(), Usage::default());
+        assert!(matches!(store.remove_tenant("a*").await, Err(KvError::InvalidName(_))));
+        assert!(matches!(store.remove_tenant("").await, Err(KvError::InvalidName(_))));
+        // The tenant can start again from nothing.
+        store.set(&Scope::new("a", "one").unwrap(), "k", b"v", &ROOMY).await.unwrap();
+        assert_eq!(store.usage("a").await.unwrap(), Usage { keys: 1, bytes: 2 });
     }
 }

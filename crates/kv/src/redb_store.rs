@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::scope::prefix_end;
+use crate::scope::{prefix_end, tenant_prefix};
 use crate::{KeyPage, KvError, KvFuture, KvStore, LIST_PAGE, Quota, Scope, Usage, parse_counter};
 
 /// Entries: [`Scope::entry`] → value.
@@ -267,5 +267,48 @@ impl KvStore for RedbStore {
             })
             .await
         })
+    }
+
+    fn remove_tenant<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, u64> {
+        Box::pin(async move {
+            let prefix = tenant_prefix(tenant)?;
+            let tenant = tenant.to_string();
+            // A transaction of its own rather than a job in the writer's group: if any step fails, dropping it
+            // undoes the whole removal, where a shared group transaction would commit the half done with the
+            // others' writes. redb runs one write transaction at a time, so the writer thread just waits.
+            self.blocking(move |db| {
+                let txn = db.begin_write().map_err(unavailable)?;
+                let mut removed = 0;
+                {
+                    let mut entries = txn.open_table(ENTRIES).map_err(unavailable)?;
+                    let mut count = |_: &[u8], _: &[u8]| {
+                        removed += 1;
+                        false
+                    };
+                    match prefix_end(&prefix) {
+                        Some(end) => entries.retain_in(prefix.as_slice()..end.as_slice(), &mut count),
+                        None => entries.retain_in(prefix.as_slice().., &mut count),
+                    }
+                    .map_err(unavailable)?;
+                    let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                    usage.remove(tenant.as_str()).map_err(unavailable)?;
+                }
+                txn.commit().map_err(unavailable)?;
+                Ok(removed)
+            })
+            .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remove_tenant_removes_only_that_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("kv.redb")).unwrap();
+        crate::tests::remove_tenant_removes_only_that_tenant(&store).await;
     }
 }

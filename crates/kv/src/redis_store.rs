@@ -8,8 +8,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, ScriptInvocation};
 
-use crate::scope::redis_usage;
+use crate::scope::{redis_tenant_patterns, redis_usage};
 use crate::{KeyPage, KvError, KvFuture, KvStore, LIST_PAGE, Quota, Scope, Usage};
+
+/// Keys asked of each `SCAN` step (a hint to the server), so at most about this many per `UNLINK`.
+const SCAN_BATCH: usize = 500;
 
 /// Tenants' key-value data in a Redis database.
 #[derive(Clone)]
@@ -119,6 +122,34 @@ impl RedisStore {
     }
 }
 
+/// Unlinks every key matching `pattern`, a batch per `SCAN` step (never all of them in one command, which would
+/// hold the server up); how many existed. Keys `SCAN` returns twice count once, since the second `UNLINK` finds
+/// nothing.
+async fn unlink_matching(connection: &mut ConnectionManager, pattern: &str) -> Result<u64, KvError> {
+    let mut cursor = 0u64;
+    let mut removed = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH)
+            .query_async(connection)
+            .await
+            .map_err(redis_error)?;
+        if !keys.is_empty() {
+            // UNLINK frees the memory in the background: large values do not stall the server.
+            let unlinked: u64 = redis::cmd("UNLINK").arg(&keys).query_async(connection).await.map_err(redis_error)?;
+            removed += unlinked;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
+}
+
 fn redis_error(e: redis::RedisError) -> KvError {
     if e.code() == Some("QUOTA") {
         return KvError::Quota(format!("{} reached", e.detail().unwrap_or("a limit")));
@@ -222,5 +253,66 @@ impl KvStore for RedisStore {
                 .map_err(redis_error)?;
             Ok(Usage { keys: keys.unwrap_or(0), bytes: bytes.unwrap_or(0) })
         })
+    }
+
+    /// Not atomic here, unlike the embedded store: a tenant's data may be too large for one script without
+    /// blocking every other tenant, so it goes in batches. Stop the tenant's guests first: a write racing the
+    /// removal may survive it, or leave its usage off by that write. A failure midway leaves part removed;
+    /// calling again finishes the job.
+    fn remove_tenant<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, u64> {
+        Box::pin(async move {
+            let [values, indexes] = redis_tenant_patterns(tenant)?;
+            let mut connection = self.connection.clone();
+            let removed = unlink_matching(&mut connection, &values).await?;
+            unlink_matching(&mut connection, &indexes).await?;
+            // Last: until the values are gone the counts still describe what is stored. Absent reads as 0 keys,
+            // 0 bytes, and the next write starts the counts afresh.
+            redis::cmd("DEL")
+                .arg(redis_usage(tenant))
+                .query_async::<u64>(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            Ok(removed)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::RedisServer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remove_tenant_removes_only_that_tenant() {
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url()).unwrap();
+        crate::tests::remove_tenant_removes_only_that_tenant(&store).await;
+        // Nothing of `a`'s buckets is left behind, not even an index (the scenario's last write aside).
+        let mut connection = store.connection.clone();
+        let mut left: Vec<String> =
+            redis::cmd("KEYS").arg("palisade:kv*:a:*").query_async(&mut connection).await.unwrap();
+        left.sort();
+        assert_eq!(left, ["palisade:kv-index:a:3:one", "palisade:kv:a:3:one:k"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remove_tenant_goes_in_batches() {
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url()).unwrap();
+        let quota = Quota::UNLIMITED;
+        let total = SCAN_BATCH * 3 + 7;
+        for i in 0..total {
+            store
+                .set(&Scope::new("many", &format!("b{}", i % 3)).unwrap(), &i.to_string(), b"x", &quota)
+                .await
+                .unwrap();
+        }
+        store.set(&Scope::new("many-more", "b0").unwrap(), "kept", b"x", &quota).await.unwrap();
+        assert_eq!(store.remove_tenant("many").await.unwrap(), total as u64);
+        assert_eq!(store.usage("many").await.unwrap(), Usage::default());
+        assert_eq!(store.usage("many-more").await.unwrap(), Usage { keys: 1, bytes: 5 });
+        let mut connection = store.connection.clone();
+        let size: u64 = redis::cmd("DBSIZE").query_async(&mut connection).await.unwrap();
+        assert_eq!(size, 3, "many-more's value, index and usage");
     }
 }

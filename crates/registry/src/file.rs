@@ -16,7 +16,7 @@ pub struct FileRegistry {
     dir: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     move |source| RegistryError::Io { path: path.display().to_string(), source }
 }
 
@@ -118,7 +118,7 @@ impl FileRegistry {
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     let temporary = path.with_extension("partial");
     let mut file = fs::File::create(&temporary).map_err(io(&temporary))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;

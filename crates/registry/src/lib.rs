@@ -7,14 +7,19 @@
 //! - [`RedisRegistry`], the shared truth of a cluster: nodes write deploys there and are told of changes on a
 //!   pub/sub channel (and reconcile periodically, so a missed message heals). Each node copies what it
 //!   serves into its own `FileRegistry`, so it restarts with the last apps it knew even while Redis is away.
+//!
+//! Tenants created through the admin API (and their tokens) are kept the same way: [`FileTenants`] under
+//! `data_dir/tenants`.
 
 mod file;
 mod record;
 mod redis_registry;
+mod tenants;
 
 pub use file::FileRegistry;
 pub use record::{AppRecord, sha256_hex, valid_name};
 pub use redis_registry::{CHANNEL, RedisRegistry};
+pub use tenants::{FileTenants, TenantRecord, TokenRecord};
 
 /// Why the registry could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -58,7 +58,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Now, in seconds since the Unix epoch.
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

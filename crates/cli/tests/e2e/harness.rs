@@ -194,15 +194,16 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// `http://ADDR/PATH` on the admin listener (its address is in the start-up log).
+    /// `http://ADDR/PATH` (or `https://` when it speaks TLS) on the admin listener, as its start-up log line
+    /// says.
     pub fn admin_url(&self, path: &str) -> String {
         let log = self.log();
-        let addr = log
-            .split("admin API on http://")
+        let base = log
+            .split("admin API on ")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| c == '"' || c.is_whitespace()).next())
             .expect("the admin listener's start-up line");
-        format!("http://{addr}{path}")
+        format!("{base}{path}")
     }
 
     /// Everything the server has logged so far.

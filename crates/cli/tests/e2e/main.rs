@@ -24,6 +24,8 @@
 //! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
 //!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
 //! - `upstream`: the upstream servers those tests proxy to.
+//! - `tenants`: tenants as data: created, replaced and removed through the admin API, tenant-scoped tokens,
+//!   persistence, a reload that would clash, a removed tenant's apps and data gone.
 //! - `kv`: wasi:keyvalue: tenants' buckets apart, quotas, exact counters, writes surviving kill -9, two nodes
 //!   sharing a real redis-server through its outage.
 
@@ -49,6 +51,7 @@ mod operate;
 mod proxy;
 mod routing;
 mod static_files;
+mod tenants;
 mod tls;
 mod traffic;
 mod upstream;

@@ -1,0 +1,245 @@
+//! Tenants as data: tenants created, replaced and removed through the admin API, and tenant-scoped tokens.
+//!
+//! A tenant document (the keys of a `[tenants.NAME]` table, as JSON) is validated by the configuration's own
+//! code ([`palisade_config::tenant_from_json`]), loaded beside the file's tenants, stored in
+//! `data_dir/tenants` before it is served, and swapped in like a deploy. The configuration file stays
+//! authoritative for its tenants: the API cannot replace or remove them, nor take their hosts.
+//!
+//! Tokens are random, shown once, and kept only as SHA-256 hashes; [`TokenIndex`] answers "whose token is
+//! this" without the site's lock, so a long deploy never holds up authentication.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use palisade_admin::{ControlError, Refusal};
+use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
+use palisade_kv::KvStore;
+use palisade_registry::{TenantRecord, TokenRecord, sha256_hex, valid_name};
+use palisade_sandbox::Runtime;
+use serde_json::json;
+
+use crate::apps::{self, LoadedTenant};
+use crate::site::{DeployedApp, Site, Source, State, TenantState, describe_tenant};
+
+/// Tenants' tokens by hash: `sha256 → (tenant, id)`.
+#[derive(Default)]
+pub(crate) struct TokenIndex(RwLock<HashMap<String, (String, String)>>);
+
+impl TokenIndex {
+    /// The index of every stored token.
+    pub(crate) fn of(all: Vec<(String, Vec<TokenRecord>)>) -> TokenIndex {
+        let index = TokenIndex::default();
+        for (tenant, tokens) in all {
+            for token in tokens {
+                index.insert(&tenant, &token);
+            }
+        }
+        index
+    }
+
+    fn insert(&self, tenant: &str, token: &TokenRecord) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.sha256.clone(), (tenant.to_string(), token.id.clone()));
+    }
+
+    fn remove(&self, token: &TokenRecord) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(&token.sha256);
+    }
+
+    fn forget_tenant(&self, tenant: &str) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).retain(|_, (t, _)| t != tenant);
+    }
+
+    /// The tenant whose token `token` is.
+    pub(crate) fn tenant_of(&self, token: &str) -> Option<String> {
+        let index = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        index.get(&sha256_hex(token.as_bytes())).map(|(tenant, _)| tenant.clone())
+    }
+}
+
+fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
+    ControlError::new(refusal, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ControlError {
+    refuse(Refusal::Internal, e.to_string())
+}
+
+/// Why the tenant document could not be accepted: 422, with each problem by its JSON key.
+fn invalid(name: &str, problems: &[KeyProblem]) -> ControlError {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    refuse(Refusal::Invalid, format!("tenant {name}: {}", lines.join("; "))).with_details(json!({
+        "problems": problems.iter().map(|p| json!({ "key": p.key, "message": p.message })).collect::<Vec<_>>(),
+    }))
+}
+
+/// The tenant (other than `except`) that already answers for one of `hosts`, and that host.
+pub(crate) fn host_taken<'a>(
+    tenants: impl Iterator<Item = &'a palisade_config::Tenant>,
+    hosts: &[HostPattern],
+    except: &str,
+) -> Option<(String, HostPattern)> {
+    tenants
+        .filter(|t| t.name != except)
+        .find_map(|t| hosts.iter().find(|h| t.hosts.contains(h)).map(|h| (t.name.clone(), h.clone())))
+}
+
+/// `n` random bytes in lower-case hex, from the operating system's generator.
+fn random_hex(n: usize) -> Result<String, ControlError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| internal(format!("no random numbers: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Validates and loads `spec` as the API tenant `name` beside the other tenants of `state`.
+pub(crate) fn load_api_tenant(
+    runtime: &Runtime,
+    kv: Option<&Arc<dyn KvStore>>,
+    state: &State,
+    name: &str,
+    spec: &serde_json::Value,
+) -> Result<LoadedTenant, ControlError> {
+    if state.tenants.get(name).is_some_and(|t| matches!(t.source, Source::File)) {
+        return Err(refuse(
+            Refusal::Conflict,
+            format!("tenant {name} is defined in the configuration file, which stays authoritative for it"),
+        ));
+    }
+    let tenant = tenant_from_json(name, spec, &state.config.server).map_err(|problems| invalid(name, &problems))?;
+    if tenant.limits.memory > runtime.max_memory() {
+        let problem = KeyProblem {
+            key: "memory".into(),
+            message: format!(
+                "at most {} bytes on this server (the largest `memory` of its tenants at start-up)",
+                runtime.max_memory()
+            ),
+        };
+        return Err(invalid(name, &[problem]));
+    }
+    if let Some((owner, host)) = host_taken(state.tenants.values().map(|t| &t.loaded.tenant), &tenant.hosts, name) {
+        return Err(refuse(Refusal::Conflict, format!("host {host} belongs to tenant {owner}")));
+    }
+    let mut errors = Vec::new();
+    let (loaded, _) = apps::load_tenant(&tenant, runtime, kv, &mut errors);
+    if !errors.is_empty() {
+        let problems: Vec<KeyProblem> = errors
+            .iter()
+            .map(|e| KeyProblem { key: format!("routes ({})", e.route.path), message: e.message.clone() })
+            .collect();
+        return Err(invalid(name, &problems));
+    }
+    Ok(loaded)
+}
+
+impl Site {
+    /// Creates or replaces the API tenant `name` from `spec`; whether it is new, and its description.
+    pub(crate) async fn put_tenant(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<(bool, serde_json::Value), ControlError> {
+        if !valid_name(name) {
+            return Err(refuse(
+                Refusal::BadRequest,
+                format!("tenant name {name:?} may only use letters, digits, '-' and '_' (at most 64)"),
+            ));
+        }
+        let mut state = self.state.lock().await;
+        let loaded = load_api_tenant(&self.runtime, self.kv.as_ref(), &state, name, &spec)?;
+        let previous = state.tenants.get(name);
+        // The tenant's apps go on, bound to its new sandbox (their bytes are prepared: nothing compiles).
+        let mut apps = BTreeMap::new();
+        for app in previous.map(|t| t.apps.values()).into_iter().flatten() {
+            let bytes = self.local.read(&app.record).map_err(internal)?;
+            let (handler, info) = self.prepare(&loaded, &app.record.name, bytes.into()).await?;
+            apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
+        }
+        let previous_record = previous.and_then(|t| match &t.source {
+            Source::Api(record) => Some(record.clone()),
+            Source::File => None,
+        });
+        let created = previous.is_none();
+        let version = self.tenant_store.next_version().map_err(internal)?;
+        let record = TenantRecord::new(name, spec, version, previous_record.as_ref());
+        self.tenant_store.put(&record).map_err(internal)?;
+        let t = TenantState { loaded, apps, source: Source::Api(record) };
+        let description = describe_tenant(&t);
+        state.tenants.insert(name.to_string(), t);
+        self.publish(&state);
+        tracing::info!(tenant = name, version, created, "tenant stored through the API");
+        Ok((created, description))
+    }
+
+    /// Removes the API tenant `name`: it stops being served at once; then its apps, tokens and key-value data
+    /// are removed.
+    pub(crate) async fn delete_tenant(&self, name: &str) -> Result<serde_json::Value, ControlError> {
+        let mut state = self.state.lock().await;
+        match state.tenants.get(name).map(|t| &t.source) {
+            None => return Err(refuse(Refusal::NotFound, format!("no tenant {name:?}"))),
+            Some(Source::File) => {
+                return Err(refuse(
+                    Refusal::Conflict,
+                    format!("tenant {name} is defined in the configuration file: remove it there and reload"),
+                ));
+            }
+            Some(Source::Api(_)) => {}
+        }
+        self.tenant_store.remove(name).map_err(internal)?;
+        self.tokens.forget_tenant(name);
+        let Some(gone) = state.tenants.remove(name) else { return Err(refuse(Refusal::NotFound, "gone")) };
+        self.publish(&state);
+        drop(state);
+        let mut apps = Vec::new();
+        for app in gone.apps.values() {
+            if let Some(shared) = &self.shared
+                && let Err(e) = shared.remove(name, &app.record.name).await
+            {
+                tracing::warn!(app = %app.record.key(), "removed tenant's app left in Redis: {e}");
+            }
+            if let Err(e) = self.local.remove(name, &app.record.name) {
+                tracing::warn!(app = %app.record.key(), "removed tenant's app left on disk: {e}");
+            }
+            apps.push(app.record.name.clone());
+        }
+        let keys = match &self.kv {
+            Some(kv) => kv.remove_tenant(name).await.map_err(|e| {
+                refuse(Refusal::Unavailable, format!("tenant {name} removed, but not its key-value data: {e}"))
+            })?,
+            None => 0,
+        };
+        tracing::info!(tenant = name, apps = apps.len(), keys, "tenant removed through the API");
+        Ok(json!({ "removed": name, "apps": apps, "keys": keys }))
+    }
+
+    /// Issues a new token for `tenant`, stored as its hash: `{"tenant", "id", "token"}`.
+    pub(crate) async fn issue_token(&self, tenant: &str) -> Result<serde_json::Value, ControlError> {
+        let state = self.state.lock().await;
+        if !state.tenants.contains_key(tenant) {
+            return Err(refuse(Refusal::NotFound, format!("no tenant {tenant:?}")));
+        }
+        let (id, token) = (random_hex(8)?, format!("pal_{}", random_hex(32)?));
+        let record = TokenRecord::new(&id, &token);
+        let mut tokens = self.tenant_store.tokens(tenant).map_err(internal)?;
+        tokens.push(record.clone());
+        self.tenant_store.put_tokens(tenant, &tokens).map_err(internal)?;
+        self.tokens.insert(tenant, &record);
+        tracing::info!(tenant, token_id = %id, "tenant token issued");
+        Ok(json!({ "tenant": tenant, "id": id, "token": token }))
+    }
+
+    /// Revokes `tenant`'s token `id`.
+    pub(crate) async fn revoke_token(&self, tenant: &str, id: &str) -> Result<serde_json::Value, ControlError> {
+        let _state = self.state.lock().await;
+        let mut tokens = self.tenant_store.tokens(tenant).map_err(internal)?;
+        let Some(at) = tokens.iter().position(|t| t.id == id) else {
+            return Err(refuse(Refusal::NotFound, format!("tenant {tenant} has no token {id:?}")));
+        };
+        let record = tokens.remove(at);
+        self.tenant_store.put_tokens(tenant, &tokens).map_err(internal)?;
+        self.tokens.remove(&record);
+        tracing::info!(tenant, token_id = %id, "tenant token revoked");
+        Ok(json!({ "tenant": tenant, "revoked": id }))
+    }
+}
