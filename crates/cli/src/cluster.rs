@@ -1,6 +1,7 @@
-//! A cluster node keeps its apps in step with the registry in Redis: on every change announced on the
-//! registry's channel, and every `reconcile_interval` in case a message was missed. While Redis is away the
-//! node keeps serving the apps it has (they are in its local registry too, so a restart keeps them).
+//! A cluster node keeps its apps, the API's tenants and every tenant's tokens in step with the registry in
+//! Redis: on every change announced on the registry's channel, and every `reconcile_interval` in case a message
+//! was missed. While Redis is away the node keeps serving what it has (it is in its local registry too, so a
+//! restart keeps it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use palisade_registry::{AppRecord, RedisRegistry, RegistryError};
 
-use crate::site::{DeployedApp, Site, State};
+use crate::site::{DeployedApp, Site, Source, State};
+use crate::tenants::apply_snapshot;
 
 /// Runs forever: watches Redis for changes and reconciles.
 pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration) {
@@ -43,21 +45,30 @@ pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interva
     }
 }
 
-/// Makes this node serve exactly the apps in Redis; how many apps changed.
+/// Makes this node serve exactly the tenants and apps in Redis; how many changed.
 async fn sync(site: &Site, shared: &RedisRegistry) -> Result<usize, RegistryError> {
-    let (version, records) = shared.list().await?;
+    let snapshot = shared.list().await?;
     let mut state = site.state.lock().await;
     // A registry older than what this node has served lost its data (a Redis restarted without persistence,
-    // or another Redis): applying it would remove every app on every node.
-    let known = state.tenants.values().flat_map(|t| t.apps.values()).map(|a| a.record.version).max().unwrap_or(0);
+    // or another Redis): applying it would remove every app and API tenant on every node.
+    let apps = state.tenants.values().flat_map(|t| t.apps.values()).map(|a| a.record.version);
+    let tenants = state.tenants.values().filter_map(|t| match &t.source {
+        Source::Api(record) => Some(record.version),
+        Source::File => None,
+    });
+    let known = apps.chain(tenants).max().unwrap_or(0);
+    let version = snapshot.version;
     if version < known {
         return Err(RegistryError::Corrupt(format!(
-            "the registry in Redis is at version {version}, behind this node's apps (version {known}): it may have \
-             lost its data; not applying it (deploy again, or restore Redis)"
+            "the registry in Redis is at version {version}, behind this node's apps and tenants (version {known}): \
+             it may have lost its data; not applying it (deploy again, or restore Redis)"
         )));
     }
     let mut changes = 0;
-    let applied = apply(site, shared, &mut state, records, &mut changes).await;
+    let applied = match apply_snapshot(site, &mut state, &snapshot, &mut changes).await {
+        Ok(()) => apply(site, shared, &mut state, snapshot.apps, &mut changes).await,
+        Err(e) => Err(RegistryError::Corrupt(format!("tenants from the cluster: {}", e.message))),
+    };
     // What was applied before a failure is served too: the router never disagrees with the state.
     if changes > 0 {
         site.publish(&state);

@@ -14,12 +14,54 @@ use std::sync::{Arc, PoisonError, RwLock};
 use palisade_admin::{ControlError, Refusal};
 use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
 use palisade_kv::KvStore;
-use palisade_registry::{TenantRecord, TokenRecord, sha256_hex, valid_name};
+use palisade_registry::{Snapshot, TenantRecord, TokenRecord, sha256_hex, valid_name};
 use palisade_sandbox::Runtime;
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
 use crate::site::{DeployedApp, Site, Source, State, TenantState, describe_tenant};
+
+/// How a cluster node takes the API's tenants and every tenant's tokens from a snapshot of Redis (before its
+/// apps, so that apps of a new tenant find it), counting each tenant changed in `changes`.
+pub(crate) async fn apply_snapshot(
+    site: &Site,
+    state: &mut State,
+    snapshot: &Snapshot,
+    changes: &mut usize,
+) -> Result<(), ControlError> {
+    let gone: Vec<String> = state
+        .tenants
+        .iter()
+        .filter(|(name, t)| matches!(t.source, Source::Api(_)) && !snapshot.tenants.iter().any(|r| &r.name == *name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in gone {
+        site.uninstall_tenant(state, &name)?;
+        tracing::info!(tenant = %name, "tenant removed by the cluster");
+        *changes += 1;
+    }
+    for record in &snapshot.tenants {
+        match state.tenants.get(&record.name).map(|t| &t.source) {
+            Some(Source::Api(current)) if current.version >= record.version => continue,
+            Some(Source::File) => {
+                tracing::debug!(tenant = %record.name, "the cluster's API tenant is a tenant of this node's file; the file's is served");
+                continue;
+            }
+            _ => {}
+        }
+        match load_api_tenant(&site.runtime, site.kv.as_ref(), state, &record.name, &record.spec) {
+            Ok(loaded) => {
+                site.install_tenant(state, loaded, record.clone()).await?;
+                tracing::info!(tenant = %record.name, version = record.version, "tenant stored by the cluster");
+                *changes += 1;
+            }
+            Err(e) => tracing::warn!(tenant = %record.name, "tenant from the cluster not served: {}", e.message),
+        }
+    }
+    site.tenant_store.replace_tokens(&snapshot.tokens).map_err(internal)?;
+    site.tokens.replace_all(&snapshot.tokens);
+    Ok(())
+}
 
 /// Tenants' tokens by hash: `sha256 → (tenant, id)`.
 #[derive(Default)]
@@ -50,6 +92,13 @@ impl TokenIndex {
 
     fn forget_tenant(&self, tenant: &str) {
         self.0.write().unwrap_or_else(PoisonError::into_inner).retain(|_, (t, _)| t != tenant);
+    }
+
+    /// Makes the index exactly `all` (a cluster's tokens, from Redis).
+    pub(crate) fn replace_all(&self, all: &[(String, Vec<TokenRecord>)]) {
+        let fresh = TokenIndex::of(all.to_vec());
+        let fresh = std::mem::take(&mut *fresh.0.write().unwrap_or_else(PoisonError::into_inner));
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = fresh;
     }
 
     /// The tenant whose token `token` is.
@@ -148,28 +197,61 @@ impl Site {
         }
         let mut state = self.state.lock().await;
         let loaded = load_api_tenant(&self.runtime, self.kv.as_ref(), &state, name, &spec)?;
-        let previous = state.tenants.get(name);
-        // The tenant's apps go on, bound to its new sandbox (their bytes are prepared: nothing compiles).
+        let previous = state.tenants.get(name).and_then(|t| match &t.source {
+            Source::Api(record) => Some(record.clone()),
+            Source::File => None,
+        });
+        let record = match &self.shared {
+            Some(shared) => shared
+                .put_tenant(name, spec, previous.as_ref())
+                .await
+                .map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?,
+            None => {
+                let version = self.tenant_store.next_version().map_err(internal)?;
+                TenantRecord::new(name, spec, version, previous.as_ref())
+            }
+        };
+        let version = record.version;
+        let description = self.install_tenant(&mut state, loaded, record).await?;
+        self.publish(&state);
+        tracing::info!(tenant = name, version, created = previous.is_none(), "tenant stored through the API");
+        Ok((previous.is_none(), description))
+    }
+
+    /// Keeps `record` on this node and serves `loaded` as its tenant in `state` (not published yet), with the
+    /// tenant's apps bound to its new sandbox (their bytes are prepared: nothing compiles); its description.
+    pub(crate) async fn install_tenant(
+        &self,
+        state: &mut State,
+        loaded: LoadedTenant,
+        record: TenantRecord,
+    ) -> Result<serde_json::Value, ControlError> {
         let mut apps = BTreeMap::new();
-        for app in previous.map(|t| t.apps.values()).into_iter().flatten() {
+        for app in state.tenants.get(&record.name).map(|t| t.apps.values()).into_iter().flatten() {
             let bytes = self.local.read(&app.record).map_err(internal)?;
             let (handler, info) = self.prepare(&loaded, &app.record.name, bytes.into()).await?;
             apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
         }
-        let previous_record = previous.and_then(|t| match &t.source {
-            Source::Api(record) => Some(record.clone()),
-            Source::File => None,
-        });
-        let created = previous.is_none();
-        let version = self.tenant_store.next_version().map_err(internal)?;
-        let record = TenantRecord::new(name, spec, version, previous_record.as_ref());
         self.tenant_store.put(&record).map_err(internal)?;
+        let name = record.name.clone();
         let t = TenantState { loaded, apps, source: Source::Api(record) };
         let description = describe_tenant(&t);
-        state.tenants.insert(name.to_string(), t);
-        self.publish(&state);
-        tracing::info!(tenant = name, version, created, "tenant stored through the API");
-        Ok((created, description))
+        state.tenants.insert(name, t);
+        Ok(description)
+    }
+
+    /// Stops serving the API tenant `name` on this node and forgets it, its tokens and its apps (but not its
+    /// key-value data, which the node that took the call removes); the names of its apps.
+    pub(crate) fn uninstall_tenant(&self, state: &mut State, name: &str) -> Result<Vec<String>, ControlError> {
+        self.tenant_store.remove(name).map_err(internal)?;
+        self.tokens.forget_tenant(name);
+        let Some(gone) = state.tenants.remove(name) else { return Ok(Vec::new()) };
+        for app in gone.apps.values() {
+            if let Err(e) = self.local.remove(name, &app.record.name) {
+                tracing::warn!(app = %app.record.key(), "removed tenant's app left on disk: {e}");
+            }
+        }
+        Ok(gone.apps.into_keys().collect())
     }
 
     /// Removes the API tenant `name`: it stops being served at once; then its apps, tokens and key-value data
@@ -186,23 +268,13 @@ impl Site {
             }
             Some(Source::Api(_)) => {}
         }
-        self.tenant_store.remove(name).map_err(internal)?;
-        self.tokens.forget_tenant(name);
-        let Some(gone) = state.tenants.remove(name) else { return Err(refuse(Refusal::NotFound, "gone")) };
+        // In a cluster, Redis removes the tenant with its apps and tokens in one step, and tells the others.
+        if let Some(shared) = &self.shared {
+            shared.remove_tenant(name).await.map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?;
+        }
+        let apps = self.uninstall_tenant(&mut state, name)?;
         self.publish(&state);
         drop(state);
-        let mut apps = Vec::new();
-        for app in gone.apps.values() {
-            if let Some(shared) = &self.shared
-                && let Err(e) = shared.remove(name, &app.record.name).await
-            {
-                tracing::warn!(app = %app.record.key(), "removed tenant's app left in Redis: {e}");
-            }
-            if let Err(e) = self.local.remove(name, &app.record.name) {
-                tracing::warn!(app = %app.record.key(), "removed tenant's app left on disk: {e}");
-            }
-            apps.push(app.record.name.clone());
-        }
         let keys = match &self.kv {
             Some(kv) => kv.remove_tenant(name).await.map_err(|e| {
                 refuse(Refusal::Unavailable, format!("tenant {name} removed, but not its key-value data: {e}"))
@@ -221,6 +293,9 @@ impl Site {
         }
         let (id, token) = (random_hex(8)?, format!("pal_{}", random_hex(32)?));
         let record = TokenRecord::new(&id, &token);
+        if let Some(shared) = &self.shared {
+            shared.add_token(tenant, &record).await.map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?;
+        }
         let mut tokens = self.tenant_store.tokens(tenant).map_err(internal)?;
         tokens.push(record.clone());
         self.tenant_store.put_tokens(tenant, &tokens).map_err(internal)?;
@@ -237,6 +312,9 @@ impl Site {
             return Err(refuse(Refusal::NotFound, format!("tenant {tenant} has no token {id:?}")));
         };
         let record = tokens.remove(at);
+        if let Some(shared) = &self.shared {
+            shared.remove_token(tenant, id).await.map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?;
+        }
         self.tenant_store.put_tokens(tenant, &tokens).map_err(internal)?;
         self.tokens.remove(&record);
         tracing::info!(tenant, token_id = %id, "tenant token revoked");

@@ -8,8 +8,8 @@
 //!   pub/sub channel (and reconcile periodically, so a missed message heals). Each node copies what it
 //!   serves into its own `FileRegistry`, so it restarts with the last apps it knew even while Redis is away.
 //!
-//! Tenants created through the admin API (and their tokens) are kept the same way: [`FileTenants`] under
-//! `data_dir/tenants`.
+//! Tenants created through the admin API, and tenants' tokens, are kept the same way: [`FileTenants`] under
+//! `data_dir/tenants` on each node, and beside the apps in Redis in a cluster.
 
 mod file;
 mod record;
@@ -18,7 +18,7 @@ mod tenants;
 
 pub use file::FileRegistry;
 pub use record::{AppRecord, sha256_hex, valid_name};
-pub use redis_registry::{CHANNEL, RedisRegistry};
+pub use redis_registry::{CHANNEL, RedisRegistry, Snapshot};
 pub use tenants::{FileTenants, TenantRecord, TokenRecord};
 
 /// Why the registry could not do what was asked.

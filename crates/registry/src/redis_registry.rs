@@ -2,10 +2,13 @@
 //!
 //! - `palisade:apps`: a hash from `tenant/name` to the app's record (JSON);
 //! - `palisade:app-wasm:tenant/name`: the app's bytes;
-//! - `palisade:apps:version`: the counter that versions every deploy;
+//! - `palisade:tenants`: a hash from a tenant's name to its record (JSON), for tenants created through the API;
+//! - `palisade:tokens`: a hash from a tenant's name to its tokens' records (a JSON array of hashes);
+//! - `palisade:apps:version`: the counter that versions every change;
 //! - channel `palisade:apps`: a message after every change.
 //!
-//! A deploy or removal is one Lua script, so the record, the bytes and the message change together.
+//! Every change is one Lua script, so the records, the bytes and the message change together; removing a
+//! tenant removes its tokens and apps in the same step.
 
 use std::time::Duration;
 
@@ -14,12 +17,17 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::record::verify;
-use crate::{AppRecord, RegistryError};
+use crate::{AppRecord, RegistryError, TenantRecord, TokenRecord};
 
 /// The pub/sub channel that announces changes.
 pub const CHANNEL: &str = "palisade:apps";
 const RECORDS: &str = "palisade:apps";
+const TENANTS: &str = "palisade:tenants";
+const TOKENS: &str = "palisade:tokens";
 const VERSION: &str = "palisade:apps:version";
+
+/// How a tenant record's JSON starts before Redis gives it its version (serde writes `version` first).
+const UNVERSIONED: &str = "{\"version\":0,";
 
 fn wasm_key(key: &str) -> String {
     format!("palisade:app-wasm:{key}")
@@ -46,6 +54,74 @@ redis.call('PUBLISH', ARGV[2], ARGV[1])
 return 1
 "#;
 
+/// KEYS: tenants, version. ARGV: name, record JSON starting with `{"version":0,`, channel. The record is
+/// stored with the next version spliced in (its document is not parsed: Lua's JSON would change it).
+const PUT_TENANT: &str = r#"
+local version = redis.call('INCR', KEYS[2])
+local encoded = '{"version":' .. version .. ',' .. string.sub(ARGV[2], 14)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return encoded
+"#;
+
+/// KEYS: tenants, tokens, apps, version. ARGV: name, channel. Removes the tenant, its tokens and its apps (their
+/// bytes under `palisade:app-wasm:NAME/...`); returns 1 if the tenant was there.
+const REMOVE_TENANT: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local prefix = ARGV[1] .. '/'
+for _, key in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if string.sub(key, 1, string.len(prefix)) == prefix then
+    redis.call('HDEL', KEYS[3], key)
+    redis.call('DEL', 'palisade:app-wasm:' .. key)
+  end
+end
+redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"#;
+
+/// KEYS: tokens, version. ARGV: tenant, token record JSON, channel. Adds one token to the tenant's array.
+const ADD_TOKEN: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local tokens = {}
+if current then tokens = cjson.decode(current) end
+table.insert(tokens, cjson.decode(ARGV[2]))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(tokens))
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+"#;
+
+/// KEYS: tokens, version. ARGV: tenant, token id, channel. Returns 1 if the token was there. An empty array is
+/// removed (Lua's JSON would write it as an object).
+const REMOVE_TOKEN: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local kept, found = {}, 0
+for _, token in ipairs(cjson.decode(current)) do
+  if token['id'] == ARGV[2] then found = 1 else table.insert(kept, token) end
+end
+if found == 0 then return 0 end
+if #kept == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept)) end
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+"#;
+
+/// Everything a cluster shares, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The registry's version: that of its latest change.
+    pub version: u64,
+    /// Every app's record, sorted by tenant and name.
+    pub apps: Vec<AppRecord>,
+    /// Every tenant created through the API, sorted by name.
+    pub tenants: Vec<TenantRecord>,
+    /// Every tenant's tokens, by tenant name.
+    pub tokens: Vec<(String, Vec<TokenRecord>)>,
+}
+
 /// Deployed apps shared by every node of a cluster.
 #[derive(Clone)]
 pub struct RedisRegistry {
@@ -58,6 +134,10 @@ pub struct RedisRegistry {
 struct Scripts {
     put: Script,
     remove: Script,
+    put_tenant: Script,
+    remove_tenant: Script,
+    add_token: Script,
+    remove_token: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> RegistryError {
@@ -76,33 +156,119 @@ impl RedisRegistry {
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| RegistryError::Unavailable(format!("{url}: {e}")))?;
-        let scripts = std::sync::Arc::new(Scripts { put: Script::new(PUT), remove: Script::new(REMOVE) });
+        let scripts = std::sync::Arc::new(Scripts {
+            put: Script::new(PUT),
+            remove: Script::new(REMOVE),
+            put_tenant: Script::new(PUT_TENANT),
+            remove_tenant: Script::new(REMOVE_TENANT),
+            add_token: Script::new(ADD_TOKEN),
+            remove_token: Script::new(REMOVE_TOKEN),
+        });
         Ok(RedisRegistry { client, connection, scripts })
     }
 
-    /// The registry's version (the latest deploy's or removal's) and every app's record, read together. A
-    /// record that cannot be parsed is logged and skipped.
-    pub async fn list(&self) -> Result<(u64, Vec<AppRecord>), RegistryError> {
+    /// The registry's version, every app's record, every API tenant and every tenant's tokens, read together.
+    /// A record that cannot be parsed is logged and skipped.
+    pub async fn list(&self) -> Result<Snapshot, RegistryError> {
         let mut connection = self.connection.clone();
-        let (version, all): (Option<u64>, Vec<(String, String)>) = redis::pipe()
+        type Hash = Vec<(String, String)>;
+        let (version, apps, tenants, tokens): (Option<u64>, Hash, Hash, Hash) = redis::pipe()
             .atomic()
             .get(VERSION)
             .hgetall(RECORDS)
+            .hgetall(TENANTS)
+            .hgetall(TOKENS)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let mut records: Vec<AppRecord> = all
-            .into_iter()
-            .filter_map(|(key, text)| match serde_json::from_str(&text) {
-                Ok(record) => Some(record),
-                Err(e) => {
-                    tracing::warn!("skipping app {key} in Redis: {e}");
-                    None
-                }
-            })
-            .collect();
-        records.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
-        Ok((version.unwrap_or(0), records))
+        let mut apps: Vec<AppRecord> = parsed("app", apps).map(|(_, record)| record).collect();
+        apps.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+        let mut tenants: Vec<TenantRecord> = parsed("tenant", tenants).map(|(_, record)| record).collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tokens: Vec<(String, Vec<TokenRecord>)> = parsed("tokens of", tokens).collect();
+        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Snapshot { version: version.unwrap_or(0), apps, tenants, tokens })
+    }
+
+    /// Stores `spec` as the API tenant `name` with a new version (replacing `previous`, whose creation time it
+    /// keeps), and tells every node.
+    pub async fn put_tenant(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+        previous: Option<&TenantRecord>,
+    ) -> Result<TenantRecord, RegistryError> {
+        let record = TenantRecord::new(name, spec, 0, previous);
+        let json = serde_json::to_string(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        if !json.starts_with(UNVERSIONED) {
+            return Err(RegistryError::Corrupt(format!("tenant {name}: its record does not start with its version")));
+        }
+        let mut connection = self.connection.clone();
+        let stored: String = self
+            .scripts
+            .put_tenant
+            .key(TENANTS)
+            .key(VERSION)
+            .arg(name)
+            .arg(json)
+            .arg(CHANNEL)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        serde_json::from_str(&stored).map_err(|e| RegistryError::Corrupt(format!("tenant {name} in Redis: {e}")))
+    }
+
+    /// Removes the API tenant `name`, its tokens and its apps, and tells every node; whether it was there.
+    pub async fn remove_tenant(&self, name: &str) -> Result<bool, RegistryError> {
+        let mut connection = self.connection.clone();
+        let removed: i64 = self
+            .scripts
+            .remove_tenant
+            .key(TENANTS)
+            .key(TOKENS)
+            .key(RECORDS)
+            .key(VERSION)
+            .arg(name)
+            .arg(CHANNEL)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    /// Adds `token` to `tenant`'s tokens, and tells every node.
+    pub async fn add_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), RegistryError> {
+        let json = serde_json::to_string(token).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .scripts
+            .add_token
+            .key(TOKENS)
+            .key(VERSION)
+            .arg(tenant)
+            .arg(json)
+            .arg(CHANNEL)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes `tenant`'s token `id`, and tells every node; whether it was there.
+    pub async fn remove_token(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
+        let mut connection = self.connection.clone();
+        let removed: i64 = self
+            .scripts
+            .remove_token
+            .key(TOKENS)
+            .key(VERSION)
+            .arg(tenant)
+            .arg(id)
+            .arg(CHANNEL)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
     }
 
     /// The current record and bytes of the app `key` (`tenant/name`), read together; `None` if it is gone.
@@ -189,6 +355,17 @@ impl RedisRegistry {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// The entries of a hash whose JSON values parse as `T`; the others are logged (as `what KEY`) and skipped.
+fn parsed<T: serde::de::DeserializeOwned>(what: &str, all: Vec<(String, String)>) -> impl Iterator<Item = (String, T)> {
+    all.into_iter().filter_map(move |(key, text)| match serde_json::from_str(&text) {
+        Ok(value) => Some((key, value)),
+        Err(e) => {
+            tracing::warn!("skipping {what} {key} in Redis: {e}");
+            None
+        }
+    })
 }
 
 fn warn_once(warned: &mut bool, e: &redis::RedisError) {

@@ -14,12 +14,13 @@ use crate::record::{now, sha256_hex};
 /// A tenant created through the admin API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantRecord {
+    /// Increases with every change (across all tenants of a store; in Redis, with the apps' versions). First,
+    /// so that Redis can set it in the record's JSON without parsing the rest (see `redis_registry.rs`).
+    pub version: u64,
     /// The tenant's name.
     pub name: String,
     /// The keys of its `[tenants.NAME]` table, as the API was given them (validated before they were stored).
     pub spec: serde_json::Value,
-    /// Increases with every change (across all tenants of a store).
-    pub version: u64,
     /// When it was created, in seconds since the Unix epoch.
     pub created_at: u64,
     /// When it last changed.
@@ -153,6 +154,20 @@ impl FileTenants {
         write_atomically(&self.path(&record.name), &text)
     }
 
+    /// Makes the stored tokens exactly `all` (by tenant name), writing only what changed.
+    pub fn replace_tokens(&self, all: &[(String, Vec<TokenRecord>)]) -> Result<(), RegistryError> {
+        let current = self.all_tokens()?;
+        for (tenant, _) in current.iter().filter(|(t, _)| !all.iter().any(|(w, _)| w == t)) {
+            remove_file(&self.tokens_path(tenant))?;
+        }
+        for (tenant, tokens) in all {
+            if !current.iter().any(|(t, c)| t == tenant && c == tokens) {
+                self.put_tokens(tenant, tokens)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes tenant `name` and its tokens; whether it was there.
     pub fn remove(&self, name: &str) -> Result<bool, RegistryError> {
         remove_file(&self.tokens_path(name))?;
@@ -197,6 +212,9 @@ mod tests {
         assert_eq!(all.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["acme", "filed"]);
         fs::write(dir.path().join("broken.json"), b"{").expect("broken");
         assert_eq!(store.list().expect("list").len(), 1);
+        let wanted = vec![("acme".to_string(), vec![TokenRecord::new("t3", "third")])];
+        store.replace_tokens(&wanted).expect("replace tokens");
+        assert_eq!(store.all_tokens().expect("all tokens"), wanted);
         assert!(store.remove("acme").expect("remove"));
         assert!(store.tokens("acme").expect("tokens").is_empty(), "its tokens went with it");
         assert!(!store.remove("acme").expect("again"));

@@ -1,7 +1,11 @@
 //! Tenants as data: tenants created, replaced and removed through the admin API with every refusal,
 //! tenant-scoped tokens allowed and refused per endpoint, persistence across a restart, a reload that would
-//! clash with an API tenant, and a removed tenant's apps and key-value data gone.
+//! clash with an API tenant, a removed tenant's apps and key-value data gone, the admin API over HTTPS with the
+//! command-line clients, and two nodes sharing tenants and tokens through a real redis-server.
 
+use std::time::{Duration, Instant};
+
+use palisade_kv::test_support::RedisServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -16,6 +20,16 @@ fn site() -> Site {
     site.write("admin.token", format!("{TOKEN}\n"));
     write_config(&site, "");
     site
+}
+
+/// Polls `done` every 20 ms until it holds; how long that took. Fails after `limit`.
+async fn wait_until<F: Future<Output = bool>>(what: &str, limit: Duration, mut done: impl FnMut() -> F) -> Duration {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
 }
 
 fn write_config(site: &Site, extra: &str) {
@@ -303,4 +317,68 @@ async fn the_admin_api_speaks_https_to_its_clients() {
     assert!(code != 0 && err.contains("--cacert"), "{err}");
     let (code, out, err) = tenants(&["delete", "acme"]);
     assert!(code == 0 && out.contains("deleted tenant acme (1 apps"), "{out}{err}");
+}
+
+#[tokio::test]
+async fn two_nodes_share_tenants_and_tokens_through_redis() {
+    let redis = RedisServer::start();
+    let node = || {
+        let site = site();
+        write_config(&site, &format!("\n[cluster]\nredis = {:?}\nreconcile_interval = \"1s\"\n", redis.url()));
+        site
+    };
+    let (site_a, site_b) = (node(), node());
+    let (a, b) = (site_a.start(), site_b.start());
+    for node in [&a, &b] {
+        wait_until("ready", Duration::from_secs(10), || async {
+            call(node, None, Method::GET, "/readyz", Vec::new()).await.0 == 200
+        })
+        .await;
+    }
+
+    // Created through A: B knows it, and a token issued by A deploys through B.
+    let spec = json!({"hosts": ["acme.localhost"], "env": {"GREETING": "from the cluster"}});
+    assert_eq!(put_tenant(&a, "acme", spec).await.0, 201);
+    let took = wait_until("B has acme", Duration::from_secs(10), || async {
+        operator(&b, Method::GET, "/v1/tenants/acme", Vec::new()).await.0 == 200
+    })
+    .await;
+    eprintln!("a tenant created on node A was known to node B after {took:?}");
+    let (_, issued) = operator(&a, Method::POST, "/v1/tenants/acme/tokens", Vec::new()).await;
+    let token = issued["token"].as_str().map(str::to_string);
+    wait_until("B knows the token", Duration::from_secs(10), || async {
+        call(&b, token.as_deref(), Method::GET, "/v1/tenants/acme", Vec::new()).await.0 == 200
+    })
+    .await;
+    let path = "/v1/tenants/acme/apps/probe?route=/app";
+    assert_eq!(call(&b, token.as_deref(), Method::PUT, path, wasm("probe-component.wasm")).await.0, 201);
+    for node in [&a, &b] {
+        wait_until("both serve acme's app", Duration::from_secs(10), || async {
+            get(node, "acme.localhost", "/app/env").await == (200, "from the cluster".into())
+        })
+        .await;
+    }
+    // A host of the cluster's API tenant is taken on every node.
+    assert_eq!(put_tenant(&b, "thief", json!({"hosts": ["acme.localhost"]})).await.0, 409);
+
+    // Removed through B: A stops serving it, and the token is refused everywhere.
+    assert_eq!(operator(&b, Method::DELETE, "/v1/tenants/acme", Vec::new()).await.0, 200);
+    wait_until("A forgets acme", Duration::from_secs(10), || async {
+        get(&a, "acme.localhost", "/app/env").await.0 == 404
+    })
+    .await;
+    assert_eq!(operator(&a, Method::GET, "/v1/tenants/acme", Vec::new()).await.0, 404);
+    wait_until("A forgets the token", Duration::from_secs(10), || async {
+        call(&a, token.as_deref(), Method::GET, "/v1/tenants", Vec::new()).await.0 == 401
+    })
+    .await;
+
+    // A node that was away catches up when it comes back.
+    drop(a);
+    assert_eq!(put_tenant(&b, "late", json!({"hosts": ["late.localhost"]})).await.0, 201);
+    let a = site_a.start();
+    wait_until("A catches up", Duration::from_secs(10), || async {
+        operator(&a, Method::GET, "/v1/tenants/late", Vec::new()).await.0 == 200
+    })
+    .await;
 }
