@@ -38,7 +38,10 @@ pub(crate) fn runtime(config: &Config) -> Runtime {
         None => config.tenants.iter().map(|t| t.limits.max_concurrency).fold(0, u32::saturating_add),
     };
     let guest_memory = config.server.max_guest_memory.unwrap_or_else(crate::machine::default_guest_memory);
-    new_runtime(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers, guest_memory)
+    let mut options =
+        runtime_options(&config.server.data_dir.join("cache"), max_memory, wanted, config.server.workers, guest_memory);
+    options.max_loaded_apps = config.server.max_loaded_apps;
+    Runtime::new(&options)
 }
 
 /// A runtime caching compiled guests in `cache_dir`, sized for `instances` at once of up to `max_memory` each
@@ -50,14 +53,24 @@ pub(crate) fn new_runtime(
     workers: Option<usize>,
     guest_memory: u64,
 ) -> Runtime {
-    let options = RuntimeOptions {
+    Runtime::new(&runtime_options(cache_dir, max_memory, instances, workers, guest_memory))
+}
+
+fn runtime_options(
+    cache_dir: &Path,
+    max_memory: u64,
+    instances: u32,
+    workers: Option<usize>,
+    guest_memory: u64,
+) -> RuntimeOptions {
+    RuntimeOptions {
         cache_dir: Some(cache_dir.to_path_buf()),
         max_memory,
         max_instances: instances.clamp(1, MAX_POOLED_INSTANCES),
         workers: workers.unwrap_or_else(palisade_server::default_workers),
         max_guest_memory: guest_memory,
-    };
-    Runtime::new(&options)
+        max_loaded_apps: palisade_config::DEFAULT_MAX_LOADED_APPS,
+    }
 }
 
 fn sandbox(runtime: &Runtime, tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) -> Arc<TenantSandbox> {

@@ -115,10 +115,11 @@ async fn apply(
             tracing::warn!(app = %key, route = %record.route, "app's route is a configured route on this node; the configured one is served");
         }
         match site.prepare(&t.loaded, &record.name, bytes.clone()).await {
-            Ok((handler, info)) => {
+            Ok(prepared) => {
                 site.local.put(&record, &bytes)?;
                 tracing::info!(app = %key, route = %record.route, version = record.version, "app deployed by the cluster");
-                t.apps.insert(record.name.clone(), DeployedApp { record, handler, info });
+                let app = site.bind(&t.loaded, record, Some(prepared));
+                t.apps.insert(app.record.name.clone(), app);
                 *changes += 1;
             }
             Err(e) => tracing::warn!(app = %key, "app from the cluster not served: {}", e.message),

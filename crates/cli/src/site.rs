@@ -21,7 +21,7 @@ use palisade_config::Config;
 use palisade_http::Handler;
 use palisade_kv::KvStore;
 use palisade_registry::{AppRecord, FileRegistry, FileTenants, RedisRegistry, TenantRecord, valid_name};
-use palisade_sandbox::{AppInfo, Runtime, TenantSandbox};
+use palisade_sandbox::{AppInfo, GuestBytes, LazyGuest, Runtime, TenantSandbox};
 use palisade_server::{LiveRoutes, Router, Routes};
 use serde_json::json;
 
@@ -66,12 +66,34 @@ pub(crate) enum Source {
     Api(TenantRecord),
 }
 
-/// A deployed app, compiled and bound to its tenant's sandbox.
+/// A deployed app bound to its tenant's sandbox: loaded on its first request, unloaded when many others were
+/// used more recently (see `palisade_sandbox::LazyGuest`).
 #[derive(Clone)]
 pub(crate) struct DeployedApp {
     pub(crate) record: AppRecord,
-    pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) info: AppInfo,
+    pub(crate) app: Arc<LazyGuest>,
+}
+
+impl DeployedApp {
+    /// `record` bound to `sandbox`, its bytes read from `local` when it loads; loaded already with
+    /// `preloaded`.
+    fn bind(
+        runtime: &Runtime,
+        local: &FileRegistry,
+        sandbox: Arc<TenantSandbox>,
+        record: AppRecord,
+        preloaded: Option<(Arc<dyn Handler>, AppInfo)>,
+    ) -> DeployedApp {
+        let (local, stored) = (local.clone(), record.clone());
+        let bytes: GuestBytes = Box::new(move || local.read(&stored).map_err(|e| e.to_string()));
+        let label = Path::new(&record.tenant).join(&record.name);
+        DeployedApp { app: Arc::new(LazyGuest::new(runtime, sandbox, label, bytes, preloaded)), record }
+    }
+
+    /// The app as its route's handler.
+    pub(crate) fn handler(&self) -> Arc<dyn Handler> {
+        self.app.clone()
+    }
 }
 
 fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
@@ -122,18 +144,12 @@ impl Site {
                 tracing::warn!(app = %record.key(), "deployed app of a tenant this server does not have; not served");
                 continue;
             };
-            let loaded = local.read(&record).map_err(|e| e.to_string()).and_then(|bytes| {
-                compile(&runtime, tenant.loaded.sandbox.clone(), &record.tenant, &record.name, &bytes)
-                    .map_err(|e| e.message)
-            });
-            match loaded {
-                Ok((handler, info)) => {
-                    tracing::info!(app = %record.key(), route = %record.route, version = record.version, "deployed app loaded");
-                    tenant.apps.insert(record.name.clone(), DeployedApp { record, handler, info });
-                }
-                Err(e) => tracing::warn!(app = %record.key(), "deployed app not served: {e}"),
-            }
+            // Loaded at its first request: start-up reads no app's bytes and compiles nothing.
+            let app = DeployedApp::bind(&runtime, &local, tenant.loaded.sandbox.clone(), record, None);
+            tenant.apps.insert(app.record.name.clone(), app);
         }
+        let deployed: usize = state.tenants.values().map(|t| t.apps.len()).sum();
+        tracing::info!(apps = deployed, "deployed apps bound (each loads at its first request)");
         let routes = Arc::new(LiveRoutes::from_pointee(router(&state)));
         Ok(Site {
             config_path: config.file.clone(),
@@ -198,7 +214,7 @@ impl Site {
                 format!("route {route} of tenant {tenant} is served by app {:?}; remove it first", other.record.name),
             ));
         }
-        let (handler, info) = self.prepare(&t.loaded, name, wasm.clone()).await?;
+        let prepared = self.prepare(&t.loaded, name, wasm.clone()).await?;
         let record = match &self.shared {
             Some(shared) => shared
                 .put(tenant, name, &route, &wasm)
@@ -209,7 +225,8 @@ impl Site {
         self.local.put(&record, &wasm).map_err(internal)?;
         tracing::info!(app = %record.key(), route = %record.route, version = record.version, sha256 = %record.sha256, "app deployed");
         let t = state.tenants.get_mut(tenant).ok_or_else(|| no_tenant(tenant))?;
-        t.apps.insert(name.to_string(), DeployedApp { record: record.clone(), handler, info });
+        let app = self.bind(&t.loaded, record.clone(), Some(prepared));
+        t.apps.insert(name.to_string(), app);
         self.publish(&state);
         Ok(record)
     }
@@ -268,10 +285,9 @@ impl Site {
                 if loaded.has_route(&record.route) {
                     shadowed.push(record.key());
                 }
-                // Bytes prepared before: binding them to the new sandbox compiles nothing.
-                let bytes = self.local.read(&record).map_err(internal)?;
-                let (handler, info) = self.prepare(&loaded, &record.name, bytes.into()).await?;
-                apps.insert(record.name.clone(), DeployedApp { record, handler, info });
+                // Bound to the new sandbox, to load at its next request (from code still held, or the cache).
+                let app = self.bind(&loaded, record, None);
+                apps.insert(app.record.name.clone(), app);
             }
             tenants.insert(loaded.tenant.name.clone(), TenantState { loaded, apps, source: Source::File });
         }
@@ -305,6 +321,16 @@ impl Site {
 }
 
 impl Site {
+    /// `record` bound to `loaded`'s sandbox (see [`DeployedApp::bind`]).
+    pub(crate) fn bind(
+        &self,
+        loaded: &LoadedTenant,
+        record: AppRecord,
+        preloaded: Option<(Arc<dyn Handler>, AppInfo)>,
+    ) -> DeployedApp {
+        DeployedApp::bind(&self.runtime, &self.local, loaded.sandbox.clone(), record, preloaded)
+    }
+
     /// Compiles `bytes` as `loaded`'s deployed app `name` on a blocking thread (a large guest takes a while),
     /// bound to the tenant's sandbox.
     pub(crate) async fn prepare(
@@ -366,7 +392,7 @@ fn compile(
 fn router(state: &State) -> Routes {
     let mut router = Router::default();
     for t in state.tenants.values() {
-        let apps = t.apps.values().map(|a| (a.record.route.clone(), a.handler.clone()));
+        let apps = t.apps.values().map(|a| (a.record.route.clone(), a.handler()));
         router.add(&t.loaded.tenant.host_names(), t.loaded.routes_with(apps));
     }
     router
@@ -422,7 +448,8 @@ pub(crate) fn describe_tenant(t: &TenantState) -> serde_json::Value {
             "sha256": a.record.sha256,
             "size": a.record.size,
             "deployed_at": a.record.deployed_at,
-            "kind": a.info.kind,
+            "kind": a.app.info().map(|i| i.kind),
+            "loaded": a.app.is_loaded(),
         })).collect::<Vec<_>>(),
         "instances_in_flight": t.loaded.sandbox.instances_in_flight(),
     })

@@ -19,7 +19,7 @@ use palisade_sandbox::Runtime;
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
-use crate::site::{DeployedApp, Site, Source, State, TenantState, describe_tenant};
+use crate::site::{Site, Source, State, TenantState, describe_tenant};
 
 /// How a cluster node takes the API's tenants and every tenant's tokens from a snapshot of Redis (before its
 /// apps, so that apps of a new tenant find it), counting each tenant changed in `changes`.
@@ -228,9 +228,7 @@ impl Site {
     ) -> Result<serde_json::Value, ControlError> {
         let mut apps = BTreeMap::new();
         for app in state.tenants.get(&record.name).map(|t| t.apps.values()).into_iter().flatten() {
-            let bytes = self.local.read(&app.record).map_err(internal)?;
-            let (handler, info) = self.prepare(&loaded, &app.record.name, bytes.into()).await?;
-            apps.insert(app.record.name.clone(), DeployedApp { record: app.record.clone(), handler, info });
+            apps.insert(app.record.name.clone(), self.bind(&loaded, app.record.clone(), None));
         }
         self.tenant_store.put(&record).map_err(internal)?;
         let name = record.name.clone();

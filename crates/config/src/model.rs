@@ -11,6 +11,8 @@ use crate::Location;
 pub const DEFAULT_DATA_DIR: &str = "palisade-data";
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deployed apps kept loaded at once unless `[server] max_loaded_apps` says otherwise.
+pub const DEFAULT_MAX_LOADED_APPS: usize = 1000;
 /// Default maximum linear memory of one guest instance.
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 /// Default wall-clock deadline of one guest request.
@@ -73,6 +75,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Worker threads serving connections; `None` means one per available core.
     pub workers: Option<usize>,
+    /// `max_loaded_apps`: deployed apps kept loaded at once (default [`DEFAULT_MAX_LOADED_APPS`]); loading
+    /// one more unloads the one used least recently.
+    pub max_loaded_apps: usize,
     /// `max_guest_memory`: linear memory all guest instances together may hold, in bytes; `None` means half
     /// of the memory the process may use (decided at start-up).
     pub max_guest_memory: Option<u64>,

@@ -28,6 +28,7 @@ pub(crate) struct RawServer {
     pub(crate) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(crate) workers: Option<Spanned<i64>>,
     pub(crate) max_guest_memory: Option<Spanned<SizeValue>>,
+    pub(crate) max_loaded_apps: Option<Spanned<i64>>,
     pub(crate) header_timeout: Option<Spanned<DurationText>>,
     pub(crate) body_timeout: Option<Spanned<DurationText>>,
     pub(crate) send_timeout: Option<Spanned<DurationText>>,

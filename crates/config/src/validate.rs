@@ -137,6 +137,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         workers: None,
+        max_loaded_apps: DEFAULT_MAX_LOADED_APPS,
         max_guest_memory: None,
     };
     let Some(raw) = raw else { return out };
@@ -162,6 +163,12 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         match usize::try_from(*w.get_ref()) {
             Ok(n) if (1..=1024).contains(&n) => out.workers = Some(n),
             _ => c.error(&w.span(), "`workers` must be between 1 and 1024"),
+        }
+    }
+    if let Some(n) = raw.max_loaded_apps {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (1..=10_000_000).contains(&v) => out.max_loaded_apps = v,
+            _ => c.error(&n.span(), "`max_loaded_apps` must be between 1 and 10000000"),
         }
     }
     if let Some(m) = &raw.max_guest_memory {

@@ -15,6 +15,7 @@ use crate::component::{ComponentApp, ComponentState, PreparedComponent};
 use crate::epoch::{self, EpochTicker};
 use crate::error::LoadError;
 use crate::introspect::AppInfo;
+use crate::lazy::Resident;
 use crate::limits::MemoryBudget;
 use crate::prepared::Prepared;
 use crate::tenant::{GuestDirs, TenantSandbox};
@@ -33,7 +34,12 @@ pub struct RuntimeOptions {
     pub workers: usize,
     /// Linear memory all guest instances together may hold, in bytes (`[server] max_guest_memory`).
     pub max_guest_memory: u64,
+    /// Deployed apps ([`crate::LazyGuest`]) kept loaded at once; loading one more unloads the least recently
+    /// used.
+    pub max_loaded_apps: usize,
 }
+
+pub use palisade_config::DEFAULT_MAX_LOADED_APPS;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -43,6 +49,7 @@ impl Default for RuntimeOptions {
             max_instances: 1000,
             workers: 1,
             max_guest_memory: 1 << 30,
+            max_loaded_apps: DEFAULT_MAX_LOADED_APPS,
         }
     }
 }
@@ -79,6 +86,8 @@ struct Lazy {
     guest_memory: Arc<MemoryBudget>,
     /// Two first loads at once start one engine: the second waits for the first.
     started: OnceCell<Arc<RuntimeInner>>,
+    /// The deployed apps loaded now, within `max_loaded_apps`.
+    resident: Resident,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -97,8 +106,14 @@ impl Runtime {
                 shares: Shares::default(),
                 guest_memory: Arc::new(MemoryBudget::new(options.max_guest_memory)),
                 started: OnceCell::new(),
+                resident: Resident::new(options.max_loaded_apps),
             }),
         }
+    }
+
+    /// The deployed apps loaded now.
+    pub(crate) fn resident(&self) -> &Resident {
+        &self.shared.resident
     }
 
     /// The sandbox of tenant `name`: its limits, guest environment, the directories its guests see, and the

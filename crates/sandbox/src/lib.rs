@@ -7,6 +7,7 @@
 //!   instance for every request and streams bodies both ways.
 //! - [`Runtime::load_cgi`] does the same for a WASI preview1 command module speaking CGI/1.1 ([`CgiApp`]):
 //!   meta-variables in the environment, the body on stdin, a CGI response parsed from stdout.
+//! - [`LazyGuest`] is a deployed app loaded on its first request, within a budget of loaded apps.
 //! - [`TenantSandbox`] is what one tenant's apps share: limits (memory, deadline, concurrency), the
 //!   environment, and the private `/data` directory.
 //!
@@ -25,6 +26,7 @@ mod epoch;
 mod error;
 mod introspect;
 mod keyvalue;
+mod lazy;
 mod limits;
 mod pipe;
 mod prepared;
@@ -43,9 +45,10 @@ pub mod fuzzing {
     }
 }
 pub use component::ComponentApp;
-pub use engine::{Runtime, RuntimeOptions, is_component};
+pub use engine::{DEFAULT_MAX_LOADED_APPS, Runtime, RuntimeOptions, is_component};
 pub use error::LoadError;
 pub use introspect::AppInfo;
+pub use lazy::{GuestBytes, LazyGuest};
 pub use limits::{LimitCounters, LimitKind};
 pub use palisade_config::Limits;
 pub use presence::Present;

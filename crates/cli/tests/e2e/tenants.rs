@@ -382,3 +382,50 @@ async fn two_nodes_share_tenants_and_tokens_through_redis() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn deployed_apps_load_at_their_first_request_and_the_least_recently_used_unload() {
+    let site = site();
+    let config = std::fs::read_to_string(site.path("palisade.toml")).expect("config");
+    site.write("palisade.toml", config.replace("[server]\n", "[server]\nmax_loaded_apps = 2\n"));
+    let server = site.start();
+    let apps = [
+        ("probe", "probe-component.wasm", "/probe"),
+        ("hello", "hello.wasm", "/hello"),
+        ("cgi", "hello-cgi.wasm", "/cgi"),
+    ];
+    for (name, file, route) in apps {
+        let path = format!("/v1/tenants/alice/apps/{name}?route={route}");
+        assert_eq!(operator(&server, Method::PUT, &path, wasm(file)).await.0, 201);
+    }
+    let loaded = |answer: &Value| -> Vec<String> {
+        let apps = answer["apps"].as_array().cloned().unwrap_or_default();
+        apps.iter()
+            .filter(|a| a["loaded"] == json!(true))
+            .filter_map(|a| a["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (_, alice) = operator(&server, Method::GET, "/v1/tenants/alice", Vec::new()).await;
+    assert_eq!(loaded(&alice).len(), 2, "deploying loads an app, and the budget holds: {alice}");
+
+    // After a restart nothing is loaded until asked.
+    drop(server);
+    let server = site.start();
+    let (_, alice) = operator(&server, Method::GET, "/v1/tenants/alice", Vec::new()).await;
+    assert!(loaded(&alice).is_empty(), "{alice}");
+    assert_eq!(alice["apps"][0]["kind"], Value::Null, "not known before it loads");
+    assert_eq!(get(&server, "alice.localhost", "/probe").await, (200, "probe ok\n".into()));
+    let (_, alice) = operator(&server, Method::GET, "/v1/tenants/alice", Vec::new()).await;
+    assert_eq!(loaded(&alice), ["probe"]);
+    assert_eq!(get(&server, "alice.localhost", "/hello").await.0, 200);
+    assert_eq!(get(&server, "alice.localhost", "/cgi").await.0, 200);
+    let (_, alice) = operator(&server, Method::GET, "/v1/tenants/alice", Vec::new()).await;
+    assert_eq!(loaded(&alice), ["cgi", "hello"], "the least recently used went: {alice}");
+    // Unloaded is not gone: it loads again when asked.
+    assert_eq!(get(&server, "alice.localhost", "/probe").await, (200, "probe ok\n".into()));
+    let (_, metrics) = operator(&server, Method::GET, "/metrics", Vec::new()).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains("palisade_app_loads_total 4"), "{metrics}");
+    assert!(metrics.contains("palisade_app_unloads_total 2"), "{metrics}");
+    assert!(metrics.contains("palisade_apps_loaded 2"), "{metrics}");
+}
