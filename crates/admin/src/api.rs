@@ -6,7 +6,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use crate::{Control, ControlError, ControlResult, Refusal};
+use crate::{Control, ControlError, ControlResult, KvCall, KvReply, Refusal};
 
 /// The largest `.wasm` a deploy may upload.
 pub const MAX_APP_SIZE: usize = 256 << 20;
@@ -15,6 +15,9 @@ type Answer = Response<Full<Bytes>>;
 
 /// The largest tenant document `PUT /v1/tenants/{t}` takes.
 pub const MAX_TENANT_DOCUMENT: usize = 1 << 20;
+
+/// The largest value `PUT /v1/tenants/{t}/buckets/{b}/keys/{key}` takes (the tenant's quota may allow less).
+pub const MAX_KV_VALUE: usize = 64 << 20;
 
 /// Who is calling, by the bearer token it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +30,14 @@ enum Caller {
 
 impl Caller {
     /// Whether the caller may call `method` on `segments`: a tenant may read its own tenant (and the list,
-    /// which shows it alone) and deploy and remove its own apps.
+    /// which shows it alone), deploy and remove its own apps, and use its own buckets.
     fn may(&self, method: &Method, segments: &[&str]) -> bool {
         let Caller::Tenant(own) = self else { return true };
         match (method, segments) {
             (&Method::GET, ["v1", "tenants"]) => true,
             (&Method::GET, ["v1", "tenants", tenant]) => tenant == own,
             (&Method::PUT | &Method::DELETE, ["v1", "tenants", tenant, "apps", _]) => tenant == own,
+            (_, ["v1", "tenants", tenant, "buckets", ..]) => tenant == own,
             _ => false,
         }
     }
@@ -124,6 +128,29 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             }
         }
         (&Method::DELETE, ["v1", "tenants", tenant, "apps", name]) => control.remove(tenant, name).await,
+        (method, ["v1", "tenants", tenant, "buckets", bucket, "keys", rest @ ..]) if rest.len() <= 1 => {
+            let (tenant, bucket) = (tenant.to_string(), decoded(bucket));
+            let key = rest.first().map(|k| decoded(k));
+            let call = match (method, key) {
+                (&Method::GET, None) => {
+                    let cursor = query_value(&req, "cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                    KvCall::List { cursor }
+                }
+                (&Method::GET, Some(key)) => KvCall::Get(key),
+                (&Method::DELETE, Some(key)) => KvCall::Delete(key),
+                (&Method::PUT, Some(key)) => match read_body(req, MAX_KV_VALUE, "a value").await {
+                    Ok(value) => KvCall::Put(key, value),
+                    Err(answer) => return answer,
+                },
+                _ => return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}")),
+            };
+            match control.kv(&tenant, &bucket, call).await {
+                Ok(KvReply::Value(Some(value))) => return octets(value),
+                Ok(KvReply::Value(None)) => Err(ControlError::new(Refusal::NotFound, "no such key")),
+                Ok(KvReply::Json(value)) => Ok(value),
+                Err(e) => Err(e),
+            }
+        }
         (&Method::POST, ["v1", "reload"]) => control.reload().await,
         (
             _,
@@ -215,6 +242,17 @@ fn query_value<B>(req: &Request<B>, name: &str) -> Option<String> {
     })
 }
 
+/// A path segment percent-decoded (a key may hold any character).
+fn decoded(segment: &str) -> String {
+    percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+fn octets(value: Bytes) -> Answer {
+    let mut answer = Response::new(Full::new(value));
+    answer.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+    answer
+}
+
 fn text(status: StatusCode, body: &str) -> Answer {
     let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
     *answer.status_mut() = status;
@@ -263,6 +301,8 @@ mod tests {
         assert!(!me.may(&Method::POST, &["v1", "tenants", "acme", "tokens"]));
         assert!(!me.may(&Method::POST, &["v1", "reload"]));
         assert!(!me.may(&Method::GET, &["metrics"]));
+        assert!(me.may(&Method::PUT, &["v1", "tenants", "acme", "buckets", "default", "keys", "k"]));
+        assert!(!me.may(&Method::GET, &["v1", "tenants", "other", "buckets", "default", "keys"]));
         assert!(Caller::Operator.may(&Method::POST, &["v1", "reload"]));
     }
 

@@ -6,11 +6,13 @@
 //! - `PUT` and `DELETE /v1/tenants/{t}/apps/{name}` (the body is the `.wasm`; `?route=/path` picks where it is
 //!   served);
 //! - `POST /v1/tenants/{t}/tokens` (a tenant-scoped token, shown once) and `DELETE /v1/tenants/{t}/tokens/{id}`;
+//! - `GET /v1/tenants/{t}/buckets/{b}/keys[?cursor=N]`, and `GET`, `PUT`, `DELETE` on
+//!   `/v1/tenants/{t}/buckets/{b}/keys/{key}`: the tenant's key-value data;
 //! - `POST /v1/reload`.
 //!
 //! Everything but the health checks needs `Authorization: Bearer TOKEN` when a token is set: the operator's
-//! token may do everything; a tenant's token ([`Control::token_tenant`]) may read its own tenant and deploy and
-//! remove its own apps, and gets 403 for everything else. What the operations do is the binary's business: it
+//! token may do everything; a tenant's token ([`Control::token_tenant`]) may read its own tenant, deploy and
+//! remove its own apps and use its own buckets, and gets 403 for everything else. What the operations do is the binary's business: it
 //! implements [`Control`]; this crate is HTTP, authentication and JSON only.
 
 mod api;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-pub use api::{MAX_APP_SIZE, MAX_TENANT_DOCUMENT};
+pub use api::{MAX_APP_SIZE, MAX_KV_VALUE, MAX_TENANT_DOCUMENT};
 
 /// Why a control operation failed, in terms of HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,31 @@ impl ControlError {
 /// A control operation's outcome: a JSON answer or a refusal.
 pub type ControlResult = Result<serde_json::Value, ControlError>;
 
+/// An operation on one of a tenant's key-value buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvCall {
+    /// A page of the bucket's keys, from `cursor` on.
+    List {
+        /// Where the page starts (0: the first key); the previous page's answer says where the next one does.
+        cursor: u64,
+    },
+    /// A key's value.
+    Get(String),
+    /// Store a value under a key (within the tenant's key-value quota).
+    Put(String, Bytes),
+    /// Remove a key.
+    Delete(String),
+}
+
+/// What a [`KvCall`] answers: JSON, or a value's bytes (`None`: no such key).
+#[derive(Debug, Clone)]
+pub enum KvReply {
+    /// A JSON answer (a list of keys, or what was done).
+    Json(serde_json::Value),
+    /// A value as stored, or `None` if the key is absent.
+    Value(Option<Bytes>),
+}
+
 /// What the admin API operates on: the running server, as the binary wires it.
 pub trait Control: Send + Sync + 'static {
     /// Every tenant, with its hosts, routes and deployed apps.
@@ -97,6 +124,13 @@ pub trait Control: Send + Sync + 'static {
     fn issue_token(&self, tenant: &str) -> impl Future<Output = ControlResult> + Send;
     /// Revokes `tenant`'s token `id`.
     fn revoke_token(&self, tenant: &str, id: &str) -> impl Future<Output = ControlResult> + Send;
+    /// Runs `call` on `tenant`'s bucket `bucket`.
+    fn kv(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        call: KvCall,
+    ) -> impl Future<Output = Result<KvReply, ControlError>> + Send;
     /// The tenant whose token `token` is, if it is one.
     fn token_tenant(&self, token: &str) -> Option<String>;
     /// Stops serving and forgets the tenant's app `name`.

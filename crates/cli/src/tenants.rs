@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use palisade_admin::{ControlError, Refusal};
+use bytes::Bytes;
+use palisade_admin::{ControlError, KvCall, KvReply, Refusal};
 use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
-use palisade_kv::KvStore;
+use palisade_kv::{KvError, KvStore, Quota, Scope};
 use palisade_registry::{Snapshot, TenantRecord, TokenRecord, sha256_hex, valid_name};
 use palisade_sandbox::Runtime;
 use serde_json::json;
@@ -318,4 +319,43 @@ impl Site {
         tracing::info!(tenant, token_id = %id, "tenant token revoked");
         Ok(json!({ "tenant": tenant, "revoked": id }))
     }
+
+    /// Runs `call` on `tenant`'s bucket `bucket`, within the tenant's key-value quota.
+    pub(crate) async fn kv(&self, tenant: &str, bucket: &str, call: KvCall) -> Result<KvReply, ControlError> {
+        let quota = {
+            let state = self.state.lock().await;
+            let t =
+                state.tenants.get(tenant).ok_or_else(|| refuse(Refusal::NotFound, format!("no tenant {tenant:?}")))?;
+            let limits = &t.loaded.tenant.limits.kv;
+            Quota { max_keys: limits.max_keys, max_value: limits.max_value, max_total: limits.max_total }
+        };
+        let store =
+            self.kv.as_ref().ok_or_else(|| refuse(Refusal::Unavailable, "this server has no key-value store"))?;
+        let scope = Scope::new(tenant, bucket).map_err(kv_refusal)?;
+        Ok(match call {
+            KvCall::List { cursor } => {
+                let page = store.list_keys(&scope, cursor).await.map_err(kv_refusal)?;
+                KvReply::Json(json!({ "keys": page.keys, "cursor": page.cursor }))
+            }
+            KvCall::Get(key) => KvReply::Value(store.get(&scope, &key).await.map_err(kv_refusal)?.map(Bytes::from)),
+            KvCall::Put(key, value) => {
+                store.set(&scope, &key, &value, &quota).await.map_err(kv_refusal)?;
+                KvReply::Json(json!({ "stored": key, "bytes": value.len() }))
+            }
+            KvCall::Delete(key) => {
+                store.delete(&scope, &key).await.map_err(kv_refusal)?;
+                KvReply::Json(json!({ "deleted": key }))
+            }
+        })
+    }
+}
+
+/// A key-value failure as the API answers it.
+fn kv_refusal(e: KvError) -> ControlError {
+    let refusal = match e {
+        KvError::InvalidName(_) => Refusal::BadRequest,
+        KvError::Quota(_) | KvError::NotACounter(_) => Refusal::Invalid,
+        KvError::Unavailable(_) => Refusal::Unavailable,
+    };
+    refuse(refusal, e.to_string())
 }

@@ -429,3 +429,41 @@ async fn deployed_apps_load_at_their_first_request_and_the_least_recently_used_u
     assert!(metrics.contains("palisade_app_unloads_total 2"), "{metrics}");
     assert!(metrics.contains("palisade_apps_loaded 2"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_tenant_token_uses_its_own_buckets_through_the_api() {
+    let site = site();
+    let server = site.start();
+    let spec = json!({"hosts": ["acme.localhost"], "kv": {"max_value": 16}});
+    assert_eq!(put_tenant(&server, "acme", spec).await.0, 201);
+    let (status, _) = operator(&server, Method::PUT, "/v1/tenants/acme/apps/kv?route=/", wasm("kv-probe.wasm")).await;
+    assert_eq!(status, 201);
+    let (_, issued) = operator(&server, Method::POST, "/v1/tenants/acme/tokens", Vec::new()).await;
+    let acme = issued["token"].as_str().map(str::to_string);
+    let acme = acme.as_deref();
+
+    // Written through the API, read by the tenant's guest; and the other way round.
+    let key = "/v1/tenants/acme/buckets/default/keys/greeting";
+    let (status, answer) = call(&server, acme, Method::PUT, key, b"hello".to_vec()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(get(&server, "acme.localhost", "/?op=get&key=greeting").await, (200, "hello".into()));
+    assert_eq!(get(&server, "acme.localhost", "/?op=set&key=from-guest&value=hi").await.0, 200);
+    let (status, value) =
+        call(&server, acme, Method::GET, "/v1/tenants/acme/buckets/default/keys/from-guest", Vec::new()).await;
+    assert_eq!((status, value), (200, Value::String("hi".into())));
+    let (status, list) = call(&server, acme, Method::GET, "/v1/tenants/acme/buckets/default/keys", Vec::new()).await;
+    assert_eq!((status, &list["keys"]), (200, &json!(["from-guest", "greeting"])), "{list}");
+    // A key with a slash, encoded as one path segment.
+    let (status, _) = call(&server, acme, Method::PUT, "/v1/tenants/acme/buckets/b2/keys/a%2Fb", b"x".to_vec()).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&server, "acme.localhost", "/?op=get&bucket=b2&key=a%2Fb").await, (200, "x".into()));
+
+    // Refusals: the quota (422), an absent key (404), another tenant's bucket (403).
+    let (status, answer) = call(&server, acme, Method::PUT, key, vec![b'x'; 17]).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(call(&server, acme, Method::GET, "/v1/tenants/acme/buckets/default/keys/nope", Vec::new()).await.0, 404);
+    assert_eq!(call(&server, acme, Method::GET, "/v1/tenants/alice/buckets/default/keys", Vec::new()).await.0, 403);
+    assert_eq!(call(&server, acme, Method::DELETE, key, Vec::new()).await.0, 200);
+    assert_eq!(get(&server, "acme.localhost", "/?op=get&key=greeting").await.0, 404);
+    assert_eq!(operator(&server, Method::GET, "/v1/tenants/nobody/buckets/default/keys", Vec::new()).await.0, 404);
+}
