@@ -149,7 +149,11 @@ impl Site {
             tenant.apps.insert(app.record.name.clone(), app);
         }
         let deployed: usize = state.tenants.values().map(|t| t.apps.len()).sum();
-        tracing::info!(apps = deployed, "deployed apps bound (each loads at its first request)");
+        if deployed > 0 {
+            // Their first requests should not wait for the engine as well as for their own code.
+            runtime.start()?;
+            tracing::info!(apps = deployed, "deployed apps bound (each loads at its first request)");
+        }
         let routes = Arc::new(LiveRoutes::from_pointee(router(&state)));
         Ok(Site {
             config_path: config.file.clone(),

@@ -148,6 +148,12 @@ impl Runtime {
         shared.started.get_or_try_init(|| RuntimeInner::start(&shared.options, &shared.shares).map(Arc::new)).cloned()
     }
 
+    /// Starts the engine now rather than with the first guest loaded: for a server whose guests load at their
+    /// first request (deployed apps), so that the first one does not wait for the engine too.
+    pub fn start(&self) -> Result<(), LoadError> {
+        self.started().map(drop)
+    }
+
     /// Compiles (or loads from cache) a `wasi:http/proxy` component and prepares it for `tenant`.
     pub fn load_component(&self, path: &Path, tenant: Arc<TenantSandbox>) -> Result<ComponentApp, LoadError> {
         let bytes = read_guest(path, GuestKind::Component)?;
