@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::diagnostic::LineStarts;
 use crate::model::*;
 use crate::path::decode_unreserved;
 use crate::raw::{
@@ -26,6 +27,7 @@ pub(crate) struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     base_dir: PathBuf,
+    lines: LineStarts,
     pub(crate) problems: Vec<Diagnostic>,
 }
 
@@ -35,7 +37,7 @@ impl Checker<'_> {
     }
 
     pub(crate) fn location(&self, span: &Range<usize>) -> Location {
-        Location::of_span(self.file, self.text, span)
+        self.lines.location(self.file, self.text, span.start)
     }
 
     /// Resolves a path written in the file against the file's directory.
@@ -68,7 +70,7 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
         _ => PathBuf::from("."),
     };
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
-    let mut c = Checker { file, text, base_dir, problems: Vec::new() };
+    let mut c = Checker { file, text, base_dir, lines: LineStarts::of(text), problems: Vec::new() };
 
     let server_span = raw.server.as_ref().map(Spanned::span);
     let guest_memory_span = raw.server.as_ref().and_then(|s| s.get_ref().max_guest_memory.as_ref().map(Spanned::span));
@@ -120,7 +122,7 @@ pub(crate) fn lone_tenant(
     raw: RawConfig,
     server: &ServerConfig,
 ) -> Result<Tenant, Vec<Diagnostic>> {
-    let mut c = Checker { file, text, base_dir: PathBuf::from("."), problems: Vec::new() };
+    let mut c = Checker { file, text, base_dir: PathBuf::from("."), lines: LineStarts::of(text), problems: Vec::new() };
     let mut claimed = HashMap::new();
     let tenant = raw.tenants.into_iter().next().and_then(|(name, t)| tenant(&mut c, server, &name, t, &mut claimed));
     match tenant {

@@ -231,7 +231,11 @@ impl Shares {
             share.weight.store(weight.clamp(1, MAX_WEIGHT), Ordering::Relaxed);
             return share;
         }
-        by_name.retain(|_, share| share.strong_count() > 0);
+        // Shares nobody holds any more are dropped when the map has doubled since the last look, not at every
+        // new name: ten thousand tenants would otherwise cost a hundred million looks at start-up.
+        if by_name.len() >= 64 && by_name.len().is_power_of_two() {
+            by_name.retain(|_, share| share.strong_count() > 0);
+        }
         let share = Arc::new(Share::new(name, weight));
         by_name.insert(name.to_string(), Arc::downgrade(&share));
         share
