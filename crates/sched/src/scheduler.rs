@@ -88,7 +88,7 @@ async fn accountant(shares: Shares, cores: usize) {
     let mut last = std::time::Instant::now();
     loop {
         interval.tick().await;
-        crate::account::account(&shares.all(), last.elapsed(), cores);
+        crate::account::account(&shares.held(), last.elapsed(), cores);
         last = std::time::Instant::now();
     }
 }
