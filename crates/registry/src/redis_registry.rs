@@ -203,71 +203,50 @@ impl RedisRegistry {
         if !json.starts_with(UNVERSIONED) {
             return Err(RegistryError::Corrupt(format!("tenant {name}: its record does not start with its version")));
         }
-        let mut connection = self.connection.clone();
         let stored: String = self
-            .scripts
-            .put_tenant
-            .key(TENANTS)
-            .key(VERSION)
-            .arg(name)
-            .arg(json)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(
+                &self.scripts.put_tenant,
+                &[TENANTS, VERSION],
+                &[name.as_bytes(), json.as_bytes(), CHANNEL.as_bytes()],
+            )
+            .await?;
         serde_json::from_str(&stored).map_err(|e| RegistryError::Corrupt(format!("tenant {name} in Redis: {e}")))
     }
 
     /// Removes the API tenant `name`, its tokens and its apps, and tells every node; whether it was there.
     pub async fn remove_tenant(&self, name: &str) -> Result<bool, RegistryError> {
-        let mut connection = self.connection.clone();
         let removed: i64 = self
-            .scripts
-            .remove_tenant
-            .key(TENANTS)
-            .key(TOKENS)
-            .key(RECORDS)
-            .key(VERSION)
-            .arg(name)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(
+                &self.scripts.remove_tenant,
+                &[TENANTS, TOKENS, RECORDS, VERSION],
+                &[name.as_bytes(), CHANNEL.as_bytes()],
+            )
+            .await?;
         Ok(removed == 1)
     }
 
     /// Adds `token` to `tenant`'s tokens, and tells every node.
     pub async fn add_token(&self, tenant: &str, token: &TokenRecord) -> Result<(), RegistryError> {
         let json = serde_json::to_string(token).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-        let mut connection = self.connection.clone();
         let _: i64 = self
-            .scripts
-            .add_token
-            .key(TOKENS)
-            .key(VERSION)
-            .arg(tenant)
-            .arg(json)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(
+                &self.scripts.add_token,
+                &[TOKENS, VERSION],
+                &[tenant.as_bytes(), json.as_bytes(), CHANNEL.as_bytes()],
+            )
+            .await?;
         Ok(())
     }
 
     /// Removes `tenant`'s token `id`, and tells every node; whether it was there.
     pub async fn remove_token(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
-        let mut connection = self.connection.clone();
         let removed: i64 = self
-            .scripts
-            .remove_token
-            .key(TOKENS)
-            .key(VERSION)
-            .arg(tenant)
-            .arg(id)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(
+                &self.scripts.remove_token,
+                &[TOKENS, VERSION],
+                &[tenant.as_bytes(), id.as_bytes(), CHANNEL.as_bytes()],
+            )
+            .await?;
         Ok(removed == 1)
     }
 
@@ -294,38 +273,22 @@ impl RedisRegistry {
         let record = AppRecord::describe(tenant, name, route, bytes, 0);
         let key = record.key();
         let json = serde_json::to_string(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-        let mut connection = self.connection.clone();
         let stored: String = self
-            .scripts
-            .put
-            .key(RECORDS)
-            .key(wasm_key(&key))
-            .key(VERSION)
-            .arg(&key)
-            .arg(json)
-            .arg(bytes)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(
+                &self.scripts.put,
+                &[RECORDS, &wasm_key(&key), VERSION],
+                &[key.as_bytes(), json.as_bytes(), bytes, CHANNEL.as_bytes()],
+            )
+            .await?;
         serde_json::from_str(&stored).map_err(|e| RegistryError::Corrupt(format!("app {key} in Redis: {e}")))
     }
 
     /// Removes `tenant/name` and tells every node; whether it was there.
     pub async fn remove(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
         let key = format!("{tenant}/{name}");
-        let mut connection = self.connection.clone();
         let removed: i64 = self
-            .scripts
-            .remove
-            .key(RECORDS)
-            .key(wasm_key(&key))
-            .key(VERSION)
-            .arg(&key)
-            .arg(CHANNEL)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+            .invoke(&self.scripts.remove, &[RECORDS, &wasm_key(&key), VERSION], &[key.as_bytes(), CHANNEL.as_bytes()])
+            .await?;
         Ok(removed == 1)
     }
 
@@ -354,6 +317,26 @@ impl RedisRegistry {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+impl RedisRegistry {
+    /// Runs `script` with `keys` and `args` in one atomic step.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, RegistryError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await.map_err(unavailable)
     }
 }
 
