@@ -132,10 +132,16 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             let (tenant, bucket) = (tenant.to_string(), decoded(bucket));
             let key = rest.first().map(|k| decoded(k));
             let call = match (method, key) {
-                (&Method::GET, None) => {
-                    let cursor = query_value(&req, "cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
-                    KvCall::List { cursor }
-                }
+                (&Method::GET, None) => match query_value(&req, "cursor").map(|c| c.parse::<u64>()) {
+                    None => KvCall::List { cursor: 0 },
+                    Some(Ok(cursor)) => KvCall::List { cursor },
+                    Some(Err(_)) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "`cursor` is a number: the `cursor` of the previous page",
+                        );
+                    }
+                },
                 (&Method::GET, Some(key)) => KvCall::Get(key),
                 (&Method::DELETE, Some(key)) => KvCall::Delete(key),
                 (&Method::PUT, Some(key)) => match read_body(req, MAX_KV_VALUE, "a value").await {

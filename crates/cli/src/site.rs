@@ -96,11 +96,11 @@ impl DeployedApp {
     }
 }
 
-fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
+pub(crate) fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
     ControlError::new(refusal, message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ControlError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ControlError {
     refuse(Refusal::Internal, e.to_string())
 }
 
@@ -118,7 +118,7 @@ impl Site {
             None => None,
         };
         let tenant_store = FileTenants::open(&config.server.data_dir.join("tenants"))?;
-        let tokens = TokenIndex::of(tenant_store.all_tokens()?);
+        let tokens = TokenIndex::of(&tenant_store.all_tokens()?);
         let tenants = tenants
             .into_iter()
             .map(|loaded| {
@@ -351,7 +351,7 @@ impl Site {
     }
 }
 
-fn no_tenant(tenant: &str) -> ControlError {
+pub(crate) fn no_tenant(tenant: &str) -> ControlError {
     refuse(Refusal::NotFound, format!("no tenant {tenant:?}"))
 }
 

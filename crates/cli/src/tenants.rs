@@ -14,13 +14,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 use palisade_admin::{ControlError, KvCall, KvReply, Refusal};
 use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
-use palisade_kv::{KvError, KvStore, Quota, Scope};
+use palisade_kv::{KvError, KvStore, Scope};
 use palisade_registry::{Snapshot, TenantRecord, TokenRecord, sha256_hex, valid_name};
-use palisade_sandbox::Runtime;
+use palisade_sandbox::{Runtime, kv_quota};
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
-use crate::site::{Site, Source, State, TenantState, describe_tenant};
+use crate::site::{Site, Source, State, TenantState, describe_tenant, internal, no_tenant, refuse};
 
 /// How a cluster node takes the API's tenants and every tenant's tokens from a snapshot of Redis (before its
 /// apps, so that apps of a new tenant find it), counting each tenant changed in `changes`.
@@ -59,8 +59,10 @@ pub(crate) async fn apply_snapshot(
             Err(e) => tracing::warn!(tenant = %record.name, "tenant from the cluster not served: {}", e.message),
         }
     }
-    site.tenant_store.replace_tokens(&snapshot.tokens).map_err(internal)?;
-    site.tokens.replace_all(&snapshot.tokens);
+    // Every sync brings every token: the files are written only when the tokens changed.
+    if site.tokens.replace_all(&snapshot.tokens) {
+        site.tenant_store.replace_tokens(&snapshot.tokens).map_err(internal)?;
+    }
     Ok(())
 }
 
@@ -70,14 +72,8 @@ pub(crate) struct TokenIndex(RwLock<HashMap<String, (String, String)>>);
 
 impl TokenIndex {
     /// The index of every stored token.
-    pub(crate) fn of(all: Vec<(String, Vec<TokenRecord>)>) -> TokenIndex {
-        let index = TokenIndex::default();
-        for (tenant, tokens) in all {
-            for token in tokens {
-                index.insert(&tenant, &token);
-            }
-        }
-        index
+    pub(crate) fn of(all: &[(String, Vec<TokenRecord>)]) -> TokenIndex {
+        TokenIndex(RwLock::new(by_hash(all)))
     }
 
     fn insert(&self, tenant: &str, token: &TokenRecord) {
@@ -95,11 +91,15 @@ impl TokenIndex {
         self.0.write().unwrap_or_else(PoisonError::into_inner).retain(|_, (t, _)| t != tenant);
     }
 
-    /// Makes the index exactly `all` (a cluster's tokens, from Redis).
-    pub(crate) fn replace_all(&self, all: &[(String, Vec<TokenRecord>)]) {
-        let fresh = TokenIndex::of(all.to_vec());
-        let fresh = std::mem::take(&mut *fresh.0.write().unwrap_or_else(PoisonError::into_inner));
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    /// Makes the index exactly `all` (a cluster's tokens, from Redis); whether that changed it.
+    pub(crate) fn replace_all(&self, all: &[(String, Vec<TokenRecord>)]) -> bool {
+        let fresh = by_hash(all);
+        let mut index = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if *index == fresh {
+            return false;
+        }
+        *index = fresh;
+        true
     }
 
     /// The tenant whose token `token` is.
@@ -109,12 +109,11 @@ impl TokenIndex {
     }
 }
 
-fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
-    ControlError::new(refusal, message)
-}
-
-fn internal(e: impl std::fmt::Display) -> ControlError {
-    refuse(Refusal::Internal, e.to_string())
+/// `all`'s tokens by hash: `sha256 → (tenant, id)`.
+fn by_hash(all: &[(String, Vec<TokenRecord>)]) -> HashMap<String, (String, String)> {
+    all.iter()
+        .flat_map(|(tenant, tokens)| tokens.iter().map(move |t| (t.sha256.clone(), (tenant.clone(), t.id.clone()))))
+        .collect()
 }
 
 /// Why the tenant document could not be accepted: 422, with each problem by its JSON key.
@@ -220,7 +219,8 @@ impl Site {
     }
 
     /// Keeps `record` on this node and serves `loaded` as its tenant in `state` (not published yet), with the
-    /// tenant's apps bound to its new sandbox (their bytes are prepared: nothing compiles); its description.
+    /// tenant's apps bound to its new sandbox (each loads at its next request: nothing compiles); its
+    /// description.
     pub(crate) async fn install_tenant(
         &self,
         state: &mut State,
@@ -258,7 +258,7 @@ impl Site {
     pub(crate) async fn delete_tenant(&self, name: &str) -> Result<serde_json::Value, ControlError> {
         let mut state = self.state.lock().await;
         match state.tenants.get(name).map(|t| &t.source) {
-            None => return Err(refuse(Refusal::NotFound, format!("no tenant {name:?}"))),
+            None => return Err(no_tenant(name)),
             Some(Source::File) => {
                 return Err(refuse(
                     Refusal::Conflict,
@@ -288,7 +288,7 @@ impl Site {
     pub(crate) async fn issue_token(&self, tenant: &str) -> Result<serde_json::Value, ControlError> {
         let state = self.state.lock().await;
         if !state.tenants.contains_key(tenant) {
-            return Err(refuse(Refusal::NotFound, format!("no tenant {tenant:?}")));
+            return Err(no_tenant(tenant));
         }
         let (id, token) = (random_hex(8)?, format!("pal_{}", random_hex(32)?));
         let record = TokenRecord::new(&id, &token);
@@ -324,10 +324,8 @@ impl Site {
     pub(crate) async fn kv(&self, tenant: &str, bucket: &str, call: KvCall) -> Result<KvReply, ControlError> {
         let quota = {
             let state = self.state.lock().await;
-            let t =
-                state.tenants.get(tenant).ok_or_else(|| refuse(Refusal::NotFound, format!("no tenant {tenant:?}")))?;
-            let limits = &t.loaded.tenant.limits.kv;
-            Quota { max_keys: limits.max_keys, max_value: limits.max_value, max_total: limits.max_total }
+            let t = state.tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
+            kv_quota(&t.loaded.tenant.limits.kv)
         };
         let store =
             self.kv.as_ref().ok_or_else(|| refuse(Refusal::Unavailable, "this server has no key-value store"))?;

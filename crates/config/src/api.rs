@@ -32,12 +32,12 @@ impl std::fmt::Display for KeyProblem {
     }
 }
 
-/// Keys of a tenant that name a file or directory on the server, with what to use instead.
-const FILE_KEYS: [(&str, &str); 4] = [
-    ("data", "a tenant's guests keep data in its key-value buckets"),
-    ("component_data", "a tenant's guests keep data in its key-value buckets"),
-    ("tls", "certificates from files are for tenants of the configuration file"),
-    ("acme", "certificates for tenants created through the API are not supported yet"),
+/// Keys of a tenant the API refuses, with why: all but `acme` name files or directories on the server.
+const REFUSED_KEYS: [(&str, &str); 4] = [
+    ("data", "names a directory on the server; a tenant's guests keep data in its key-value buckets"),
+    ("component_data", "shares the `data` directory on the server; a tenant's guests keep data in its buckets"),
+    ("tls", "names certificate files on the server, which only tenants of the configuration file may"),
+    ("acme", "is not supported yet for tenants created through the API (they are served over plain HTTP)"),
 ];
 
 /// Route keys that name a file or directory on the server.
@@ -51,9 +51,9 @@ pub fn tenant_from_json(name: &str, body: &Value, server: &ServerConfig) -> Resu
         return Err(vec![problem("", "the body must be a JSON object with the keys of a [tenants.NAME] table".into())]);
     };
     let mut problems = Vec::new();
-    for (key, why) in FILE_KEYS {
+    for (key, why) in REFUSED_KEYS {
         if keys.contains_key(key) {
-            problems.push(problem(key, format!("names files on the server, which the API cannot set ({why})")));
+            problems.push(problem(key, why.to_string()));
         }
     }
     if let Some(Value::Array(routes)) = keys.get("routes") {

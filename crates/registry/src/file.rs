@@ -49,11 +49,9 @@ impl FileRegistry {
                 if path.extension().is_none_or(|e| e != "json") {
                     continue;
                 }
-                match fs::read(&path).map_err(io(&path)).and_then(|text| {
-                    serde_json::from_slice::<AppRecord>(&text)
-                        .map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display())))
-                }) {
-                    Ok(record) => records.push(record),
+                match read_json::<AppRecord>(&path) {
+                    Ok(Some(record)) => records.push(record),
+                    Ok(None) => {}
                     Err(e) => tracing::warn!("skipping a deployed app: {e}"),
                 }
             }
@@ -97,14 +95,7 @@ impl FileRegistry {
 
     /// The record of `tenant/name`, if it is deployed here.
     pub fn get(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>, RegistryError> {
-        let path = self.record_path(tenant, name);
-        match fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .map(Some)
-                .map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        read_json(&self.record_path(tenant, name))
     }
 
     /// Removes `tenant/name`; whether it was there.
@@ -114,6 +105,17 @@ impl FileRegistry {
         fs::remove_file(&path).map_err(io(&path))?;
         let _ = fs::remove_file(self.wasm_path(&record));
         Ok(true)
+    }
+}
+
+/// The JSON file at `path` read as `T`; `None` if there is no such file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, RegistryError> {
+    match fs::read(path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
     }
 }
 

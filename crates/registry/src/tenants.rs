@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::RegistryError;
-use crate::file::{io, write_atomically};
+use crate::file::{io, read_json, write_atomically};
 use crate::record::{now, sha256_hex};
 
 /// A tenant created through the admin API.
@@ -100,11 +100,9 @@ impl FileTenants {
             if name.contains('.') {
                 continue;
             }
-            match fs::read(&path).map_err(io(&path)).and_then(|text| {
-                serde_json::from_slice::<T>(&text)
-                    .map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display())))
-            }) {
-                Ok(value) => out.push((name.to_string(), value)),
+            match read_json::<T>(&path) {
+                Ok(Some(value)) => out.push((name.to_string(), value)),
+                Ok(None) => {}
                 Err(e) => tracing::warn!("skipping a damaged file: {e}"),
             }
         }
@@ -124,14 +122,7 @@ impl FileTenants {
 
     /// Tenant `name`'s tokens.
     pub fn tokens(&self, name: &str) -> Result<Vec<TokenRecord>, RegistryError> {
-        let path = self.tokens_path(name);
-        match fs::read(&path) {
-            Ok(text) => {
-                serde_json::from_slice(&text).map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(&path)(e)),
-        }
+        Ok(read_json(&self.tokens_path(name))?.unwrap_or_default())
     }
 
     /// Replaces tenant `name`'s tokens with `tokens`.

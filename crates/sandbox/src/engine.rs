@@ -39,7 +39,7 @@ pub struct RuntimeOptions {
     pub max_loaded_apps: usize,
 }
 
-pub use palisade_config::DEFAULT_MAX_LOADED_APPS;
+use palisade_config::DEFAULT_MAX_LOADED_APPS;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {

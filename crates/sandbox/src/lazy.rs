@@ -5,8 +5,8 @@
 //! route's handler from the start; the first request loads the guest (its bytes from the registry, compiled
 //! code from the engine's cache on disk) on a blocking thread, and later requests go straight to it. The
 //! runtime keeps at most `max_loaded_apps` of them loaded: loading one more unloads the one used least
-//! recently, whose compiled code is freed once no request holds it. A request counts as a use with one relaxed
-//! atomic store, so the hot path takes no lock; the least recently used is found by a scan, on the cold path
+//! recently, whose compiled code is freed once no request holds it. A request counts as a use with a clock
+//! reading and one relaxed atomic store, so the hot path takes no lock; the least recently used is found by a scan, on the cold path
 //! of a load only.
 
 use std::path::PathBuf;

@@ -45,11 +45,11 @@ pub mod fuzzing {
     }
 }
 pub use component::ComponentApp;
-pub use engine::{DEFAULT_MAX_LOADED_APPS, Runtime, RuntimeOptions, is_component};
+pub use engine::{Runtime, RuntimeOptions, is_component};
 pub use error::LoadError;
 pub use introspect::AppInfo;
 pub use lazy::{GuestBytes, LazyGuest};
 pub use limits::{LimitCounters, LimitKind};
 pub use palisade_config::Limits;
 pub use presence::Present;
-pub use tenant::{DATA_MOUNT, GuestDirs, Preopen, TenantSandbox};
+pub use tenant::{DATA_MOUNT, GuestDirs, Preopen, TenantSandbox, kv_quota};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use palisade_config::Limits;
+use palisade_config::{KvLimits, Limits};
 use palisade_http::{Fault, HandlerError};
 use palisade_kv::{KvStore, Quota};
 use palisade_sched::Share;
@@ -61,6 +61,12 @@ pub struct GuestDirs {
     pub components: Vec<Preopen>,
 }
 
+/// The key-value quota a tenant's `kv` limits set: what its guests, and its token through the admin API, may
+/// store.
+pub fn kv_quota(limits: &KvLimits) -> Quota {
+    Quota { max_keys: limits.max_keys, max_value: limits.max_value, max_total: limits.max_total }
+}
+
 impl TenantSandbox {
     /// The tenant's limits, as configured.
     pub fn limits(&self) -> &Limits {
@@ -90,9 +96,7 @@ impl TenantSandbox {
         share: Arc<Share>,
         guest_memory: Arc<MemoryBudget>,
     ) -> Arc<TenantSandbox> {
-        let quota =
-            Quota { max_keys: limits.kv.max_keys, max_value: limits.kv.max_value, max_total: limits.kv.max_total };
-        let kv = kv.map(|store| KvCtx { store, tenant: name.into(), quota });
+        let kv = kv.map(|store| KvCtx { store, tenant: name.into(), quota: kv_quota(&limits.kv) });
         Arc::new(TenantSandbox {
             kv,
             name: name.into(),

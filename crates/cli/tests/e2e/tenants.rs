@@ -453,6 +453,9 @@ async fn a_tenant_token_uses_its_own_buckets_through_the_api() {
     assert_eq!((status, value), (200, Value::String("hi".into())));
     let (status, list) = call(&server, acme, Method::GET, "/v1/tenants/acme/buckets/default/keys", Vec::new()).await;
     assert_eq!((status, &list["keys"]), (200, &json!(["from-guest", "greeting"])), "{list}");
+    let (status, answer) =
+        call(&server, acme, Method::GET, "/v1/tenants/acme/buckets/default/keys?cursor=next", Vec::new()).await;
+    assert_eq!(status, 400, "{answer}");
     // A key with a slash, encoded as one path segment.
     let (status, _) = call(&server, acme, Method::PUT, "/v1/tenants/acme/buckets/b2/keys/a%2Fb", b"x".to_vec()).await;
     assert_eq!(status, 200);
