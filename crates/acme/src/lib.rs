@@ -4,7 +4,7 @@
 //! tenant's hosts is installed at once ([`AcmeSite::install_stored`]); [`AcmeSite::run`] then keeps it fresh:
 //! it orders a certificate when there is none or a third of its lifetime is left, answers the CA's challenge
 //! (HTTP-01 tokens and TLS-ALPN-01 certificates are published through [`Challenges`], which the listeners
-//! serve), stores the result under the tenant's ACME directory and installs it in [`Sites`]. Failures are
+//! serve), stores the result under the tenant's ACME directory and installs it in its [`Site`]. Failures are
 //! logged and retried with exponential back-off, while the previous certificate (if any) keeps serving.
 //!
 //! The protocol itself is instant-acme's; this crate decides when, for which names, and where things go.
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_config::AcmeConfig;
-use palisade_tls::{Challenges, LoadedCert, SiteId, Sites};
+use palisade_tls::{Challenges, LoadedCert, Site};
 
 pub use order::AcmeError;
 
@@ -32,7 +32,7 @@ pub struct AcmeSite {
     /// The tenant, for logs.
     pub tenant: String,
     /// Where the certificate is installed.
-    pub site: SiteId,
+    pub site: Arc<Site>,
     /// The DNS names to certify (the tenant's hosts).
     pub names: Vec<String>,
     /// The CA and how to talk to it.
@@ -43,19 +43,19 @@ pub struct AcmeSite {
 
 impl AcmeSite {
     /// Installs the stored certificate, if there is one that covers the names and has not expired. Returns it.
-    pub fn install_stored(&self, sites: &Sites) -> Option<LoadedCert> {
+    pub fn install_stored(&self) -> Option<LoadedCert> {
         let loaded = store::load_certificate(&self.dir, &self.names)?;
         if loaded.remaining().is_zero() {
             return None;
         }
-        sites.install(self.site, loaded.key.clone());
+        self.site.install(loaded.key.clone());
         tracing::info!(tenant = %self.tenant, names = %loaded.names.join(","), "stored ACME certificate installed");
         Some(loaded)
     }
 
     /// Keeps the site's certificate fresh, forever: orders one when none is installed or a third of its
     /// lifetime is left, and retries failures with back-off.
-    pub async fn run(self, current: Option<LoadedCert>, sites: Arc<Sites>, challenges: Arc<Challenges>) {
+    pub async fn run(self, current: Option<LoadedCert>, challenges: Arc<Challenges>) {
         let mut current = current;
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -66,7 +66,7 @@ impl AcmeSite {
             }
             match order::obtain(&self, &challenges).await {
                 Ok(cert) => {
-                    sites.install(self.site, cert.key.clone());
+                    self.site.install(cert.key.clone());
                     tracing::info!(
                         tenant = %self.tenant,
                         names = %cert.names.join(","),

@@ -113,11 +113,11 @@ struct Operator {
 impl Control for Operator {
     async fn tenants(&self) -> serde_json::Value {
         let state = self.site.state.lock().await;
-        json!({ "tenants": state.tenants.values().map(describe_tenant).collect::<Vec<_>>() })
+        json!({ "tenants": state.tenants.values().map(|t| describe_tenant(t, self.site.https.as_deref())).collect::<Vec<_>>() })
     }
 
     async fn tenant(&self, name: &str) -> Option<serde_json::Value> {
-        self.site.state.lock().await.tenants.get(name).map(describe_tenant)
+        self.site.state.lock().await.tenants.get(name).map(|t| describe_tenant(t, self.site.https.as_deref()))
     }
 
     async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, wasm: Bytes) -> ControlResult {

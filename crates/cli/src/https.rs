@@ -1,13 +1,20 @@
 //! Configuration → HTTPS: a site per tenant with a certificate, loaded from files or managed by ACME.
+//!
+//! The file's tenants get their sites at start-up. Tenants created through the API come and go while the
+//! server runs: [`Https::set_tenant`] adds, changes or drops a tenant's site and its ACME renewal, and
+//! [`Https::forget_tenant`] removes them with the stored certificate.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use palisade_acme::AcmeSite;
-use palisade_config::{Config, TlsSource};
+use palisade_config::{AcmeConfig, Config, Tenant, TlsSource};
 use palisade_tls::{CertFiles, Challenges, LoadedCert, Sites, TlsTerminator};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 /// How often certificate files are checked for changes.
 const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -17,8 +24,26 @@ pub(crate) struct Https {
     pub(crate) terminator: Arc<TlsTerminator>,
     pub(crate) challenges: Arc<Challenges>,
     sites: Arc<Sites>,
+    /// `data_dir/acme`: a directory per ACME tenant (account, certificate, key).
+    acme_dir: PathBuf,
+    /// `[admin] acme_ca`, trusted for API tenants' ACME directories.
+    api_acme_ca: Option<PathBuf>,
+    /// What the file's tenants need started once the server runs.
+    startup: Mutex<Option<Startup>>,
+    /// The API tenants' running ACME renewals, to stop or restart when a tenant goes or changes.
+    renewals: Mutex<HashMap<String, Renewal>>,
+}
+
+struct Startup {
     files: CertFiles,
     acme: Vec<(AcmeSite, Option<LoadedCert>)>,
+}
+
+/// An API tenant's ACME renewal and what it was started for.
+struct Renewal {
+    config: AcmeConfig,
+    hosts: Vec<String>,
+    task: AbortHandle,
 }
 
 /// What each tenant's certificate is, for `palisade check`.
@@ -29,18 +54,18 @@ pub(crate) struct SiteReport {
 
 impl Https {
     /// Loads every certificate file (any failure stops start-up, naming the file) and every stored ACME
-    /// certificate. `None` when no tenant has a certificate.
+    /// certificate. `None` when no tenant has a certificate and there is no HTTPS listener for API tenants'.
     pub(crate) fn load(config: &Config) -> anyhow::Result<Option<(Https, Vec<SiteReport>)>> {
         let tenants: Vec<_> =
             config.tenants.iter().filter_map(|t| Some((t, t.tls.as_ref()?, t.host_names()))).collect();
-        if tenants.is_empty() {
+        if tenants.is_empty() && (config.server.tls_listen.is_empty() || config.admin.is_none()) {
             return Ok(None);
         }
-        let mut sites = Sites::default();
-        let ids: Vec<_> = tenants.iter().map(|(t, _, hosts)| sites.add(&t.name, hosts)).collect();
-        let sites = Arc::new(sites);
+        let sites = Arc::new(Sites::default());
+        let ids = sites.add_all(tenants.iter().map(|(t, _, hosts)| (t.name.as_str(), hosts.as_slice())));
         let challenges = Arc::new(Challenges::default());
-        let mut files = CertFiles::new(sites.clone());
+        let acme_dir = config.server.data_dir.join("acme");
+        let mut files = CertFiles::default();
         let mut acme = Vec::new();
         let mut reports = Vec::new();
         for ((tenant, source, hosts), site) in tenants.into_iter().zip(ids) {
@@ -56,9 +81,9 @@ impl Https {
                         site,
                         names: hosts,
                         config: acme_config.clone(),
-                        dir: config.server.data_dir.join("acme").join(&tenant.name),
+                        dir: acme_dir.join(&tenant.name),
                     };
-                    let stored = managed.install_stored(&sites);
+                    let stored = managed.install_stored();
                     acme.push((managed, stored.clone()));
                     stored
                 }
@@ -66,15 +91,79 @@ impl Https {
             reports.push(SiteReport { tenant: tenant.name.clone(), cert });
         }
         let terminator = Arc::new(TlsTerminator::new(sites.clone(), challenges.clone()).context("setting up TLS")?);
-        Ok(Some((Https { terminator, challenges, sites, files, acme }, reports)))
+        let https = Https {
+            terminator,
+            challenges,
+            sites,
+            acme_dir,
+            api_acme_ca: config.admin.as_ref().and_then(|a| a.acme_ca.clone()),
+            startup: Mutex::new(Some(Startup { files, acme })),
+            renewals: Mutex::default(),
+        };
+        Ok(Some((https, reports)))
     }
 
     /// Starts reloading certificate files (when they change, and all of them whenever `reload` is notified)
-    /// and the ACME renewals, on the current runtime.
-    pub(crate) fn keep_fresh(self, reload: Arc<Notify>) {
-        tokio::spawn(self.files.watch(FILE_POLL_INTERVAL, reload));
-        for (site, current) in self.acme {
-            tokio::spawn(site.run(current, self.sites.clone(), self.challenges.clone()));
+    /// and the file tenants' ACME renewals, on the current runtime.
+    pub(crate) fn keep_fresh(&self, reload: Arc<Notify>) {
+        let Some(startup) = self.startup.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
+        tokio::spawn(startup.files.watch(FILE_POLL_INTERVAL, reload));
+        for (site, current) in startup.acme {
+            tokio::spawn(site.run(current, self.challenges.clone()));
+        }
+    }
+
+    /// Gives the API tenant `tenant` the site its `acme` asks for: its stored certificate at once, and a
+    /// renewal that orders one when there is none. A renewal already running for the same hosts and CA goes
+    /// on; one for other hosts is restarted (the current certificate serves until the new one is issued).
+    /// A tenant without `acme` has no site.
+    pub(crate) fn set_tenant(&self, tenant: &Tenant) {
+        let Some(TlsSource::Acme(config)) = &tenant.tls else {
+            self.drop_site(&tenant.name);
+            return;
+        };
+        let config = AcmeConfig { ca: self.api_acme_ca.clone(), ..config.clone() };
+        let hosts = tenant.host_names();
+        let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
+        if renewals.get(&tenant.name).is_some_and(|r| r.config == config && r.hosts == hosts) {
+            return;
+        }
+        if let Some(previous) = renewals.remove(&tenant.name) {
+            previous.task.abort();
+        }
+        let managed = AcmeSite {
+            tenant: tenant.name.clone(),
+            site: self.sites.add(&tenant.name, &hosts),
+            names: hosts.clone(),
+            config: config.clone(),
+            dir: self.acme_dir.join(&tenant.name),
+        };
+        let stored = managed.install_stored();
+        let task = tokio::spawn(managed.run(stored, self.challenges.clone())).abort_handle();
+        renewals.insert(tenant.name.clone(), Renewal { config, hosts, task });
+    }
+
+    /// Removes the API tenant `name`'s site, stops its renewal and deletes its stored ACME account and
+    /// certificate.
+    pub(crate) fn forget_tenant(&self, name: &str) {
+        self.drop_site(name);
+        let dir = self.acme_dir.join(name);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(tenant = name, dir = %dir.display(), "removed tenant's certificate left on disk: {e}");
+        }
+    }
+
+    /// Whether the tenant `name` has a certificate to serve now.
+    pub(crate) fn has_certificate(&self, name: &str) -> bool {
+        self.sites.get(name).is_some_and(|site| site.has_certificate())
+    }
+
+    fn drop_site(&self, name: &str) {
+        if let Some(renewal) = self.renewals.lock().unwrap_or_else(PoisonError::into_inner).remove(name) {
+            renewal.task.abort();
+            self.sites.remove(name);
         }
     }
 }

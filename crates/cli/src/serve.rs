@@ -57,8 +57,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for t in &config.tenants {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
-    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), tenants)?);
-    let https = Https::load(&config)?;
+    let https = Https::load(&config)?.map(|(https, _)| Arc::new(https));
+    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), tenants, https.clone())?);
     let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
         .await?
         .with_traffic_limits(traffic.clone());
@@ -69,7 +69,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server = server.with_metrics();
     }
     let certificates = Arc::new(tokio::sync::Notify::new());
-    if let Some((https, _)) = https {
+    if let Some(https) = https {
         server = server
             .with_tls(&config.server.tls_listen, https.terminator.clone())?
             .with_acme_challenges(https.challenges.clone());

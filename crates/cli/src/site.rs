@@ -26,6 +26,7 @@ use palisade_server::{LiveRoutes, Router, Routes};
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
+use crate::https::Https;
 use crate::tenants::{TokenIndex, host_taken, load_api_tenant};
 
 /// Everything a change needs, and the state it changes.
@@ -40,6 +41,8 @@ pub(crate) struct Site {
     /// The tokens in `tenant_store`, by hash.
     pub(crate) tokens: TokenIndex,
     pub(crate) shared: Option<RedisRegistry>,
+    /// HTTPS sites and ACME renewals, which API tenants with `acme` join and leave.
+    pub(crate) https: Option<Arc<Https>>,
     pub(crate) state: tokio::sync::Mutex<State>,
     /// In a cluster: whether this node has compared its apps with Redis since it started.
     pub(crate) synced: AtomicBool,
@@ -111,6 +114,7 @@ impl Site {
         runtime: Runtime,
         kv: Option<Arc<dyn KvStore>>,
         tenants: Vec<LoadedTenant>,
+        https: Option<Arc<Https>>,
     ) -> anyhow::Result<Site> {
         let local = FileRegistry::open(&config.server.data_dir.join("apps"))?;
         let shared = match &config.cluster {
@@ -130,6 +134,9 @@ impl Site {
             match load_api_tenant(&runtime, kv.as_ref(), &state, &record.name, &record.spec) {
                 Ok(loaded) => {
                     tracing::info!(tenant = %record.name, version = record.version, "tenant created through the API loaded");
+                    if let Some(https) = &https {
+                        https.set_tenant(&loaded.tenant);
+                    }
                     let t = TenantState { loaded, apps: BTreeMap::new(), source: Source::Api(record) };
                     state.tenants.insert(t.loaded.tenant.name.clone(), t);
                 }
@@ -164,6 +171,7 @@ impl Site {
             tenant_store,
             tokens,
             shared,
+            https,
             state: tokio::sync::Mutex::new(state),
             synced: AtomicBool::new(false),
         })
@@ -427,8 +435,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// The JSON description of one tenant: hosts, configured routes, deployed apps, instances in flight.
-pub(crate) fn describe_tenant(t: &TenantState) -> serde_json::Value {
+/// The JSON description of one tenant: hosts, configured routes, deployed apps, instances in flight, and
+/// whether it has a certificate to serve (for a tenant with `tls` or `acme`).
+pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_json::Value {
     let tenant = &t.loaded.tenant;
     let (source, spec, version) = match &t.source {
         Source::File => ("file", None, None),
@@ -440,6 +449,7 @@ pub(crate) fn describe_tenant(t: &TenantState) -> serde_json::Value {
         "spec": spec,
         "version": version,
         "hosts": tenant.host_names(),
+        "certificate": tenant.tls.as_ref().map(|_| https.is_some_and(|h| h.has_certificate(&tenant.name))),
         "routes": tenant.routes.iter().map(|r| json!({
             "path": r.path,
             "kind": r.target.kind(),

@@ -233,8 +233,11 @@ impl Site {
         }
         self.tenant_store.put(&record).map_err(internal)?;
         let name = record.name.clone();
+        if let Some(https) = &self.https {
+            https.set_tenant(&loaded.tenant);
+        }
         let t = TenantState { loaded, apps, source: Source::Api(record) };
-        let description = describe_tenant(&t);
+        let description = describe_tenant(&t, self.https.as_deref());
         state.tenants.insert(name, t);
         Ok(description)
     }
@@ -244,6 +247,9 @@ impl Site {
     pub(crate) fn uninstall_tenant(&self, state: &mut State, name: &str) -> Result<Vec<String>, ControlError> {
         self.tenant_store.remove(name).map_err(internal)?;
         self.tokens.forget_tenant(name);
+        if let Some(https) = &self.https {
+            https.forget_tenant(name);
+        }
         let Some(gone) = state.tenants.remove(name) else { return Ok(Vec::new()) };
         for app in gone.apps.values() {
             if let Err(e) = self.local.remove(name, &app.record.name) {

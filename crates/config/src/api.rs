@@ -5,7 +5,7 @@
 //! refuse (or the other way round). Each problem is then named by its JSON key (`routes[0].proxy`) instead of
 //! a line of a file nobody wrote.
 //!
-//! Keys that name files on the server (`data`, `tls`, a route's `static`, `component` or `cgi`) are refused:
+//! Keys that name files on the server (`data`, `tls`, `acme.ca`, a route's `static`, `component` or `cgi`) are refused:
 //! whoever holds an API token must not be able to serve the server's own files. A tenant's guests come
 //! through app deploys instead.
 
@@ -32,12 +32,11 @@ impl std::fmt::Display for KeyProblem {
     }
 }
 
-/// Keys of a tenant the API refuses, with why: all but `acme` name files or directories on the server.
-const REFUSED_KEYS: [(&str, &str); 4] = [
+/// Keys of a tenant the API refuses, with why: each names files or directories on the server.
+const REFUSED_KEYS: [(&str, &str); 3] = [
     ("data", "names a directory on the server; a tenant's guests keep data in its key-value buckets"),
     ("component_data", "shares the `data` directory on the server; a tenant's guests keep data in its buckets"),
-    ("tls", "names certificate files on the server, which only tenants of the configuration file may"),
-    ("acme", "is not supported yet for tenants created through the API (they are served over plain HTTP)"),
+    ("tls", "names certificate files on the server, which only tenants of the configuration file may; use `acme`"),
 ];
 
 /// Route keys that name a file or directory on the server.
@@ -55,6 +54,12 @@ pub fn tenant_from_json(name: &str, body: &Value, server: &ServerConfig) -> Resu
         if keys.contains_key(key) {
             problems.push(problem(key, why.to_string()));
         }
+    }
+    if keys.get("acme").and_then(|a| a.get("ca")).is_some() {
+        problems.push(problem(
+            "acme.ca",
+            "names a file on the server; the operator's `[admin] acme_ca` is trusted for every API tenant".into(),
+        ));
     }
     if let Some(Value::Array(routes)) = keys.get("routes") {
         for (i, route) in routes.iter().enumerate() {
@@ -242,6 +247,25 @@ mod tests {
         }));
         let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["data", "tls", "routes[0].static", "routes[1].component"], "{found:?}");
+    }
+
+    #[test]
+    fn acme_is_checked_like_the_file_and_may_not_name_a_ca_file() {
+        let https = crate::Config::parse(
+            Path::new("p.toml"),
+            "[server]\ntls_listen = [\"127.0.0.1:8443\"]\n[admin]\nlisten = \"127.0.0.1:9901\"\n",
+        )
+        .expect("tls_listen with [admin] and no certificate yet is valid")
+        .server;
+        let acme = json!({"directory": "https://ca.example/dir", "email": "ops@a.example"});
+        let tenant = tenant_from_json("a", &json!({"hosts": ["a.example"], "acme": acme}), &https).expect("valid");
+        assert!(matches!(tenant.tls, Some(crate::TlsSource::Acme(ref a)) if a.ca.is_none()));
+        let wildcard = tenant_from_json("a", &json!({"hosts": ["*.a.example"], "acme": acme}), &https);
+        assert_eq!(wildcard.expect_err("no wildcard")[0].key, "acme");
+        let no_listener = problems(json!({"hosts": ["a.example"], "acme": acme}));
+        assert!(no_listener[0].message.contains("tls_listen"), "{no_listener:?}");
+        let ca = problems(json!({"hosts": ["a.example"], "acme": {"directory": "https://x/d", "ca": "/etc/passwd"}}));
+        assert_eq!(ca[0].key, "acme.ca", "{ca:?}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// `tls = { cert, key }`: the admin listener speaks HTTPS with this certificate (PEM files, absolute).
     pub tls: Option<AdminTls>,
+    /// `acme_ca`: a PEM root certificate to trust for the ACME directories of tenants created through the API
+    /// (a private CA; they may not name files themselves), absolute. Unset: the public web roots.
+    pub acme_ca: Option<PathBuf>,
     /// Where `[admin]` is written, for messages about it.
     pub location: Location,
 }
@@ -51,6 +54,7 @@ pub(crate) struct RawAdmin {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
     tls: Option<Spanned<crate::raw::RawTls>>,
+    acme_ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +92,11 @@ pub(crate) fn admin(c: &mut Checker<'_>, raw: Spanned<RawAdmin>) -> Option<Admin
             Some(AdminTls { cert: c.existing("cert", cert, false)?, key: c.existing("key", key, false)? })
         }
     };
-    Some(AdminConfig { listen: addr, token_file, tls, location })
+    let acme_ca = match &raw.acme_ca {
+        Some(f) => Some(c.existing("acme_ca", f, false)?),
+        None => None,
+    };
+    Some(AdminConfig { listen: addr, token_file, tls, acme_ca, location })
 }
 
 pub(crate) fn cluster(c: &mut Checker<'_>, raw: Spanned<RawCluster>) -> Option<ClusterConfig> {

@@ -100,7 +100,12 @@ pub(crate) fn validate(file: &Path, text: &str, raw: RawConfig) -> Result<Config
             ),
         );
     }
-    if !server.tls_listen.is_empty() && c.problems.is_empty() && tenants.iter().all(|t| t.tls.is_none()) {
+    // With `[admin]`, tenants created through the API may bring certificates later.
+    if !server.tls_listen.is_empty()
+        && admin.is_none()
+        && c.problems.is_empty()
+        && tenants.iter().all(|t| t.tls.is_none())
+    {
         let span = server_span.clone().unwrap_or(0..0);
         c.error(&span, "`tls_listen` is set but no tenant has `tls` or `acme`, so no certificate could be served");
     }

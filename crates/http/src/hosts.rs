@@ -55,6 +55,24 @@ impl<T> HostMap<T> {
             .or(self.any.as_ref())
     }
 
+    /// Removes the value for `pattern` (as given to [`HostMap::insert`]) if `owned` says it is the caller's,
+    /// leaving a value another owner put there since.
+    pub fn remove_if(&mut self, pattern: &str, owned: impl FnOnce(&T) -> bool) {
+        if pattern == "*" {
+            if self.any.as_ref().is_some_and(owned) {
+                self.any = None;
+            }
+            return;
+        }
+        let (map, key) = match pattern.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, pattern),
+        };
+        if map.get(key).is_some_and(owned) {
+            map.remove(key);
+        }
+    }
+
     /// The value for `host` without falling back to the catch-all.
     pub fn get_named(&self, host: &str) -> Option<&T> {
         self.exact.get(host).or_else(|| host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)))
@@ -82,5 +100,10 @@ mod tests {
         assert_eq!(m.get(None), Some(&9));
         assert_eq!(m.get_named("a.b.alice.test"), None);
         assert_eq!(m.get_named("x.alice.test"), Some(&2));
+        m.remove_if("*.alice.test", |v| *v == 7);
+        assert_eq!(m.get_named("x.alice.test"), Some(&2), "not the caller's: kept");
+        m.remove_if("*.alice.test", |v| *v == 2);
+        m.remove_if("*", |v| *v == 9);
+        assert_eq!(m.get(Some("x.alice.test")), None);
     }
 }

@@ -1,7 +1,7 @@
 //! palisade's TLS: which certificate each handshake gets, where certificates come from, and the handshake.
 //!
-//! - [`Sites`]: SNI name → site → the site's current certificate, swapped atomically on reload or renewal.
-//!   Names match like tenants' hosts do (exact, `*.suffix`, then the catch-all `*`), through the same
+//! - [`Sites`]: SNI name → [`Site`] → the site's current certificate, swapped atomically on reload or renewal;
+//!   sites come and go with tenants at run time. Names match like tenants' hosts do (exact, `*.suffix`, then the catch-all `*`), through the same
 //!   [`palisade_http::HostMap`].
 //! - [`LoadedCert`]: a PEM chain and key, parsed and checked (key matches, names cover the hosts).
 //! - [`CertFiles`]: certificates from files, reloaded on demand and when the files change.
@@ -34,4 +34,4 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
-pub use sites::{SiteId, Sites};
+pub use sites::{Site, Sites};

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::cert::{CertError, LoadedCert};
-use crate::sites::{SiteId, Sites};
+use crate::sites::Site;
 
 /// A certificate that expires within this is logged as a warning at every load.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -21,7 +21,7 @@ type Stamp = [Option<(SystemTime, u64)>; 2];
 
 #[derive(Debug)]
 struct Entry {
-    site: SiteId,
+    site: Arc<Site>,
     cert: PathBuf,
     key: PathBuf,
     hosts: Vec<String>,
@@ -29,24 +29,18 @@ struct Entry {
 }
 
 /// The sites whose certificates come from files.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CertFiles {
-    sites: Arc<Sites>,
     entries: Vec<Entry>,
 }
 
 impl CertFiles {
-    /// No files yet.
-    pub fn new(sites: Arc<Sites>) -> CertFiles {
-        CertFiles { sites, entries: Vec::new() }
-    }
-
     /// Loads `cert` and `key` for `site` now (covering `hosts`), installs them, and remembers them for reloads.
-    pub fn add(&mut self, site: SiteId, cert: &Path, key: &Path, hosts: &[String]) -> Result<LoadedCert, CertError> {
+    pub fn add(&mut self, site: Arc<Site>, cert: &Path, key: &Path, hosts: &[String]) -> Result<LoadedCert, CertError> {
         let stamp = stamp(cert, key);
         let loaded = LoadedCert::from_files(cert, key, hosts)?;
-        warn_if_expiring(self.sites.name(site), cert, &loaded);
-        self.sites.install(site, loaded.key.clone());
+        warn_if_expiring(site.name(), cert, &loaded);
+        site.install(loaded.key.clone());
         self.entries.push(Entry { site, cert: cert.into(), key: key.into(), hosts: hosts.to_vec(), stamp });
         Ok(loaded)
     }
@@ -62,11 +56,11 @@ impl CertFiles {
             }
             // Remembered even when loading fails, so a broken file is reported once, not at every poll.
             entry.stamp = now;
-            let tenant = self.sites.name(entry.site);
+            let tenant = entry.site.name();
             match LoadedCert::from_files(&entry.cert, &entry.key, &entry.hosts) {
                 Ok(loaded) => {
                     warn_if_expiring(tenant, &entry.cert, &loaded);
-                    self.sites.install(entry.site, loaded.key.clone());
+                    entry.site.install(loaded.key.clone());
                     replaced += 1;
                     tracing::info!(
                         tenant,

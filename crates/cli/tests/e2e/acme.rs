@@ -1,10 +1,15 @@
-//! ACME against a real ACME server: pebble (with its DNS stub pointing every name at loopback), started here.
+//! ACME against a real ACME server: pebble (with its DNS stub pointing every name at loopback), started here,
+//! for tenants of the file and tenants created through the admin API.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
+use serde_json::json;
+
 use crate::harness::{Running, Site, TestCa, install_crypto_provider};
+use crate::tenants::{TOKEN, operator, put_tenant};
 
 /// Certificates pebble issues live this long, so that renewal (at a third of the lifetime left) happens
 /// within the test.
@@ -133,14 +138,7 @@ static = "www"
     assert!(server.log_contains("answered an ACME HTTP-01 validation"), "bob used HTTP-01");
 
     // The certificates chain to pebble's root and cover each tenant's names.
-    install_crypto_provider();
-    let pebble_client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let root = pebble_client.get(format!("{}/roots/0", pebble.management)).send().await.unwrap();
-    let root = root.text().await.unwrap();
+    let root = pebble_root(&pebble, &ca).await;
     let client = server.https_client(&["alice.test", "bob.test", "www.bob.test"], &root);
     for host in ["alice.test", "bob.test", "www.bob.test"] {
         let r = client.get(server.https_url(host, "/")).send().await.unwrap();
@@ -163,4 +161,76 @@ static = "www"
     assert!(server.log_contains("stored ACME certificate installed"));
     let client = server.https_client(&["bob.test"], &root);
     assert_eq!(client.get(server.https_url("bob.test", "/")).send().await.unwrap().status(), 200);
+}
+
+/// pebble's issuing root, which the certificates it issues chain to.
+async fn pebble_root(pebble: &Pebble, ca: &TestCa) -> String {
+    install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    client.get(format!("{}/roots/0", pebble.management)).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn tenants_created_through_the_api_get_certificates_and_lose_them_when_removed() {
+    let ca = TestCa::new();
+    let site = Site::new();
+    site.write("pebble/ca.pem", &ca.pem);
+    site.write("admin.token", format!("{TOKEN}\n"));
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = start_pebble(&site, &ca, http_port, tls_port);
+    let directory = pebble.directory.clone();
+    // No tenant of the file has a certificate: with [admin], the HTTPS listener is there for the API's.
+    site.write(
+        "palisade.toml",
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{tls_port}\"]\ndata_dir = \"data\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\nacme_ca = \"pebble/ca.pem\"\n"
+        ),
+    );
+    let server = site.start();
+    let root = pebble_root(&pebble, &ca).await;
+
+    // A tenant may not name a CA file on the server.
+    let acme = json!({"directory": directory, "email": "ops@shop.test", "ca": "/etc/ssl/certs/ca-certificates.crt"});
+    let (status, answer) = put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "acme": acme})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["problems"][0]["key"], "acme.ca", "{answer}");
+
+    let acme = json!({"directory": directory, "email": "ops@shop.test"});
+    let (status, answer) = put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "acme": acme})).await;
+    assert_eq!(status, 201, "{answer}");
+    let obtained = "ACME certificate obtained";
+    assert_eq!(wait_for_log(&server, obtained, 1, Duration::from_secs(60)), 1, "the API tenant gets a certificate");
+    let (_, shown) = operator(&server, Method::GET, "/v1/tenants/shop", Vec::new()).await;
+    assert_eq!(shown["certificate"], true, "{shown}");
+    // Served over HTTPS (404: a tenant created through the API has no routes until it deploys an app).
+    let client = server.https_client(&["shop.test", "www.shop.test"], &root);
+    let r = client.get(server.https_url("shop.test", "/")).send().await.expect("a handshake with the certificate");
+    assert_eq!(r.status(), 404);
+    assert!(site.path("data/acme/shop/cert.pem").exists());
+
+    // New hosts: a certificate for them is ordered, while the current one keeps serving the old host.
+    let spec = json!({"hosts": ["shop.test", "www.shop.test"], "acme": acme});
+    assert_eq!(put_tenant(&server, "shop", spec).await.0, 200);
+    assert_eq!(client.get(server.https_url("shop.test", "/")).send().await.unwrap().status(), 404);
+    assert_eq!(wait_for_log(&server, obtained, 2, Duration::from_secs(60)), 2, "a certificate for the new hosts");
+    assert_eq!(client.get(server.https_url("www.shop.test", "/")).send().await.unwrap().status(), 404);
+
+    // A restart serves the stored certificate at once.
+    drop(server);
+    let server = site.start();
+    assert!(server.log_contains("stored ACME certificate installed"), "{}", server.log());
+    let client = server.https_client(&["shop.test", "www.shop.test"], &root);
+    assert_eq!(client.get(server.https_url("www.shop.test", "/")).send().await.unwrap().status(), 404);
+
+    // Removed: no certificate for its names from the next handshake on, and none stored.
+    let (status, answer) = operator(&server, Method::DELETE, "/v1/tenants/shop", Vec::new()).await;
+    assert_eq!(status, 200, "{answer}");
+    let refused = client.get(server.https_url("shop.test", "/")).send().await;
+    assert!(refused.is_err(), "no certificate for a removed tenant's host: {refused:?}");
+    assert!(!site.path("data/acme/shop").exists(), "its account and certificate are deleted");
 }

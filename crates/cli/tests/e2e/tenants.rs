@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Running, Site, TestCa, guest, install_crypto_provider};
 
-const TOKEN: &str = "operator-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "operator-token-0123456789abcdef";
 
 /// A server with an admin API and its own data directory; the file has tenant alice (a static site).
 fn site() -> Site {
@@ -58,11 +58,11 @@ async fn call(server: &Running, token: Option<&str>, method: Method, path: &str,
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn operator(server: &Running, method: Method, path: &str, body: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn operator(server: &Running, method: Method, path: &str, body: Vec<u8>) -> (u16, Value) {
     call(server, Some(TOKEN), method, path, body).await
 }
 
-async fn put_tenant(server: &Running, name: &str, spec: Value) -> (u16, Value) {
+pub(crate) async fn put_tenant(server: &Running, name: &str, spec: Value) -> (u16, Value) {
     operator(server, Method::PUT, &format!("/v1/tenants/{name}"), spec.to_string().into_bytes()).await
 }
 
