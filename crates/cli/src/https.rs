@@ -1,18 +1,19 @@
 //! Configuration → HTTPS: a site per tenant with a certificate, loaded from files or managed by ACME.
 //!
 //! The file's tenants get their sites at start-up. Tenants created through the API come and go while the
-//! server runs: [`Https::set_tenant`] adds, changes or drops a tenant's site and its ACME renewal, and
+//! server runs: [`Https::set_tenant`] adds, changes or drops a tenant's site (a certificate given as PEM, or
+//! an ACME renewal), and
 //! [`Https::forget_tenant`] removes them with the stored certificate.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use palisade_acme::AcmeSite;
 use palisade_config::{AcmeConfig, Config, Tenant, TlsSource};
-use palisade_tls::{CertFiles, Challenges, LoadedCert, Sites, TlsTerminator};
+use palisade_tls::{CertError, CertFiles, Challenges, LoadedCert, Sites, TlsTerminator};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -30,8 +31,9 @@ pub(crate) struct Https {
     api_acme_ca: Option<PathBuf>,
     /// What the file's tenants need started once the server runs.
     startup: Mutex<Option<Startup>>,
-    /// The API tenants' running ACME renewals, to stop or restart when a tenant goes or changes.
-    renewals: Mutex<HashMap<String, Renewal>>,
+    /// The API tenants with a site: their running ACME renewal (`None`: a certificate given as PEM), to stop
+    /// or restart when a tenant goes or changes.
+    api_sites: Mutex<HashMap<String, Option<Renewal>>>,
 }
 
 struct Startup {
@@ -75,6 +77,13 @@ impl Https {
                         .add(site, cert, key, &hosts)
                         .with_context(|| format!("{location}: tenant {}", tenant.name))?,
                 ),
+                TlsSource::Inline { .. } => {
+                    let loaded = inline_certificate(tenant).with_context(|| format!("tenant {}", tenant.name))?;
+                    if let Some(loaded) = &loaded {
+                        site.install(loaded.key.clone());
+                    }
+                    loaded
+                }
                 TlsSource::Acme(acme_config) => {
                     let managed = AcmeSite {
                         tenant: tenant.name.clone(),
@@ -98,7 +107,7 @@ impl Https {
             acme_dir,
             api_acme_ca: config.admin.as_ref().and_then(|a| a.acme_ca.clone()),
             startup: Mutex::new(Some(Startup { files, acme })),
-            renewals: Mutex::default(),
+            api_sites: Mutex::default(),
         };
         Ok(Some((https, reports)))
     }
@@ -113,34 +122,52 @@ impl Https {
         }
     }
 
-    /// Gives the API tenant `tenant` the site its `acme` asks for: its stored certificate at once, and a
-    /// renewal that orders one when there is none. A renewal already running for the same hosts and CA goes
-    /// on; one for other hosts is restarted (the current certificate serves until the new one is issued).
-    /// A tenant without `acme` has no site.
+    /// Gives the API tenant `tenant` the site its `tls` or `acme` asks for. A certificate given as PEM is
+    /// installed at once (it was checked by [`inline_certificate`] before the tenant was accepted). With `acme`,
+    /// the stored certificate is installed at once and a renewal orders one when there is none; a renewal
+    /// already running for the same hosts and CA goes on, one for other hosts is restarted (the current
+    /// certificate serves until the new one is issued). A tenant with neither has no site.
     pub(crate) fn set_tenant(&self, tenant: &Tenant) {
-        let Some(TlsSource::Acme(config)) = &tenant.tls else {
-            self.drop_site(&tenant.name);
-            return;
-        };
-        let config = AcmeConfig { ca: self.api_acme_ca.clone(), ..config.clone() };
+        let name = &tenant.name;
         let hosts = tenant.host_names();
-        let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
-        if renewals.get(&tenant.name).is_some_and(|r| r.config == config && r.hosts == hosts) {
-            return;
+        let mut api_sites = self.api_sites.lock().unwrap_or_else(PoisonError::into_inner);
+        match &tenant.tls {
+            Some(TlsSource::Acme(config)) => {
+                let config = AcmeConfig { ca: self.api_acme_ca.clone(), ..config.clone() };
+                if let Some(Some(r)) = api_sites.get(name)
+                    && r.config == config
+                    && r.hosts == hosts
+                {
+                    return;
+                }
+                stop_renewal(api_sites.remove(name));
+                let managed = AcmeSite {
+                    tenant: name.clone(),
+                    site: self.sites.add(name, &hosts),
+                    names: hosts.clone(),
+                    config: config.clone(),
+                    dir: self.acme_dir.join(name),
+                };
+                let stored = managed.install_stored();
+                let task = tokio::spawn(managed.run(stored, self.challenges.clone())).abort_handle();
+                api_sites.insert(name.clone(), Some(Renewal { config, hosts, task }));
+            }
+            Some(TlsSource::Inline { .. }) => {
+                stop_renewal(api_sites.remove(name));
+                match inline_certificate(tenant) {
+                    Ok(Some(loaded)) => self.sites.add(name, &hosts).install(loaded.key),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(tenant = %name, "certificate not installed: {e}"),
+                }
+                api_sites.insert(name.clone(), None);
+            }
+            Some(TlsSource::Files { .. }) | None => {
+                if api_sites.contains_key(name) {
+                    stop_renewal(api_sites.remove(name));
+                    self.sites.remove(name);
+                }
+            }
         }
-        if let Some(previous) = renewals.remove(&tenant.name) {
-            previous.task.abort();
-        }
-        let managed = AcmeSite {
-            tenant: tenant.name.clone(),
-            site: self.sites.add(&tenant.name, &hosts),
-            names: hosts.clone(),
-            config: config.clone(),
-            dir: self.acme_dir.join(&tenant.name),
-        };
-        let stored = managed.install_stored();
-        let task = tokio::spawn(managed.run(stored, self.challenges.clone())).abort_handle();
-        renewals.insert(tenant.name.clone(), Renewal { config, hosts, task });
     }
 
     /// Removes the API tenant `name`'s site, stops its renewal and deletes its stored ACME account and
@@ -161,9 +188,23 @@ impl Https {
     }
 
     fn drop_site(&self, name: &str) {
-        if let Some(renewal) = self.renewals.lock().unwrap_or_else(PoisonError::into_inner).remove(name) {
-            renewal.task.abort();
+        if let Some(site) = self.api_sites.lock().unwrap_or_else(PoisonError::into_inner).remove(name) {
+            stop_renewal(Some(site));
             self.sites.remove(name);
         }
     }
+}
+
+fn stop_renewal(site: Option<Option<Renewal>>) {
+    if let Some(Some(renewal)) = site {
+        renewal.task.abort();
+    }
+}
+
+/// The certificate of a tenant with `tls = { cert_pem, key_pem }`, loaded and checked (key matches, names
+/// cover the hosts); `None` for a tenant without one.
+pub(crate) fn inline_certificate(tenant: &Tenant) -> Result<Option<LoadedCert>, CertError> {
+    let Some(TlsSource::Inline { cert, key }) = &tenant.tls else { return Ok(None) };
+    let (cert_name, key_name) = (Path::new("tls.cert_pem"), Path::new("tls.key_pem"));
+    LoadedCert::from_pem(cert.as_bytes(), key.0.as_bytes(), &tenant.host_names(), cert_name, key_name).map(Some)
 }

@@ -441,7 +441,7 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
     let tenant = &t.loaded.tenant;
     let (source, spec, version) = match &t.source {
         Source::File => ("file", None, None),
-        Source::Api(record) => ("api", Some(&record.spec), Some(record.version)),
+        Source::Api(record) => ("api", Some(without_private_key(&record.spec)), Some(record.version)),
     };
     json!({
         "name": tenant.name,
@@ -467,4 +467,13 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
         })).collect::<Vec<_>>(),
         "instances_in_flight": t.loaded.sandbox.instances_in_flight(),
     })
+}
+
+/// A tenant document as shown by the API: a private key given as `tls.key_pem` is never sent back.
+fn without_private_key(spec: &serde_json::Value) -> serde_json::Value {
+    let mut shown = spec.clone();
+    if let Some(key) = shown.get_mut("tls").and_then(|tls| tls.get_mut("key_pem")) {
+        *key = json!("(hidden)");
+    }
+    shown
 }

@@ -20,6 +20,7 @@ use palisade_sandbox::{Runtime, kv_quota};
 use serde_json::json;
 
 use crate::apps::{self, LoadedTenant};
+use crate::https::inline_certificate;
 use crate::site::{Site, Source, State, TenantState, describe_tenant, internal, no_tenant, refuse};
 
 /// How a cluster node takes the API's tenants and every tenant's tokens from a snapshot of Redis (before its
@@ -157,6 +158,9 @@ pub(crate) fn load_api_tenant(
         ));
     }
     let tenant = tenant_from_json(name, spec, &state.config.server).map_err(|problems| invalid(name, &problems))?;
+    if let Err(e) = inline_certificate(&tenant) {
+        return Err(invalid(name, &[KeyProblem { key: "tls".into(), message: e.to_string() }]));
+    }
     if tenant.limits.memory > runtime.max_memory() {
         let problem = KeyProblem {
             key: "memory".into(),

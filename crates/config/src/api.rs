@@ -5,7 +5,8 @@
 //! refuse (or the other way round). Each problem is then named by its JSON key (`routes[0].proxy`) instead of
 //! a line of a file nobody wrote.
 //!
-//! Keys that name files on the server (`data`, `tls`, `acme.ca`, a route's `static`, `component` or `cgi`) are refused:
+//! Keys that name files on the server (`data`, `tls.cert`, `acme.ca`, a route's `static`, `component` or `cgi`) are
+//! refused (a certificate comes as PEM text, `tls.cert_pem` and `tls.key_pem`, or through `acme`):
 //! whoever holds an API token must not be able to serve the server's own files. A tenant's guests come
 //! through app deploys instead.
 
@@ -33,10 +34,12 @@ impl std::fmt::Display for KeyProblem {
 }
 
 /// Keys of a tenant the API refuses, with why: each names files or directories on the server.
-const REFUSED_KEYS: [(&str, &str); 3] = [
+const REFUSED_KEYS: [(&str, &str); 5] = [
     ("data", "names a directory on the server; a tenant's guests keep data in its key-value buckets"),
     ("component_data", "shares the `data` directory on the server; a tenant's guests keep data in its buckets"),
-    ("tls", "names certificate files on the server, which only tenants of the configuration file may; use `acme`"),
+    ("tls.cert", "names a file on the server; give the certificate itself as `tls.cert_pem`, or use `acme`"),
+    ("tls.key", "names a file on the server; give the key itself as `tls.key_pem`, or use `acme`"),
+    ("acme.ca", "names a file on the server; the operator's `[admin] acme_ca` is trusted for every API tenant"),
 ];
 
 /// Route keys that name a file or directory on the server.
@@ -50,16 +53,14 @@ pub fn tenant_from_json(name: &str, body: &Value, server: &ServerConfig) -> Resu
         return Err(vec![problem("", "the body must be a JSON object with the keys of a [tenants.NAME] table".into())]);
     };
     let mut problems = Vec::new();
-    for (key, why) in REFUSED_KEYS {
-        if keys.contains_key(key) {
-            problems.push(problem(key, why.to_string()));
+    for (path, why) in REFUSED_KEYS {
+        let mut found = Some(body);
+        for key in path.split('.') {
+            found = found.and_then(|v| v.get(key));
         }
-    }
-    if keys.get("acme").and_then(|a| a.get("ca")).is_some() {
-        problems.push(problem(
-            "acme.ca",
-            "names a file on the server; the operator's `[admin] acme_ca` is trusted for every API tenant".into(),
-        ));
+        if found.is_some() {
+            problems.push(problem(path, why.to_string()));
+        }
     }
     if let Some(Value::Array(routes)) = keys.get("routes") {
         for (i, route) in routes.iter().enumerate() {
@@ -246,7 +247,7 @@ mod tests {
             "routes": [{"path": "/", "static": "/"}, {"path": "/x", "component": "/bin/x.wasm"}],
         }));
         let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["data", "tls", "routes[0].static", "routes[1].component"], "{found:?}");
+        assert_eq!(keys, ["data", "tls.cert", "tls.key", "routes[0].static", "routes[1].component"], "{found:?}");
     }
 
     #[test]

@@ -376,8 +376,26 @@ pub enum TlsSource {
         /// Where `tls` is written.
         location: Location,
     },
+    /// `tls = { cert_pem = "...", key_pem = "..." }`: the PEM text itself (how tenants created through the API
+    /// bring their own certificate, since they may not name files).
+    Inline {
+        /// The certificate chain, leaf first.
+        cert: String,
+        /// The private key.
+        key: PrivateKeyPem,
+    },
     /// `acme = { ... }`: obtained and renewed from an ACME (RFC 8555) certificate authority.
     Acme(AcmeConfig),
+}
+
+/// A private key's PEM text, kept out of `Debug` output (logs, panic messages).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKeyPem(pub String);
+
+impl std::fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateKeyPem({} bytes)", self.0.len())
+    }
 }
 
 /// `acme = { directory, email, challenge, ca }`.

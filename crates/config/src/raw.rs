@@ -91,6 +91,8 @@ pub(crate) struct RawKvLimits {
 pub(crate) struct RawTls {
     pub(crate) cert: Option<Spanned<String>>,
     pub(crate) key: Option<Spanned<String>>,
+    pub(crate) cert_pem: Option<Spanned<String>>,
+    pub(crate) key_pem: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -613,14 +613,25 @@ fn tls(
     }
     if let Some(raw) = raw_tls {
         let raw = raw.into_inner();
-        let (Some(cert), Some(key)) = (raw.cert, raw.key) else {
-            c.error(&span, "`tls` needs `cert` and `key`, like tls = { cert = \"site.pem\", key = \"site.key\" }");
-            return None;
+        return match (raw.cert, raw.key, raw.cert_pem, raw.key_pem) {
+            (Some(cert), Some(key), None, None) => {
+                let location = c.location(&span);
+                let cert = c.existing("tls.cert", &cert, false);
+                let key = c.existing("tls.key", &key, false);
+                Some(TlsSource::Files { cert: cert?, key: key?, location })
+            }
+            (None, None, Some(cert), Some(key)) => {
+                Some(TlsSource::Inline { cert: cert.into_inner(), key: PrivateKeyPem(key.into_inner()) })
+            }
+            _ => {
+                c.error(
+                    &span,
+                    "`tls` needs `cert` and `key` (files), like tls = { cert = \"site.pem\", key = \"site.key\" }, \
+                     or `cert_pem` and `key_pem` (the PEM text)",
+                );
+                None
+            }
         };
-        let location = c.location(&span);
-        let cert = c.existing("tls.cert", &cert, false);
-        let key = c.existing("tls.key", &key, false);
-        return Some(TlsSource::Files { cert: cert?, key: key?, location });
     }
     let raw = raw_acme?.into_inner();
     let Some(directory) = raw.directory else {

@@ -119,10 +119,18 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<O
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`. The file is the
+/// owner's alone: a tenant document may hold a private key (`tls.key_pem`).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let temporary = path.with_extension("partial");
-    let mut file = fs::File::create(&temporary).map_err(io(&temporary))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io(&temporary))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
     fs::rename(&temporary, path).map_err(io(path))?;
     if let Some(dir) = path.parent() {

@@ -368,6 +368,10 @@ https_redirect = true # carol
 [[tenants.carol.routes]]
 path = "/"
 static = "www"
+
+[tenants.dave]
+hosts = ["dave.test"]
+tls = { cert = "dave.pem", key_pem = "-----BEGIN PRIVATE KEY-----" }
 "#,
     );
     let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
@@ -381,7 +385,75 @@ static = "www"
         "`acme` cannot get a certificate for host *.bob.test".into(),
         format!("palisade.toml:{}:", site.line_of("https_redirect = true # carol")),
         "`https_redirect` needs HTTPS".into(),
+        format!("palisade.toml:{}:", site.line_of("key_pem = ")),
+        "`tls` needs `cert` and `key` (files)".into(),
     ] {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+/// The DER of the first certificate in `pem`.
+fn leaf_der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn tenants_created_through_the_api_bring_their_certificate_as_pem() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::tenants::{TOKEN, operator, put_tenant};
+
+    let ca = TestCa::new();
+    let site = Site::new();
+    site.write("admin.token", format!("{TOKEN}\n"));
+    let data = site.path("data").display().to_string();
+    site.write(
+        "palisade.toml",
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\ndata_dir = {data:?}\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n"
+        ),
+    );
+    let server = site.start();
+    let (cert, key) = ca.leaf(&["shop.test"]);
+    let tls = |cert: &str, key: &str| json!({"cert_pem": cert, "key_pem": key});
+
+    // Refusals, each naming its key: files on the server, a certificate for other names, someone else's key.
+    let (status, answer) = put_tenant(
+        &server,
+        "shop",
+        json!({"hosts": ["shop.test"], "tls": {"cert": "/etc/a.pem", "key": "/etc/a.key"}}),
+    )
+    .await;
+    assert_eq!((status, answer["problems"][0]["key"].as_str()), (422, Some("tls.cert")), "{answer}");
+    let (other_cert, other_key) = ca.leaf(&["other.test"]);
+    let (status, answer) =
+        put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "tls": tls(&other_cert, &other_key)})).await;
+    assert_eq!((status, answer["problems"][0]["key"].as_str()), (422, Some("tls")), "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("does not cover host shop.test"), "{answer}");
+    let (status, answer) =
+        put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "tls": tls(&cert, &other_key)})).await;
+    assert_eq!(status, 422, "{answer}");
+
+    let (status, answer) = put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "tls": tls(&cert, &key)})).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["certificate"], true, "{answer}");
+    assert_eq!(answer["spec"]["tls"]["key_pem"], "(hidden)", "the key is never sent back: {answer}");
+    assert_eq!(served_leaf(&server, &ca.pem, "shop.test").await, leaf_der(&cert), "served at once");
+    let stored = std::fs::metadata(site.path("data/tenants/shop.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&stored.permissions()) & 0o777, 0o600, "owner only");
+
+    // A new certificate with new hosts replaces it from the next handshake on.
+    let (cert2, key2) = ca.leaf(&["shop.test", "www.shop.test"]);
+    let spec = json!({"hosts": ["shop.test", "www.shop.test"], "tls": tls(&cert2, &key2)});
+    assert_eq!(put_tenant(&server, "shop", spec).await.0, 200);
+    assert_eq!(served_leaf(&server, &ca.pem, "www.shop.test").await, leaf_der(&cert2));
+    let client = server.https_client(&["www.shop.test"], &ca.pem);
+    assert_eq!(client.get(server.https_url("www.shop.test", "/")).send().await.unwrap().status(), 404, "no routes yet");
+
+    // Removed: its names get no certificate.
+    assert_eq!(operator(&server, Method::DELETE, "/v1/tenants/shop", Vec::new()).await.0, 200);
+    let refused = handshake(&connector(&ca.pem, &[], false), server.tls_addr(), "shop.test").await;
+    assert!(refused.is_err(), "no certificate for a removed tenant's host");
 }
