@@ -228,10 +228,11 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// The request's bearer token, if it carries one.
+/// The request's bearer token, if it carries one (the scheme's name is case-insensitive, RFC 9110 §11.1).
 fn bearer<B>(req: &Request<B>) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    Some(value.strip_prefix("Bearer ")?.trim())
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
 }
 
 /// Whether `given` is `secret`, compared in constant time.
@@ -287,6 +288,8 @@ mod tests {
     fn bearer_tokens() {
         let req = |v: &str| Request::builder().header(header::AUTHORIZATION, v).body(()).expect("request");
         assert_eq!(bearer(&req("Bearer s3cret ")), Some("s3cret"));
+        assert_eq!(bearer(&req("bearer s3cret")), Some("s3cret"));
+        assert_eq!(bearer(&req("Basic s3cret")), None);
         assert_eq!(bearer(&req("Basic s3cret")), None);
         assert_eq!(bearer(&Request::new(())), None);
         assert!(same_secret("s3cret", "s3cret"));

@@ -42,7 +42,7 @@ pub use proxy::{
     Upstream, UpstreamProtocol,
 };
 pub use units::{format_size, parse_duration, parse_size};
-pub use validate::normalise_route_path;
+pub use validate::{normalise_route_path, valid_name};
 
 use std::path::Path;
 

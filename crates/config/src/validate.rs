@@ -281,7 +281,9 @@ fn bounded_size(
     }
 }
 
-fn valid_tenant_name(name: &str) -> bool {
+/// Whether `name` can name a tenant (or an app, or a bucket's owner in paths and keys): 1 to 64 letters,
+/// digits, `-` and `_`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -296,7 +298,7 @@ fn tenant(
     let tenant_span = raw.span();
     let raw = raw.into_inner();
     let name_str = name.get_ref().clone();
-    if !valid_tenant_name(&name_str) {
+    if !valid_name(&name_str) {
         c.error(
             &name.span(),
             format!("tenant name {name_str:?} may only use letters, digits, '-' and '_' (at most 64)"),

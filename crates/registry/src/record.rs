@@ -47,10 +47,9 @@ impl AppRecord {
     }
 }
 
-/// Whether `name` can name a tenant or an app: 1 to 64 letters, digits, `-` and `_`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+/// Whether `name` can name a tenant or an app: the configuration's rule, which also keeps names safe as file
+/// names and Redis key parts.
+pub use palisade_config::valid_name;
 
 /// SHA-256 of `bytes` in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
