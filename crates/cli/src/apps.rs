@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use palisade_cache::{Cached, Caches};
 use palisade_config::{Config, DataAccess, KvBackend, Route, RouteTarget, Tenant};
 use palisade_http::Handler;
 use palisade_kv::{KvStore, RedbStore, RedisStore};
@@ -178,12 +179,13 @@ pub(crate) fn load_tenants(
     config: &Config,
     runtime: &Runtime,
     kv: Option<&Arc<dyn KvStore>>,
+    caches: &Caches,
 ) -> Result<(Vec<LoadedTenant>, Vec<LoadedRoute>), Vec<RouteError>> {
     let mut tenants = Vec::new();
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for tenant in &config.tenants {
-        let (t, routes) = load_tenant(tenant, runtime, kv, &mut errors);
+        let (t, routes) = load_tenant(tenant, runtime, kv, caches, &mut errors);
         tenants.push(t);
         loaded.extend(routes);
     }
@@ -195,6 +197,7 @@ pub(crate) fn load_tenant(
     tenant: &Tenant,
     runtime: &Runtime,
     kv: Option<&Arc<dyn KvStore>>,
+    caches: &Caches,
     errors: &mut Vec<RouteError>,
 ) -> (LoadedTenant, Vec<LoadedRoute>) {
     let sandbox = sandbox(runtime, tenant, kv);
@@ -203,6 +206,10 @@ pub(crate) fn load_tenant(
     for route in &tenant.routes {
         match handler(runtime, &sandbox, &route.target) {
             Ok((h, info)) => {
+                let h: Arc<dyn Handler> = match route.cache {
+                    true => Arc::new(Cached::new(h, caches.tenant(&tenant.name, tenant.cache.max_size))),
+                    false => h,
+                };
                 routes.push((route.path.clone(), h));
                 loaded.push(LoadedRoute { tenant: tenant.name.clone(), path: route.path.clone(), info });
             }
@@ -218,7 +225,7 @@ pub(crate) fn build_router(
     runtime: &Runtime,
     kv: Option<&Arc<dyn KvStore>>,
 ) -> Result<(Routes, Vec<LoadedRoute>), Vec<RouteError>> {
-    let (tenants, loaded) = load_tenants(config, runtime, kv)?;
+    let (tenants, loaded) = load_tenants(config, runtime, kv, &Caches::default())?;
     let mut router = Router::default();
     for t in &tenants {
         router.add(&t.tenant.host_names(), t.routes_with(std::iter::empty()));

@@ -47,7 +47,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let runtime = apps::runtime(&config);
     let kv = apps::kv_store(&config)?;
-    let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv))
+    let caches = Arc::new(palisade_cache::Caches::default());
+    let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv), &caches)
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     for app in &loaded {
         if let Some(info) = &app.info {
@@ -58,7 +59,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
     let https = Https::load(&config)?.map(|(https, _)| Arc::new(https));
-    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), tenants, https.clone())?);
+    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), caches, tenants, https.clone())?);
     let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
         .await?
         .with_traffic_limits(traffic.clone());

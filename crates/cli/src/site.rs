@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use palisade_admin::{ControlError, Refusal};
+use palisade_cache::Caches;
 use palisade_config::Config;
 use palisade_http::Handler;
 use palisade_kv::KvStore;
@@ -34,6 +35,8 @@ pub(crate) struct Site {
     config_path: PathBuf,
     pub(crate) runtime: Runtime,
     pub(crate) kv: Option<Arc<dyn KvStore>>,
+    /// Every tenant's HTTP cache, kept across reloads.
+    pub(crate) caches: Arc<Caches>,
     routes: Arc<LiveRoutes>,
     pub(crate) local: FileRegistry,
     /// Tenants created through the API, and every tenant's tokens.
@@ -113,6 +116,7 @@ impl Site {
         config: Config,
         runtime: Runtime,
         kv: Option<Arc<dyn KvStore>>,
+        caches: Arc<Caches>,
         tenants: Vec<LoadedTenant>,
         https: Option<Arc<Https>>,
     ) -> anyhow::Result<Site> {
@@ -131,7 +135,7 @@ impl Site {
             .collect();
         let mut state = State { config: config.clone(), tenants };
         for record in tenant_store.list()? {
-            match load_api_tenant(&runtime, kv.as_ref(), &state, &record.name, &record.spec) {
+            match load_api_tenant(&runtime, kv.as_ref(), &caches, &state, &record.name, &record.spec) {
                 Ok(loaded) => {
                     tracing::info!(tenant = %record.name, version = record.version, "tenant created through the API loaded");
                     if let Some(https) = &https {
@@ -166,6 +170,7 @@ impl Site {
             config_path: config.file.clone(),
             runtime,
             kv,
+            caches,
             routes,
             local,
             tenant_store,
@@ -279,10 +284,12 @@ impl Site {
         api_conflicts(&state, &config)?;
         let restart_needed = needs_restart(&state.config, &config);
         let (runtime, kv, new_config) = (self.runtime.clone(), self.kv.clone(), config.clone());
-        let loaded = tokio::task::spawn_blocking(move || apps::load_tenants(&new_config, &runtime, kv.as_ref()))
-            .await
-            .map_err(internal)?
-            .map_err(|errors| refuse(Refusal::Invalid, apps::describe(&errors)))?;
+        let caches = self.caches.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || apps::load_tenants(&new_config, &runtime, kv.as_ref(), &caches))
+                .await
+                .map_err(internal)?
+                .map_err(|errors| refuse(Refusal::Invalid, apps::describe(&errors)))?;
         // Apps come from the store, as at start-up: a tenant a reload removed and a later one brings back
         // serves its apps again, as it would after a restart.
         let mut stored: BTreeMap<String, Vec<AppRecord>> = BTreeMap::new();

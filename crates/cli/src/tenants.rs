@@ -13,6 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use palisade_admin::{ControlError, KvCall, KvReply, Refusal};
+use palisade_cache::Caches;
 use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
 use palisade_kv::{KvError, KvStore, Scope};
 use palisade_registry::{Snapshot, TenantRecord, TokenRecord, sha256_hex, valid_name};
@@ -51,7 +52,7 @@ pub(crate) async fn apply_snapshot(
             }
             _ => {}
         }
-        match load_api_tenant(&site.runtime, site.kv.as_ref(), state, &record.name, &record.spec) {
+        match load_api_tenant(&site.runtime, site.kv.as_ref(), &site.caches, state, &record.name, &record.spec) {
             Ok(loaded) => {
                 site.install_tenant(state, loaded, record.clone()).await?;
                 tracing::info!(tenant = %record.name, version = record.version, "tenant stored by the cluster");
@@ -147,6 +148,7 @@ fn random_hex(n: usize) -> Result<String, ControlError> {
 pub(crate) fn load_api_tenant(
     runtime: &Runtime,
     kv: Option<&Arc<dyn KvStore>>,
+    caches: &Caches,
     state: &State,
     name: &str,
     spec: &serde_json::Value,
@@ -175,7 +177,7 @@ pub(crate) fn load_api_tenant(
         return Err(refuse(Refusal::Conflict, format!("host {host} belongs to tenant {owner}")));
     }
     let mut errors = Vec::new();
-    let (loaded, _) = apps::load_tenant(&tenant, runtime, kv, &mut errors);
+    let (loaded, _) = apps::load_tenant(&tenant, runtime, kv, caches, &mut errors);
     if !errors.is_empty() {
         let problems: Vec<KeyProblem> = errors
             .iter()
@@ -200,7 +202,7 @@ impl Site {
             ));
         }
         let mut state = self.state.lock().await;
-        let loaded = load_api_tenant(&self.runtime, self.kv.as_ref(), &state, name, &spec)?;
+        let loaded = load_api_tenant(&self.runtime, self.kv.as_ref(), &self.caches, &state, name, &spec)?;
         let previous = state.tenants.get(name).and_then(|t| match &t.source {
             Source::Api(record) => Some(record.clone()),
             Source::File => None,
@@ -254,6 +256,7 @@ impl Site {
         if let Some(https) = &self.https {
             https.forget_tenant(name);
         }
+        self.caches.remove(name);
         let Some(gone) = state.tenants.remove(name) else { return Ok(Vec::new()) };
         for app in gone.apps.values() {
             if let Err(e) = self.local.remove(name, &app.record.name) {

@@ -28,12 +28,12 @@ mod validate;
 pub use api::{KeyProblem, tenant_from_json};
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use model::{
-    AcmeChallenge, AcmeConfig, Config, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR, DEFAULT_HSTS, DEFAULT_KV_MAX_KEYS,
-    DEFAULT_KV_MAX_TOTAL, DEFAULT_KV_MAX_VALUE, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_LOADED_APPS,
-    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR, DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY,
-    DEFAULT_QUEUE_PER_SLOT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_WEIGHT,
-    DataAccess, HostPattern, KvBackend, KvLimits, Limits, MAX_WEIGHT, OutboundRule, PrivateKeyPem, Route, RouteTarget,
-    ServerConfig, Tenant, TlsSource, TrafficLimits,
+    AcmeChallenge, AcmeConfig, CacheConfig, Config, DEFAULT_CACHE_MAX_SIZE, DEFAULT_CPU_TIME, DEFAULT_DATA_DIR,
+    DEFAULT_HSTS, DEFAULT_KV_MAX_KEYS, DEFAULT_KV_MAX_TOTAL, DEFAULT_KV_MAX_VALUE, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_LOADED_APPS, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_MAX_STDERR,
+    DEFAULT_MAX_TOTAL_MEMORY, DEFAULT_MEMORY, DEFAULT_QUEUE_PER_SLOT, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT, DEFAULT_WEIGHT, DataAccess, HostPattern, KvBackend, KvLimits, Limits, MAX_WEIGHT, OutboundRule,
+    PrivateKeyPem, Route, RouteTarget, ServerConfig, Tenant, TlsSource, TrafficLimits,
 };
 pub use operate::{AdminConfig, AdminTls, ClusterConfig, DEFAULT_RECONCILE_INTERVAL};
 pub use path::{EncodedSeparator, decode_unreserved};

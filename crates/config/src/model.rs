@@ -174,6 +174,8 @@ pub struct Tenant {
     pub hsts: Option<String>,
     /// `https_redirect`: plain-HTTP requests are redirected (308) to HTTPS.
     pub https_redirect: bool,
+    /// `cache = { max_size }`: the tenant's HTTP cache, for its routes with `cache = true`.
+    pub cache: CacheConfig,
     /// Routes, in the order written (matching is by longest prefix, not order).
     pub routes: Vec<Route>,
     /// Where the tenant's table is written, for errors found later (a reload that cannot apply it).
@@ -195,6 +197,22 @@ pub enum KvBackend {
     Redb(PathBuf),
     /// `"redis://host:port/db"`: a Redis server shared by several palisade nodes.
     Redis(String),
+}
+
+/// A tenant's `cache = { max_size }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bytes of responses (bodies and fields) the tenant's cache holds at most.
+    pub max_size: u64,
+}
+
+/// Default `cache.max_size`.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 64 << 20;
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_size: DEFAULT_CACHE_MAX_SIZE }
+    }
 }
 
 /// `kv = { max_keys, max_value, max_total }`: what one tenant may store.
@@ -316,6 +334,8 @@ pub struct Route {
     pub target: RouteTarget,
     /// Where the route's target key is written, for errors found later (e.g. an invalid .wasm).
     pub location: Location,
+    /// `cache = true`: answers go through the tenant's HTTP cache.
+    pub cache: bool,
 }
 
 /// What serves a route.

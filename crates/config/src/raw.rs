@@ -67,8 +67,15 @@ pub(crate) struct RawTenant {
     pub(crate) https_redirect: Option<Spanned<bool>>,
     pub(crate) outbound: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) kv: Option<Spanned<RawKvLimits>>,
+    pub(crate) cache: Option<Spanned<RawCache>>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub(crate) max_size: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +130,7 @@ pub(crate) struct RawRoute {
     /// A URL or a table: told apart in [`crate::proxy`].
     pub(crate) proxy: Option<Spanned<toml::Value>>,
     pub(crate) dotfiles: Option<Spanned<bool>>,
+    pub(crate) cache: Option<Spanned<bool>>,
 }
 
 /// A size is written either as a string with a unit (`"64 MiB"`) or as a plain number of bytes.

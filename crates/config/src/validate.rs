@@ -21,6 +21,8 @@ use crate::{ConfigError, Diagnostic, Location};
 
 /// Guests are 32-bit: no linear memory can exceed 4 GiB.
 const MAX_MEMORY: u64 = 4 << 30;
+/// The smallest `cache.max_size`: below this, a quarter (the largest response stored) would hold nothing useful.
+const MIN_CACHE_SIZE: u64 = 1 << 20;
 
 /// Collects diagnostics while walking the raw file.
 pub(crate) struct Checker<'a> {
@@ -442,9 +444,20 @@ fn tenant(
             }
         }
     }
+    let cache = match raw.cache {
+        None => CacheConfig::default(),
+        Some(raw) => {
+            let max_size = size(c, "cache.max_size", raw.get_ref().max_size.as_ref(), DEFAULT_CACHE_MAX_SIZE);
+            if max_size < MIN_CACHE_SIZE {
+                c.error(&raw.span(), format!("`cache.max_size` must be at least {}", format_size(MIN_CACHE_SIZE)));
+            }
+            CacheConfig { max_size }
+        }
+    };
     let location = c.location(&name.span());
     (c.problems.len() == before).then_some(Tenant {
         location,
+        cache,
         name: name_str,
         hosts,
         limits,
@@ -769,6 +782,11 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
     {
         c.error(&dotfiles.span(), "`dotfiles` applies to `static` routes only");
     }
+    let cache = raw.cache.as_ref().is_some_and(|c| *c.get_ref());
+    if cache && written.first().is_some_and(|(k, _)| *k == "static") {
+        let span = raw.cache.as_ref().map_or(span.clone(), Spanned::span);
+        c.error(&span, "`cache` applies to `proxy`, `component` and `cgi` routes (static files have their own cache)");
+    }
     match written.as_slice() {
         [_] => {}
         [] => {
@@ -801,7 +819,7 @@ fn route(c: &mut Checker<'_>, raw: Spanned<RawRoute>) -> Option<Route> {
         }
         (None, None) => return None,
     };
-    Some(Route { path: norm?, target, location })
+    Some(Route { path: norm?, target, location, cache })
 }
 
 #[cfg(test)]

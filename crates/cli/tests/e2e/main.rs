@@ -24,6 +24,8 @@
 //! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
 //!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
 //! - `upstream`: the upstream servers those tests proxy to.
+//! - `cache`: the HTTP cache in front of a counting origin: freshness, Vary, revalidation, collapsing,
+//!   stale-if-error, invalidation, edge-only fields, tenants apart and the size bound.
 //! - `tenants`: tenants as data: created, replaced and removed through the admin API, tenant-scoped tokens,
 //!   persistence, a reload that would clash, a removed tenant's apps and data gone.
 //! - `kv`: wasi:keyvalue: tenants' buckets apart, quotas, exact counters, writes surviving kill -9, two nodes
@@ -36,6 +38,7 @@ mod harness;
 
 mod acme;
 mod byoc;
+mod cache;
 mod cgi;
 mod check;
 mod corpus;

@@ -1,0 +1,545 @@
+//! [`Cached`]: a route's handler behind the tenant's cache. One request's path through it:
+//!
+//! 1. A method other than GET or HEAD goes to the origin; a successful unsafe one (POST, PUT, DELETE, ...)
+//!    invalidates what is stored for its URL and for its `Location` and `Content-Location` (RFC 9111 §4.4).
+//! 2. A stored variant (`Vary`) that is fresh and acceptable to the request's own `Cache-Control` is served:
+//!    `Age` set, the client's `If-None-Match` / `If-Modified-Since` answered with 304, HEAD without a body.
+//! 3. One stale within `stale-while-revalidate` is served at once while one request revalidates it behind.
+//! 4. Otherwise one request per URL goes to the origin (the others wait for it, then look again), asking with
+//!    the stored validators when there is a stale variant: a 304 refreshes it, a 5xx or a failure serves it
+//!    within `stale-if-error`, and a storable answer is stored (bodies up to the cache's object size).
+//!
+//! Every answer of a cached route says what happened in `Cache-Status` (RFC 9211), and loses the edge-only
+//! fields (`CDN-Cache-Control`, `Surrogate-Control`, `Surrogate-Key`) that were for this cache alone.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::header::{
+    AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, HOST, HeaderName, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA, TRANSFER_ENCODING, UPGRADE, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use palisade_http::{
+    Body, BoxError, Fault, Handler, HandlerError, RequestBody, RequestContext, empty_body, full_body, normalise_host,
+};
+
+use crate::collapse::{InFlight, Leader, Turn, wait};
+use crate::directives::{CDN_CACHE_CONTROL, Directives, SURROGATE_CONTROL};
+use crate::freshness::{Freshness, http_date, storable};
+use crate::status::CacheStatus;
+use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, normalised, now};
+
+/// `Surrogate-Key`: space-separated tags the origin gives a response, for purges.
+const SURROGATE_KEY: &str = "surrogate-key";
+/// Hop-by-hop fields, never stored (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
+
+/// A route's handler behind its tenant's cache.
+pub struct Cached {
+    inner: Arc<dyn Handler>,
+    cache: Arc<TenantCache>,
+    inflight: Arc<InFlight>,
+}
+
+impl Cached {
+    /// `inner` behind `cache`.
+    pub fn new(inner: Arc<dyn Handler>, cache: Arc<TenantCache>) -> Cached {
+        Cached { inner, cache, inflight: Arc::default() }
+    }
+}
+
+impl Handler for Cached {
+    fn handle(
+        &self,
+        request: Request<RequestBody>,
+        context: RequestContext,
+    ) -> BoxFuture<'static, Result<Response<Body>, HandlerError>> {
+        let route = Route { inner: self.inner.clone(), cache: self.cache.clone(), inflight: self.inflight.clone() };
+        Box::pin(route.serve(request, context))
+    }
+}
+
+/// What one request through the cache needs (cloned from [`Cached`] so the future owns it).
+#[derive(Clone)]
+struct Route {
+    inner: Arc<dyn Handler>,
+    cache: Arc<TenantCache>,
+    inflight: Arc<InFlight>,
+}
+
+impl Route {
+    async fn serve(
+        self,
+        request: Request<RequestBody>,
+        context: RequestContext,
+    ) -> Result<Response<Body>, HandlerError> {
+        let key = cache_key(&request);
+        let method = request.method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            return self.forward_other(key, request, context).await;
+        }
+        let wants = Directives::of(request.headers(), CACHE_CONTROL);
+        // Pragma: no-cache counts only when the request has no Cache-Control (RFC 9111 §5.4).
+        let no_cache = wants.has("no-cache")
+            || (!request.headers().contains_key(CACHE_CONTROL)
+                && request.headers().get_all(PRAGMA).iter().any(|v| v.as_bytes().starts_with(b"no-cache")));
+        let mut collapsed = false;
+        loop {
+            let now = now();
+            let variants = self.cache.get(&key);
+            let stored = variants.as_ref().and_then(|v| v.0.iter().find(|s| s.matches(request.headers())).cloned());
+            let miss = match (&variants, &stored) {
+                (None, _) => "uri-miss",
+                (Some(_), None) => "vary-miss",
+                (Some(_), Some(_)) if no_cache => "request",
+                _ => "stale",
+            };
+            if let Some(stored) = &stored
+                && !no_cache
+                && acceptable(stored, &wants, now)
+            {
+                self.count("hit");
+                let status = CacheStatus::hit(stored.freshness.ttl(now));
+                return Ok(answer(stored, &request, now, status));
+            }
+            if wants.has("only-if-cached") {
+                let mut response = Fault::UpstreamTimeout.response("not in the cache");
+                CacheStatus::forward(miss).add_to(response.headers_mut());
+                return Ok(response);
+            }
+            if let Some(stored) = &stored
+                && !no_cache
+                && method == Method::GET
+                && stored.freshness.stale_within(stored.freshness.stale_while_revalidate, now)
+            {
+                if let Turn::Lead(leader) = self.inflight.turn(&key) {
+                    let behind = self.clone();
+                    let (parts, _) = request_head(&request);
+                    let (stored, context, key) = (stored.clone(), context.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let request = Request::from_parts(parts, empty_body());
+                        let _ = behind
+                            .fetch(key, request, context, Trip::new(Some(stored), Some(leader), "stale", false))
+                            .await;
+                    });
+                }
+                self.count("stale");
+                let status = CacheStatus::hit(stored.freshness.ttl(now)).detail("stale-while-revalidate");
+                return Ok(answer(stored, &request, now, status));
+            }
+            if method == Method::HEAD || collapsed {
+                return self.fetch(key, request, context, Trip::new(stored, None, miss, collapsed)).await;
+            }
+            match self.inflight.turn(&key) {
+                Turn::Lead(leader) => {
+                    return self.fetch(key, request, context, Trip::new(stored, Some(leader), miss, false)).await;
+                }
+                Turn::Wait(done) => {
+                    wait(done, COLLAPSE_WAIT).await;
+                    collapsed = true;
+                }
+            }
+        }
+    }
+
+    /// A request that is not GET or HEAD: to the origin, invalidating after a successful unsafe method.
+    async fn forward_other(
+        self,
+        key: String,
+        request: Request<RequestBody>,
+        context: RequestContext,
+    ) -> Result<Response<Body>, HandlerError> {
+        let unsafe_method = !matches!(*request.method(), Method::OPTIONS | Method::TRACE);
+        let mut response = self.inner.handle(request, context).await?;
+        let status = response.status();
+        if unsafe_method && (status.is_success() || status.is_redirection()) {
+            self.cache.invalidate(&key);
+            let host = key.split('/').next().unwrap_or("");
+            for field in [LOCATION, CONTENT_LOCATION] {
+                if let Some(related) = response.headers().get(field).and_then(|v| related_key(host, v)) {
+                    self.cache.invalidate(&related);
+                }
+            }
+        }
+        self.count("pass");
+        strip_edge_fields(response.headers_mut());
+        CacheStatus::forward("method").add_to(response.headers_mut());
+        Ok(response)
+    }
+
+    /// Asks the origin (with the stale variant's validators when there is one), stores what may be stored,
+    /// and answers.
+    async fn fetch(
+        self,
+        key: String,
+        request: Request<RequestBody>,
+        context: RequestContext,
+        trip: Trip,
+    ) -> Result<Response<Body>, HandlerError> {
+        let Trip { stale, leader, fwd, collapsed } = trip;
+        let (mut parts, body) = request.into_parts();
+        let client = Request::from_parts(parts.clone(), ());
+        // The client's own conditions are answered here, from what is stored; the origin gets this cache's.
+        parts.headers.remove(IF_NONE_MATCH);
+        parts.headers.remove(IF_MODIFIED_SINCE);
+        let validating = stale.as_ref().filter(|s| client.method() == Method::GET && s.status == StatusCode::OK);
+        if let Some(s) = validating {
+            if let Some(etag) = s.headers.get(ETAG) {
+                parts.headers.insert(IF_NONE_MATCH, etag.clone());
+            } else if let Some(modified) = s.headers.get(LAST_MODIFIED) {
+                parts.headers.insert(IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let request_time = now();
+        let result = self.inner.handle(Request::from_parts(parts, body), context).await;
+        let response_time = now();
+        let status = |fwd: &'static str| {
+            let s = CacheStatus::forward(fwd);
+            if collapsed { s.collapsed() } else { s }
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                if let Some(s) =
+                    stale.as_ref().filter(|s| s.freshness.stale_within(s.freshness.stale_if_error, response_time))
+                {
+                    self.count("stale");
+                    let cs = status(fwd).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
+                    return Ok(answer(s, &client, response_time, cs));
+                }
+                return Err(error);
+            }
+        };
+        let code = response.status();
+        if code.is_server_error()
+            && let Some(s) =
+                stale.as_ref().filter(|s| s.freshness.stale_within(s.freshness.stale_if_error, response_time))
+        {
+            self.count("stale");
+            let cs = status(fwd).fwd_status(code).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
+            return Ok(answer(s, &client, response_time, cs));
+        }
+        if code == StatusCode::NOT_MODIFIED
+            && let Some(s) = validating
+            && same_validator(&s.headers, response.headers())
+        {
+            let refreshed = refresh(s, response.headers(), request_time, response_time);
+            self.count("revalidated");
+            let refreshed = self.store(&key, &client, refreshed);
+            drop(leader);
+            let cs = status(fwd).fwd_status(code).stored(true).ttl(refreshed.freshness.ttl(response_time));
+            return Ok(answer(&refreshed, &client, response_time, cs));
+        }
+        let (mut head, body) = response.into_parts();
+        let (directives, targeted) = Directives::for_edge(&head.headers);
+        let tags = surrogate_keys(&head.headers);
+        strip_edge_fields(&mut head.headers);
+        if !head.headers.contains_key(DATE) {
+            head.headers.insert(DATE, http_date_value(response_time));
+        }
+        let wants = Directives::of(client.headers(), CACHE_CONTROL);
+        let may_store = storable(client.method(), client.headers(), &wants, code, &head.headers, &directives, targeted);
+        let freshness = Freshness::of(code, &head.headers, &directives, targeted, request_time, response_time);
+        if !may_store || !freshness.worth_keeping(&head.headers) {
+            if !code.is_server_error() && client.method() == Method::GET {
+                // What the origin answers now replaces what was stored, even when it cannot be stored itself.
+                self.cache.invalidate(&key);
+            }
+            self.count("miss");
+            status(fwd).fwd_status_if(code, stale.is_some()).add_to(&mut head.headers);
+            return Ok(Response::from_parts(head, body));
+        }
+        match collect_up_to(body, self.cache.max_object()).await {
+            Ok(Collected::Whole(bytes)) => {
+                remove_hop_by_hop(&mut head.headers);
+                let stored = Stored {
+                    status: code,
+                    varied: varied(client.headers(), &head.headers),
+                    headers: head.headers,
+                    body: bytes,
+                    freshness,
+                    tags,
+                };
+                let stored = self.store(&key, &client, stored);
+                drop(leader);
+                self.count("miss");
+                let cs = status(fwd)
+                    .fwd_status_if(code, stale.is_some())
+                    .stored(true)
+                    .ttl(stored.freshness.ttl(response_time));
+                Ok(answer(&stored, &client, response_time, cs))
+            }
+            Ok(Collected::TooLarge(body)) => {
+                self.count("miss");
+                status(fwd).add_to(&mut head.headers);
+                Ok(Response::from_parts(head, body))
+            }
+            Err(e) => Err(HandlerError::new(
+                Fault::UpstreamFailed,
+                "upstream failed",
+                format!("reading the response to store it: {e}"),
+            )),
+        }
+    }
+
+    fn store(&self, key: &str, client: &Request<()>, stored: Stored) -> Arc<Stored> {
+        let stored = Arc::new(stored);
+        self.cache.put(key, client.headers(), stored.clone());
+        stored
+    }
+
+    fn count(&self, result: &'static str) {
+        metrics::counter!("palisade_cache_requests_total", "tenant" => self.cache.tenant().to_string(), "result" => result)
+            .increment(1);
+    }
+}
+
+/// Why and how a request goes to the origin.
+struct Trip {
+    /// The stored variant it selected, stale: revalidated, and served if the origin fails within
+    /// `stale-if-error`.
+    stale: Option<Arc<Stored>>,
+    /// Held until the answer is stored, so that requests waiting for it find it.
+    leader: Option<Leader>,
+    /// Why the origin is asked, for `Cache-Status`.
+    fwd: &'static str,
+    /// The request waited for another's fetch first.
+    collapsed: bool,
+}
+
+impl Trip {
+    fn new(stale: Option<Arc<Stored>>, leader: Option<Leader>, fwd: &'static str, collapsed: bool) -> Trip {
+        Trip { stale, leader, fwd, collapsed }
+    }
+}
+
+/// The key of a request: its host and path with query (the tenant is the cache itself).
+fn cache_key<B>(request: &Request<B>) -> String {
+    let host = request
+        .uri()
+        .host()
+        .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(|h| h.split(':').next().unwrap_or(h)))
+        .unwrap_or("");
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("{}{path}", normalise_host(host))
+}
+
+/// The key for a `Location` or `Content-Location` value, if it names a URL on `host` (relative ones do).
+fn related_key(host: &str, value: &HeaderValue) -> Option<String> {
+    let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
+    let path = uri.path_and_query()?.as_str();
+    match uri.host() {
+        None if path.starts_with('/') => Some(format!("{host}{path}")),
+        Some(h) if normalise_host(h) == host => Some(format!("{host}{path}")),
+        _ => None,
+    }
+}
+
+/// Whether `stored` may answer a request with `wants` directives without the origin: fresh (and fresh
+/// enough for `max-age` and `min-fresh`), or stale within the client's `max-stale`.
+fn acceptable(stored: &Stored, wants: &Directives, now: SystemTime) -> bool {
+    let f = &stored.freshness;
+    let age = f.age(now);
+    if let Some(max_age) = wants.seconds("max-age")
+        && age.as_secs() > max_age.unwrap_or(0)
+    {
+        return false;
+    }
+    if let Some(min_fresh) = wants.seconds("min-fresh")
+        && f.ttl(now) < i64::try_from(min_fresh.unwrap_or(0)).unwrap_or(i64::MAX)
+    {
+        return false;
+    }
+    if f.is_fresh(now) {
+        return true;
+    }
+    match wants.seconds("max-stale") {
+        Some(limit) => !f.must_revalidate && !f.no_cache && limit.is_none_or(|l| f.staleness(now).as_secs() <= l),
+        None => false,
+    }
+}
+
+/// `stored` as the answer to `client`: `Age` set, a 304 for a condition it meets, no body for HEAD.
+fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: CacheStatus) -> Response<Body> {
+    let mut headers = stored.headers.clone();
+    headers.insert(AGE, HeaderValue::from(stored.freshness.age(now).as_secs()));
+    status.add_to(&mut headers);
+    let (code, body) = if stored.status == StatusCode::OK && not_modified(client.headers(), &stored.headers) {
+        headers.remove(CONTENT_LENGTH);
+        (StatusCode::NOT_MODIFIED, empty_body())
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        let body = if client.method() == Method::HEAD { empty_body() } else { full_body(stored.body.clone()) };
+        (stored.status, body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = code;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Whether the client's `If-None-Match` (or, without one, `If-Modified-Since`) holds for what is stored
+/// (RFC 9110 §13.1.2 and §13.1.3: weak comparison, then dates).
+fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if request.contains_key(IF_NONE_MATCH) {
+        let Some(etag) = stored.get(ETAG).and_then(|e| e.to_str().ok()) else {
+            return request.get_all(IF_NONE_MATCH).iter().any(|v| v.as_bytes() == b"*");
+        };
+        let etag = etag.trim().trim_start_matches("W/");
+        return request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim())
+            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+    }
+    match (http_date(request, IF_MODIFIED_SINCE), http_date(stored, LAST_MODIFIED)) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// Whether a 304 may refresh `stored` (RFC 9111 §4.3.4): its strong validator, if it has one, is stored's.
+fn same_validator(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
+    match (fresh.get(ETAG), stored.get(ETAG)) {
+        (Some(new), Some(old)) => {
+            new.as_bytes().strip_prefix(b"W/").unwrap_or(new.as_bytes())
+                == old.as_bytes().strip_prefix(b"W/").unwrap_or(old.as_bytes())
+        }
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+/// `stored` updated by a 304's fields (RFC 9111 §3.2: all but `Content-Length` and the edge-only ones).
+fn refresh(stored: &Stored, fresh: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Stored {
+    let (directives, targeted) = Directives::for_edge(fresh);
+    let mut headers = stored.headers.clone();
+    let mut replaced: Vec<&HeaderName> = Vec::new();
+    for (name, value) in fresh {
+        if *name == CONTENT_LENGTH || is_edge_field(name) || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            headers.remove(name);
+            replaced.push(name);
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    // A 304 without cache directives of its own leaves the stored ones in force.
+    let (directives, targeted) = if fresh.contains_key(CACHE_CONTROL) || targeted {
+        (directives, targeted)
+    } else {
+        Directives::for_edge(&stored.headers)
+    };
+    let tags = if fresh.contains_key(SURROGATE_KEY) { surrogate_keys(fresh) } else { stored.tags.clone() };
+    if !headers.contains_key(DATE) {
+        headers.insert(DATE, http_date_value(response_time));
+    }
+    let freshness = Freshness::of(stored.status, &headers, &directives, targeted, request_time, response_time);
+    Stored { status: stored.status, headers, body: stored.body.clone(), freshness, varied: stored.varied.clone(), tags }
+}
+
+/// The request's values of the fields `response` varies on.
+fn varied(request: &HeaderMap, response: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    response
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(|name| {
+            let value = normalised(request, &name);
+            (name, value)
+        })
+        .collect()
+}
+
+fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(SURROGATE_KEY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect()
+}
+
+fn is_edge_field(name: &HeaderName) -> bool {
+    [CDN_CACHE_CONTROL, SURROGATE_CONTROL, SURROGATE_KEY].contains(&name.as_str())
+}
+
+/// Removes the fields meant for this cache alone.
+fn strip_edge_fields(headers: &mut HeaderMap) {
+    for name in [CDN_CACHE_CONTROL, SURROGATE_CONTROL, SURROGATE_KEY] {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop fields and those `Connection` names before storing.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+}
+
+fn http_date_value(at: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// The request's method, URI and fields, for a request made on its behalf.
+fn request_head<B>(request: &Request<B>) -> (http::request::Parts, ()) {
+    let mut builder =
+        Request::builder().method(request.method().clone()).uri(request.uri().clone()).version(request.version());
+    if let Some(headers) = builder.headers_mut() {
+        *headers = request.headers().clone();
+    }
+    match builder.body(()) {
+        Ok(r) => r.into_parts(),
+        Err(_) => Request::new(()).into_parts(),
+    }
+}
+
+/// A body read whole, or too large to be and still to be streamed.
+enum Collected {
+    Whole(Bytes),
+    TooLarge(Body),
+}
+
+/// Reads `body` whole if it is at most `limit` bytes; otherwise gives back a body that yields what was
+/// read and then the rest.
+async fn collect_up_to(mut body: Body, limit: usize) -> Result<Collected, BoxError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(Collected::TooLarge(body));
+    }
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else { continue };
+        bytes.extend_from_slice(&data);
+        if bytes.len() > limit {
+            let read = futures::stream::once(async move { Ok::<_, BoxError>(http_body::Frame::data(bytes.freeze())) });
+            let rest = http_body_util::BodyStream::new(body);
+            let chained = http_body_util::StreamBody::new(futures::StreamExt::chain(read, rest));
+            return Ok(Collected::TooLarge(chained.boxed_unsync()));
+        }
+    }
+    Ok(Collected::Whole(bytes.freeze()))
+}

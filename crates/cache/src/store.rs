@@ -1,0 +1,171 @@
+//! One tenant's stored responses: a size-bounded map from URL to the variants stored for it.
+//!
+//! The map is moka's (W-TinyLFU admission and eviction, weighed in bytes), one per tenant: a tenant's traffic
+//! can only ever evict its own entries, and no key of one tenant can reach another's map.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use moka::notification::RemovalCause;
+
+use crate::freshness::Freshness;
+
+/// The most variants (`Vary`) kept for one URL; the oldest goes first.
+const MAX_VARIANTS: usize = 8;
+
+/// Bytes counted for an entry beyond its body and fields (the map's own bookkeeping).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// A stored response.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) status: StatusCode,
+    /// Its fields as clients get them (hop-by-hop and edge-only fields removed).
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) freshness: Freshness,
+    /// The request's values of the fields its `Vary` names, to match later requests against.
+    pub(crate) varied: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Its `Surrogate-Key` tags, for purges.
+    pub(crate) tags: Vec<String>,
+}
+
+impl Stored {
+    /// Whether a request with `request` headers selects this variant (RFC 9111 §4.1).
+    pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
+        self.varied.iter().all(|(name, value)| normalised(request, name) == *value)
+    }
+
+    fn weight(&self) -> usize {
+        let fields: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        self.body.len() + fields + ENTRY_OVERHEAD
+    }
+}
+
+/// The values of `name` in `headers`, combined into one (RFC 9110 §5.3) with spaces after commas normalised, so
+/// that `gzip,br` and `gzip, br` select the same variant.
+pub(crate) fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let combined: Vec<String> =
+        values.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|v| v.trim().to_string()).collect();
+    HeaderValue::from_str(&combined.join(", ")).ok()
+}
+
+/// The variants stored for one URL, most recent first.
+#[derive(Debug, Default)]
+pub(crate) struct Variants(pub(crate) Vec<Arc<Stored>>);
+
+/// One tenant's cache.
+pub struct TenantCache {
+    tenant: Arc<str>,
+    max_size: u64,
+    map: moka::sync::Cache<String, Arc<Variants>>,
+    max_object: usize,
+}
+
+impl std::fmt::Debug for TenantCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantCache").field("tenant", &self.tenant).field("bytes", &self.bytes()).finish()
+    }
+}
+
+impl TenantCache {
+    /// A cache for `tenant` holding at most `max_size` bytes; a response larger than a quarter of that is
+    /// passed through without being stored.
+    pub fn new(tenant: &str, max_size: u64) -> TenantCache {
+        let label = tenant.to_string();
+        let map = moka::sync::Cache::builder()
+            .max_capacity(max_size)
+            .weigher(|_key: &String, variants: &Arc<Variants>| {
+                let bytes: usize = variants.0.iter().map(|s| s.weight()).sum();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |_key, _value, cause| {
+                if matches!(cause, RemovalCause::Size) {
+                    metrics::counter!("palisade_cache_evictions_total", "tenant" => label.clone()).increment(1);
+                }
+            })
+            .build();
+        let max_object = usize::try_from(max_size / 4).unwrap_or(usize::MAX);
+        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object }
+    }
+
+    /// The tenant this cache belongs to.
+    pub fn tenant(&self) -> &Arc<str> {
+        &self.tenant
+    }
+
+    /// The largest body it stores.
+    pub(crate) fn max_object(&self) -> usize {
+        self.max_object
+    }
+
+    /// The variants stored for `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Variants>> {
+        self.map.get(key)
+    }
+
+    /// Stores `stored` for `key`, replacing the variant a request with `request` headers selected before.
+    pub(crate) fn put(&self, key: &str, request: &HeaderMap, stored: Arc<Stored>) {
+        let mut variants = vec![stored];
+        if let Some(previous) = self.map.get(key) {
+            variants.extend(previous.0.iter().filter(|s| !s.matches(request)).take(MAX_VARIANTS - 1).cloned());
+        }
+        self.map.insert(key.to_string(), Arc::new(Variants(variants)));
+        // moka evicts in batches when left alone; the tenant's size bound is meant to hold after each store.
+        self.map.run_pending_tasks();
+        metrics::gauge!("palisade_cache_bytes", "tenant" => self.tenant.to_string()).set(self.bytes() as f64);
+    }
+
+    /// Forgets everything stored for `key`.
+    pub(crate) fn invalidate(&self, key: &str) {
+        self.map.invalidate(key);
+    }
+
+    /// Bytes held now (as weighed; eviction catches up shortly after an insert).
+    pub fn bytes(&self) -> u64 {
+        self.map.weighted_size()
+    }
+
+    /// Runs moka's pending maintenance now (tests and metrics want settled numbers).
+    pub fn settle(&self) {
+        self.map.run_pending_tasks();
+    }
+}
+
+/// Every tenant's cache, kept across reloads and tenant changes so that they do not empty it (a new
+/// `max_size` starts it afresh).
+#[derive(Debug, Default)]
+pub struct Caches(Mutex<HashMap<String, Arc<TenantCache>>>);
+
+impl Caches {
+    /// Tenant `name`'s cache, holding at most `max_size` bytes.
+    pub fn tenant(&self, name: &str, max_size: u64) -> Arc<TenantCache> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match all.get(name) {
+            Some(cache) if cache.max_size == max_size => cache.clone(),
+            _ => {
+                let cache = Arc::new(TenantCache::new(name, max_size));
+                all.insert(name.to_string(), cache.clone());
+                cache
+            }
+        }
+    }
+
+    /// Drops tenant `name`'s cache (the tenant is gone).
+    pub fn remove(&self, name: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+    }
+}
+
+/// Now, as the cache's clock.
+pub(crate) fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// How long a response may wait for another request's fetch of the same URL before fetching itself.
+pub const COLLAPSE_WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,354 @@
+//! The HTTP cache (`cache = true` on a route) in front of a real origin started here, which counts what
+//! reaches it: freshness, no-store, private, Authorization, Vary, revalidation with 304, the client's own
+//! conditional requests, HEAD from a stored GET, collapsed forwarding, stale-if-error with the origin failing,
+//! invalidation by POST, the edge-only fields, tenant separation and the size bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::harness::{Running, Site};
+
+/// An origin whose answers are described by the request's query: `cc=` (Cache-Control), `etag=`, `vary=`,
+/// `h=name:value` (any field, repeatable), `size=N` (a body of N bytes), `delay=MS`. Unless `size` is given
+/// the body says how many requests reached that URL: `/path?query #N`. A request with an `If-None-Match`
+/// holding the URL's `etag` gets a 304.
+struct Origin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    failing: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    async fn start() -> Origin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let failing = Arc::new(AtomicBool::new(false));
+        let (s, f) = (seen.clone(), failing.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (s, f) = (s.clone(), f.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| answer(s.clone(), f.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, seen, failing, task }
+    }
+
+    /// How many requests reached `path_and_query`.
+    fn count(&self, path_and_query: &str) -> usize {
+        self.seen.lock().unwrap().get(path_and_query).copied().unwrap_or(0)
+    }
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn answer(
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    failing: Arc<AtomicBool>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let url = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
+    let n = {
+        let mut seen = seen.lock().unwrap();
+        let n = seen.entry(url.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    if failing.load(Ordering::SeqCst) {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"origin down\n")));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(r);
+    }
+    let mut response = Response::builder();
+    let mut body = format!("{url} #{n}");
+    let mut etag = None;
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value);
+        match key {
+            "cc" => response = response.header("cache-control", value),
+            "etag" => {
+                response = response.header("etag", value.clone());
+                etag = Some(value);
+            }
+            "vary" => response = response.header("vary", value),
+            "h" => {
+                let (name, v) = value.split_once(':').unwrap();
+                response = response.header(name.trim(), v.trim());
+            }
+            "size" => body = "x".repeat(value.parse().unwrap()),
+            "delay" => tokio::time::sleep(Duration::from_millis(value.parse().unwrap())).await,
+            _ => {}
+        }
+    }
+    if let (Some(etag), Some(asked)) = (&etag, req.headers().get("if-none-match"))
+        && asked.to_str().unwrap().split(',').any(|t| t.trim() == etag)
+    {
+        return Ok(response.status(304).body(Full::new(Bytes::new())).unwrap());
+    }
+    Ok(response.body(Full::new(Bytes::from(body))).unwrap())
+}
+
+/// A server with tenants `a` and `b`, each caching a proxy route to `origin` (`b` with a 1 MiB cache).
+fn server(origin: &Origin) -> (Site, Running) {
+    let site = Site::new();
+    let up = format!("http://{}", origin.addr);
+    site.config(&format!(
+        r#"
+[tenants.a]
+hosts = ["a.test"]
+[[tenants.a.routes]]
+path = "/"
+proxy = "{up}"
+cache = true
+
+[tenants.b]
+hosts = ["b.test"]
+cache = {{ max_size = "1 MiB" }}
+[[tenants.b.routes]]
+path = "/"
+proxy = "{up}"
+cache = true
+[[tenants.b.routes]]
+path = "/uncached"
+proxy = "{up}"
+"#
+    ));
+    let server = site.start();
+    (site, server)
+}
+
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+async fn send(server: &Running, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let client = server.client(&[host]);
+    let mut request = client.request(method.parse().unwrap(), server.url(host, path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.expect("request");
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    Got { status, headers, body: r.text().await.unwrap() }
+}
+
+async fn get(server: &Running, path: &str) -> Got {
+    send(server, "GET", "a.test", path, &[]).await
+}
+
+#[tokio::test]
+async fn fresh_responses_are_served_from_the_cache_and_the_rest_reach_the_origin() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+
+    let first = get(&server, "/f?cc=max-age%3D60").await;
+    assert_eq!((first.status, first.body.as_str()), (200, "/f?cc=max-age%3D60 #1"));
+    assert!(first.header("cache-status").starts_with("palisade; fwd=uri-miss; stored"), "{:?}", first.headers);
+    let second = get(&server, "/f?cc=max-age%3D60").await;
+    assert_eq!(second.body, "/f?cc=max-age%3D60 #1", "served from the cache");
+    assert!(second.header("cache-status").starts_with("palisade; hit; ttl="), "{:?}", second.headers);
+    assert!(second.header("age").parse::<u64>().is_ok(), "Age is set");
+    assert_eq!(origin.count("/f?cc=max-age%3D60"), 1);
+
+    for path in ["/n?cc=no-store", "/p?cc=private%2C%20max-age%3D60", "/c?cc=max-age%3D60&h=set-cookie:s%3D1"] {
+        get(&server, path).await;
+        let again = get(&server, path).await;
+        assert_eq!(origin.count(path), 2, "{path} is not stored: {:?}", again.headers);
+    }
+    // A request with Authorization is stored only when the response allows it.
+    let auth = [("authorization", "Bearer x")];
+    for (path, stored) in [("/auth1?cc=max-age%3D60", false), ("/auth2?cc=s-maxage%3D60", true)] {
+        send(&server, "GET", "a.test", path, &auth).await;
+        send(&server, "GET", "a.test", path, &auth).await;
+        assert_eq!(origin.count(path), if stored { 1 } else { 2 }, "{path}");
+    }
+    // The client may ask for a fresh answer.
+    let forced = send(&server, "GET", "a.test", "/f?cc=max-age%3D60", &[("cache-control", "no-cache")]).await;
+    assert_eq!(forced.body, "/f?cc=max-age%3D60 #2");
+    assert!(forced.header("cache-status").contains("fwd=request"), "{:?}", forced.headers);
+    // A HEAD is answered from a stored GET, without a body.
+    let head = send(&server, "HEAD", "a.test", "/f?cc=max-age%3D60", &[]).await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("content-length"), "21");
+    assert_eq!(origin.count("/f?cc=max-age%3D60"), 2);
+    // A route without `cache` passes everything through, without Cache-Status.
+    let plain = send(&server, "GET", "b.test", "/uncached?cc=max-age%3D60", &[]).await;
+    send(&server, "GET", "b.test", "/uncached?cc=max-age%3D60", &[]).await;
+    assert_eq!(origin.count("/uncached?cc=max-age%3D60"), 2);
+    assert_eq!(plain.header("cache-status"), "");
+}
+
+#[tokio::test]
+async fn vary_selects_variants_and_validators_refresh_stale_ones() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    let path = "/v?cc=max-age%3D60&vary=accept-language";
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_eq!(send(&server, "GET", "a.test", path, &en).await.body, format!("{path} #1"));
+    let other = send(&server, "GET", "a.test", path, &fr).await;
+    assert_eq!(other.body, format!("{path} #2"));
+    assert!(other.header("cache-status").contains("fwd=vary-miss"), "{:?}", other.headers);
+    assert_eq!(send(&server, "GET", "a.test", path, &en).await.body, format!("{path} #1"));
+    assert_eq!(send(&server, "GET", "a.test", path, &fr).await.body, format!("{path} #2"));
+    assert_eq!(origin.count(path), 2);
+
+    // Stale at once, with an ETag: revalidated with If-None-Match, and the origin's 304 keeps the body.
+    let path = "/r?cc=max-age%3D0&etag=%22v1%22";
+    assert_eq!(get(&server, path).await.body, format!("{path} #1"));
+    let refreshed = get(&server, path).await;
+    assert_eq!((refreshed.status, refreshed.body.as_str()), (200, format!("{path} #1").as_str()));
+    assert!(refreshed.header("cache-status").contains("fwd=stale; fwd-status=304"), "{:?}", refreshed.headers);
+    assert_eq!(origin.count(path), 2, "the revalidation reached the origin");
+
+    // The client's own conditional request is answered from what is stored.
+    let path = "/e?cc=max-age%3D60&etag=%22v2%22";
+    get(&server, path).await;
+    let not_modified = send(&server, "GET", "a.test", path, &[("if-none-match", "\"v2\"")]).await;
+    assert_eq!((not_modified.status, not_modified.body.as_str()), (304, ""));
+    assert_eq!(not_modified.header("etag"), "\"v2\"");
+    let modified = send(&server, "GET", "a.test", path, &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!(modified.status, 200);
+    assert_eq!(origin.count(path), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_collapse_and_a_failing_origin_gets_stale_answers() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    let path = "/slow?cc=max-age%3D60&delay=300";
+    let server = Arc::new(server);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { get(&server, path).await })
+        })
+        .collect();
+    let mut collapsed = 0;
+    for r in requests {
+        let got = r.await.unwrap();
+        assert_eq!(got.body, format!("{path} #1"));
+        collapsed +=
+            usize::from(got.header("cache-status").contains("collapsed") || got.header("cache-status").contains("hit"));
+    }
+    assert_eq!(origin.count(path), 1, "one request reached the origin");
+    assert_eq!(collapsed, 9);
+
+    let path = "/sie?cc=max-age%3D1%2C%20stale-if-error%3D60";
+    assert_eq!(get(&server, path).await.body, format!("{path} #1"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.failing.store(true, Ordering::SeqCst);
+    let stale = get(&server, path).await;
+    assert_eq!((stale.status, stale.body.as_str()), (200, format!("{path} #1").as_str()), "{:?}", stale.headers);
+    assert!(stale.header("cache-status").contains("stale-if-error"), "{:?}", stale.headers);
+    // Without stale-if-error the origin's failure is the answer.
+    let path = "/nosie?cc=max-age%3D1";
+    origin.failing.store(false, Ordering::SeqCst);
+    get(&server, path).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.failing.store(true, Ordering::SeqCst);
+    assert_eq!(get(&server, path).await.status, 503);
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_and_edge_fields_stay_at_the_edge() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    let path = "/i?cc=max-age%3D60";
+    get(&server, path).await;
+    get(&server, path).await;
+    assert_eq!(origin.count(path), 1);
+    let posted = send(&server, "POST", "a.test", path, &[]).await;
+    assert!(posted.header("cache-status").contains("fwd=method"), "{:?}", posted.headers);
+    assert_eq!(get(&server, path).await.body, format!("{path} #3"), "invalidated by the POST");
+
+    // CDN-Cache-Control overrides Cache-Control for this cache; it, Surrogate-Control and Surrogate-Key are
+    // removed from what clients get.
+    let path = "/edge?cc=no-store&h=cdn-cache-control:max-age%3D60&h=surrogate-key:product-1%20all";
+    let first = get(&server, path).await;
+    for field in ["cdn-cache-control", "surrogate-control", "surrogate-key"] {
+        assert_eq!(first.header(field), "", "{field} is stripped");
+    }
+    assert_eq!(first.header("cache-control"), "no-store", "the browser's directives pass unchanged");
+    get(&server, path).await;
+    assert_eq!(origin.count(path), 1, "stored by CDN-Cache-Control");
+}
+
+#[tokio::test]
+async fn tenants_have_caches_of_their_own_within_their_size() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    let path = "/shared?cc=max-age%3D60";
+    assert_eq!(send(&server, "GET", "a.test", path, &[]).await.body, format!("{path} #1"));
+    assert_eq!(send(&server, "GET", "b.test", path, &[]).await.body, format!("{path} #2"), "b's cache is b's");
+    assert_eq!(send(&server, "GET", "b.test", path, &[]).await.body, format!("{path} #2"));
+
+    // b's cache holds 1 MiB: a response over a quarter of it passes through, and twenty of 200 KiB evict
+    // each other.
+    let big = "/big?cc=max-age%3D60&size=400000";
+    send(&server, "GET", "b.test", big, &[]).await;
+    let again = send(&server, "GET", "b.test", big, &[]).await;
+    assert_eq!((again.body.len(), origin.count(big)), (400_000, 2), "not stored");
+    for i in 0..20 {
+        send(&server, "GET", "b.test", &format!("/fill{i}?cc=max-age%3D60&size=200000"), &[]).await;
+    }
+    let still = (0..20).filter(|i| origin.count(&format!("/fill{i}?cc=max-age%3D60&size=200000")) == 1).count();
+    let mut kept = 0;
+    for i in 0..20 {
+        let p = format!("/fill{i}?cc=max-age%3D60&size=200000");
+        if send(&server, "GET", "b.test", &p, &[]).await.header("cache-status").contains("hit") {
+            kept += 1;
+        }
+    }
+    assert_eq!(still, 20);
+    assert!(kept <= 5, "at most 1 MiB of 200 KB responses stays: {kept} hits");
+    // a's entries are untouched by b's traffic.
+    assert_eq!(send(&server, "GET", "a.test", path, &[]).await.body, format!("{path} #1"));
+}
