@@ -6,7 +6,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use crate::{Control, ControlError, ControlResult, KvCall, KvReply, Refusal};
+use crate::{Control, ControlError, ControlResult, KvCall, KvReply, PurgeRequest, Refusal};
 
 /// The largest `.wasm` a deploy may upload.
 pub const MAX_APP_SIZE: usize = 256 << 20;
@@ -15,6 +15,9 @@ type Answer = Response<Full<Bytes>>;
 
 /// The largest tenant document `PUT /v1/tenants/{t}` takes.
 pub const MAX_TENANT_DOCUMENT: usize = 1 << 20;
+
+/// The largest body `POST /v1/tenants/{t}/purge` takes.
+const MAX_PURGE_BODY: usize = 1 << 20;
 
 /// The largest value `PUT /v1/tenants/{t}/buckets/{b}/keys/{key}` takes (the tenant's quota may allow less).
 pub const MAX_KV_VALUE: usize = 64 << 20;
@@ -38,6 +41,7 @@ impl Caller {
             (&Method::GET, ["v1", "tenants", tenant]) => tenant == own,
             (&Method::PUT | &Method::DELETE, ["v1", "tenants", tenant, "apps", _]) => tenant == own,
             (_, ["v1", "tenants", tenant, "buckets", ..]) => tenant == own,
+            (&Method::POST, ["v1", "tenants", tenant, "purge"]) => tenant == own,
             _ => false,
         }
     }
@@ -157,6 +161,21 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
                 Err(e) => Err(e),
             }
         }
+        (&Method::POST, ["v1", "tenants", tenant, "purge"]) => {
+            let tenant = tenant.to_string();
+            let body = match read_body(req, MAX_PURGE_BODY, "a purge").await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match serde_json::from_slice::<PurgeRequest>(&body) {
+                Ok(p) if p.keys.is_empty() && p.urls.is_empty() && !p.all => Err(ControlError::new(
+                    Refusal::BadRequest,
+                    "say what to purge: {\"keys\": [...]}, {\"urls\": [...]} or {\"all\": true}",
+                )),
+                Ok(purge) => control.purge(&tenant, purge).await,
+                Err(e) => Err(ControlError::new(Refusal::BadRequest, format!("the purge is not valid: {e}"))),
+            }
+        }
         (&Method::POST, ["v1", "reload"]) => control.reload().await,
         (
             _,
@@ -166,6 +185,7 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             | ["v1", "tenants", _, "apps", _]
             | ["v1", "tenants", _, "tokens"]
             | ["v1", "tenants", _, "tokens", _]
+            | ["v1", "tenants", _, "purge"]
             | ["v1", "reload"],
         ) => {
             return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"));

@@ -87,6 +87,21 @@ pub enum KvCall {
     Delete(String),
 }
 
+/// `POST /v1/tenants/{t}/purge`: what to purge from the tenant's HTTP cache, from a JSON body
+/// `{"keys": [...], "urls": [...], "all": true, "soft": true}` (at least one of the first three).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// `Surrogate-Key` tags.
+    pub keys: Vec<String>,
+    /// URLs (`https://host/path?query`), or paths with query on every host of the tenant.
+    pub urls: Vec<String>,
+    /// Everything the tenant has stored.
+    pub all: bool,
+    /// Mark stale instead of removing.
+    pub soft: bool,
+}
+
 /// What a [`KvCall`] answers: JSON, or a value's bytes (`None`: no such key).
 #[derive(Debug, Clone)]
 pub enum KvReply {
@@ -120,6 +135,8 @@ pub trait Control: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(bool, serde_json::Value), ControlError>> + Send;
     /// Removes tenant `name` (created through the API) with its apps, tokens and key-value data.
     fn delete_tenant(&self, name: &str) -> impl Future<Output = ControlResult> + Send;
+    /// Purges what `purge` names from `tenant`'s HTTP cache: answers `{"purged": N}`.
+    fn purge(&self, tenant: &str, purge: PurgeRequest) -> impl Future<Output = ControlResult> + Send;
     /// Issues a token scoped to `tenant`: answers `{"id": ..., "token": ...}`, the only time the token is shown.
     fn issue_token(&self, tenant: &str) -> impl Future<Output = ControlResult> + Send;
     /// Revokes `tenant`'s token `id`.

@@ -85,6 +85,11 @@ impl Freshness {
         }
     }
 
+    /// The same, stale from `now` on: its lifetime ends at its current age.
+    pub(crate) fn expired(&self, now: SystemTime) -> Freshness {
+        Freshness { lifetime: self.age(now).min(self.lifetime), ..self.clone() }
+    }
+
     /// The response's current age (§4.2.3).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
         self.initial_age + now.duration_since(self.response_time).unwrap_or_default()

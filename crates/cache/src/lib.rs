@@ -17,4 +17,4 @@ mod status;
 mod store;
 
 pub use handler::Cached;
-pub use store::{COLLAPSE_WAIT, Caches, TenantCache};
+pub use store::{COLLAPSE_WAIT, Caches, Purge, TenantCache};

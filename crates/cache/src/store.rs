@@ -3,7 +3,7 @@
 //! The map is moka's (W-TinyLFU admission and eviction, weighed in bytes), one per tenant: a tenant's traffic
 //! can only ever evict its own entries, and no key of one tenant can reach another's map.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,18 @@ impl Stored {
         self.varied.iter().all(|(name, value)| normalised(request, name) == *value)
     }
 
+    /// A copy that is stale from `now` on (a soft purge): its stale windows count from now.
+    fn expired(&self, now: SystemTime) -> Stored {
+        Stored {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            freshness: self.freshness.expired(now),
+            varied: self.varied.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
     fn weight(&self) -> usize {
         let fields: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
         self.body.len() + fields + ENTRY_OVERHEAD
@@ -65,6 +77,9 @@ pub struct TenantCache {
     max_size: u64,
     map: moka::sync::Cache<String, Arc<Variants>>,
     max_object: usize,
+    /// `Surrogate-Key` tag → the keys stored with it. A superset: keys evicted or replaced since stay until
+    /// the index is rebuilt (when it outgrows the map), and a purge checks each key's current entry.
+    tags: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl std::fmt::Debug for TenantCache {
@@ -91,7 +106,7 @@ impl TenantCache {
             })
             .build();
         let max_object = usize::try_from(max_size / 4).unwrap_or(usize::MAX);
-        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object }
+        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object, tags: Mutex::default() }
     }
 
     /// The tenant this cache belongs to.
@@ -111,6 +126,7 @@ impl TenantCache {
 
     /// Stores `stored` for `key`, replacing the variant a request with `request` headers selected before.
     pub(crate) fn put(&self, key: &str, request: &HeaderMap, stored: Arc<Stored>) {
+        self.index_tags(key, &stored.tags);
         let mut variants = vec![stored];
         if let Some(previous) = self.map.get(key) {
             variants.extend(previous.0.iter().filter(|s| !s.matches(request)).take(MAX_VARIANTS - 1).cloned());
@@ -126,6 +142,69 @@ impl TenantCache {
         self.map.invalidate(key);
     }
 
+    /// Purges what `target` names: removed, or with `soft` marked stale (so `stale-while-revalidate` and
+    /// `stale-if-error` still apply, and a revalidation can keep the body). Returns how many URLs it touched.
+    pub fn purge(&self, target: Purge<'_>, soft: bool) -> usize {
+        let keys: Vec<String> = match target {
+            Purge::All => self.map.iter().map(|(k, _)| k.as_ref().clone()).collect(),
+            Purge::Url(url) => match url_key(url) {
+                Some(key) => vec![key],
+                None => self.map.iter().map(|(k, _)| k.as_ref().clone()).filter(|k| path_of(k) == url).collect(),
+            },
+            Purge::Tag(tag) => {
+                let mut tags = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
+                tags.remove(tag).into_iter().flatten().collect()
+            }
+        };
+        let mut touched = 0;
+        for key in keys {
+            let Some(variants) = self.map.get(&key) else { continue };
+            let named = |s: &Arc<Stored>| match target {
+                Purge::Tag(tag) => s.tags.iter().any(|t| t == tag),
+                Purge::All | Purge::Url(_) => true,
+            };
+            if !variants.0.iter().any(named) {
+                continue;
+            }
+            touched += 1;
+            if soft {
+                let now = now();
+                let kept =
+                    variants.0.iter().map(|s| if named(s) { Arc::new(s.expired(now)) } else { s.clone() }).collect();
+                self.map.insert(key, Arc::new(Variants(kept)));
+            } else {
+                let kept: Vec<_> = variants.0.iter().filter(|s| !named(s)).cloned().collect();
+                if kept.is_empty() {
+                    self.map.invalidate(&key);
+                } else {
+                    self.map.insert(key, Arc::new(Variants(kept)));
+                }
+            }
+        }
+        self.map.run_pending_tasks();
+        touched
+    }
+
+    fn index_tags(&self, key: &str, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut index = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
+        for tag in tags {
+            index.entry(tag.clone()).or_default().insert(key.to_string());
+        }
+        let indexed: usize = index.values().map(HashSet::len).sum();
+        if indexed > 1024 && indexed as u64 > 4 * self.map.entry_count() {
+            let mut rebuilt: HashMap<String, HashSet<String>> = HashMap::new();
+            for (key, variants) in self.map.iter() {
+                for tag in variants.0.iter().flat_map(|s| s.tags.iter()) {
+                    rebuilt.entry(tag.clone()).or_default().insert(key.as_ref().clone());
+                }
+            }
+            *index = rebuilt;
+        }
+    }
+
     /// Bytes held now (as weighed; eviction catches up shortly after an insert).
     pub fn bytes(&self) -> u64 {
         self.map.weighted_size()
@@ -135,6 +214,30 @@ impl TenantCache {
     pub fn settle(&self) {
         self.map.run_pending_tasks();
     }
+}
+
+/// What a purge removes (or marks stale).
+#[derive(Debug, Clone, Copy)]
+pub enum Purge<'a> {
+    /// Everything stored with this `Surrogate-Key` tag.
+    Tag(&'a str),
+    /// One URL (`https://host/path?query`), or a path with query (`/path?query`) on every host.
+    Url(&'a str),
+    /// Everything.
+    All,
+}
+
+/// The key of an absolute URL; `None` for a path alone.
+fn url_key(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(format!("{}{path}", palisade_http::normalise_host(host)))
+}
+
+/// The path and query of a key (`host/path?query`).
+fn path_of(key: &str) -> &str {
+    key.find('/').map_or("", |i| &key[i..])
 }
 
 /// Every tenant's cache, kept across reloads and tenant changes so that they do not empty it (a new
@@ -154,6 +257,16 @@ impl Caches {
                 cache
             }
         }
+    }
+
+    /// Tenant `name`'s cache, if it has one.
+    pub fn get(&self, name: &str) -> Option<Arc<TenantCache>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Keeps only the caches of tenants for which `keep` holds (after a reload removed some).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|name, _| keep(name));
     }
 
     /// Drops tenant `name`'s cache (the tenant is gone).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use palisade_admin::{Admin, AdminLimits, Control, ControlError, ControlResult, KvCall, KvReply};
+use palisade_admin::{Admin, AdminLimits, Control, ControlError, ControlResult, KvCall, KvReply, PurgeRequest};
 use palisade_config::{AdminConfig, TrafficLimits};
 use palisade_sched::Share;
 use serde_json::json;
@@ -139,6 +139,10 @@ impl Control for Operator {
 
     async fn revoke_token(&self, tenant: &str, id: &str) -> ControlResult {
         self.site.revoke_token(tenant, id).await
+    }
+
+    async fn purge(&self, tenant: &str, purge: PurgeRequest) -> ControlResult {
+        self.site.purge(tenant, purge).await
     }
 
     async fn kv(&self, tenant: &str, bucket: &str, call: KvCall) -> Result<KvReply, ControlError> {

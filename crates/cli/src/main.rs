@@ -65,6 +65,8 @@ enum Command {
     Apps(client::AppsArgs),
     /// Create, change, list and remove tenants, and issue their tokens, through a running server's admin API.
     Tenants(tenant_client::TenantsArgs),
+    /// Purge a tenant's HTTP cache by Surrogate-Key tag, by URL, or all of it, through a running server's admin API.
+    Purge(tenant_client::PurgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => client::deploy(args),
         Command::Apps(args) => client::apps(args),
         Command::Tenants(args) => tenant_client::run(args),
+        Command::Purge(args) => tenant_client::purge(args),
     };
     drop(log); // flushes the log before the final error line, so they come out in order
     match result {

@@ -325,6 +325,7 @@ impl Site {
         let dropped: Vec<String> = state.tenants.keys().filter(|t| !tenants.contains_key(*t)).cloned().collect();
         *state = State { config, tenants };
         self.publish(&state);
+        self.caches.retain(|name| state.tenants.contains_key(name));
         for what in &restart_needed {
             tracing::warn!("configuration reloaded, but {what} changes only at a restart");
         }

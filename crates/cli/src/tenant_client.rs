@@ -114,6 +114,41 @@ pub(crate) fn run(args: TenantsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `palisade purge`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The tenant whose cache is purged.
+    #[arg(long)]
+    tenant: String,
+    /// A `Surrogate-Key` tag: everything stored with it (repeatable).
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// A URL (`https://host/path?query`), or a path with query on every host of the tenant (repeatable).
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// Everything the tenant has stored.
+    #[arg(long)]
+    all: bool,
+    /// Mark stale instead of removing (stale-while-revalidate and stale-if-error still apply).
+    #[arg(long)]
+    soft: bool,
+}
+
+pub(crate) fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.keys.is_empty() || !args.urls.is_empty() || args.all,
+        "say what to purge: --key, --url or --all"
+    );
+    let path = format!("/v1/tenants/{}/purge", utf8_percent_encode(&args.tenant, SEGMENT));
+    let body = serde_json::json!({ "keys": args.keys, "urls": args.urls, "all": args.all, "soft": args.soft });
+    let answer = expect(call(&args.admin, Method::POST, &path, Bytes::from(body.to_string()))?, &[StatusCode::OK])?;
+    let how = if args.soft { "marked stale" } else { "purged" };
+    println!("{how} {} URLs of tenant {}", answer["purged"], args.tenant);
+    Ok(())
+}
+
 /// The answer's JSON if its status is one of `wanted`; otherwise the API's error (and each problem's key).
 fn expect((status, body): (StatusCode, Bytes), wanted: &[StatusCode]) -> anyhow::Result<serde_json::Value> {
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

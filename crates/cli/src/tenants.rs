@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
-use palisade_admin::{ControlError, KvCall, KvReply, Refusal};
-use palisade_cache::Caches;
+use palisade_admin::{ControlError, KvCall, KvReply, PurgeRequest, Refusal};
+use palisade_cache::{Caches, Purge};
 use palisade_config::{HostPattern, KeyProblem, tenant_from_json};
 use palisade_kv::{KvError, KvStore, Scope};
 use palisade_registry::{Snapshot, TenantRecord, TokenRecord, sha256_hex, valid_name};
@@ -295,6 +295,27 @@ impl Site {
         };
         tracing::info!(tenant = name, apps = apps.len(), keys, "tenant removed through the API");
         Ok(json!({ "removed": name, "apps": apps, "keys": keys }))
+    }
+
+    /// Purges what `purge` names from `tenant`'s HTTP cache on this node: `{"purged": N}` URLs touched.
+    pub(crate) async fn purge(&self, tenant: &str, purge: PurgeRequest) -> Result<serde_json::Value, ControlError> {
+        if !self.state.lock().await.tenants.contains_key(tenant) {
+            return Err(no_tenant(tenant));
+        }
+        let Some(cache) = self.caches.get(tenant) else { return Ok(json!({ "purged": 0 })) };
+        let soft = purge.soft;
+        let mut purged = 0;
+        if purge.all {
+            purged += cache.purge(Purge::All, soft);
+        }
+        for tag in &purge.keys {
+            purged += cache.purge(Purge::Tag(tag), soft);
+        }
+        for url in &purge.urls {
+            purged += cache.purge(Purge::Url(url), soft);
+        }
+        tracing::info!(tenant, purged, soft, "cache purged");
+        Ok(json!({ "purged": purged, "soft": soft }))
     }
 
     /// Issues a new token for `tenant`, stored as its hash: `{"tenant", "id", "token"}`.

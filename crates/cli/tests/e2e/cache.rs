@@ -352,3 +352,61 @@ async fn tenants_have_caches_of_their_own_within_their_size() {
     // a's entries are untouched by b's traffic.
     assert_eq!(send(&server, "GET", "a.test", path, &[]).await.body, format!("{path} #1"));
 }
+
+#[tokio::test]
+async fn purges_by_tag_url_and_all_through_the_admin_api_and_the_client() {
+    let origin = Origin::start().await;
+    let site = Site::new();
+    let up = format!("http://{}", origin.addr);
+    site.config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n[[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n"
+    ));
+    let server = site.start();
+    let purge = |body: serde_json::Value| {
+        let url = server.admin_url("/v1/tenants/a/purge");
+        async move {
+            let r = reqwest::Client::new().post(url).body(body.to_string()).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap_or_default())
+        }
+    };
+    let tagged = [
+        "/t1?cc=max-age%3D60&h=surrogate-key:p1%20all",
+        "/t2?cc=max-age%3D60&h=surrogate-key:p1",
+        "/t3?cc=max-age%3D60&h=surrogate-key:p2",
+    ];
+    for path in tagged {
+        get(&server, path).await;
+    }
+    let (status, answer) = purge(serde_json::json!({"keys": ["p1"]})).await;
+    assert_eq!((status, answer["purged"].as_u64()), (200, Some(2)), "{answer}");
+    for (path, reached) in tagged.iter().zip([2, 2, 1]) {
+        get(&server, path).await;
+        assert_eq!(origin.count(path), reached, "{path}");
+    }
+    let (_, answer) = purge(serde_json::json!({"urls": [format!("http://a.test{}", tagged[2])]})).await;
+    assert_eq!(answer["purged"], 1, "{answer}");
+    get(&server, tagged[2]).await;
+    assert_eq!(origin.count(tagged[2]), 2);
+
+    // Soft: marked stale, so stale-if-error still serves it while the origin fails.
+    let path = "/soft?cc=max-age%3D600%2C%20stale-if-error%3D600";
+    get(&server, path).await;
+    let (_, answer) = purge(serde_json::json!({"urls": [path], "soft": true})).await;
+    assert_eq!(answer["purged"], 1, "a path purges it on every host: {answer}");
+    origin.failing.store(true, Ordering::SeqCst);
+    let stale = get(&server, path).await;
+    assert_eq!((stale.status, stale.body.as_str()), (200, format!("{path} #1").as_str()), "{:?}", stale.headers);
+    origin.failing.store(false, Ordering::SeqCst);
+
+    let (status, answer) = purge(serde_json::json!({"soft": true})).await;
+    assert_eq!(status, 400, "nothing named: {answer}");
+    let (status, _) = purge(serde_json::json!({"tags": ["p1"]})).await;
+    assert_eq!(status, 400, "unknown keys are refused");
+    let admin = server.admin_url("");
+    let (code, out, err) = site.run(&["purge", "--admin", &admin, "--tenant", "a", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purged 4 URLs of tenant a"), "{out}");
+    get(&server, tagged[1]).await;
+    assert_eq!(origin.count(tagged[1]), 3, "everything was purged");
+}
