@@ -27,13 +27,51 @@ impl Directives {
     /// The directives a shared edge cache obeys for a response: `CDN-Cache-Control` when present, else
     /// `Surrogate-Control`, else `Cache-Control`; and whether one of the first two was used (then `Expires`
     /// is ignored as well, RFC 9213 §2.1).
+    /// A targeted field that is not a valid Structured Field Dictionary, or gives a directive a value of
+    /// the wrong type, is ignored as if absent (RFC 9213 §2.1).
     pub(crate) fn for_edge(headers: &HeaderMap) -> (Directives, bool) {
-        for targeted in [CDN_CACHE_CONTROL, SURROGATE_CONTROL] {
-            if headers.contains_key(targeted) {
-                return (Directives::of(headers, targeted), true);
-            }
+        if let Some(d) = Directives::structured(headers, CDN_CACHE_CONTROL) {
+            return (d, true);
+        }
+        if headers.contains_key(SURROGATE_CONTROL) {
+            return (Directives::of(headers, SURROGATE_CONTROL), true);
         }
         (Directives::of(headers, CACHE_CONTROL), false)
+    }
+
+    /// Field `name` read strictly as a Structured Field Dictionary (RFC 8941 §3.2, as RFC 9213 defines
+    /// `CDN-Cache-Control`): `None` when it is absent, does not parse, or gives a delta-seconds directive
+    /// anything but a non-negative integer.
+    fn structured(headers: &HeaderMap, name: &str) -> Option<Directives> {
+        let mut lines = Vec::new();
+        for value in headers.get_all(name) {
+            lines.push(value.to_str().ok()?);
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for member in lines.join(",").split(',') {
+            let member = member.trim_matches([' ', '\t']);
+            // Parameters (`;a=1`) are allowed and mean nothing here.
+            let item = member.split(';').next().unwrap_or("");
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (item, None),
+            };
+            let key_ok = key.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+                && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b));
+            if !key_ok {
+                return None;
+            }
+            let integer =
+                value.is_some_and(|v| !v.is_empty() && v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()));
+            if DELTA_SECONDS.contains(&key) && !integer {
+                return None;
+            }
+            out.push((key.to_string(), value.map(str::to_string)));
+        }
+        Some(Directives(out))
     }
 
     /// Whether directive `name` is present.
@@ -58,6 +96,9 @@ impl Directives {
         self.0.iter().any(|(n, v)| n == name && v.is_none())
     }
 }
+
+/// Directives whose value is a number of seconds.
+const DELTA_SECONDS: [&str; 4] = ["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"];
 
 /// RFC 9111 §1.2.2: delta-seconds past what a cache can represent count as 2^31.
 pub(crate) const MAX_DELTA_SECONDS: u64 = 1 << 31;
@@ -154,5 +195,10 @@ mod tests {
         assert!(targeted && d.seconds("max-age") == Some(Some(10)) && !d.has("no-store"));
         headers.insert(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=20"));
         assert_eq!(Directives::for_edge(&headers).0.seconds("max-age"), Some(Some(20)));
+        // A CDN-Cache-Control that is not a valid dictionary, or has a quoted number, is ignored.
+        for broken in ["max-age=10000, &&&&&", "max-age=\"10000\"", "Max-Age=5"] {
+            headers.insert(CDN_CACHE_CONTROL, HeaderValue::from_static(broken));
+            assert_eq!(Directives::for_edge(&headers).0.seconds("max-age"), Some(Some(10)), "{broken}");
+        }
     }
 }

@@ -50,9 +50,11 @@ impl Freshness {
         response_time: SystemTime,
     ) -> Freshness {
         let date = http_date(headers, DATE).unwrap_or(response_time);
+        // The first member of the first line counts (RFC 9111 §5.1: `Age: 7200, 0` is 7200).
         let age_value = headers
             .get(http::header::AGE)
             .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map_or(Duration::ZERO, Duration::from_secs);
         let apparent_age = response_time.duration_since(date).unwrap_or_default();
@@ -217,6 +219,9 @@ mod tests {
         assert!(f.is_fresh(now + Duration::from_secs(60)));
         assert!(!f.is_fresh(now + Duration::from_secs(70)));
         assert_eq!(f.ttl(now + Duration::from_secs(70)), -2);
+        let h = headers(&[("age", "7200, 0"), ("cache-control", "max-age=3600")]);
+        let f = Freshness::of(StatusCode::OK, &h, &Directives::of(&h, CACHE_CONTROL), false, now, now);
+        assert!(!f.is_fresh(now), "the first member of Age counts");
     }
 
     #[test]

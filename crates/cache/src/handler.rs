@@ -155,7 +155,7 @@ impl Route {
         context: RequestContext,
     ) -> Result<Response<Body>, HandlerError> {
         let unsafe_method = !matches!(*request.method(), Method::OPTIONS | Method::TRACE);
-        let mut response = self.inner.handle(request, context).await?;
+        let mut response = self.inner.handle(request, context).await.unwrap_or_else(failed);
         let status = response.status();
         if unsafe_method && (status.is_success() || status.is_redirection()) {
             self.cache.invalidate(&key);
@@ -212,7 +212,11 @@ impl Route {
                     let cs = status(fwd).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
                     return Ok(answer(s, &client, response_time, cs));
                 }
-                return Err(error);
+                let code = error.fault.status();
+                let mut response = failed(error);
+                self.count("miss");
+                status(fwd).fwd_status(code).add_to(response.headers_mut());
+                return Ok(response);
             }
         };
         let code = response.status();
@@ -297,6 +301,13 @@ impl Route {
         metrics::counter!("palisade_cache_requests_total", "tenant" => self.cache.tenant().to_string(), "result" => result)
             .increment(1);
     }
+}
+
+/// The answer for a failure of the route's handler, logged as the server logs one, so that it can carry a
+/// `Cache-Status` like every other answer of a cached route.
+fn failed(error: HandlerError) -> Response<Body> {
+    tracing::warn!(status = error.fault.status().as_u16(), "{error}");
+    error.response()
 }
 
 /// Why and how a request goes to the origin.
