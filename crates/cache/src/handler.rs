@@ -103,7 +103,7 @@ impl Route {
                 && !no_cache
                 && acceptable(stored, &wants, now)
             {
-                self.count("hit");
+                self.cache.metrics.hit.increment(1);
                 let status = CacheStatus::hit(stored.freshness.ttl(now));
                 return Ok(answer(stored, &request, now, status));
             }
@@ -128,7 +128,7 @@ impl Route {
                             .await;
                     });
                 }
-                self.count("stale");
+                self.cache.metrics.stale.increment(1);
                 let status = CacheStatus::hit(stored.freshness.ttl(now)).detail("stale-while-revalidate");
                 return Ok(answer(stored, &request, now, status));
             }
@@ -166,7 +166,7 @@ impl Route {
                 }
             }
         }
-        self.count("pass");
+        self.cache.metrics.pass.increment(1);
         strip_edge_fields(response.headers_mut());
         CacheStatus::forward("method").add_to(response.headers_mut());
         Ok(response)
@@ -208,13 +208,13 @@ impl Route {
                 if let Some(s) =
                     stale.as_ref().filter(|s| s.freshness.stale_within(s.freshness.stale_if_error, response_time))
                 {
-                    self.count("stale");
+                    self.cache.metrics.stale.increment(1);
                     let cs = status(fwd).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
                     return Ok(answer(s, &client, response_time, cs));
                 }
                 let code = error.fault.status();
                 let mut response = failed(error);
-                self.count("miss");
+                self.cache.metrics.miss.increment(1);
                 status(fwd).fwd_status(code).add_to(response.headers_mut());
                 return Ok(response);
             }
@@ -224,7 +224,7 @@ impl Route {
             && let Some(s) =
                 stale.as_ref().filter(|s| s.freshness.stale_within(s.freshness.stale_if_error, response_time))
         {
-            self.count("stale");
+            self.cache.metrics.stale.increment(1);
             let cs = status(fwd).fwd_status(code).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
             return Ok(answer(s, &client, response_time, cs));
         }
@@ -233,7 +233,7 @@ impl Route {
             && same_validator(&s.headers, response.headers())
         {
             let refreshed = refresh(s, response.headers(), request_time, response_time);
-            self.count("revalidated");
+            self.cache.metrics.revalidated.increment(1);
             let refreshed = self.store(&key, &client, refreshed);
             drop(leader);
             let cs = status(fwd).fwd_status(code).stored(true).ttl(refreshed.freshness.ttl(response_time));
@@ -254,7 +254,7 @@ impl Route {
                 // What the origin answers now replaces what was stored, even when it cannot be stored itself.
                 self.cache.invalidate(&key);
             }
-            self.count("miss");
+            self.cache.metrics.miss.increment(1);
             status(fwd).fwd_status_if(code, stale.is_some()).add_to(&mut head.headers);
             return Ok(Response::from_parts(head, body));
         }
@@ -271,7 +271,7 @@ impl Route {
                 };
                 let stored = self.store(&key, &client, stored);
                 drop(leader);
-                self.count("miss");
+                self.cache.metrics.miss.increment(1);
                 let cs = status(fwd)
                     .fwd_status_if(code, stale.is_some())
                     .stored(true)
@@ -279,7 +279,7 @@ impl Route {
                 Ok(answer(&stored, &client, response_time, cs))
             }
             Ok(Collected::TooLarge(body)) => {
-                self.count("miss");
+                self.cache.metrics.miss.increment(1);
                 status(fwd).add_to(&mut head.headers);
                 Ok(Response::from_parts(head, body))
             }
@@ -295,11 +295,6 @@ impl Route {
         let stored = Arc::new(stored);
         self.cache.put(key, client.headers(), stored.clone());
         stored
-    }
-
-    fn count(&self, result: &'static str) {
-        metrics::counter!("palisade_cache_requests_total", "tenant" => self.cache.tenant().to_string(), "result" => result)
-            .increment(1);
     }
 }
 

@@ -77,6 +77,8 @@ pub struct TenantCache {
     max_size: u64,
     map: moka::sync::Cache<String, Arc<Variants>>,
     max_object: usize,
+    /// Its metrics, registered once: a label lookup per request would cost more than the hit itself.
+    pub(crate) metrics: CacheMetrics,
     /// `Surrogate-Key` tag → the keys stored with it. A superset: keys evicted or replaced since stay until
     /// the index is rebuilt (when it outgrows the map), and a purge checks each key's current entry.
     tags: Mutex<HashMap<String, HashSet<String>>>,
@@ -106,7 +108,8 @@ impl TenantCache {
             })
             .build();
         let max_object = usize::try_from(max_size / 4).unwrap_or(usize::MAX);
-        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object, tags: Mutex::default() }
+        let metrics = CacheMetrics::new(tenant);
+        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object, metrics, tags: Mutex::default() }
     }
 
     /// The tenant this cache belongs to.
@@ -134,7 +137,7 @@ impl TenantCache {
         self.map.insert(key.to_string(), Arc::new(Variants(variants)));
         // moka evicts in batches when left alone; the tenant's size bound is meant to hold after each store.
         self.map.run_pending_tasks();
-        metrics::gauge!("palisade_cache_bytes", "tenant" => self.tenant.to_string()).set(self.bytes() as f64);
+        self.metrics.bytes.set(self.bytes() as f64);
     }
 
     /// Forgets everything stored for `key`.
@@ -213,6 +216,30 @@ impl TenantCache {
     /// Runs moka's pending maintenance now (tests and metrics want settled numbers).
     pub fn settle(&self) {
         self.map.run_pending_tasks();
+    }
+}
+
+/// One tenant's cache metrics: `palisade_cache_requests_total{tenant, result}` and `palisade_cache_bytes{tenant}`.
+pub(crate) struct CacheMetrics {
+    pub(crate) hit: metrics::Counter,
+    pub(crate) stale: metrics::Counter,
+    pub(crate) revalidated: metrics::Counter,
+    pub(crate) miss: metrics::Counter,
+    pub(crate) pass: metrics::Counter,
+    bytes: metrics::Gauge,
+}
+
+impl CacheMetrics {
+    fn new(tenant: &str) -> CacheMetrics {
+        let requests = |result: &'static str| metrics::counter!("palisade_cache_requests_total", "tenant" => tenant.to_string(), "result" => result);
+        CacheMetrics {
+            hit: requests("hit"),
+            stale: requests("stale"),
+            revalidated: requests("revalidated"),
+            miss: requests("miss"),
+            pass: requests("pass"),
+            bytes: metrics::gauge!("palisade_cache_bytes", "tenant" => tenant.to_string()),
+        }
     }
 }
 
