@@ -97,9 +97,9 @@ impl Freshness {
         self.initial_age + now.duration_since(self.response_time).unwrap_or_default()
     }
 
-    /// Whether it is fresh: usable without asking the origin.
-    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
-        !self.no_cache && self.lifetime > self.age(now)
+    /// Whether it is fresh at `age`: usable without asking the origin.
+    pub(crate) fn fresh_at(&self, age: Duration) -> bool {
+        !self.no_cache && self.lifetime > age
     }
 
     /// Seconds of freshness left (negative once stale), for `Cache-Status: ttl`.
@@ -216,12 +216,12 @@ mod tests {
         let f = Freshness::of(StatusCode::OK, &h, &d, false, now - Duration::from_secs(2), now);
         assert_eq!(f.age(now).as_secs(), 32);
         assert_eq!(f.age(now + Duration::from_secs(10)).as_secs(), 42);
-        assert!(f.is_fresh(now + Duration::from_secs(60)));
-        assert!(!f.is_fresh(now + Duration::from_secs(70)));
+        assert!(f.fresh_at(f.age(now + Duration::from_secs(60))));
+        assert!(!f.fresh_at(f.age(now + Duration::from_secs(70))));
         assert_eq!(f.ttl(now + Duration::from_secs(70)), -2);
         let h = headers(&[("age", "7200, 0"), ("cache-control", "max-age=3600")]);
         let f = Freshness::of(StatusCode::OK, &h, &Directives::of(&h, CACHE_CONTROL), false, now, now);
-        assert!(!f.is_fresh(now), "the first member of Age counts");
+        assert!(!f.fresh_at(f.age(now)), "the first member of Age counts");
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl Route {
         match collect_up_to(body, self.cache.max_object()).await {
             Ok(Collected::Whole(bytes)) => {
                 remove_hop_by_hop(&mut head.headers);
+                head.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 let stored = Stored {
                     status: code,
                     varied: varied(client.headers(), &head.headers),
@@ -357,11 +358,11 @@ fn acceptable(stored: &Stored, wants: &Directives, now: SystemTime) -> bool {
         return false;
     }
     if let Some(min_fresh) = wants.seconds("min-fresh")
-        && f.ttl(now) < i64::try_from(min_fresh.unwrap_or(0)).unwrap_or(i64::MAX)
+        && f.lifetime.saturating_sub(age).as_secs() < min_fresh.unwrap_or(0)
     {
         return false;
     }
-    if f.is_fresh(now) {
+    if f.fresh_at(age) {
         return true;
     }
     match wants.seconds("max-stale") {
@@ -379,7 +380,7 @@ fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: Cach
         headers.remove(CONTENT_LENGTH);
         (StatusCode::NOT_MODIFIED, empty_body())
     } else {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        // Content-Length is stored with the body.
         let body = if client.method() == Method::HEAD { empty_body() } else { full_body(stored.body.clone()) };
         (stored.status, body)
     };
@@ -405,10 +406,8 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
             .map(|t| t.trim())
             .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
     }
-    match (http_date(request, IF_MODIFIED_SINCE), http_date(stored, LAST_MODIFIED)) {
-        (Some(since), Some(modified)) => modified <= since,
-        _ => false,
-    }
+    let Some(since) = http_date(request, IF_MODIFIED_SINCE) else { return false };
+    http_date(stored, LAST_MODIFIED).is_some_and(|modified| modified <= since)
 }
 
 /// Whether a 304 may refresh `stored` (RFC 9111 §4.3.4): its strong validator, if it has one, is stored's.
