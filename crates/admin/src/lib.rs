@@ -89,7 +89,7 @@ pub enum KvCall {
 
 /// `POST /v1/tenants/{t}/purge`: what to purge from the tenant's HTTP cache, from a JSON body
 /// `{"keys": [...], "urls": [...], "all": true, "soft": true}` (at least one of the first three).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PurgeRequest {
     /// `Surrogate-Key` tags.

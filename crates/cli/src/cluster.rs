@@ -18,8 +18,10 @@ use crate::tenants::apply_snapshot;
 pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration) {
     let wake = Arc::new(tokio::sync::Notify::new());
     {
-        let (shared, wake) = (shared.clone(), wake.clone());
-        tokio::spawn(async move { shared.watch(|| wake.notify_one()).await });
+        let (shared, wake, purging) = (shared.clone(), wake.clone(), site.clone());
+        tokio::spawn(async move {
+            shared.watch(|| wake.notify_one(), |message| purging.apply_announced_purge(message)).await;
+        });
     }
     let mut warned = false;
     loop {

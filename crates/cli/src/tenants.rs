@@ -297,12 +297,28 @@ impl Site {
         Ok(json!({ "removed": name, "apps": apps, "keys": keys }))
     }
 
-    /// Purges what `purge` names from `tenant`'s HTTP cache on this node: `{"purged": N}` URLs touched.
+    /// Purges what `purge` names from `tenant`'s HTTP cache, on this node and (announced through Redis) on
+    /// every other node of the cluster: `{"purged": N}`, the URLs touched here.
     pub(crate) async fn purge(&self, tenant: &str, purge: PurgeRequest) -> Result<serde_json::Value, ControlError> {
         if !self.state.lock().await.tenants.contains_key(tenant) {
             return Err(no_tenant(tenant));
         }
-        let Some(cache) = self.caches.get(tenant) else { return Ok(json!({ "purged": 0 })) };
+        let purged = self.apply_purge(tenant, &purge);
+        if let Some(shared) = &self.shared {
+            let message = json!({ "tenant": tenant, "purge": purge }).to_string();
+            shared.announce_purge(&message).await.map_err(|e| {
+                refuse(
+                    Refusal::Unavailable,
+                    format!("purged on this node ({purged} URLs), not announced to the others: {e}"),
+                )
+            })?;
+        }
+        Ok(json!({ "purged": purged, "soft": purge.soft }))
+    }
+
+    /// Purges what `purge` names from `tenant`'s cache on this node; how many URLs it touched.
+    pub(crate) fn apply_purge(&self, tenant: &str, purge: &PurgeRequest) -> usize {
+        let Some(cache) = self.caches.get(tenant) else { return 0 };
         let soft = purge.soft;
         let mut purged = 0;
         if purge.all {
@@ -315,7 +331,23 @@ impl Site {
             purged += cache.purge(Purge::Url(url), soft);
         }
         tracing::info!(tenant, purged, soft, "cache purged");
-        Ok(json!({ "purged": purged, "soft": soft }))
+        purged
+    }
+
+    /// Applies a purge another node announced (`{"tenant", "purge"}`); this node's own comes back too and
+    /// changes nothing more.
+    pub(crate) fn apply_announced_purge(&self, message: &str) {
+        #[derive(serde::Deserialize)]
+        struct Announced {
+            tenant: String,
+            purge: PurgeRequest,
+        }
+        match serde_json::from_str::<Announced>(message) {
+            Ok(a) => {
+                self.apply_purge(&a.tenant, &a.purge);
+            }
+            Err(e) => tracing::warn!("ignoring a purge announced in Redis: {e}"),
+        }
     }
 
     /// Issues a new token for `tenant`, stored as its hash: `{"tenant", "id", "token"}`.

@@ -21,6 +21,8 @@ use crate::{AppRecord, RegistryError, TenantRecord, TokenRecord};
 
 /// The pub/sub channel that announces changes.
 pub const CHANNEL: &str = "palisade:apps";
+/// The channel cache purges are announced on, so that every node purges its own copy.
+pub const PURGE_CHANNEL: &str = "palisade:purge";
 const RECORDS: &str = "palisade:apps";
 const TENANTS: &str = "palisade:tenants";
 const TOKENS: &str = "palisade:tokens";
@@ -292,14 +294,27 @@ impl RedisRegistry {
         Ok(removed == 1)
     }
 
+    /// Announces a cache purge (`message`, JSON) to every node.
+    pub async fn announce_purge(&self, message: &str) -> Result<(), RegistryError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PUBLISH")
+            .arg(PURGE_CHANNEL)
+            .arg(message)
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     /// Calls `on_change` for every change announced on [`CHANNEL`], and each time the subscription is
-    /// (re)established (changes may have been missed while it was not). Runs until the task is dropped;
-    /// while Redis is away it retries every second.
-    pub async fn watch(&self, on_change: impl Fn()) {
+    /// (re)established (changes may have been missed while it was not), and `on_purge` with every purge
+    /// announced on [`PURGE_CHANNEL`] (a purge missed while Redis was away is not replayed). Runs until the
+    /// task is dropped; while Redis is away it retries every second.
+    pub async fn watch(&self, on_change: impl Fn(), on_purge: impl Fn(&str)) {
         let mut warned = false;
         loop {
             match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
+                Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL]).await {
                     Ok(()) => {
                         if warned {
                             tracing::info!("app registry: subscribed to Redis again");
@@ -307,8 +322,14 @@ impl RedisRegistry {
                         warned = false;
                         on_change();
                         let mut messages = pubsub.on_message();
-                        while messages.next().await.is_some() {
-                            on_change();
+                        while let Some(message) = messages.next().await {
+                            if message.get_channel_name() == PURGE_CHANNEL {
+                                if let Ok(text) = message.get_payload::<String>() {
+                                    on_purge(&text);
+                                }
+                            } else {
+                                on_change();
+                            }
                         }
                     }
                     Err(e) => warn_once(&mut warned, &e),

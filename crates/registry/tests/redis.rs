@@ -16,9 +16,12 @@ async fn put_fetch_list_remove_and_watch() {
         let (registry, changes) = (registry.clone(), changes.clone());
         tokio::spawn(async move {
             registry
-                .watch(|| {
-                    changes.fetch_add(1, Ordering::SeqCst);
-                })
+                .watch(
+                    || {
+                        changes.fetch_add(1, Ordering::SeqCst);
+                    },
+                    |_purge| {},
+                )
                 .await
         })
     };

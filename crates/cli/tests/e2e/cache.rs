@@ -410,3 +410,44 @@ async fn purges_by_tag_url_and_all_through_the_admin_api_and_the_client() {
     get(&server, tagged[1]).await;
     assert_eq!(origin.count(tagged[1]), 3, "everything was purged");
 }
+
+#[tokio::test]
+async fn a_purge_reaches_every_node_of_a_cluster() {
+    let redis = palisade_kv::test_support::RedisServer::start();
+    let origin = Origin::start().await;
+    let up = format!("http://{}", origin.addr);
+    let node = || {
+        let site = Site::new();
+        site.config_with(
+            "listen = [\"127.0.0.1:0\"]\ndata_dir = \"data\"",
+            &format!(
+                "[kv]\nbackend = {url:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nredis = {url:?}\n\n\
+                 [tenants.a]\nhosts = [\"a.test\"]\n[[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n",
+                url = redis.url()
+            ),
+        );
+        let server = site.start();
+        (site, server)
+    };
+    let ((_site_a, a), (_site_b, b)) = (node(), node());
+    let path = "/everywhere?cc=max-age%3D600";
+    get(&a, path).await;
+    get(&b, path).await;
+    assert!(get(&b, path).await.header("cache-status").contains("hit"));
+    assert_eq!(origin.count(path), 2, "each node stored its own copy");
+
+    let url = a.admin_url("/v1/tenants/a/purge");
+    let r = reqwest::Client::new().post(url).body(format!("{{\"urls\": [\"{path}\"]}}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Node B purges its copy when the announcement arrives (pub/sub: well within a second on loopback).
+    let start = std::time::Instant::now();
+    loop {
+        let got = get(&b, path).await;
+        if !got.header("cache-status").contains("hit") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "node B still serves the purged copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!get(&a, path).await.body.ends_with("#1"), "node A fetched again too");
+}
