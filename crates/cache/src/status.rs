@@ -38,12 +38,9 @@ impl CacheStatus {
 
     /// Sent to the origin because of `why`: `uri-miss`, `vary-miss`, `stale`, `request` or `method`.
     pub(crate) fn forward(why: &str) -> CacheStatus {
-        CacheStatus::start("fwd=").param_value(why)
-    }
-
-    fn param_value(mut self, value: &str) -> CacheStatus {
-        self.0.push_str(value);
-        self
+        let mut status = CacheStatus::start("fwd=");
+        status.0.push_str(why);
+        status
     }
 
     /// The origin's status.

@@ -161,19 +161,14 @@ impl Https {
                 }
                 api_sites.insert(name.clone(), None);
             }
-            Some(TlsSource::Files { .. }) | None => {
-                if api_sites.contains_key(name) {
-                    stop_renewal(api_sites.remove(name));
-                    self.sites.remove(name);
-                }
-            }
+            Some(TlsSource::Files { .. }) | None => self.drop_site(&mut api_sites, name),
         }
     }
 
     /// Removes the API tenant `name`'s site, stops its renewal and deletes its stored ACME account and
     /// certificate.
     pub(crate) fn forget_tenant(&self, name: &str) {
-        self.drop_site(name);
+        self.drop_site(&mut self.api_sites.lock().unwrap_or_else(PoisonError::into_inner), name);
         let dir = self.acme_dir.join(name);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -187,8 +182,9 @@ impl Https {
         self.sites.get(name).is_some_and(|site| site.has_certificate())
     }
 
-    fn drop_site(&self, name: &str) {
-        if let Some(site) = self.api_sites.lock().unwrap_or_else(PoisonError::into_inner).remove(name) {
+    /// Removes the API tenant `name`'s site and stops its renewal, if it has one.
+    fn drop_site(&self, api_sites: &mut HashMap<String, Option<Renewal>>, name: &str) {
+        if let Some(site) = api_sites.remove(name) {
             stop_renewal(Some(site));
             self.sites.remove(name);
         }

@@ -62,24 +62,6 @@ impl Origin {
     }
 }
 
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
 async fn answer(
     seen: Arc<Mutex<HashMap<String, usize>>>,
     failing: Arc<AtomicBool>,
@@ -102,7 +84,7 @@ async fn answer(
     let mut etag = None;
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = decode(value);
+        let value = percent_encoding::percent_decode_str(value).decode_utf8().unwrap().into_owned();
         match key {
             "cc" => response = response.header("cache-control", value),
             "etag" => {
