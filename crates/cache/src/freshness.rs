@@ -19,7 +19,7 @@ const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 3600);
 const HEURISTICALLY_CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// How a stored response ages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Freshness {
     /// The freshness lifetime (§4.2.1).
     pub(crate) lifetime: Duration,

@@ -91,7 +91,7 @@ impl Route {
         let mut collapsed = false;
         loop {
             let now = now();
-            let variants = self.cache.get(&key);
+            let variants = self.cache.get(&key).await;
             let stored = variants.as_ref().and_then(|v| v.0.iter().find(|s| s.matches(request.headers())).cloned());
             let miss = match (&variants, &stored) {
                 (None, _) => "uri-miss",

@@ -4,6 +4,7 @@
 //! can only ever evict its own entries, and no key of one tenant can reach another's map.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::notification::RemovalCause;
 
+use crate::disk::{DiskError, DiskTier};
 use crate::freshness::Freshness;
 
 /// The most variants (`Vary`) kept for one URL; the oldest goes first.
@@ -76,6 +78,8 @@ pub struct TenantCache {
     tenant: Arc<str>,
     max_size: u64,
     map: moka::sync::Cache<String, Arc<Variants>>,
+    /// The disk tier behind the memory one, if the tenant has `cache.disk`.
+    disk: Option<Arc<DiskTier>>,
     max_object: usize,
     /// Its metrics, registered once: a label lookup per request would cost more than the hit itself.
     pub(crate) metrics: CacheMetrics,
@@ -91,9 +95,9 @@ impl std::fmt::Debug for TenantCache {
 }
 
 impl TenantCache {
-    /// A cache for `tenant` holding at most `max_size` bytes; a response larger than a quarter of that is
-    /// passed through without being stored.
-    pub fn new(tenant: &str, max_size: u64) -> TenantCache {
+    /// A cache for `tenant` holding at most `max_size` bytes in memory (and what `disk` holds behind it); a
+    /// response larger than a quarter of `max_size` is passed through without being stored.
+    fn new(tenant: &str, max_size: u64, disk: Option<Arc<DiskTier>>) -> TenantCache {
         let label = tenant.to_string();
         let map = moka::sync::Cache::builder()
             .max_capacity(max_size)
@@ -109,7 +113,7 @@ impl TenantCache {
             .build();
         let max_object = usize::try_from(max_size / 4).unwrap_or(usize::MAX);
         let metrics = CacheMetrics::new(tenant);
-        TenantCache { tenant: Arc::from(tenant), max_size, map, max_object, metrics, tags: Mutex::default() }
+        TenantCache { tenant: Arc::from(tenant), max_size, map, disk, max_object, metrics, tags: Mutex::default() }
     }
 
     /// The tenant this cache belongs to.
@@ -122,46 +126,79 @@ impl TenantCache {
         self.max_object
     }
 
-    /// The variants stored for `key`.
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Variants>> {
-        self.map.get(key)
+    /// The variants stored for `key`: from memory, or else from the disk tier (read on a blocking thread, and
+    /// kept in memory from then on).
+    pub(crate) async fn get(&self, key: &str) -> Option<Arc<Variants>> {
+        if let Some(variants) = self.map.get(key) {
+            return Some(variants);
+        }
+        let disk = self.disk.as_ref().filter(|d| d.contains(key))?.clone();
+        let read_key = key.to_string();
+        let variants = tokio::task::spawn_blocking(move || disk.read(&read_key)).await.ok().flatten()?;
+        self.map.insert(key.to_string(), variants.clone());
+        self.metrics.disk_reads.increment(1);
+        Some(variants)
+    }
+
+    /// [`TenantCache::get`] for callers that may block (purges): a disk read happens on this thread.
+    fn get_blocking(&self, key: &str) -> Option<Arc<Variants>> {
+        self.map.get(key).or_else(|| self.disk.as_ref()?.read(key))
+    }
+
+    /// Stores `variants` for `key` in both tiers.
+    fn store(&self, key: String, variants: Arc<Variants>) {
+        if let Some(disk) = &self.disk {
+            disk.put(&key, &variants);
+        }
+        self.map.insert(key, variants);
     }
 
     /// Stores `stored` for `key`, replacing the variant a request with `request` headers selected before.
     pub(crate) fn put(&self, key: &str, request: &HeaderMap, stored: Arc<Stored>) {
         self.index_tags(key, &stored.tags);
         let mut variants = vec![stored];
+        // Other variants are in memory if they are anywhere: the request that stores this one looked them up.
         if let Some(previous) = self.map.get(key) {
             variants.extend(previous.0.iter().filter(|s| !s.matches(request)).take(MAX_VARIANTS - 1).cloned());
         }
-        self.map.insert(key.to_string(), Arc::new(Variants(variants)));
+        self.store(key.to_string(), Arc::new(Variants(variants)));
         // moka evicts in batches when left alone; the tenant's size bound is meant to hold after each store.
         self.map.run_pending_tasks();
         self.metrics.bytes.set(self.bytes() as f64);
+        if let Some(disk) = &self.disk {
+            self.metrics.disk_bytes.set(disk.bytes() as f64);
+        }
     }
 
     /// Forgets everything stored for `key`.
     pub(crate) fn invalidate(&self, key: &str) {
         self.map.invalidate(key);
+        if let Some(disk) = &self.disk {
+            disk.remove(key);
+        }
     }
 
     /// Purges what `target` names: removed, or with `soft` marked stale (so `stale-while-revalidate` and
     /// `stale-if-error` still apply, and a revalidation can keep the body). Returns how many URLs it touched.
+    /// With a disk tier it reads and writes the disk: call it where blocking is allowed.
     pub fn purge(&self, target: Purge<'_>, soft: bool) -> usize {
-        let keys: Vec<String> = match target {
-            Purge::All => self.map.iter().map(|(k, _)| k.as_ref().clone()).collect(),
+        let mut keys: HashSet<String> = match target {
+            Purge::All => self.keys().collect(),
             Purge::Url(url) => match url_key(url) {
-                Some(key) => vec![key],
-                None => self.map.iter().map(|(k, _)| k.as_ref().clone()).filter(|k| path_of(k) == url).collect(),
+                Some(key) => HashSet::from([key]),
+                None => self.keys().filter(|k| path_of(k) == url).collect(),
             },
             Purge::Tag(tag) => {
                 let mut tags = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
                 tags.remove(tag).into_iter().flatten().collect()
             }
         };
+        if let (Purge::Tag(tag), Some(disk)) = (target, &self.disk) {
+            keys.extend(disk.tagged(tag));
+        }
         let mut touched = 0;
         for key in keys {
-            let Some(variants) = self.map.get(&key) else { continue };
+            let Some(variants) = self.get_blocking(&key) else { continue };
             let named = |s: &Arc<Stored>| match target {
                 Purge::Tag(tag) => s.tags.iter().any(|t| t == tag),
                 Purge::All | Purge::Url(_) => true,
@@ -174,18 +211,24 @@ impl TenantCache {
                 let now = now();
                 let kept =
                     variants.0.iter().map(|s| if named(s) { Arc::new(s.expired(now)) } else { s.clone() }).collect();
-                self.map.insert(key, Arc::new(Variants(kept)));
+                self.store(key, Arc::new(Variants(kept)));
             } else {
                 let kept: Vec<_> = variants.0.iter().filter(|s| !named(s)).cloned().collect();
                 if kept.is_empty() {
-                    self.map.invalidate(&key);
+                    self.invalidate(&key);
                 } else {
-                    self.map.insert(key, Arc::new(Variants(kept)));
+                    self.store(key, Arc::new(Variants(kept)));
                 }
             }
         }
         self.map.run_pending_tasks();
         touched
+    }
+
+    /// Every key stored, in memory or on disk (some twice).
+    fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        let on_disk = self.disk.as_ref().map(|d| d.keys()).unwrap_or_default();
+        self.map.iter().map(|(k, _)| k.as_ref().clone()).chain(on_disk)
     }
 
     fn index_tags(&self, key: &str, tags: &[String]) {
@@ -213,20 +256,29 @@ impl TenantCache {
         self.map.weighted_size()
     }
 
+    /// Bytes held on disk, if the tenant has a disk tier.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.bytes())
+    }
+
     /// Runs moka's pending maintenance now (tests and metrics want settled numbers).
     pub fn settle(&self) {
         self.map.run_pending_tasks();
     }
 }
 
-/// One tenant's cache metrics: `palisade_cache_requests_total{tenant, result}` and `palisade_cache_bytes{tenant}`.
+/// One tenant's cache metrics: `palisade_cache_requests_total{tenant, result}`, `palisade_cache_bytes{tenant}`,
+/// and for a disk tier `palisade_cache_disk_bytes{tenant}` and `palisade_cache_disk_reads_total{tenant}`.
 pub(crate) struct CacheMetrics {
     pub(crate) hit: metrics::Counter,
     pub(crate) stale: metrics::Counter,
     pub(crate) revalidated: metrics::Counter,
     pub(crate) miss: metrics::Counter,
     pub(crate) pass: metrics::Counter,
+    /// Memory misses answered from the disk tier.
+    disk_reads: metrics::Counter,
     bytes: metrics::Gauge,
+    disk_bytes: metrics::Gauge,
 }
 
 impl CacheMetrics {
@@ -238,7 +290,9 @@ impl CacheMetrics {
             revalidated: requests("revalidated"),
             miss: requests("miss"),
             pass: requests("pass"),
+            disk_reads: metrics::counter!("palisade_cache_disk_reads_total", "tenant" => tenant.to_string()),
             bytes: metrics::gauge!("palisade_cache_bytes", "tenant" => tenant.to_string()),
+            disk_bytes: metrics::gauge!("palisade_cache_disk_bytes", "tenant" => tenant.to_string()),
         }
     }
 }
@@ -267,38 +321,96 @@ fn path_of(key: &str) -> &str {
     key.find('/').map_or("", |i| &key[i..])
 }
 
-/// Every tenant's cache, kept across reloads and tenant changes so that they do not empty it (a new
-/// `max_size` starts it afresh).
+/// Every tenant's cache, kept across reloads and tenant changes so that they do not empty it (a new `max_size`
+/// starts the memory tier afresh; the disk tier is kept while the tenant has one).
 #[derive(Debug, Default)]
-pub struct Caches(Mutex<HashMap<String, Arc<TenantCache>>>);
+pub struct Caches {
+    /// Where disk tiers go (`data_dir/http-cache`); `None`: memory only (`palisade check`, `palisade run`).
+    dir: Option<PathBuf>,
+    tenants: Mutex<HashMap<String, Arc<TenantCache>>>,
+}
 
 impl Caches {
-    /// Tenant `name`'s cache, holding at most `max_size` bytes.
-    pub fn tenant(&self, name: &str, max_size: u64) -> Arc<TenantCache> {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match all.get(name) {
-            Some(cache) if cache.max_size == max_size => cache.clone(),
+    /// Caches whose disk tiers, for tenants that ask for one, are files in `dir`.
+    pub fn on_disk(dir: PathBuf) -> Caches {
+        Caches { dir: Some(dir), tenants: Mutex::default() }
+    }
+
+    /// Tenant `name`'s cache, holding at most `max_size` bytes in memory and `disk` bytes on disk.
+    pub fn tenant(&self, name: &str, max_size: u64, disk: Option<u64>) -> Result<Arc<TenantCache>, DiskError> {
+        let disk = disk.filter(|_| self.dir.is_some());
+        let mut all = self.lock();
+        let current = all.get(name);
+        let current_disk = current.and_then(|c| c.disk.clone());
+        let disk = match (disk, current_disk) {
+            (Some(size), Some(tier)) => {
+                tier.set_max_size(size);
+                Some(tier)
+            }
+            (Some(size), None) => {
+                let dir = self.dir.as_ref().map_or_else(PathBuf::new, |d| d.join(format!("{name}.redb")));
+                Some(Arc::new(DiskTier::open(&dir, size)?))
+            }
+            (None, Some(tier)) => {
+                tier.retire();
+                None
+            }
+            (None, None) => None,
+        };
+        match current {
+            Some(cache) if cache.max_size == max_size && same_tier(&cache.disk, &disk) => Ok(cache.clone()),
             _ => {
-                let cache = Arc::new(TenantCache::new(name, max_size));
+                let cache = Arc::new(TenantCache::new(name, max_size, disk));
                 all.insert(name.to_string(), cache.clone());
-                cache
+                Ok(cache)
             }
         }
     }
 
     /// Tenant `name`'s cache, if it has one.
     pub fn get(&self, name: &str) -> Option<Arc<TenantCache>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+        self.lock().get(name).cloned()
     }
 
-    /// Keeps only the caches of tenants for which `keep` holds (after a reload removed some).
+    /// Keeps only the caches of tenants for which `keep` holds (after a reload removed some); the others' disk
+    /// tiers are deleted.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|name, _| keep(name));
+        self.lock().retain(|name, cache| keep(name) || retire(cache));
     }
 
-    /// Drops tenant `name`'s cache (the tenant is gone).
+    /// Drops tenant `name`'s cache (the tenant is gone), deleting its disk tier.
     pub fn remove(&self, name: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        if let Some(cache) = self.lock().remove(name) {
+            retire(&cache);
+        }
+    }
+
+    /// Waits (at most `timeout` each) until what every disk tier was sent is on disk (before the process exits).
+    pub fn flush(&self, timeout: Duration) {
+        let tiers: Vec<_> = self.lock().values().filter_map(|c| c.disk.clone()).collect();
+        for tier in tiers {
+            tier.flush(timeout);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TenantCache>>> {
+        self.tenants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Marks `cache`'s disk tier for deletion; `false`, for `retain`.
+fn retire(cache: &Arc<TenantCache>) -> bool {
+    if let Some(disk) = &cache.disk {
+        disk.retire();
+    }
+    false
+}
+
+fn same_tier(a: &Option<Arc<DiskTier>>, b: &Option<Arc<DiskTier>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -20,7 +20,11 @@ pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interva
     {
         let (shared, wake, purging) = (shared.clone(), wake.clone(), site.clone());
         tokio::spawn(async move {
-            shared.watch(|| wake.notify_one(), |message| purging.apply_announced_purge(message)).await;
+            let purge = |message: &str| {
+                let (site, message) = (purging.clone(), message.to_string());
+                tokio::spawn(async move { site.apply_announced_purge(&message).await });
+            };
+            shared.watch(|| wake.notify_one(), purge).await;
         });
     }
     let mut warned = false;

@@ -47,7 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let runtime = apps::runtime(&config);
     let kv = apps::kv_store(&config)?;
-    let caches = Arc::new(palisade_cache::Caches::default());
+    let caches = Arc::new(palisade_cache::Caches::on_disk(config.server.data_dir.join("http-cache")));
     let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv), &caches)
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     for app in &loaded {
@@ -59,7 +59,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
     let https = Https::load(&config)?.map(|(https, _)| Arc::new(https));
-    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), caches, tenants, https.clone())?);
+    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), caches.clone(), tenants, https.clone())?);
     let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
         .await?
         .with_traffic_limits(traffic.clone());
@@ -84,7 +84,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(cluster::keep_in_step(site.clone(), shared, cluster.reconcile_interval));
     }
     tokio::spawn(reload_on_sighup(site, certificates));
-    serve_until_signal(server).await
+    let served = serve_until_signal(server).await;
+    // What the disk tiers were last sent goes to disk before the process ends.
+    tokio::task::spawn_blocking(move || caches.flush(Duration::from_secs(5))).await.ok();
+    served
 }
 
 /// SIGHUP reloads the configuration (as `POST /v1/reload` does) and every certificate (an unchanged file is

@@ -303,7 +303,7 @@ impl Site {
         if !self.state.lock().await.tenants.contains_key(tenant) {
             return Err(no_tenant(tenant));
         }
-        let purged = self.apply_purge(tenant, &purge);
+        let purged = self.apply_purge(tenant, &purge).await;
         if let Some(shared) = &self.shared {
             let message = json!({ "tenant": tenant, "purge": purge }).to_string();
             shared.announce_purge(&message).await.map_err(|e| {
@@ -316,27 +316,33 @@ impl Site {
         Ok(json!({ "purged": purged, "soft": purge.soft }))
     }
 
-    /// Purges what `purge` names from `tenant`'s cache on this node; how many URLs it touched.
-    pub(crate) fn apply_purge(&self, tenant: &str, purge: &PurgeRequest) -> usize {
+    /// Purges what `purge` names from `tenant`'s cache on this node (on a blocking thread: a disk tier is read
+    /// and written); how many URLs it touched.
+    pub(crate) async fn apply_purge(&self, tenant: &str, purge: &PurgeRequest) -> usize {
         let Some(cache) = self.caches.get(tenant) else { return 0 };
-        let soft = purge.soft;
-        let mut purged = 0;
-        if purge.all {
-            purged += cache.purge(Purge::All, soft);
-        }
-        for tag in &purge.keys {
-            purged += cache.purge(Purge::Tag(tag), soft);
-        }
-        for url in &purge.urls {
-            purged += cache.purge(Purge::Url(url), soft);
-        }
+        let (purge, soft) = (purge.clone(), purge.soft);
+        let purged = tokio::task::spawn_blocking(move || {
+            let mut purged = 0;
+            if purge.all {
+                purged += cache.purge(Purge::All, soft);
+            }
+            for tag in &purge.keys {
+                purged += cache.purge(Purge::Tag(tag), soft);
+            }
+            for url in &purge.urls {
+                purged += cache.purge(Purge::Url(url), soft);
+            }
+            purged
+        })
+        .await
+        .unwrap_or_default();
         tracing::info!(tenant, purged, soft, "cache purged");
         purged
     }
 
     /// Applies a purge another node announced (`{"tenant", "purge"}`); this node's own comes back too and
     /// changes nothing more.
-    pub(crate) fn apply_announced_purge(&self, message: &str) {
+    pub(crate) async fn apply_announced_purge(&self, message: &str) {
         #[derive(serde::Deserialize)]
         struct Announced {
             tenant: String,
@@ -344,7 +350,7 @@ impl Site {
         }
         match serde_json::from_str::<Announced>(message) {
             Ok(a) => {
-                self.apply_purge(&a.tenant, &a.purge);
+                self.apply_purge(&a.tenant, &a.purge).await;
             }
             Err(e) => tracing::warn!("ignoring a purge announced in Redis: {e}"),
         }

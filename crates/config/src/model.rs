@@ -174,7 +174,7 @@ pub struct Tenant {
     pub hsts: Option<String>,
     /// `https_redirect`: plain-HTTP requests are redirected (308) to HTTPS.
     pub https_redirect: bool,
-    /// `cache = { max_size }`: the tenant's HTTP cache, for its routes with `cache = true`.
+    /// `cache = { max_size, disk }`: the tenant's HTTP cache, for its routes with `cache = true`.
     pub cache: CacheConfig,
     /// Routes, in the order written (matching is by longest prefix, not order).
     pub routes: Vec<Route>,
@@ -199,11 +199,14 @@ pub enum KvBackend {
     Redis(String),
 }
 
-/// A tenant's `cache = { max_size }`.
+/// A tenant's `cache = { max_size, disk }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Bytes of responses (bodies and fields) the tenant's cache holds at most.
+    /// Bytes of responses (bodies and fields) the tenant's cache holds at most in memory.
     pub max_size: u64,
+    /// Bytes its disk tier (`data_dir/http-cache/TENANT.redb`, kept across restarts) holds at most; `None`: memory
+    /// only.
+    pub disk: Option<u64>,
 }
 
 /// Default `cache.max_size`.
@@ -211,7 +214,7 @@ pub const DEFAULT_CACHE_MAX_SIZE: u64 = 64 << 20;
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_size: DEFAULT_CACHE_MAX_SIZE }
+        CacheConfig { max_size: DEFAULT_CACHE_MAX_SIZE, disk: None }
     }
 }
 

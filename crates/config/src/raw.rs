@@ -76,6 +76,7 @@ pub(crate) struct RawTenant {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCache {
     pub(crate) max_size: Option<Spanned<SizeValue>>,
+    pub(crate) disk: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -451,7 +451,11 @@ fn tenant(
             if max_size < MIN_CACHE_SIZE {
                 c.error(&raw.span(), format!("`cache.max_size` must be at least {}", format_size(MIN_CACHE_SIZE)));
             }
-            CacheConfig { max_size }
+            let disk = raw.get_ref().disk.as_ref().map(|d| size(c, "cache.disk", Some(d), MIN_CACHE_SIZE));
+            if disk.is_some_and(|d| d < MIN_CACHE_SIZE) {
+                c.error(&raw.span(), format!("`cache.disk` must be at least {}", format_size(MIN_CACHE_SIZE)));
+            }
+            CacheConfig { max_size, disk }
         }
     };
     let location = c.location(&name.span());
@@ -908,6 +912,27 @@ mod tests {
         ] {
             let err = parse(head, tenant).unwrap_err().to_string();
             assert!(err.contains(says), "{head} {tenant}: {err}");
+        }
+    }
+
+    #[test]
+    fn cache_sizes() {
+        let parse = |cache: &str| {
+            let text = format!("[tenants.t]\nhosts = [\"t\"]\ncache = {cache}\n");
+            Config::parse(std::path::Path::new("/srv/p.toml"), &text)
+        };
+        let config = parse("{ max_size = \"8 MiB\", disk = \"1 GiB\" }").unwrap();
+        assert_eq!(config.tenants[0].cache, CacheConfig { max_size: 8 << 20, disk: Some(1 << 30) });
+        assert_eq!(parse("{}").unwrap().tenants[0].cache, CacheConfig::default());
+        for (cache, says) in [
+            ("{ disk = \"1 KiB\" }", "`cache.disk` must be at least 1 MiB"),
+            ("{ disk = \"many\" }", "`cache.disk`"),
+            ("{ max_size = 0 }", "`cache.max_size` must be larger than zero"),
+            ("{ disk = true }", "expected a size"),
+            ("{ path = \"/tmp\" }", "unknown field"),
+        ] {
+            let err = parse(cache).unwrap_err().to_string();
+            assert!(err.contains(says), "{cache}: {err}");
         }
     }
 

@@ -433,3 +433,90 @@ async fn a_purge_reaches_every_node_of_a_cluster() {
     }
     assert!(!get(&a, path).await.body.ends_with("#1"), "node A fetched again too");
 }
+
+#[tokio::test]
+async fn a_disk_tier_keeps_responses_across_a_restart_within_its_size() {
+    let origin = Origin::start().await;
+    let site = Site::new();
+    let up = format!("http://{}", origin.addr);
+    let data = site.mkdir("data");
+    site.config_with(
+        &format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", data.display().to_string()),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n\
+             cache = {{ max_size = \"1 MiB\", disk = \"2 MiB\" }}\n\
+             [[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n"
+        ),
+    );
+    let mut server = site.start();
+    // Twenty of 200 KB: memory holds five of them, the disk about ten more, the oldest stored going first.
+    let fill = |i: usize| format!("/fill{i}?cc=max-age%3D600&size=200000");
+    for i in 0..20 {
+        get(&server, &fill(i)).await;
+    }
+    let mut hits = 0;
+    for i in (0..20).rev() {
+        if get(&server, &fill(i)).await.header("cache-status").contains("hit") {
+            hits += 1;
+        }
+    }
+    assert!((8..=12).contains(&hits), "{hits} of 20 hits: memory (1 MiB) and disk (2 MiB) hold about 15");
+    let metrics = reqwest::get(server.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let on_disk: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("palisade_cache_disk_bytes{tenant=\"a\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("disk bytes in /metrics");
+    assert!(on_disk > 0.0 && on_disk <= 2.0 * 1024.0 * 1024.0, "{on_disk}");
+
+    // Restart: what was on disk is served without asking the origin again.
+    let kept = "/kept?cc=max-age%3D600&h=surrogate-key:k";
+    let tagged = "/tagged?cc=max-age%3D600&h=surrogate-key:t";
+    for path in [kept, tagged] {
+        assert_eq!(get(&server, path).await.body, format!("{path} #1"));
+    }
+    assert_eq!(server.terminate(Duration::from_secs(10)), Some(0));
+    assert!(data.join("http-cache/a.redb").exists());
+    let server = site.start();
+    // fill0 was the last of the twenty stored (again, by the misses above), so the first-in-first-out disk
+    // kept it.
+    for path in [kept, &fill(0)] {
+        let before = origin.count(path);
+        let again = get(&server, path).await;
+        assert!(
+            again.header("cache-status").contains("hit"),
+            "{path} from disk after the restart: {:?}",
+            again.headers
+        );
+        assert_eq!(origin.count(path), before);
+    }
+    // A purge by tag reaches what was stored before the restart, in memory since or on disk alone.
+    let purged = reqwest::Client::new()
+        .post(server.admin_url("/v1/tenants/a/purge"))
+        .body(serde_json::json!({"keys": ["k", "t"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = purged.status();
+    let purged: serde_json::Value = serde_json::from_slice(&purged.bytes().await.unwrap()).unwrap();
+    assert_eq!((status.as_u16(), &purged["purged"]), (200, &serde_json::json!(2)), "{purged}");
+    for path in [kept, tagged] {
+        assert_eq!(get(&server, path).await.body, format!("{path} #2"), "purged by its tag after the restart");
+    }
+
+    // Without `disk` the tier's file goes; the cache keeps working from memory.
+    site.config_with(
+        &format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", data.display().to_string()),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n\
+             [[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n"
+        ),
+    );
+    let reload = reqwest::Client::new().post(server.admin_url("/v1/reload")).send().await.unwrap();
+    assert_eq!(reload.status(), 200);
+    assert!(!data.join("http-cache/a.redb").exists(), "the disk tier is deleted with its config");
+    get(&server, tagged).await;
+    let n = origin.count(tagged);
+    assert!(get(&server, tagged).await.header("cache-status").contains("hit"));
+    assert_eq!(origin.count(tagged), n);
+}
