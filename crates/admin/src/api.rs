@@ -18,6 +18,8 @@ pub const MAX_TENANT_DOCUMENT: usize = 1 << 20;
 
 /// The largest body `POST /v1/tenants/{t}/purge` takes.
 const MAX_PURGE_BODY: usize = 1 << 20;
+/// Most tags and URLs named by one purge: each path costs a pass over the tenant's keys.
+const MAX_PURGE_ITEMS: usize = 1000;
 
 /// The largest value `PUT /v1/tenants/{t}/buckets/{b}/keys/{key}` takes (the tenant's quota may allow less).
 pub const MAX_KV_VALUE: usize = 64 << 20;
@@ -172,6 +174,20 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
                     Refusal::BadRequest,
                     "say what to purge: {\"keys\": [...]}, {\"urls\": [...]} or {\"all\": true}",
                 )),
+                Ok(p) if p.keys.len() + p.urls.len() > MAX_PURGE_ITEMS => Err(ControlError::new(
+                    Refusal::BadRequest,
+                    format!("at most {MAX_PURGE_ITEMS} keys and URLs in one purge"),
+                )),
+                Ok(p) if p.keys.iter().any(|k| k.trim().is_empty() || k.contains(char::is_whitespace)) => {
+                    Err(ControlError::new(
+                        Refusal::BadRequest,
+                        "`keys`: a tag is one word (as in Surrogate-Key), not empty",
+                    ))
+                }
+                Ok(p) if p.urls.iter().any(|u| !purgeable_url(u)) => Err(ControlError::new(
+                    Refusal::BadRequest,
+                    "`urls`: each is an absolute http(s) URL or a path starting with /",
+                )),
                 Ok(purge) => control.purge(&tenant, purge).await,
                 Err(e) => Err(ControlError::new(Refusal::BadRequest, format!("the purge is not valid: {e}"))),
             }
@@ -298,6 +314,16 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Answer {
 
 fn error(status: StatusCode, message: &str) -> Answer {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+/// Whether `url` can name cached responses: an absolute `http`/`https` URL with a host, or a path.
+fn purgeable_url(url: &str) -> bool {
+    if url.starts_with('/') {
+        return url.parse::<http::uri::PathAndQuery>().is_ok();
+    }
+    url.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some_and(|a| !a.host().is_empty())
+    })
 }
 
 #[cfg(test)]

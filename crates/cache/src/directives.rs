@@ -33,8 +33,11 @@ impl Directives {
         if let Some(d) = Directives::structured(headers, CDN_CACHE_CONTROL) {
             return (d, true);
         }
-        if headers.contains_key(SURROGATE_CONTROL) {
-            return (Directives::of(headers, SURROGATE_CONTROL), true);
+        // A Surrogate-Control without a caching directive (`content="ESI/1.0"` alone) says nothing about
+        // caching, and must not set aside what Cache-Control says (`private`, `no-store`).
+        let surrogate = Directives::of(headers, SURROGATE_CONTROL);
+        if surrogate.0.iter().any(|(name, _)| CACHING.contains(&name.as_str())) {
+            return (surrogate, true);
         }
         (Directives::of(headers, CACHE_CONTROL), false)
     }
@@ -95,7 +98,31 @@ impl Directives {
     pub(crate) fn has_unqualified(&self, name: &str) -> bool {
         self.0.iter().any(|(n, v)| n == name && v.is_none())
     }
+
+    /// The fields named by every `name="field, ..."` (the qualified forms of `no-cache` and `private`).
+    pub(crate) fn qualified_fields(&self, name: &str) -> Vec<String> {
+        let lists = self.0.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.as_deref());
+        lists
+            .flat_map(|list| list.split(','))
+            .map(|f| f.trim().to_ascii_lowercase())
+            .filter(|f| !f.is_empty())
+            .collect()
+    }
 }
+
+/// The directives that say something about caching: a targeted field with none of them is ignored.
+const CACHING: [&str; 10] = [
+    "max-age",
+    "s-maxage",
+    "no-store",
+    "no-cache",
+    "private",
+    "public",
+    "must-revalidate",
+    "proxy-revalidate",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
 
 /// Directives whose value is a number of seconds.
 const DELTA_SECONDS: [&str; 4] = ["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"];

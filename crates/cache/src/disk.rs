@@ -12,8 +12,9 @@
 //! way).
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,7 +43,7 @@ const PAGE_CACHE: usize = 4 << 20;
 /// Why the disk tier could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cache file {}: {reason}", path.display())]
-pub struct DiskError {
+pub(crate) struct DiskError {
     path: PathBuf,
     reason: String,
 }
@@ -167,6 +168,9 @@ pub(crate) struct DiskTier {
     /// Stores sent to the writer and not yet committed, by key (with their place in the store order), so that
     /// a read meanwhile finds them.
     pending: Arc<Pending>,
+    /// Set when a write failed or the file proved damaged: the file no longer says what was purged, so it is
+    /// deleted and the tier set aside (the memory tier goes on alone).
+    broken: Arc<AtomicBool>,
 }
 
 /// Stores on their way to the file.
@@ -186,23 +190,30 @@ impl DiskTier {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| error(format!("creating its directory: {e}")))?;
         }
-        let (db, index) = match open_and_index(path) {
+        let (db, index) = match open_and_index(path, max_size) {
             Ok(opened) => opened,
             Err(OpenError::Refused(e)) => return Err(error(e)),
             Err(OpenError::Unreadable(e)) => {
                 tracing::warn!(file = %path.display(), "cache file unreadable ({e}); starting it afresh");
                 std::fs::remove_file(path).map_err(|e| error(format!("removing the unreadable file: {e}")))?;
-                open_and_index(path).map_err(|e| error(e.to_string()))?
+                open_and_index(path, max_size).map_err(|e| error(e.to_string()))?
             }
         };
+        let broken = Arc::new(AtomicBool::new(false));
         let db = Arc::new(db);
         let (writer, writes) = channel();
         let queued = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Pending::default());
-        let (for_writer, queue, on_way, file) = (db.clone(), queued.clone(), pending.clone(), path.to_path_buf());
+        let writer_side = Writer {
+            db: db.clone(),
+            queued: queued.clone(),
+            pending: pending.clone(),
+            broken: broken.clone(),
+            path: path.to_path_buf(),
+        };
         std::thread::Builder::new()
             .name("palisade-cache-disk".into())
-            .spawn(move || write_groups(&for_writer, &writes, &queue, &on_way, &file))
+            .spawn(move || writer_side.run(&writes))
             .map_err(|e| error(format!("starting its writer: {e}")))?;
         let tier = DiskTier {
             path: path.to_path_buf(),
@@ -212,6 +223,7 @@ impl DiskTier {
             writer: Mutex::new(writer),
             queued,
             pending,
+            broken,
         };
         tier.evict();
         Ok(tier)
@@ -231,7 +243,11 @@ impl DiskTier {
 
     /// Whether something is stored for `key`.
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.index().entries.contains_key(key)
+        !self.is_broken() && self.index().entries.contains_key(key)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
     }
 
     /// Every key stored.
@@ -246,6 +262,9 @@ impl DiskTier {
 
     /// Reads what is stored for `key` (blocks on the disk, unless it is still on its way there).
     pub(crate) fn read(&self, key: &str) -> Option<Arc<Variants>> {
+        if self.is_broken() {
+            return None;
+        }
         if let Some((_, variants)) = lock(&self.pending).get(key) {
             return Some(variants.clone());
         }
@@ -266,15 +285,26 @@ impl DiskTier {
             }
             Ok(Some(Arc::new(Variants(variants))))
         };
-        read().unwrap_or_else(|e| {
-            tracing::warn!(file = %self.path.display(), "cache file: cannot read an entry: {e}");
-            None
-        })
+        // redb panics on some kinds of damage: that costs this tier, never the process.
+        match catch_unwind(AssertUnwindSafe(read)) {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(file = %self.path.display(), "cache file: cannot read an entry: {e}");
+                None
+            }
+            Err(_) => {
+                set_aside(&self.broken, &self.path, "reading it panicked (the file is damaged)");
+                None
+            }
+        }
     }
 
     /// Stores `variants` for `key` (on the writer thread, soon). One that does not fit (larger than a quarter of
     /// the tier, or the writer is behind) is not stored, and what was stored for `key` goes.
     pub(crate) fn put(&self, key: &str, variants: &Arc<Variants>) {
+        if self.is_broken() {
+            return;
+        }
         let bodies: Vec<Bytes> = variants.0.iter().map(|s| s.body.clone()).collect();
         let body_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
         let mut index = self.index();
@@ -338,8 +368,10 @@ impl DiskTier {
     }
 
     fn send(&self, write: Write) {
-        // The writer ends only when this tier is dropped; a send can fail only after a panic there.
-        let _ = self.writer.lock().unwrap_or_else(PoisonError::into_inner).send(write);
+        // The writer ends only when this tier is dropped, or when it has set the tier aside.
+        if lock(&self.writer).send(write).is_err() {
+            set_aside(&self.broken, &self.path, "its writer stopped");
+        }
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -366,9 +398,14 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-/// Opens the file and reads its index back.
-fn open_and_index(path: &Path) -> Result<(Database, Index), OpenError> {
-    let db = match Database::builder().set_cache_size(PAGE_CACHE).create(path) {
+/// Opens the file and reads its index back; a file damaged so that redb panics is unreadable too.
+fn open_and_index(path: &Path, max_size: u64) -> Result<(Database, Index), OpenError> {
+    catch_unwind(|| open_and_index_once(path, max_size))
+        .unwrap_or_else(|_| Err(OpenError::Unreadable("damaged (reading it panicked)".to_string())))
+}
+
+fn open_and_index_once(path: &Path, max_size: u64) -> Result<(Database, Index), OpenError> {
+    let mut db = match Database::builder().set_cache_size(PAGE_CACHE).create(path) {
         Ok(db) => db,
         Err(e @ (redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch)) => {
             return Err(OpenError::Refused(format!("{e} (is another palisade using this data_dir?)")));
@@ -381,6 +418,13 @@ fn open_and_index(path: &Path) -> Result<(Database, Index), OpenError> {
         }
         Err(e) => return Err(OpenError::Unreadable(e.to_string())),
     };
+    // Copy-on-write pages and freed space make the file grow past what it holds; at start, nothing else uses
+    // it, so it is compacted when it has grown past twice its bound.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > max_size.saturating_mul(2))
+        && let Err(e) = db.compact()
+    {
+        tracing::warn!(file = %path.display(), "cache file not compacted: {e}");
+    }
     let index = read_index(&db).map_err(|e| OpenError::Unreadable(e.to_string()))?;
     Ok((db, index))
 }
@@ -422,62 +466,102 @@ fn read_index(db: &Database) -> Result<Index, redb::Error> {
     Ok(index)
 }
 
-/// The writer thread: waits for a write, takes every other one waiting (up to [`MAX_GROUP`]), applies them in
-/// one durable transaction. Ends when its tier is dropped, after the last writes.
-fn write_groups(db: &Database, writes: &Receiver<Write>, queued: &AtomicU64, pending: &Pending, path: &Path) {
-    while let Ok(first) = writes.recv() {
-        let mut group = vec![first];
-        group.extend(writes.try_iter().take(MAX_GROUP - 1));
-        let mut flushed = Vec::new();
-        let mut committed = Vec::new();
-        // What the stores in this group added to `queued`, taken off whatever becomes of the commit.
-        let dequeued: u64 = group
-            .iter()
-            .map(|w| match w {
-                Write::Put { bodies, .. } => bodies.iter().map(|b| b.len() as u64).sum(),
-                Write::Remove(_) | Write::Flush(_) => 0,
-            })
-            .sum();
-        let result = (|| -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            {
-                let mut records = txn.open_table(RECORDS)?;
-                let mut bodies = txn.open_table(BODIES)?;
-                for write in group {
-                    match write {
-                        Write::Put { key, seq, record, bodies: parts } => {
-                            let mut joined = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
-                            parts.iter().for_each(|b| joined.extend_from_slice(b));
-                            records.insert(key.as_str(), record.as_slice())?;
-                            bodies.insert(key.as_str(), joined.as_slice())?;
-                            committed.push((key, seq));
-                        }
-                        Write::Remove(key) => {
-                            records.remove(key.as_str())?;
-                            bodies.remove(key.as_str())?;
-                        }
-                        Write::Flush(done) => flushed.push(done),
-                    }
+/// Sets a tier aside for good: logged once, counted, and its file deleted (what it holds can no longer be
+/// trusted to reflect the purges made since).
+fn set_aside(broken: &AtomicBool, path: &Path, why: &str) {
+    if broken.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let removed = match std::fs::remove_file(path) {
+        Ok(()) => "deleted".to_string(),
+        Err(e) => format!("NOT deleted ({e}): delete it before the next start"),
+    };
+    tracing::error!(file = %path.display(), "cache disk tier set aside: {why}; the file is {removed}; the memory tier goes on");
+    metrics::counter!("palisade_cache_disk_errors_total").increment(1);
+}
+
+/// The writer thread's side of a tier.
+struct Writer {
+    db: Arc<Database>,
+    queued: Arc<AtomicU64>,
+    pending: Arc<Pending>,
+    broken: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Waits for a write, takes every other one waiting (up to [`MAX_GROUP`]), applies them in one durable
+    /// transaction. Ends when its tier is dropped, after the last writes, or when a write fails (the tier is
+    /// set aside then).
+    fn run(self, writes: &Receiver<Write>) {
+        while let Ok(first) = writes.recv() {
+            let mut group = vec![first];
+            group.extend(writes.try_iter().take(MAX_GROUP - 1));
+            // What the stores in this group added to `queued`, taken off whatever becomes of the commit.
+            let dequeued: u64 = group
+                .iter()
+                .map(|w| match w {
+                    Write::Put { bodies, .. } => bodies.iter().map(|b| b.len() as u64).sum(),
+                    Write::Remove(_) | Write::Flush(_) => 0,
+                })
+                .sum();
+            let mut flushed = Vec::new();
+            let mut committed = Vec::new();
+            let result = catch_unwind(AssertUnwindSafe(|| self.commit(group, &mut flushed, &mut committed)));
+            self.queued.fetch_sub(dequeued, Ordering::Relaxed);
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("a write failed: {e}")),
+                Err(_) => Some("a write panicked (the file is damaged)".to_string()),
+            };
+            // Readable from the file now (or never, the tier set aside): no longer held here, unless stored again.
+            let mut on_way = lock(&self.pending);
+            for (key, seq) in committed {
+                if on_way.get(&key).is_some_and(|(s, _)| *s == seq) {
+                    on_way.remove(&key);
                 }
             }
-            txn.commit()?;
-            Ok(())
-        })();
-        queued.fetch_sub(dequeued, Ordering::Relaxed);
-        // Readable from the file now (or lost with a failed commit): no longer held here, unless stored again.
-        let mut on_way = lock(pending);
-        for (key, seq) in committed {
-            if on_way.get(&key).is_some_and(|(s, _)| *s == seq) {
-                on_way.remove(&key);
+            drop(on_way);
+            for done in flushed {
+                let _ = done.send(());
+            }
+            if let Some(why) = failure {
+                set_aside(&self.broken, &self.path, &why);
+                lock(&self.pending).clear();
+                return;
             }
         }
-        drop(on_way);
-        if let Err(e) = result {
-            tracing::warn!(file = %path.display(), "cache file: a write failed: {e}");
+    }
+
+    fn commit(
+        &self,
+        group: Vec<Write>,
+        flushed: &mut Vec<Sender<()>>,
+        committed: &mut Vec<(String, u64)>,
+    ) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut records = txn.open_table(RECORDS)?;
+            let mut bodies = txn.open_table(BODIES)?;
+            for write in group {
+                match write {
+                    Write::Put { key, seq, record, bodies: parts } => {
+                        let mut joined = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+                        parts.iter().for_each(|b| joined.extend_from_slice(b));
+                        records.insert(key.as_str(), record.as_slice())?;
+                        bodies.insert(key.as_str(), joined.as_slice())?;
+                        committed.push((key, seq));
+                    }
+                    Write::Remove(key) => {
+                        records.remove(key.as_str())?;
+                        bodies.remove(key.as_str())?;
+                    }
+                    Write::Flush(done) => flushed.push(done),
+                }
+            }
         }
-        for done in flushed {
-            let _ = done.send(());
-        }
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -554,6 +638,34 @@ mod tests {
         reopened.set_max_size(100_000);
         let left: Vec<String> = reopened.keys();
         assert_eq!(left, ["h/new"], "the newest store is the last to go");
+    }
+
+    #[test]
+    fn a_damaged_file_costs_the_tier_at_most_never_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let tier = DiskTier::open(&path, 8 << 20).unwrap();
+        for i in 0..40 {
+            tier.put(&format!("h/{i}"), &Arc::new(Variants(vec![stored(&[b'a' + (i % 26) as u8; 20_000], "t")])));
+        }
+        tier.flush(Duration::from_secs(10));
+        drop(tier);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        for (i, b) in bytes[len / 3..len / 3 + 8192].iter_mut().enumerate() {
+            *b = (i * 7919 % 251) as u8;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        // Opened afresh or as it is; what is read is what was stored, or nothing.
+        let tier = DiskTier::open(&path, 8 << 20).unwrap();
+        for i in 0..40 {
+            if let Some(v) = tier.read(&format!("h/{i}")) {
+                assert!(v.0[0].body.iter().all(|b| *b == b'a' + (i % 26) as u8));
+            }
+        }
+        tier.put("h/new", &Arc::new(Variants(vec![stored(b"new", "t")])));
+        tier.flush(Duration::from_secs(10));
     }
 
     #[test]

@@ -18,21 +18,23 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::{
-    AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, HOST, HeaderName, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA, TRANSFER_ENCODING, UPGRADE, VARY,
+    AGE, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, HOST,
+    HeaderName, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA, RANGE, SET_COOKIE,
+    TRANSFER_ENCODING, UPGRADE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use palisade_http::{
-    Body, BoxError, Fault, Handler, HandlerError, RequestBody, RequestContext, empty_body, full_body, normalise_host,
+    Body, BoxError, Fault, Handler, HandlerError, RangeRequest, RequestBody, RequestContext, Validators, empty_body,
+    full_body, normalise_host, range_request,
 };
 
 use crate::collapse::{InFlight, Leader, Turn, wait};
 use crate::directives::{CDN_CACHE_CONTROL, Directives, SURROGATE_CONTROL};
-use crate::freshness::{Freshness, http_date, storable};
+use crate::freshness::{Freshness, storable};
 use crate::status::CacheStatus;
-use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, normalised, now};
+use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, host_of, key, normalised, now};
 
 /// `Surrogate-Key`: space-separated tags the origin gives a response, for purges.
 const SURROGATE_KEY: &str = "surrogate-key";
@@ -78,7 +80,7 @@ impl Route {
         request: Request<RequestBody>,
         context: RequestContext,
     ) -> Result<Response<Body>, HandlerError> {
-        let key = cache_key(&request);
+        let key = cache_key(&request, context.secure);
         let method = request.method().clone();
         if method != Method::GET && method != Method::HEAD {
             return self.forward_other(key, request, context).await;
@@ -159,9 +161,8 @@ impl Route {
         let status = response.status();
         if unsafe_method && (status.is_success() || status.is_redirection()) {
             self.cache.invalidate(&key);
-            let host = key.split('/').next().unwrap_or("");
             for field in [LOCATION, CONTENT_LOCATION] {
-                if let Some(related) = response.headers().get(field).and_then(|v| related_key(host, v)) {
+                if let Some(related) = response.headers().get(field).and_then(|v| related_key(&key, v)) {
                     self.cache.invalidate(&related);
                 }
             }
@@ -182,21 +183,22 @@ impl Route {
         trip: Trip,
     ) -> Result<Response<Body>, HandlerError> {
         let Trip { stale, leader, fwd, collapsed } = trip;
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let client = Request::from_parts(parts.clone(), ());
-        // The client's own conditions are answered here, from what is stored; the origin gets this cache's.
-        parts.headers.remove(IF_NONE_MATCH);
-        parts.headers.remove(IF_MODIFIED_SINCE);
         let validating = stale.as_ref().filter(|s| client.method() == Method::GET && s.status == StatusCode::OK);
-        if let Some(s) = validating {
-            if let Some(etag) = s.headers.get(ETAG) {
-                parts.headers.insert(IF_NONE_MATCH, etag.clone());
-            } else if let Some(modified) = s.headers.get(LAST_MODIFIED) {
-                parts.headers.insert(IF_MODIFIED_SINCE, modified.clone());
-            }
-        }
         let request_time = now();
-        let result = self.inner.handle(Request::from_parts(parts, body), context).await;
+        let mut result = self.inner.handle(origin_request(parts, body, validating), context.clone()).await;
+        if let Ok(response) = &result
+            && response.status() == StatusCode::NOT_MODIFIED
+            && let Some(s) = validating
+            && !same_validator(&s.headers, response.headers())
+        {
+            // The origin's current version is not the stored one after all (RFC 9111 §4.3.4): drop it, and ask
+            // again without conditions, so that a client that sent none never gets a 304.
+            self.cache.forget(&key, s);
+            let (parts, _) = request_head(&client);
+            result = self.inner.handle(origin_request(parts, empty_body(), None), context).await;
+        }
         let response_time = now();
         let status = |fwd: &'static str| {
             let s = CacheStatus::forward(fwd);
@@ -232,12 +234,24 @@ impl Route {
             && let Some(s) = validating
             && same_validator(&s.headers, response.headers())
         {
-            let refreshed = refresh(s, response.headers(), request_time, response_time);
+            let refreshed = Arc::new(refresh(s, response.headers(), request_time, response_time));
             self.cache.metrics.revalidated.increment(1);
-            let refreshed = self.store(&key, &client, refreshed);
+            // The 304's own directives decide whether the refreshed response may still be kept for others.
+            let (said, _) = Directives::for_edge(response.headers());
+            let keep = !said.has("no-store") && !said.has("private");
+            if keep {
+                self.cache.put(&key, client.headers(), refreshed.clone());
+            } else {
+                self.cache.forget(&key, s);
+            }
             drop(leader);
-            let cs = status(fwd).fwd_status(code).stored(true).ttl(refreshed.freshness.ttl(response_time));
-            return Ok(answer(&refreshed, &client, response_time, cs));
+            let cs = status(fwd).fwd_status(code).stored(keep).ttl(refreshed.freshness.ttl(response_time));
+            let mut answered = answer(&refreshed, &client, response_time, cs);
+            // A cookie the 304 sets is for this client alone: it is never stored (see `refresh`).
+            for cookie in response.headers().get_all(SET_COOKIE) {
+                answered.headers_mut().append(SET_COOKIE, cookie.clone());
+            }
+            return Ok(answered);
         }
         let (mut head, body) = response.into_parts();
         let (directives, targeted) = Directives::for_edge(&head.headers);
@@ -249,10 +263,17 @@ impl Route {
         let wants = Directives::of(client.headers(), CACHE_CONTROL);
         let may_store = storable(client.method(), client.headers(), &wants, code, &head.headers, &directives, targeted);
         let freshness = Freshness::of(code, &head.headers, &directives, targeted, request_time, response_time);
-        if !may_store || !freshness.worth_keeping(&head.headers) {
-            if !code.is_server_error() && client.method() == Method::GET {
-                // What the origin answers now replaces what was stored, even when it cannot be stored itself.
-                self.cache.invalidate(&key);
+        let varied = varied(client.headers(), &head.headers);
+        if !may_store || !freshness.worth_keeping(&head.headers) || varied.is_none() {
+            // What the origin answers now replaces the variant this request selected, even when it cannot be
+            // stored itself; unless the request alone kept it from being stored (its `no-store`, its
+            // credentials), which must not let any client empty the cache.
+            let request_side = wants.has("no-store") || client.headers().contains_key(AUTHORIZATION);
+            if let Some(s) = &stale
+                && !code.is_server_error()
+                && !request_side
+            {
+                self.cache.forget(&key, s);
             }
             self.cache.metrics.miss.increment(1);
             status(fwd).fwd_status_if(code, stale.is_some()).add_to(&mut head.headers);
@@ -262,22 +283,33 @@ impl Route {
             Ok(Collected::Whole(bytes)) => {
                 remove_hop_by_hop(&mut head.headers);
                 head.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                let stored = Stored {
+                // Fields named by `no-cache="..."` go to this client only (RFC 9111 §5.2.2.4), and so does a
+                // cookie: it was set for this visitor, not for everyone the stored answer will reach.
+                let mut kept = head.headers.clone();
+                kept.remove(SET_COOKIE);
+                for name in directives.qualified_fields("no-cache") {
+                    kept.remove(name.as_str());
+                }
+                let stored = Arc::new(Stored {
                     status: code,
-                    varied: varied(client.headers(), &head.headers),
-                    headers: head.headers,
+                    varied: varied.unwrap_or_default(),
+                    headers: kept,
                     body: bytes,
                     freshness,
                     tags,
-                };
-                let stored = self.store(&key, &client, stored);
+                });
+                self.cache.put(&key, client.headers(), stored.clone());
                 drop(leader);
                 self.cache.metrics.miss.increment(1);
                 let cs = status(fwd)
                     .fwd_status_if(code, stale.is_some())
                     .stored(true)
                     .ttl(stored.freshness.ttl(response_time));
-                Ok(answer(&stored, &client, response_time, cs))
+                let mut answered = answer(&stored, &client, response_time, cs);
+                for (name, value) in head.headers.iter().filter(|(n, _)| !stored.headers.contains_key(*n)) {
+                    answered.headers_mut().append(name.clone(), value.clone());
+                }
+                Ok(answered)
             }
             Ok(Collected::TooLarge(body)) => {
                 self.cache.metrics.miss.increment(1);
@@ -291,12 +323,25 @@ impl Route {
             )),
         }
     }
+}
 
-    fn store(&self, key: &str, client: &Request<()>, stored: Stored) -> Arc<Stored> {
-        let stored = Arc::new(stored);
-        self.cache.put(key, client.headers(), stored.clone());
-        stored
+/// The request to the origin: the client's, without its own conditions (answered here, from what is stored),
+/// with the stored variant's validator when revalidating it.
+fn origin_request(
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    validating: Option<&Arc<Stored>>,
+) -> Request<RequestBody> {
+    parts.headers.remove(IF_NONE_MATCH);
+    parts.headers.remove(IF_MODIFIED_SINCE);
+    if let Some(s) = validating {
+        if let Some(etag) = s.headers.get(ETAG) {
+            parts.headers.insert(IF_NONE_MATCH, etag.clone());
+        } else if let Some(modified) = s.headers.get(LAST_MODIFIED) {
+            parts.headers.insert(IF_MODIFIED_SINCE, modified.clone());
+        }
     }
+    Request::from_parts(parts, body)
 }
 
 /// The answer for a failure of the route's handler, logged as the server logs one, so that it can carry a
@@ -325,24 +370,29 @@ impl Trip {
     }
 }
 
-/// The key of a request: its host and path with query (the tenant is the cache itself).
-fn cache_key<B>(request: &Request<B>) -> String {
-    let host = request
-        .uri()
-        .host()
-        .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(|h| h.split(':').next().unwrap_or(h)))
-        .unwrap_or("");
+/// The key of a request (the tenant is the cache itself): its scheme, its authority exactly as the origin will
+/// get it (lower-cased; a port or a trailing dot keeps it apart, since an origin may reflect them), and its
+/// path with query: `https a.test/p?q`. The path is already in normal form (the server rewrote it before
+/// routing).
+fn cache_key<B>(request: &Request<B>, secure: bool) -> String {
+    let authority = match request.uri().authority() {
+        Some(a) => a.as_str(),
+        None => request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+    };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    format!("{}{path}", normalise_host(host))
+    key(if secure { "https" } else { "http" }, authority, path)
 }
 
-/// The key for a `Location` or `Content-Location` value, if it names a URL on `host` (relative ones do).
-fn related_key(host: &str, value: &HeaderValue) -> Option<String> {
+/// The key for a `Location` or `Content-Location` value of a response to the request with key `of`, if it
+/// names a URL on the same host (relative ones do); it gets the request's scheme and authority.
+fn related_key(of: &str, value: &HeaderValue) -> Option<String> {
+    let (prefix, _) = of.split_at(of.find('/')?);
+    let (_, authority) = prefix.split_once(' ')?;
     let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
     let path = uri.path_and_query()?.as_str();
     match uri.host() {
-        None if path.starts_with('/') => Some(format!("{host}{path}")),
-        Some(h) if normalise_host(h) == host => Some(format!("{host}{path}")),
+        None if path.starts_with('/') => Some(format!("{prefix}{path}")),
+        Some(h) if normalise_host(h) == normalise_host(host_of(authority)) => Some(format!("{prefix}{path}")),
         _ => None,
     }
 }
@@ -376,9 +426,12 @@ fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: Cach
     let mut headers = stored.headers.clone();
     headers.insert(AGE, HeaderValue::from(stored.freshness.age(now).as_secs()));
     status.add_to(&mut headers);
-    let (code, body) = if stored.status == StatusCode::OK && not_modified(client.headers(), &stored.headers) {
-        headers.remove(CONTENT_LENGTH);
-        (StatusCode::NOT_MODIFIED, empty_body())
+    let conditional = stored.status == StatusCode::OK
+        && (client.headers().contains_key(IF_NONE_MATCH)
+            || client.headers().contains_key(IF_MODIFIED_SINCE)
+            || client.headers().contains_key(RANGE));
+    let (code, body) = if conditional {
+        from_stored_200(stored, client, &mut headers)
     } else {
         // Content-Length is stored with the body.
         let body = if client.method() == Method::HEAD { empty_body() } else { full_body(stored.body.clone()) };
@@ -390,24 +443,36 @@ fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: Cach
     response
 }
 
-/// Whether the client's `If-None-Match` (or, without one, `If-Modified-Since`) holds for what is stored
-/// (RFC 9110 §13.1.2 and §13.1.3: weak comparison, then dates).
-fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
-    if request.contains_key(IF_NONE_MATCH) {
-        let Some(etag) = stored.get(ETAG).and_then(|e| e.to_str().ok()) else {
-            return request.get_all(IF_NONE_MATCH).iter().any(|v| v.as_bytes() == b"*");
-        };
-        let etag = etag.trim().trim_start_matches("W/");
-        return request
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim())
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag);
+/// A stored 200 for a request with conditions or a `Range`: 304 when the client's copy is current (RFC 9110
+/// §13.1.2, §13.1.3), 206 with the one range asked for, 416 for a range past the end, else the whole body.
+fn from_stored_200<B>(stored: &Stored, client: &Request<B>, headers: &mut HeaderMap) -> (StatusCode, Body) {
+    let validators = Validators::of_fields(&stored.headers);
+    if validators.not_modified(client.headers()) {
+        headers.remove(CONTENT_LENGTH);
+        return (StatusCode::NOT_MODIFIED, empty_body());
     }
-    let Some(since) = http_date(request, IF_MODIFIED_SINCE) else { return false };
-    http_date(stored, LAST_MODIFIED).is_some_and(|modified| modified <= since)
+    let size = stored.body.len() as u64;
+    let range = match client.method() {
+        &Method::GET => range_request(client.headers(), size, &validators),
+        _ => RangeRequest::Full,
+    };
+    // The range is within the body (`range_request` checked it against `size`).
+    let (code, body, content_range) = match range {
+        RangeRequest::Partial(r) if (*r.end() as usize) < stored.body.len() => {
+            let content_range = format!("bytes {}-{}/{size}", r.start(), r.end());
+            (StatusCode::PARTIAL_CONTENT, stored.body.slice(*r.start() as usize..=*r.end() as usize), content_range)
+        }
+        RangeRequest::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new(), format!("bytes */{size}")),
+        RangeRequest::Full | RangeRequest::Partial(_) => {
+            let body = if client.method() == Method::HEAD { empty_body() } else { full_body(stored.body.clone()) };
+            return (StatusCode::OK, body);
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&content_range) {
+        headers.insert(CONTENT_RANGE, value);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    (code, full_body(body))
 }
 
 /// Whether a 304 may refresh `stored` (RFC 9111 §4.3.4): its strong validator, if it has one, is stored's.
@@ -422,13 +487,15 @@ fn same_validator(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
     }
 }
 
-/// `stored` updated by a 304's fields (RFC 9111 §3.2: all but `Content-Length` and the edge-only ones).
+/// `stored` updated by a 304's fields (RFC 9111 §3.2: all but `Content-Length` and the edge-only ones, and
+/// `Set-Cookie`, which was for the client whose request revalidated it).
 fn refresh(stored: &Stored, fresh: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Stored {
     let (directives, targeted) = Directives::for_edge(fresh);
     let mut headers = stored.headers.clone();
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in fresh {
-        if *name == CONTENT_LENGTH || is_edge_field(name) || HOP_BY_HOP.contains(&name.as_str()) {
+        if *name == CONTENT_LENGTH || *name == SET_COOKIE || is_edge_field(name) || HOP_BY_HOP.contains(&name.as_str())
+        {
             continue;
         }
         if !replaced.contains(&name) {
@@ -451,19 +518,18 @@ fn refresh(stored: &Stored, fresh: &HeaderMap, request_time: SystemTime, respons
     Stored { status: stored.status, headers, body: stored.body.clone(), freshness, varied: stored.varied.clone(), tags }
 }
 
-/// The request's values of the fields `response` varies on.
-fn varied(request: &HeaderMap, response: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
-    response
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .map(|name| {
+/// The request's values of the fields `response` varies on; `None` when `Vary` names something that is not a
+/// field name (the response cannot be matched to requests, so it is not stored).
+fn varied(request: &HeaderMap, response: &HeaderMap) -> Option<Vec<(HeaderName, Option<HeaderValue>)>> {
+    let mut varied = Vec::new();
+    for value in response.get_all(VARY) {
+        for name in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|n| !n.is_empty()) {
+            let name = HeaderName::from_bytes(name).ok()?;
             let value = normalised(request, &name);
-            (name, value)
-        })
-        .collect()
+            varied.push((name, value));
+        }
+    }
+    Some(varied)
 }
 
 fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {

@@ -18,6 +18,5 @@ mod handler;
 mod status;
 mod store;
 
-pub use disk::DiskError;
 pub use handler::Cached;
 pub use store::{COLLAPSE_WAIT, Caches, Purge, TenantCache};

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::notification::RemovalCause;
 
-use crate::disk::{DiskError, DiskTier};
+use crate::disk::DiskTier;
 use crate::freshness::Freshness;
 
 /// The most variants (`Vary`) kept for one URL; the oldest goes first.
@@ -55,18 +55,26 @@ impl Stored {
 
     fn weight(&self) -> usize {
         let fields: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-        self.body.len() + fields + ENTRY_OVERHEAD
+        let varied: usize = self.varied.iter().map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len())).sum();
+        self.body.len() + fields + varied + ENTRY_OVERHEAD
     }
 }
 
 /// The values of `name` in `headers`, combined into one (RFC 9110 §5.3) with spaces after commas normalised, so
-/// that `gzip,br` and `gzip, br` select the same variant.
+/// that `gzip,br` and `gzip, br` select the same variant. Bytes are compared as they are: values that are not
+/// visible ASCII stay apart from each other, and an empty value from an absent one.
 pub(crate) fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
-    let combined: Vec<String> =
-        values.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|v| v.trim().to_string()).collect();
-    HeaderValue::from_str(&combined.join(", ")).ok()
+    let mut combined = Vec::new();
+    for (i, part) in values.flat_map(|v| v.as_bytes().split(|b| *b == b',')).enumerate() {
+        if i > 0 {
+            combined.extend_from_slice(b", ");
+        }
+        combined.extend_from_slice(part.trim_ascii());
+    }
+    // Made of valid values' bytes, trimmed and joined, so itself valid.
+    HeaderValue::from_bytes(&combined).ok()
 }
 
 /// The variants stored for one URL, most recent first.
@@ -135,6 +143,10 @@ impl TenantCache {
         let disk = self.disk.as_ref().filter(|d| d.contains(key))?.clone();
         let read_key = key.to_string();
         let variants = tokio::task::spawn_blocking(move || disk.read(&read_key)).await.ok().flatten()?;
+        // Tags indexed before a restart are on the disk's index; in memory now, they are this one's too (the
+        // disk may drop the entry first).
+        let tags: Vec<String> = variants.0.iter().flat_map(|s| s.tags.iter().cloned()).collect();
+        self.index_tags(key, &tags);
         self.map.insert(key.to_string(), variants.clone());
         self.metrics.disk_reads.increment(1);
         Some(variants)
@@ -170,6 +182,17 @@ impl TenantCache {
         }
     }
 
+    /// Forgets the variant `stored` of `key` (the origin's answer for it can no longer be stored).
+    pub(crate) fn forget(&self, key: &str, stored: &Arc<Stored>) {
+        let Some(variants) = self.map.get(key) else { return self.invalidate(key) };
+        let kept: Vec<_> = variants.0.iter().filter(|s| !Arc::ptr_eq(s, stored)).cloned().collect();
+        if kept.is_empty() {
+            self.invalidate(key);
+        } else {
+            self.store(key.to_string(), Arc::new(Variants(kept)));
+        }
+    }
+
     /// Forgets everything stored for `key`.
     pub(crate) fn invalidate(&self, key: &str) {
         self.map.invalidate(key);
@@ -184,13 +207,16 @@ impl TenantCache {
     pub fn purge(&self, target: Purge<'_>, soft: bool) -> usize {
         let mut keys: HashSet<String> = match target {
             Purge::All => self.keys().collect(),
-            Purge::Url(url) => match url_key(url) {
-                Some(key) => HashSet::from([key]),
-                None => self.keys().filter(|k| path_of(k) == url).collect(),
-            },
+            Purge::Urls(urls) => {
+                let wanted: HashSet<String> = urls.iter().filter_map(|u| resource_of_url(u)).collect();
+                self.keys().filter(|k| wanted.contains(&resource_of_key(k))).collect()
+            }
+            Purge::Paths(paths) => self.keys().filter(|k| paths.contains(path_of(k))).collect(),
             Purge::Tag(tag) => {
+                // A soft purge keeps what it purges, so its tags stay indexed for a later hard one.
                 let mut tags = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
-                tags.remove(tag).into_iter().flatten().collect()
+                let keys = if soft { tags.get(tag).cloned() } else { tags.remove(tag) };
+                keys.into_iter().flatten().collect()
             }
         };
         if let (Purge::Tag(tag), Some(disk)) = (target, &self.disk) {
@@ -201,7 +227,7 @@ impl TenantCache {
             let Some(variants) = self.get_blocking(&key) else { continue };
             let named = |s: &Arc<Stored>| match target {
                 Purge::Tag(tag) => s.tags.iter().any(|t| t == tag),
-                Purge::All | Purge::Url(_) => true,
+                Purge::All | Purge::Urls(_) | Purge::Paths(_) => true,
             };
             if !variants.0.iter().any(named) {
                 continue;
@@ -302,21 +328,44 @@ impl CacheMetrics {
 pub enum Purge<'a> {
     /// Everything stored with this `Surrogate-Key` tag.
     Tag(&'a str),
-    /// One URL (`https://host/path?query`), or a path with query (`/path?query`) on every host.
-    Url(&'a str),
+    /// Absolute URLs (`https://host/path?query`): what is stored for each over HTTP and HTTPS, whatever port
+    /// or letter case clients wrote the host with (one pass over the keys for them all).
+    Urls(&'a [String]),
+    /// Paths with query, on every host (one pass over the keys for them all).
+    Paths(&'a HashSet<String>),
     /// Everything.
     All,
 }
 
-/// The key of an absolute URL; `None` for a path alone.
-fn url_key(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?;
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Some(format!("{}{path}", palisade_http::normalise_host(host)))
+/// The key of `scheme`, `authority` and `path` (with query): `https a.test/p?q`, authority lower-cased.
+pub(crate) fn key(scheme: &str, authority: &str, path: &str) -> String {
+    format!("{scheme} {}{path}", authority.to_ascii_lowercase())
 }
 
-/// The path and query of a key (`host/path?query`).
+/// The resource an absolute URL names, as [`resource_of_key`] gives it: its host in normal form, and its path
+/// with query.
+fn resource_of_url(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(format!("{}{path}", palisade_http::normalise_host(uri.host()?)))
+}
+
+/// The resource a key is for, whatever the scheme and the way the client wrote the host: `a.test/p?q`.
+fn resource_of_key(key: &str) -> String {
+    let (authority, path) = key.split_at(key.find('/').unwrap_or(key.len()));
+    let authority = authority.split_once(' ').map_or(authority, |(_, a)| a);
+    format!("{}{path}", palisade_http::normalise_host(host_of(authority)))
+}
+
+/// The host of an authority (`a.test:8080`, `[::1]:8080`), without its port.
+pub(crate) fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The path and query of a key.
 fn path_of(key: &str) -> &str {
     key.find('/').map_or("", |i| &key[i..])
 }
@@ -336,8 +385,9 @@ impl Caches {
         Caches { dir: Some(dir), tenants: Mutex::default() }
     }
 
-    /// Tenant `name`'s cache, holding at most `max_size` bytes in memory and `disk` bytes on disk.
-    pub fn tenant(&self, name: &str, max_size: u64, disk: Option<u64>) -> Result<Arc<TenantCache>, DiskError> {
+    /// Tenant `name`'s cache, holding at most `max_size` bytes in memory and `disk` bytes on disk. A disk tier
+    /// that cannot be opened is logged and left out: the tenant is served from memory alone.
+    pub fn tenant(&self, name: &str, max_size: u64, disk: Option<u64>) -> Arc<TenantCache> {
         let disk = disk.filter(|_| self.dir.is_some());
         let mut all = self.lock();
         let current = all.get(name);
@@ -348,8 +398,15 @@ impl Caches {
                 Some(tier)
             }
             (Some(size), None) => {
-                let dir = self.dir.as_ref().map_or_else(PathBuf::new, |d| d.join(format!("{name}.redb")));
-                Some(Arc::new(DiskTier::open(&dir, size)?))
+                let file = self.dir.as_ref().map_or_else(PathBuf::new, |d| d.join(format!("{name}.redb")));
+                match DiskTier::open(&file, size) {
+                    Ok(tier) => Some(Arc::new(tier)),
+                    Err(e) => {
+                        tracing::error!(tenant = name, "cache disk tier not opened, memory only: {e}");
+                        metrics::counter!("palisade_cache_disk_errors_total").increment(1);
+                        None
+                    }
+                }
             }
             (None, Some(tier)) => {
                 tier.retire();
@@ -358,11 +415,11 @@ impl Caches {
             (None, None) => None,
         };
         match current {
-            Some(cache) if cache.max_size == max_size && same_tier(&cache.disk, &disk) => Ok(cache.clone()),
+            Some(cache) if cache.max_size == max_size && same_tier(&cache.disk, &disk) => cache.clone(),
             _ => {
                 let cache = Arc::new(TenantCache::new(name, max_size, disk));
                 all.insert(name.to_string(), cache.clone());
-                Ok(cache)
+                cache
             }
         }
     }

@@ -204,15 +204,14 @@ pub(crate) fn load_tenant(
     let mut routes = Vec::new();
     let mut loaded = Vec::new();
     for route in &tenant.routes {
-        let cached = |(h, info): (Arc<dyn Handler>, _)| match route.cache {
-            true => caches
-                .tenant(&tenant.name, tenant.cache.max_size, tenant.cache.disk)
-                .map(|cache| (Arc::new(Cached::new(h, cache)) as Arc<dyn Handler>, info))
-                .map_err(|e| e.to_string()),
-            false => Ok((h, info)),
-        };
-        match handler(runtime, &sandbox, &route.target).and_then(cached) {
+        match handler(runtime, &sandbox, &route.target) {
             Ok((h, info)) => {
+                let h: Arc<dyn Handler> = match route.cache {
+                    true => {
+                        Arc::new(Cached::new(h, caches.tenant(&tenant.name, tenant.cache.max_size, tenant.cache.disk)))
+                    }
+                    false => h,
+                };
                 routes.push((route.path.clone(), h));
                 loaded.push(LoadedRoute { tenant: tenant.name.clone(), path: route.path.clone(), info });
             }

@@ -8,7 +8,7 @@
 //! Tokens are random, shown once, and kept only as SHA-256 hashes; [`TokenIndex`] answers "whose token is
 //! this" without the site's lock, so a long deploy never holds up authentication.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -329,8 +329,18 @@ impl Site {
             for tag in &purge.keys {
                 purged += cache.purge(Purge::Tag(tag), soft);
             }
-            for url in &purge.urls {
-                purged += cache.purge(Purge::Url(url), soft);
+            // Paths as requests' are after normalisation (`/%7Eu` is `/~u`), all in one pass over the keys.
+            let (paths, absolute): (Vec<&String>, Vec<&String>) = purge.urls.iter().partition(|u| u.starts_with('/'));
+            if !absolute.is_empty() {
+                let absolute: Vec<String> = absolute.into_iter().cloned().collect();
+                purged += cache.purge(Purge::Urls(&absolute), soft);
+            }
+            let paths: HashSet<String> = paths
+                .into_iter()
+                .map(|p| palisade_config::decode_unreserved(p).map_or_else(|_| p.clone(), |d| d.into_owned()))
+                .collect();
+            if !paths.is_empty() {
+                purged += cache.purge(Purge::Paths(&paths), soft);
             }
             purged
         })

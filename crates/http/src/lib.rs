@@ -7,12 +7,14 @@
 //! guest stderr) goes to the log, never to the client.
 
 mod activity;
+mod conditional;
 mod hosts;
 mod instance_time;
 mod limited;
 mod patient;
 
 pub use activity::Activity;
+pub use conditional::{RangeRequest, Validators, range_request};
 pub use hosts::{HostMap, normalise_host};
 pub use instance_time::InstanceTime;
 pub use limited::{BodyTooLarge, LimitedBody, declared_length};

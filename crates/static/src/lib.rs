@@ -13,7 +13,6 @@
 //! formatted, for a second; a hit costs no system call.
 
 mod cache;
-mod conditional;
 mod path;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
@@ -43,7 +42,7 @@ use palisade_http::{Body, Fault, Handler, HandlerError, RequestBody, RequestCont
 use tokio::io::AsyncReadExt;
 
 use cache::{Cached, FileCache};
-use conditional::{RangeRequest, Validators, range_request};
+use palisade_http::{RangeRequest, Validators, range_request};
 
 /// Files at most this large are read in one go; larger ones are streamed.
 const READ_WHOLE_LIMIT: u64 = 256 << 10;
@@ -159,10 +158,10 @@ pub(crate) struct FileEntry {
 
 impl FileEntry {
     fn new(path: &Path, len: u64, modified: Option<std::time::SystemTime>, content: Option<Bytes>) -> FileEntry {
-        let validators = Validators::new(len, modified);
+        let validators = Validators::of_file(len, modified);
         FileEntry {
             len,
-            etag: HeaderValue::from_str(&validators.etag).ok(),
+            etag: validators.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()),
             last_modified: validators.modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
             validators,
             content_type: content_type(path),

@@ -82,6 +82,7 @@ async fn answer(
     let mut response = Response::builder();
     let mut body = format!("{url} #{n}");
     let mut etag = None;
+    let mut on_304 = Vec::new();
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_encoding::percent_decode_str(value).decode_utf8().unwrap().into_owned();
@@ -96,6 +97,11 @@ async fn answer(
                 let (name, v) = value.split_once(':').unwrap();
                 response = response.header(name.trim(), v.trim());
             }
+            // A field a 304 carries in place of the 200's.
+            "h304" => {
+                let (name, v) = value.split_once(':').unwrap();
+                on_304.push((name.trim().to_string(), v.trim().to_string()));
+            }
             "size" => body = "x".repeat(value.parse().unwrap()),
             "delay" => tokio::time::sleep(Duration::from_millis(value.parse().unwrap())).await,
             _ => {}
@@ -104,6 +110,10 @@ async fn answer(
     if let (Some(etag), Some(asked)) = (&etag, req.headers().get("if-none-match"))
         && asked.to_str().unwrap().split(',').any(|t| t.trim() == etag)
     {
+        let headers = response.headers_mut().unwrap();
+        for (name, value) in on_304 {
+            headers.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
         return Ok(response.status(304).body(Full::new(Bytes::new())).unwrap());
     }
     Ok(response.body(Full::new(Bytes::from(body))).unwrap())
@@ -199,6 +209,22 @@ async fn fresh_responses_are_served_from_the_cache_and_the_rest_reach_the_origin
     let head = send(&server, "HEAD", "a.test", "/f?cc=max-age%3D60", &[]).await;
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert_eq!(head.header("content-length"), "21");
+    assert_eq!(origin.count("/f?cc=max-age%3D60"), 2);
+    // Ranges of a stored 200 are cut from it: one range, a suffix, one past the end, a stale If-Range.
+    let body = "/f?cc=max-age%3D60 #2";
+    for (range, if_range, status, expected, content_range) in [
+        ("bytes=0-1", None, 206, &body[0..2], "bytes 0-1/21"),
+        ("bytes=-3", None, 206, &body[18..], "bytes 18-20/21"),
+        ("bytes=50-", None, 416, "", "bytes */21"),
+        ("bytes=0-1", Some("Thu, 01 Jan 1970 00:00:00 GMT"), 200, body, ""),
+    ] {
+        let mut headers = vec![("range", range)];
+        headers.extend(if_range.map(|d| ("if-range", d)));
+        let got = send(&server, "GET", "a.test", "/f?cc=max-age%3D60", &headers).await;
+        assert_eq!((got.status, got.body.as_str(), got.header("content-range")), (status, expected, content_range));
+        assert_eq!(got.header("content-length"), expected.len().to_string(), "{range}");
+        assert!(got.header("cache-status").contains("hit"), "{:?}", got.headers);
+    }
     assert_eq!(origin.count("/f?cc=max-age%3D60"), 2);
     // A route without `cache` passes everything through, without Cache-Status.
     let plain = send(&server, "GET", "b.test", "/uncached?cc=max-age%3D60", &[]).await;
@@ -440,8 +466,10 @@ async fn a_disk_tier_keeps_responses_across_a_restart_within_its_size() {
     let site = Site::new();
     let up = format!("http://{}", origin.addr);
     let data = site.mkdir("data");
+    // One port across the restart: clients' Host (with its port) is part of what is stored.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     site.config_with(
-        &format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", data.display().to_string()),
+        &format!("listen = [\"127.0.0.1:{port}\"]\ndata_dir = {:?}", data.display().to_string()),
         &format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n\
              cache = {{ max_size = \"1 MiB\", disk = \"2 MiB\" }}\n\
@@ -506,7 +534,7 @@ async fn a_disk_tier_keeps_responses_across_a_restart_within_its_size() {
 
     // Without `disk` the tier's file goes; the cache keeps working from memory.
     site.config_with(
-        &format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", data.display().to_string()),
+        &format!("listen = [\"127.0.0.1:{port}\"]\ndata_dir = {:?}", data.display().to_string()),
         &format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n\
              [[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n"
@@ -519,4 +547,59 @@ async fn a_disk_tier_keeps_responses_across_a_restart_within_its_size() {
     let n = origin.count(tagged);
     assert!(get(&server, tagged).await.header("cache-status").contains("hit"));
     assert_eq!(origin.count(tagged), n);
+}
+
+#[tokio::test]
+async fn what_one_client_causes_never_reaches_or_empties_anothers() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    // A 304 that sets a cookie sets it for the client that revalidated, never in what is stored.
+    let cookie = "/r?cc=max-age%3D0&etag=%22e%22&h304=cache-control:max-age%3D60&h304=set-cookie:s%3Dvictim";
+    get(&server, cookie).await;
+    let revalidated = get(&server, cookie).await;
+    assert_eq!(revalidated.header("set-cookie"), "s=victim", "{:?}", revalidated.headers);
+    let next = get(&server, cookie).await;
+    assert!(next.header("cache-status").contains("hit"), "{:?}", next.headers);
+    assert_eq!((next.header("set-cookie"), origin.count(cookie)), ("", 2));
+    // ... nor a 200's cookie, even one the origin allowed to be stored (`public`).
+    let public = "/pc?cc=public%2C%20max-age%3D60&h=set-cookie:s%3Done";
+    assert_eq!(get(&server, public).await.header("set-cookie"), "s=one");
+    let hit = get(&server, public).await;
+    assert_eq!((hit.header("set-cookie"), origin.count(public)), ("", 1));
+    // A 304 that says `private` ends the sharing.
+    let private = "/rp?cc=max-age%3D0&etag=%22e%22&h304=cache-control:private%2C%20max-age%3D60";
+    for _ in 0..3 {
+        get(&server, private).await;
+    }
+    assert_eq!(origin.count(private), 3);
+    // A Surrogate-Control without caching directives leaves Cache-Control's `private` in force.
+    let esi = "/esi?cc=private%2C%20max-age%3D60&h=surrogate-control:content%3D%22ESI/1.0%22";
+    get(&server, esi).await;
+    get(&server, esi).await;
+    assert_eq!(origin.count(esi), 2);
+    // A client's own `no-store` does not take what is stored from the others.
+    let kept = "/kept?cc=max-age%3D60";
+    get(&server, kept).await;
+    send(&server, "GET", "a.test", kept, &[("cache-control", "no-cache, no-store")]).await;
+    assert!(get(&server, kept).await.header("cache-status").contains("hit"));
+    assert_eq!(origin.count(kept), 2);
+    // Request values that Vary selects on are compared byte for byte, and a Vary that names no field is not
+    // stored at all.
+    let varies = "/v?cc=max-age%3D60&vary=x-user";
+    send(&server, "GET", "a.test", varies, &[("x-user", "")]).await;
+    let other = send(&server, "GET", "a.test", varies, &[("x-user", "b\u{e9}")]).await;
+    assert_eq!(other.body, format!("{varies} #2"), "another variant");
+    let odd = "/odd?cc=max-age%3D60&vary=x%20y";
+    get(&server, odd).await;
+    get(&server, odd).await;
+    assert_eq!(origin.count(odd), 2);
+    // The port a client wrote keeps its answers apart (an origin may reflect it); a URL purge reaches both.
+    let client = reqwest::Client::new();
+    let with_port = |port: u16| {
+        let request = client.get(format!("http://{}/ported?cc=max-age%3D60", server.addr));
+        request.header("host", format!("a.test:{port}")).send()
+    };
+    assert_eq!(with_port(1).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #1");
+    assert_eq!(with_port(2).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #2");
+    assert_eq!(with_port(1).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #1");
 }
