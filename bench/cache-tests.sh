@@ -16,7 +16,8 @@ cp -r "$BENCH_ROOT/bench/cache-tests" "$suite"
 (cd "$suite" && npm install --omit=dev --no-audit --no-fund --silent >/dev/null)
 
 # The suite's origin, on port 18090.
-(cd "$suite" && npm_config_port=18090 npm_config_protocol=http npm_config_pidfile="$WORK/origin.pid" \
+# `exec`, so that the PID recorded is node's own and the origin stops with the script.
+(cd "$suite" && exec env npm_config_port=18090 npm_config_protocol=http npm_config_pidfile="$WORK/origin.pid" \
   node test-engine/server/server.mjs >"$WORK/origin.log" 2>&1) &
 PIDS+=($!)
 wait_port 18090

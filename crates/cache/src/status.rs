@@ -3,10 +3,12 @@
 //!
 //! Built by appending to one string (no formatting machinery): it is on every hit's path.
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// The cache's name in `Cache-Status`.
 const NAME: &str = "palisade";
+/// The field, named once.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// One `Cache-Status` entry being built.
 #[derive(Debug, Clone)]
@@ -75,8 +77,8 @@ impl CacheStatus {
 
     /// Appends the entry to `headers`' `Cache-Status` list.
     pub(crate) fn add_to(self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::try_from(self.0) {
-            headers.append("cache-status", value);
+        if let Ok(value) = HeaderValue::from_str(&self.0) {
+            headers.append(CACHE_STATUS, value);
         }
     }
 }
