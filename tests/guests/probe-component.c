@@ -253,6 +253,12 @@ void exports_wasi_http_incoming_handler_handle(request_t request, outparam_t out
             body_write(&r, chunk, (size_t)n);
         }
         body_finish(&r);
+    } else if (strstr(path, "/cacheable")) {
+        wasi_http_types_incoming_request_drop_own(request);
+        const char *extra[] = {"cache-control", "max-age=60", NULL};
+        response_t r = respond(out, 200, "text/plain", extra);
+        body_write(&r, "cacheable\n", 10);
+        body_finish(&r);
     } else if (strstr(path, "/status/")) {
         int status = atoi(strstr(path, "/status/") + 8);
         wasi_http_types_incoming_request_drop_own(request);

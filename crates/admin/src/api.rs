@@ -74,6 +74,11 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
         return error(StatusCode::FORBIDDEN, &format!("a tenant's token may not {method} {path}"));
     }
     let route = query_value(&req, "route");
+    let cache = match query_value(&req, "cache").as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(other) => return error(StatusCode::BAD_REQUEST, &format!("`cache` is true or false, not {other:?}")),
+    };
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let mut answer = text(StatusCode::OK, &control.metrics());
@@ -125,7 +130,7 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            match control.deploy(&tenant, &name, route.as_deref(), wasm).await {
+            match control.deploy(&tenant, &name, route.as_deref(), cache, wasm).await {
                 Ok(record) => {
                     tracing::info!(target: "palisade::admin", %method, path, "app deployed");
                     return json(StatusCode::CREATED, &record);

@@ -4,7 +4,7 @@
 //! - `GET /metrics`, Prometheus text format;
 //! - `GET /v1/tenants`, `GET`, `PUT` (a JSON document) and `DELETE /v1/tenants/{t}`;
 //! - `PUT` and `DELETE /v1/tenants/{t}/apps/{name}` (the body is the `.wasm`; `?route=/path` picks where it is
-//!   served);
+//!   served, `&cache=true` puts it behind the tenant's HTTP cache);
 //! - `POST /v1/tenants/{t}/tokens` (a tenant-scoped token, shown once) and `DELETE /v1/tenants/{t}/tokens/{id}`;
 //! - `GET /v1/tenants/{t}/buckets/{b}/keys[?cursor=N]`, and `GET`, `PUT`, `DELETE` on
 //!   `/v1/tenants/{t}/buckets/{b}/keys/{key}`: the tenant's key-value data;
@@ -117,13 +117,14 @@ pub trait Control: Send + Sync + 'static {
     fn tenants(&self) -> impl Future<Output = serde_json::Value> + Send;
     /// One tenant, or `None` if there is no such tenant.
     fn tenant(&self, name: &str) -> impl Future<Output = Option<serde_json::Value>> + Send;
-    /// Validates and deploys `wasm` as the tenant's app `name` (at `route`, or `/name`), swapping it in
-    /// atomically; answers with the app's record.
+    /// Validates and deploys `wasm` as the tenant's app `name` (at `route`, or `/name`; behind the tenant's
+    /// HTTP cache with `cache`), swapping it in atomically; answers with the app's record.
     fn deploy(
         &self,
         tenant: &str,
         name: &str,
         route: Option<&str>,
+        cache: bool,
         wasm: Bytes,
     ) -> impl Future<Output = ControlResult> + Send;
     /// Creates tenant `name` from `spec` (the keys of a `[tenants.NAME]` table), or replaces the one the API

@@ -120,8 +120,8 @@ impl Control for Operator {
         self.site.state.lock().await.tenants.get(name).map(|t| describe_tenant(t, self.site.https.as_deref()))
     }
 
-    async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, wasm: Bytes) -> ControlResult {
-        let record = self.site.deploy(tenant, name, route, wasm).await?;
+    async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, cache: bool, wasm: Bytes) -> ControlResult {
+        let record = self.site.deploy(tenant, name, route, cache, wasm).await?;
         Ok(serde_json::to_value(record).unwrap_or_default())
     }
 

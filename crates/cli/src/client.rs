@@ -38,6 +38,9 @@ pub(crate) struct DeployArgs {
     /// The route path to serve it at (default: /NAME).
     #[arg(long)]
     route: Option<String>,
+    /// Put its answers behind the tenant's HTTP cache (as `cache = true` on a configured route).
+    #[arg(long)]
+    cache: bool,
     /// The component or CGI module.
     app: PathBuf,
 }
@@ -63,8 +66,16 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         utf8_percent_encode(&args.tenant, SEGMENT),
         utf8_percent_encode(&args.name, SEGMENT)
     );
+    let mut query = Vec::new();
     if let Some(route) = &args.route {
-        path.push_str(&format!("?route={}", utf8_percent_encode(route, QUERY_VALUE)));
+        query.push(format!("route={}", utf8_percent_encode(route, QUERY_VALUE)));
+    }
+    if args.cache {
+        query.push("cache=true".to_string());
+    }
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
     }
     let (status, body) = call(&args.admin, Method::PUT, &path, wasm.into())?;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

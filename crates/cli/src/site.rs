@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use palisade_admin::{ControlError, Refusal};
-use palisade_cache::Caches;
+use palisade_cache::{Cached, Caches};
 use palisade_config::Config;
 use palisade_http::Handler;
 use palisade_kv::KvStore;
@@ -78,27 +78,41 @@ pub(crate) enum Source {
 pub(crate) struct DeployedApp {
     pub(crate) record: AppRecord,
     pub(crate) app: Arc<LazyGuest>,
+    /// Its route's handler: the app, behind the tenant's cache if it was deployed with `cache`.
+    pub(crate) handler: Arc<dyn Handler>,
 }
 
 impl DeployedApp {
-    /// `record` bound to `sandbox`, its bytes read from `local` when it loads; loaded already with
-    /// `preloaded`.
+    /// `record` bound to `tenant`'s sandbox, its bytes read from `local` when it loads; loaded already with
+    /// `preloaded`; behind the tenant's cache (from `caches`) if it was deployed with `cache`.
     fn bind(
         runtime: &Runtime,
         local: &FileRegistry,
-        sandbox: Arc<TenantSandbox>,
+        caches: &Caches,
+        tenant: &LoadedTenant,
         record: AppRecord,
         preloaded: Option<(Arc<dyn Handler>, AppInfo)>,
     ) -> DeployedApp {
         let (local, stored) = (local.clone(), record.clone());
         let bytes: GuestBytes = Box::new(move || local.read(&stored).map_err(|e| e.to_string()));
         let label = Path::new(&record.tenant).join(&record.name);
-        DeployedApp { app: Arc::new(LazyGuest::new(runtime, sandbox, label, bytes, preloaded)), record }
+        let app = Arc::new(LazyGuest::new(runtime, tenant.sandbox.clone(), label, bytes, preloaded));
+        let handler: Arc<dyn Handler> = match record.cache {
+            true => {
+                let config = &tenant.tenant;
+                Arc::new(Cached::new(
+                    app.clone(),
+                    caches.tenant(&config.name, config.cache.max_size, config.cache.disk),
+                ))
+            }
+            false => app.clone(),
+        };
+        DeployedApp { app, record, handler }
     }
 
     /// The app as its route's handler.
     pub(crate) fn handler(&self) -> Arc<dyn Handler> {
-        self.app.clone()
+        self.handler.clone()
     }
 }
 
@@ -156,7 +170,7 @@ impl Site {
                 continue;
             };
             // Loaded at its first request: start-up reads no app's bytes and compiles nothing.
-            let app = DeployedApp::bind(&runtime, &local, tenant.loaded.sandbox.clone(), record, None);
+            let app = DeployedApp::bind(&runtime, &local, &caches, &tenant.loaded, record, None);
             tenant.apps.insert(app.record.name.clone(), app);
         }
         let deployed: usize = state.tenants.values().map(|t| t.apps.len()).sum();
@@ -201,12 +215,14 @@ impl Site {
         Ok(())
     }
 
-    /// Validates and deploys `wasm` as `tenant/name` at `route` (default `/name`).
+    /// Validates and deploys `wasm` as `tenant/name` at `route` (default `/name`), behind the tenant's HTTP
+    /// cache with `cache`.
     pub(crate) async fn deploy(
         &self,
         tenant: &str,
         name: &str,
         route: Option<&str>,
+        cache: bool,
         wasm: Bytes,
     ) -> Result<AppRecord, ControlError> {
         if !valid_name(name) {
@@ -234,10 +250,10 @@ impl Site {
         let prepared = self.prepare(&t.loaded, name, wasm.clone()).await?;
         let record = match &self.shared {
             Some(shared) => shared
-                .put(tenant, name, &route, &wasm)
+                .put(tenant, name, &route, cache, &wasm)
                 .await
                 .map_err(|e| refuse(Refusal::Unavailable, e.to_string()))?,
-            None => self.local.new_record(tenant, name, &route, &wasm).map_err(internal)?,
+            None => self.local.new_record(tenant, name, &route, cache, &wasm).map_err(internal)?,
         };
         self.local.put(&record, &wasm).map_err(internal)?;
         tracing::info!(app = %record.key(), route = %record.route, version = record.version, sha256 = %record.sha256, "app deployed");
@@ -348,7 +364,7 @@ impl Site {
         record: AppRecord,
         preloaded: Option<(Arc<dyn Handler>, AppInfo)>,
     ) -> DeployedApp {
-        DeployedApp::bind(&self.runtime, &self.local, loaded.sandbox.clone(), record, preloaded)
+        DeployedApp::bind(&self.runtime, &self.local, &self.caches, loaded, record, preloaded)
     }
 
     /// Compiles `bytes` as `loaded`'s deployed app `name` on a blocking thread (a large guest takes a while),
@@ -462,6 +478,7 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
             "path": r.path,
             "kind": r.target.kind(),
             "target": r.target.to_string(),
+            "cache": r.cache,
         })).collect::<Vec<_>>(),
         "apps": t.apps.values().map(|a| json!({
             "name": a.record.name,
@@ -470,6 +487,7 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
             "sha256": a.record.sha256,
             "size": a.record.size,
             "deployed_at": a.record.deployed_at,
+            "cache": a.record.cache,
             "kind": a.app.info().map(|i| i.kind),
             "loaded": a.app.is_loaded(),
         })).collect::<Vec<_>>(),

@@ -73,9 +73,16 @@ impl FileRegistry {
         Ok(self.list()?.iter().map(|r| r.version).max().unwrap_or(0) + 1)
     }
 
-    /// A record for `bytes` as `tenant/name` at `route`, with the next version (not stored yet).
-    pub fn new_record(&self, tenant: &str, name: &str, route: &str, bytes: &[u8]) -> Result<AppRecord, RegistryError> {
-        Ok(AppRecord::describe(tenant, name, route, bytes, self.next_version()?))
+    /// A record for `bytes` as `tenant/name` at `route` (cached or not), with the next version (not stored yet).
+    pub fn new_record(
+        &self,
+        tenant: &str,
+        name: &str,
+        route: &str,
+        cache: bool,
+        bytes: &[u8],
+    ) -> Result<AppRecord, RegistryError> {
+        Ok(AppRecord::describe(tenant, name, route, cache, bytes, self.next_version()?))
     }
 
     /// Stores `record` and its `bytes`, replacing the app's previous version.
@@ -147,9 +154,9 @@ mod tests {
     fn put_replace_list_remove() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = FileRegistry::open(dir.path()).expect("open");
-        let v1 = registry.new_record("alice", "hello", "/hello", b"one").expect("record");
+        let v1 = registry.new_record("alice", "hello", "/hello", false, b"one").expect("record");
         registry.put(&v1, b"one").expect("put v1");
-        let v2 = registry.new_record("alice", "hello", "/hi", b"two").expect("record");
+        let v2 = registry.new_record("alice", "hello", "/hi", true, b"two").expect("record");
         assert!(v2.version > v1.version);
         registry.put(&v2, b"two").expect("put v2");
         assert_eq!(registry.list().expect("list"), vec![v2.clone()]);
@@ -166,7 +173,7 @@ mod tests {
     fn damaged_bytes_are_refused_and_damaged_records_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = FileRegistry::open(dir.path()).expect("open");
-        let record = registry.new_record("bob", "app", "/", b"wasm").expect("record");
+        let record = registry.new_record("bob", "app", "/", false, b"wasm").expect("record");
         registry.put(&record, b"wasm").expect("put");
         fs::write(registry.wasm_path(&record), b"WASM").expect("damage");
         assert!(matches!(registry.read(&record), Err(RegistryError::Corrupt(_))));

@@ -20,11 +20,21 @@ pub struct AppRecord {
     pub version: u64,
     /// When it was deployed, in seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// Its answers go through the tenant's HTTP cache (`cache = true` on a configured route).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
 }
 
 impl AppRecord {
-    /// A record of `bytes` as `tenant/name` at `route`, deployed now with `version`.
-    pub(crate) fn describe(tenant: &str, name: &str, route: &str, bytes: &[u8], version: u64) -> AppRecord {
+    /// A record of `bytes` as `tenant/name` at `route` (cached or not), deployed now with `version`.
+    pub(crate) fn describe(
+        tenant: &str,
+        name: &str,
+        route: &str,
+        cache: bool,
+        bytes: &[u8],
+        version: u64,
+    ) -> AppRecord {
         AppRecord {
             tenant: tenant.to_string(),
             name: name.to_string(),
@@ -33,6 +43,7 @@ impl AppRecord {
             size: bytes.len() as u64,
             version,
             deployed_at: now(),
+            cache,
         }
     }
 
@@ -41,9 +52,9 @@ impl AppRecord {
         format!("{}/{}", self.tenant, self.name)
     }
 
-    /// Whether these are the same bytes at the same route (the version may differ).
+    /// Whether these are the same bytes at the same route, cached alike (the version may differ).
     pub fn same_app(&self, other: &AppRecord) -> bool {
-        self.route == other.route && self.sha256 == other.sha256
+        self.route == other.route && self.sha256 == other.sha256 && self.cache == other.cache
     }
 }
 

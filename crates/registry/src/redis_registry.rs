@@ -269,10 +269,17 @@ impl RedisRegistry {
         Ok(Some((record, bytes)))
     }
 
-    /// Stores `bytes` as `tenant/name` at `route` with a new version, and tells every node.
-    pub async fn put(&self, tenant: &str, name: &str, route: &str, bytes: &[u8]) -> Result<AppRecord, RegistryError> {
+    /// Stores `bytes` as `tenant/name` at `route` (cached or not) with a new version, and tells every node.
+    pub async fn put(
+        &self,
+        tenant: &str,
+        name: &str,
+        route: &str,
+        cache: bool,
+        bytes: &[u8],
+    ) -> Result<AppRecord, RegistryError> {
         // The script sets the version from the registry's counter.
-        let record = AppRecord::describe(tenant, name, route, bytes, 0);
+        let record = AppRecord::describe(tenant, name, route, cache, bytes, 0);
         let key = record.key();
         let json = serde_json::to_string(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
         let stored: String = self

@@ -28,8 +28,8 @@ async fn put_fetch_list_remove_and_watch() {
     // The subscription announces itself once.
     wait_for(|| changes.load(Ordering::SeqCst) >= 1).await;
 
-    let v1 = registry.put("alice", "hello", "/hello", b"one").await.expect("put v1");
-    let v2 = registry.put("alice", "hello", "/hello", b"two").await.expect("put v2");
+    let v1 = registry.put("alice", "hello", "/hello", false, b"one").await.expect("put v1");
+    let v2 = registry.put("alice", "hello", "/hello", true, b"two").await.expect("put v2");
     assert!(v2.version > v1.version && v1.version > 0, "{v1:?} {v2:?}");
     let (record, bytes) = registry.fetch("alice/hello").await.expect("fetch").expect("present");
     assert_eq!((record, bytes), (v2.clone(), b"two".to_vec()));
@@ -58,8 +58,8 @@ async fn tenants_and_tokens_are_versioned_with_the_apps_and_removed_together() {
     let spec = serde_json::json!({"hosts": ["acme.example"], "outbound": [], "max_request_body": 9007199254740993u64});
     let first = registry.put_tenant("acme", spec.clone(), None).await.expect("put tenant");
     assert!(first.version > 0);
-    let app = registry.put("acme", "site", "/", b"wasm").await.expect("put app");
-    registry.put("acme-two", "site", "/", b"other").await.expect("another tenant's app");
+    let app = registry.put("acme", "site", "/", false, b"wasm").await.expect("put app");
+    registry.put("acme-two", "site", "/", false, b"other").await.expect("another tenant's app");
     let second = registry.put_tenant("acme", spec.clone(), Some(&first)).await.expect("replace");
     assert!(second.version > app.version && second.created_at == first.created_at);
     registry.add_token("acme", &TokenRecord::new("t1", "secret-1")).await.expect("token 1");

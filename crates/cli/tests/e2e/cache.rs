@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::harness::{Running, Site};
+use crate::harness::{Running, Site, guest};
 
 /// An origin whose answers are described by the request's query: `cc=` (Cache-Control), `etag=`, `vary=`,
 /// `h=name:value` (any field, repeatable), `size=N` (a body of N bytes), `delay=MS`. Unless `size` is given
@@ -602,4 +602,40 @@ async fn what_one_client_causes_never_reaches_or_empties_anothers() {
     assert_eq!(with_port(1).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #1");
     assert_eq!(with_port(2).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #2");
     assert_eq!(with_port(1).await.unwrap().text().await.unwrap(), "/ported?cc=max-age%3D60 #1");
+}
+
+#[tokio::test]
+async fn apps_deployed_with_cache_are_answered_from_it() {
+    let site = Site::new();
+    site.config("[admin]\nlisten = \"127.0.0.1:0\"\n\n[tenants.a]\nhosts = [\"a.test\"]\n");
+    let server = site.start();
+    let admin = server.admin_url("");
+    let wasm = guest("probe-component.wasm").display().to_string();
+    for (name, cache) in [("cached", true), ("plain", false)] {
+        let mut args = vec!["deploy", "--admin", &admin, "--tenant", "a", "--name", name];
+        if cache {
+            args.push("--cache");
+        }
+        args.push(&wasm);
+        let (code, out, err) = site.run(&args);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let first = get(&server, "/cached/cacheable").await;
+    assert_eq!((first.status, first.body.as_str()), (200, "cacheable\n"));
+    assert!(first.header("cache-status").contains("stored"), "{:?}", first.headers);
+    let second = get(&server, "/cached/cacheable").await;
+    assert!(second.header("cache-status").contains("hit"), "{:?}", second.headers);
+    assert_eq!(get(&server, "/plain/cacheable").await.header("cache-status"), "", "deployed without --cache");
+    let listed = reqwest::get(server.admin_url("/v1/tenants/a")).await.unwrap().bytes().await.unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    let apps = listed["apps"].as_array().unwrap();
+    let cached: Vec<_> = apps.iter().map(|a| (a["name"].as_str().unwrap(), a["cache"] == true)).collect();
+    assert!(cached.contains(&("cached", true)) && cached.contains(&("plain", false)), "{listed}");
+    let refused = reqwest::Client::new()
+        .put(server.admin_url("/v1/tenants/a/apps/x?cache=maybe"))
+        .body(std::fs::read(&wasm).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
 }
