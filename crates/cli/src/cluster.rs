@@ -4,6 +4,7 @@
 //! restart keeps it).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use crate::site::{DeployedApp, Site, Source, State};
 use crate::tenants::apply_snapshot;
 
 /// Runs forever: watches Redis for changes and reconciles.
-pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration) {
+/// `purge_mark` keeps the last cache purge applied, across restarts.
+pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interval: Duration, purge_mark: PathBuf) {
     let wake = Arc::new(tokio::sync::Notify::new());
     {
         let (shared, wake, purging) = (shared.clone(), wake.clone(), site.clone());
@@ -24,7 +26,7 @@ pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interva
                 let (site, message) = (purging.clone(), message.to_string());
                 tokio::spawn(async move { site.apply_announced_purge(&message).await });
             };
-            shared.watch(|| wake.notify_one(), purge).await;
+            shared.watch(&purge_mark, || wake.notify_one(), purge).await;
         });
     }
     let mut warned = false;

@@ -81,7 +81,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
         tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);
-        tokio::spawn(cluster::keep_in_step(site.clone(), shared, cluster.reconcile_interval));
+        let purge_mark = config.server.data_dir.join("http-cache/last-purge");
+        tokio::spawn(cluster::keep_in_step(site.clone(), shared, cluster.reconcile_interval, purge_mark));
     }
     tokio::spawn(reload_on_sighup(site, certificates));
     let served = serve_until_signal(server).await;

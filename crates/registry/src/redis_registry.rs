@@ -10,6 +10,7 @@
 //! Every change is one Lua script, so the records, the bytes and the message change together; removing a
 //! tenant removes its tokens and apps in the same step.
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -23,6 +24,11 @@ use crate::{AppRecord, RegistryError, TenantRecord, TokenRecord};
 pub const CHANNEL: &str = "palisade:apps";
 /// The channel cache purges are announced on, so that every node purges its own copy.
 pub const PURGE_CHANNEL: &str = "palisade:purge";
+/// The stream every purge is also added to (the last [`PURGE_LOG_LENGTH`] or so), so that a node whose
+/// subscription was cut applies the purges it missed when it subscribes again.
+const PURGE_LOG: &str = "palisade:purges";
+/// About how many purges the log keeps.
+const PURGE_LOG_LENGTH: u64 = 10_000;
 const RECORDS: &str = "palisade:apps";
 const TENANTS: &str = "palisade:tenants";
 const TOKENS: &str = "palisade:tokens";
@@ -301,24 +307,71 @@ impl RedisRegistry {
         Ok(removed == 1)
     }
 
-    /// Announces a cache purge (`message`, JSON) to every node.
+    /// Announces a cache purge (`message`, JSON) to every node: logged in a stream (for nodes that are
+    /// cut off now), then published as `ID MESSAGE`.
     pub async fn announce_purge(&self, message: &str) -> Result<(), RegistryError> {
         let mut connection = self.connection.clone();
+        let id: String = redis::cmd("XADD")
+            .arg(PURGE_LOG)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(PURGE_LOG_LENGTH)
+            .arg("*")
+            .arg("purge")
+            .arg(message)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         redis::cmd("PUBLISH")
             .arg(PURGE_CHANNEL)
-            .arg(message)
+            .arg(format!("{id} {message}"))
             .query_async::<i64>(&mut connection)
             .await
             .map(drop)
             .map_err(unavailable)
     }
 
+    /// The purges logged after `last` (a stream ID), oldest first, as (ID, message); with `last` `None`, none,
+    /// and the ID to start from.
+    async fn purges_since(&self, last: Option<&str>) -> Result<(Vec<(String, String)>, String), redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let Some(last) = last else {
+            let newest: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+                .arg(PURGE_LOG)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut connection)
+                .await?;
+            return Ok((Vec::new(), newest.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id)));
+        };
+        let entries: Vec<(String, Vec<String>)> =
+            redis::cmd("XRANGE").arg(PURGE_LOG).arg(format!("({last}")).arg("+").query_async(&mut connection).await?;
+        let newest = entries.last().map_or_else(|| last.to_string(), |(id, _)| id.clone());
+        let purges = entries.into_iter().filter_map(|(id, fields)| Some((id, fields.get(1)?.clone()))).collect();
+        Ok((purges, newest))
+    }
+
     /// Calls `on_change` for every change announced on [`CHANNEL`], and each time the subscription is
     /// (re)established (changes may have been missed while it was not), and `on_purge` with every purge
-    /// announced on [`PURGE_CHANNEL`] (a purge missed while Redis was away is not replayed). Runs until the
-    /// task is dropped; while Redis is away it retries every second.
-    pub async fn watch(&self, on_change: impl Fn(), on_purge: impl Fn(&str)) {
+    /// announced on [`PURGE_CHANNEL`], and, when the subscription is established again, with those logged
+    /// while it was not (one may come twice: purging is idempotent). The last purge applied is kept in
+    /// `purge_mark`, so that a node started again (whose cache's disk tier outlived it) applies those logged
+    /// while it was down; without one, a first start begins with the newest. Runs until the task is dropped;
+    /// while Redis is away it retries every second.
+    pub async fn watch(&self, purge_mark: &Path, on_change: impl Fn(), on_purge: impl Fn(&str)) {
         let mut warned = false;
+        let mut last: Option<String> = std::fs::read_to_string(purge_mark).ok().map(|m| m.trim().to_string());
+        let mark = |id: &str| {
+            let written = purge_mark.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                let temporary = purge_mark.with_extension("tmp");
+                std::fs::write(&temporary, id).and_then(|()| std::fs::rename(&temporary, purge_mark))
+            });
+            if let Err(e) = written {
+                tracing::warn!(file = %purge_mark.display(), "the last cache purge applied not recorded: {e}");
+            }
+        };
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL]).await {
@@ -328,12 +381,29 @@ impl RedisRegistry {
                         }
                         warned = false;
                         on_change();
+                        match self.purges_since(last.as_deref()).await {
+                            Ok((missed, newest)) => {
+                                if !missed.is_empty() {
+                                    tracing::info!(purges = missed.len(), "applying cache purges missed while cut off");
+                                }
+                                for (_, message) in &missed {
+                                    on_purge(message);
+                                }
+                                if last.as_deref() != Some(newest.as_str()) {
+                                    mark(&newest);
+                                }
+                                last = Some(newest);
+                            }
+                            Err(e) => tracing::warn!("cache purges missed while cut off, if any, not read: {e}"),
+                        }
                         let mut messages = pubsub.on_message();
                         while let Some(message) = messages.next().await {
                             if message.get_channel_name() == PURGE_CHANNEL {
-                                if let Ok(text) = message.get_payload::<String>() {
-                                    on_purge(&text);
-                                }
+                                let Ok(text) = message.get_payload::<String>() else { continue };
+                                let Some((id, purge)) = text.split_once(' ') else { continue };
+                                on_purge(purge);
+                                mark(id);
+                                last = Some(id.to_string());
                             } else {
                                 on_change();
                             }

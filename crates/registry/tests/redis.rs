@@ -14,9 +14,11 @@ async fn put_fetch_list_remove_and_watch() {
     let changes = Arc::new(AtomicUsize::new(0));
     let watcher = {
         let (registry, changes) = (registry.clone(), changes.clone());
+        let mark = tempfile::tempdir().expect("tempdir");
         tokio::spawn(async move {
             registry
                 .watch(
+                    &mark.path().join("last-purge"),
                     || {
                         changes.fetch_add(1, Ordering::SeqCst);
                     },

@@ -424,20 +424,23 @@ async fn a_purge_reaches_every_node_of_a_cluster() {
     let redis = palisade_kv::test_support::RedisServer::start();
     let origin = Origin::start().await;
     let up = format!("http://{}", origin.addr);
-    let node = || {
+    // Fixed ports: node B starts again below, and clients' Host (with its port) is part of what is stored.
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let node = |port: u16| {
         let site = Site::new();
         site.config_with(
-            "listen = [\"127.0.0.1:0\"]\ndata_dir = \"data\"",
+            &format!("listen = [\"127.0.0.1:{port}\"]\ndata_dir = \"data\""),
             &format!(
                 "[kv]\nbackend = {url:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nredis = {url:?}\n\n\
-                 [tenants.a]\nhosts = [\"a.test\"]\n[[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n",
+                 [tenants.a]\nhosts = [\"a.test\"]\ncache = {{ disk = \"8 MiB\" }}\n\
+                 [[tenants.a.routes]]\npath = \"/\"\nproxy = \"{up}\"\ncache = true\n",
                 url = redis.url()
             ),
         );
         let server = site.start();
         (site, server)
     };
-    let ((_site_a, a), (_site_b, b)) = (node(), node());
+    let ((_site_a, a), (site_b, mut b)) = (node(free_port()), node(free_port()));
     let path = "/everywhere?cc=max-age%3D600";
     get(&a, path).await;
     get(&b, path).await;
@@ -458,6 +461,45 @@ async fn a_purge_reaches_every_node_of_a_cluster() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!get(&a, path).await.body.ends_with("#1"), "node A fetched again too");
+
+    // Cut both nodes' subscriptions (they subscribe again a second later) and purge at once: B was not
+    // listening, and applies the purge from Redis's log when it is back.
+    let cut = "/cut?cc=max-age%3D600";
+    get(&b, cut).await;
+    assert!(get(&b, cut).await.header("cache-status").contains("hit"));
+    let killed = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "CLIENT", "KILL", "TYPE", "pubsub"])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    let url = a.admin_url("/v1/tenants/a/purge");
+    let r = reqwest::Client::new().post(url).body(format!("{{\"urls\": [\"{cut}\"]}}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let start = std::time::Instant::now();
+    while get(&b, cut).await.header("cache-status").contains("hit") {
+        assert!(start.elapsed() < Duration::from_secs(10), "node B never applied the purge it missed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.log_contains("applying cache purges missed while cut off"), "{}", b.log());
+
+    // Stop B with a copy on its disk, purge it while B is down: started again, B applies the purge before it
+    // serves the copy.
+    let down = "/down?cc=max-age%3D600";
+    get(&b, down).await;
+    assert!(get(&b, down).await.header("cache-status").contains("hit"));
+    assert_eq!(b.terminate(Duration::from_secs(10)), Some(0));
+    let url = a.admin_url("/v1/tenants/a/purge");
+    let r = reqwest::Client::new().post(url).body(format!("{{\"urls\": [\"{down}\"]}}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let b = site_b.start();
+    let start = std::time::Instant::now();
+    while !b.log_contains("applying cache purges missed while cut off") {
+        assert!(start.elapsed() < Duration::from_secs(10), "node B never caught up: {}", b.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = get(&b, down).await;
+    assert!(!again.header("cache-status").contains("hit"), "{:?}", again.headers);
+    assert_eq!(origin.count(down), 2);
 }
 
 #[tokio::test]
