@@ -35,6 +35,7 @@ use crate::directives::{CDN_CACHE_CONTROL, Directives, SURROGATE_CONTROL};
 use crate::freshness::{Freshness, storable};
 use crate::status::CacheStatus;
 use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, host_of, key, normalised, now};
+use crate::storing::{OnComplete, StoringBody};
 
 /// `Surrogate-Key`: space-separated tags the origin gives a response, for purges.
 const SURROGATE_KEY: &str = "surrogate-key";
@@ -279,17 +280,32 @@ impl Route {
             status(fwd).fwd_status_if(code, stale.is_some()).add_to(&mut head.headers);
             return Ok(Response::from_parts(head, body));
         }
+        // A body that is not known to be small, for a request that needs nothing cut from it (a 304, a
+        // range), goes to the client as it arrives and is stored at its end.
+        let small = body.size_hint().upper().is_some_and(|n| n <= STREAM_ABOVE);
+        let too_large = body.size_hint().lower() > self.cache.max_object() as u64;
+        if !small && !too_large && !conditional_or_ranged(client.headers()) {
+            remove_hop_by_hop(&mut head.headers);
+            let mut kept = kept_fields(&head.headers, &directives);
+            let (cache, put_key, request) = (self.cache.clone(), key.clone(), client.headers().clone());
+            let (varied, ttl) = (varied.unwrap_or_default(), freshness.ttl(response_time));
+            let age = freshness.age(response_time).as_secs();
+            let on_complete: OnComplete = Box::new(move |bytes: Bytes| {
+                kept.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                let stored = Stored { status: code, varied, headers: kept, body: bytes, freshness, tags };
+                cache.put(&put_key, &request, Arc::new(stored));
+            });
+            self.cache.metrics.miss.increment(1);
+            head.headers.insert(AGE, HeaderValue::from(age));
+            status(fwd).fwd_status_if(code, stale.is_some()).stored(true).ttl(ttl).add_to(&mut head.headers);
+            let body = StoringBody::new(body, self.cache.max_object(), leader, on_complete);
+            return Ok(Response::from_parts(head, http_body_util::BodyExt::boxed_unsync(body)));
+        }
         match collect_up_to(body, self.cache.max_object()).await {
             Ok(Collected::Whole(bytes)) => {
                 remove_hop_by_hop(&mut head.headers);
                 head.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                // Fields named by `no-cache="..."` go to this client only (RFC 9111 §5.2.2.4), and so does a
-                // cookie: it was set for this visitor, not for everyone the stored answer will reach.
-                let mut kept = head.headers.clone();
-                kept.remove(SET_COOKIE);
-                for name in directives.qualified_fields("no-cache") {
-                    kept.remove(name.as_str());
-                }
+                let kept = kept_fields(&head.headers, &directives);
                 let stored = Arc::new(Stored {
                     status: code,
                     varied: varied.unwrap_or_default(),
@@ -323,6 +339,27 @@ impl Route {
             )),
         }
     }
+}
+
+/// Bodies up to this size are read whole before they are answered (it costs nothing to wait for them); larger
+/// ones, or those of unknown size, go to the client as they arrive.
+const STREAM_ABOVE: u64 = 64 << 10;
+
+/// Whether the client asked for something to be cut from the stored answer: a 304 or a range.
+fn conditional_or_ranged(request: &HeaderMap) -> bool {
+    request.keys().any(|k| k == IF_NONE_MATCH || k == IF_MODIFIED_SINCE || k == RANGE)
+}
+
+/// The fields of a response as they are stored: those named by `no-cache="..."` go to the client that caused
+/// the fetch only (RFC 9111 §5.2.2.4), and so does a cookie: it was set for this visitor, not for everyone the
+/// stored answer will reach.
+fn kept_fields(headers: &HeaderMap, directives: &Directives) -> HeaderMap {
+    let mut kept = headers.clone();
+    kept.remove(SET_COOKIE);
+    for name in directives.qualified_fields("no-cache") {
+        kept.remove(name.as_str());
+    }
+    kept
 }
 
 /// The request to the origin: the client's, without its own conditions (answered here, from what is stored),
@@ -426,9 +463,7 @@ fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: Cach
     let mut headers = stored.headers.clone();
     headers.insert(AGE, HeaderValue::from(stored.freshness.age(now).as_secs()));
     status.add_to(&mut headers);
-    // One pass over the request's few fields, cheaper than three lookups.
-    let conditional = stored.status == StatusCode::OK
-        && client.headers().keys().any(|k| k == IF_NONE_MATCH || k == IF_MODIFIED_SINCE || k == RANGE);
+    let conditional = stored.status == StatusCode::OK && conditional_or_ranged(client.headers());
     let (code, body) = if conditional {
         from_stored_200(stored, client, &mut headers)
     } else {

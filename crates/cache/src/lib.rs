@@ -17,6 +17,7 @@ mod freshness;
 mod handler;
 mod status;
 mod store;
+mod storing;
 
 pub use handler::Cached;
 pub use store::{COLLAPSE_WAIT, Caches, Purge, TenantCache};

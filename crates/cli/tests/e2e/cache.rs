@@ -10,15 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::harness::{Running, Site, guest};
 
+/// The origin's bodies: whole, or trickled.
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
 /// An origin whose answers are described by the request's query: `cc=` (Cache-Control), `etag=`, `vary=`,
-/// `h=name:value` (any field, repeatable), `size=N` (a body of N bytes), `delay=MS`. Unless `size` is given
+/// `h=name:value` (any field, repeatable), `size=N` (a body of N bytes), `delay=MS`, `trickle=MS` (half the
+/// body, then the rest MS later). Unless `size` is given
 /// the body says how many requests reached that URL: `/path?query #N`. A request with an `If-None-Match`
 /// holding the URL's `etag` gets a 304.
 struct Origin {
@@ -66,7 +71,7 @@ async fn answer(
     seen: Arc<Mutex<HashMap<String, usize>>>,
     failing: Arc<AtomicBool>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<OriginBody>, std::convert::Infallible> {
     let url = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
     let n = {
         let mut seen = seen.lock().unwrap();
@@ -75,7 +80,7 @@ async fn answer(
         *n
     };
     if failing.load(Ordering::SeqCst) {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"origin down\n")));
+        let mut r = Response::new(Full::new(Bytes::from_static(b"origin down\n")).boxed());
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return Ok(r);
     }
@@ -83,6 +88,7 @@ async fn answer(
     let mut body = format!("{url} #{n}");
     let mut etag = None;
     let mut on_304 = Vec::new();
+    let mut trickle = None;
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_encoding::percent_decode_str(value).decode_utf8().unwrap().into_owned();
@@ -104,6 +110,7 @@ async fn answer(
             }
             "size" => body = "x".repeat(value.parse().unwrap()),
             "delay" => tokio::time::sleep(Duration::from_millis(value.parse().unwrap())).await,
+            "trickle" => trickle = Some(Duration::from_millis(value.parse().unwrap())),
             _ => {}
         }
     }
@@ -114,9 +121,17 @@ async fn answer(
         for (name, value) in on_304 {
             headers.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
         }
-        return Ok(response.status(304).body(Full::new(Bytes::new())).unwrap());
+        return Ok(response.status(304).body(Full::new(Bytes::new()).boxed()).unwrap());
     }
-    Ok(response.body(Full::new(Bytes::from(body))).unwrap())
+    let Some(pause) = trickle else { return Ok(response.body(Full::new(Bytes::from(body)).boxed()).unwrap()) };
+    // Half the body, a pause, the rest (without a length, as a streaming origin sends it).
+    let mut body = Bytes::from(body);
+    let rest = body.split_off(body.len() / 2);
+    let halves = futures::stream::iter([(body, Duration::ZERO), (rest, pause)]).then(|(half, pause)| async move {
+        tokio::time::sleep(pause).await;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(half))
+    });
+    Ok(response.body(BodyExt::boxed(http_body_util::StreamBody::new(halves))).unwrap())
 }
 
 /// A server with tenants `a` and `b`, each caching a proxy route to `origin` (`b` with a 1 MiB cache).
@@ -680,4 +695,37 @@ async fn apps_deployed_with_cache_are_answered_from_it() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn a_large_miss_reaches_its_client_as_it_arrives_and_is_stored_whole() {
+    let origin = Origin::start().await;
+    let (_site, server) = server(&origin);
+    let path = "/large?cc=max-age%3D60&size=200000&trickle=1500";
+    let client = server.client(&["a.test"]);
+    let started = std::time::Instant::now();
+    let mut response = client.get(server.url("a.test", path)).send().await.unwrap();
+    assert!(response.headers()["cache-status"].to_str().unwrap().contains("stored"));
+    let first = response.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    let mut length = first.len();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        length += chunk.len();
+    }
+    assert!(first_at < Duration::from_millis(1200), "the first bytes came after {first_at:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(length, 200_000);
+    let again = get(&server, path).await;
+    assert!(again.header("cache-status").contains("hit"), "{:?}", again.headers);
+    assert_eq!((again.body.len(), again.header("content-length")), (200_000, "200000"));
+    assert_eq!(origin.count(path), 1);
+
+    // A client that goes away mid-body leaves nothing half stored: the next request fetches again.
+    let cut = "/cut-off?cc=max-age%3D60&size=200000&trickle=1000";
+    let mut response = client.get(server.url("a.test", cut)).send().await.unwrap();
+    response.chunk().await.unwrap();
+    drop(response);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let after = get(&server, cut).await;
+    assert_eq!((after.body.len(), origin.count(cut)), (200_000, 2), "{:?}", after.headers);
 }
