@@ -34,7 +34,7 @@ use crate::collapse::{InFlight, Leader, Turn, wait};
 use crate::directives::{CDN_CACHE_CONTROL, Directives, SURROGATE_CONTROL};
 use crate::freshness::{Freshness, storable};
 use crate::status::CacheStatus;
-use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, host_of, key, normalised, now};
+use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, host_of, key, key_parts, normalised, now};
 use crate::storing::{OnComplete, StoringBody};
 
 /// `Surrogate-Key`: space-separated tags the origin gives a response, for purges.
@@ -423,13 +423,12 @@ fn cache_key<B>(request: &Request<B>, secure: bool) -> String {
 /// The key for a `Location` or `Content-Location` value of a response to the request with key `of`, if it
 /// names a URL on the same host (relative ones do); it gets the request's scheme and authority.
 fn related_key(of: &str, value: &HeaderValue) -> Option<String> {
-    let (prefix, _) = of.split_at(of.find('/')?);
-    let (_, authority) = prefix.split_once(' ')?;
+    let (scheme, authority, _) = key_parts(of);
     let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
     let path = uri.path_and_query()?.as_str();
     match uri.host() {
-        None if path.starts_with('/') => Some(format!("{prefix}{path}")),
-        Some(h) if normalise_host(h) == normalise_host(host_of(authority)) => Some(format!("{prefix}{path}")),
+        None if path.starts_with('/') => Some(key(scheme, authority, path)),
+        Some(h) if normalise_host(h) == normalise_host(host_of(authority)) => Some(key(scheme, authority, path)),
         _ => None,
     }
 }

@@ -187,11 +187,15 @@ impl TenantCache {
     /// Forgets the variant `stored` of `key` (the origin's answer for it can no longer be stored).
     pub(crate) fn forget(&self, key: &str, stored: &Arc<Stored>) {
         let Some(variants) = self.map.get(key) else { return self.invalidate(key) };
-        let kept: Vec<_> = variants.0.iter().filter(|s| !Arc::ptr_eq(s, stored)).cloned().collect();
+        self.keep(key.to_string(), variants.0.iter().filter(|s| !Arc::ptr_eq(s, stored)).cloned().collect());
+    }
+
+    /// Keeps only `kept` of `key`'s variants: forgets the key when none is left.
+    fn keep(&self, key: String, kept: Vec<Arc<Stored>>) {
         if kept.is_empty() {
-            self.invalidate(key);
+            self.invalidate(&key);
         } else {
-            self.store(key.to_string(), Arc::new(Variants(kept)));
+            self.store(key, Arc::new(Variants(kept)));
         }
     }
 
@@ -241,12 +245,8 @@ impl TenantCache {
                     variants.0.iter().map(|s| if named(s) { Arc::new(s.expired(now)) } else { s.clone() }).collect();
                 self.store(key, Arc::new(Variants(kept)));
             } else {
-                let kept: Vec<_> = variants.0.iter().filter(|s| !named(s)).cloned().collect();
-                if kept.is_empty() {
-                    self.invalidate(&key);
-                } else {
-                    self.store(key, Arc::new(Variants(kept)));
-                }
+                let kept = variants.0.iter().filter(|s| !named(s)).cloned().collect();
+                self.keep(key, kept);
             }
         }
         self.map.run_pending_tasks();
@@ -282,11 +282,6 @@ impl TenantCache {
     /// Bytes held now (as weighed; eviction catches up shortly after an insert).
     pub fn bytes(&self) -> u64 {
         self.map.weighted_size()
-    }
-
-    /// Bytes held on disk, if the tenant has a disk tier.
-    pub fn disk_bytes(&self) -> Option<u64> {
-        self.disk.as_ref().map(|d| d.bytes())
     }
 
     /// Runs moka's pending maintenance now (tests and metrics want settled numbers).
@@ -360,9 +355,15 @@ fn resource_of_url(url: &str) -> Option<String> {
 
 /// The resource a key is for, whatever the scheme and the way the client wrote the host: `a.test/p?q`.
 fn resource_of_key(key: &str) -> String {
-    let (authority, path) = key.split_at(key.find('/').unwrap_or(key.len()));
-    let authority = authority.split_once(' ').map_or(authority, |(_, a)| a);
+    let (_, authority, path) = key_parts(key);
     format!("{}{path}", palisade_http::normalise_host(host_of(authority)))
+}
+
+/// A key's parts as [`key`] joined them: scheme, authority, path with query.
+pub(crate) fn key_parts(key: &str) -> (&str, &str, &str) {
+    let (head, path) = key.split_at(key.find('/').unwrap_or(key.len()));
+    let (scheme, authority) = head.split_once(' ').unwrap_or(("", head));
+    (scheme, authority, path)
 }
 
 /// The host of an authority (`a.test:8080`, `[::1]:8080`), without its port.
@@ -375,7 +376,7 @@ pub(crate) fn host_of(authority: &str) -> &str {
 
 /// The path and query of a key.
 fn path_of(key: &str) -> &str {
-    key.find('/').map_or("", |i| &key[i..])
+    key_parts(key).2
 }
 
 /// Every tenant's cache, kept across reloads and tenant changes so that they do not empty it (a new `max_size`

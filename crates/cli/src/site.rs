@@ -109,11 +109,6 @@ impl DeployedApp {
         };
         DeployedApp { app, record, handler }
     }
-
-    /// The app as its route's handler.
-    pub(crate) fn handler(&self) -> Arc<dyn Handler> {
-        self.handler.clone()
-    }
 }
 
 pub(crate) fn refuse(refusal: Refusal, message: impl Into<String>) -> ControlError {
@@ -428,7 +423,7 @@ fn compile(
 fn router(state: &State) -> Routes {
     let mut router = Router::default();
     for t in state.tenants.values() {
-        let apps = t.apps.values().map(|a| (a.record.route.clone(), a.handler()));
+        let apps = t.apps.values().map(|a| (a.record.route.clone(), a.handler.clone()));
         router.add(&t.loaded.tenant.host_names(), t.loaded.routes_with(apps));
     }
     router
