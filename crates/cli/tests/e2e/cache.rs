@@ -426,6 +426,17 @@ async fn purges_by_tag_url_and_all_through_the_admin_api_and_the_client() {
     assert_eq!(status, 400, "nothing named: {answer}");
     let (status, _) = purge(serde_json::json!({"tags": ["p1"]})).await;
     assert_eq!(status, 400, "unknown keys are refused");
+    for bad in [
+        serde_json::json!({"keys": [""]}),
+        serde_json::json!({"keys": ["two words"]}),
+        serde_json::json!({"urls": ["ftp://a.test/x"]}),
+        serde_json::json!({"urls": ["a.test/x"]}),
+        serde_json::json!({"keys": vec!["k"; 1001]}),
+    ] {
+        let (status, answer) = purge(bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "a reason: {answer}");
+    }
     let admin = server.admin_url("");
     let (code, out, err) = site.run(&["purge", "--admin", &admin, "--tenant", "a", "--all"]);
     assert_eq!(code, 0, "{err}");
