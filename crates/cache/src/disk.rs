@@ -25,7 +25,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::freshness::Freshness;
-use crate::store::{Stored, Variants};
+use crate::store::{HitFields, Stored, Variants};
 
 /// URL key → its [`Record`] (postcard).
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -105,6 +105,7 @@ impl RecordedVariant {
             freshness: self.freshness,
             varied,
             tags: self.tags,
+            hit_fields: HitFields::default(),
         })
     }
 }
@@ -587,6 +588,7 @@ mod tests {
             freshness,
             varied,
             tags: vec![tag.into()],
+            hit_fields: HitFields::default(),
         })
     }
 

@@ -104,8 +104,12 @@ impl Freshness {
 
     /// Seconds of freshness left (negative once stale), for `Cache-Status: ttl`.
     pub(crate) fn ttl(&self, now: SystemTime) -> i64 {
-        let (lifetime, age) = (self.lifetime.as_secs() as i64, self.age(now).as_secs() as i64);
-        lifetime - age
+        self.ttl_after(self.age(now).as_secs())
+    }
+
+    /// Seconds of freshness left at an age of `age` seconds.
+    pub(crate) fn ttl_after(&self, age: u64) -> i64 {
+        self.lifetime.as_secs() as i64 - age as i64
     }
 
     /// How long it has been stale.

@@ -34,7 +34,7 @@ use crate::collapse::{InFlight, Leader, Turn, wait};
 use crate::directives::{CDN_CACHE_CONTROL, Directives, SURROGATE_CONTROL};
 use crate::freshness::{Freshness, storable};
 use crate::status::CacheStatus;
-use crate::store::{COLLAPSE_WAIT, Stored, TenantCache, host_of, key, key_parts, normalised, now};
+use crate::store::{COLLAPSE_WAIT, HitFields, Stored, TenantCache, host_of, key, key_parts, normalised, now};
 use crate::storing::{OnComplete, StoringBody};
 
 /// `Surrogate-Key`: space-separated tags the origin gives a response, for purges.
@@ -89,8 +89,8 @@ impl Route {
         let wants = Directives::of(request.headers(), CACHE_CONTROL);
         // Pragma: no-cache counts only when the request has no Cache-Control (RFC 9111 §5.4).
         let no_cache = wants.has("no-cache")
-            || (!request.headers().contains_key(CACHE_CONTROL)
-                && request.headers().get_all(PRAGMA).iter().any(|v| v.as_bytes().starts_with(b"no-cache")));
+            || (request.headers().get_all(PRAGMA).iter().any(|v| v.as_bytes().starts_with(b"no-cache"))
+                && !request.headers().contains_key(CACHE_CONTROL));
         let mut collapsed = false;
         loop {
             let now = now();
@@ -107,8 +107,7 @@ impl Route {
                 && acceptable(stored, &wants, now)
             {
                 self.cache.metrics.hit.increment(1);
-                let status = CacheStatus::hit(stored.freshness.ttl(now));
-                return Ok(answer(stored, &request, now, status));
+                return Ok(answer(stored, &request, stored.hit_fields(now)));
             }
             if wants.has("only-if-cached") {
                 let mut response = Fault::UpstreamTimeout.response("not in the cache");
@@ -133,7 +132,7 @@ impl Route {
                 }
                 self.cache.metrics.stale.increment(1);
                 let status = CacheStatus::hit(stored.freshness.ttl(now)).detail("stale-while-revalidate");
-                return Ok(answer(stored, &request, now, status));
+                return Ok(answer(stored, &request, stored.fields(now, status)));
             }
             if method == Method::HEAD || collapsed {
                 return self.fetch(key, request, context, Trip::new(stored, None, miss, collapsed)).await;
@@ -213,7 +212,7 @@ impl Route {
                 {
                     self.cache.metrics.stale.increment(1);
                     let cs = status(fwd).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
-                    return Ok(answer(s, &client, response_time, cs));
+                    return Ok(answer(s, &client, s.fields(response_time, cs)));
                 }
                 let code = error.fault.status();
                 let mut response = failed(error);
@@ -229,7 +228,7 @@ impl Route {
         {
             self.cache.metrics.stale.increment(1);
             let cs = status(fwd).fwd_status(code).ttl(s.freshness.ttl(response_time)).detail("stale-if-error");
-            return Ok(answer(s, &client, response_time, cs));
+            return Ok(answer(s, &client, s.fields(response_time, cs)));
         }
         if code == StatusCode::NOT_MODIFIED
             && let Some(s) = validating
@@ -247,7 +246,7 @@ impl Route {
             }
             drop(leader);
             let cs = status(fwd).fwd_status(code).stored(keep).ttl(refreshed.freshness.ttl(response_time));
-            let mut answered = answer(&refreshed, &client, response_time, cs);
+            let mut answered = answer(&refreshed, &client, refreshed.fields(response_time, cs));
             // A cookie the 304 sets is for this client alone: it is never stored (see `refresh`).
             for cookie in response.headers().get_all(SET_COOKIE) {
                 answered.headers_mut().append(SET_COOKIE, cookie.clone());
@@ -292,7 +291,15 @@ impl Route {
             let age = freshness.age(response_time).as_secs();
             let on_complete: OnComplete = Box::new(move |bytes: Bytes| {
                 kept.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                let stored = Stored { status: code, varied, headers: kept, body: bytes, freshness, tags };
+                let stored = Stored {
+                    status: code,
+                    varied,
+                    headers: kept,
+                    body: bytes,
+                    freshness,
+                    tags,
+                    hit_fields: HitFields::default(),
+                };
                 cache.put(&put_key, &request, Arc::new(stored));
             });
             self.cache.metrics.miss.increment(1);
@@ -313,6 +320,7 @@ impl Route {
                     body: bytes,
                     freshness,
                     tags,
+                    hit_fields: HitFields::default(),
                 });
                 self.cache.put(&key, client.headers(), stored.clone());
                 drop(leader);
@@ -321,7 +329,7 @@ impl Route {
                     .fwd_status_if(code, stale.is_some())
                     .stored(true)
                     .ttl(stored.freshness.ttl(response_time));
-                let mut answered = answer(&stored, &client, response_time, cs);
+                let mut answered = answer(&stored, &client, stored.fields(response_time, cs));
                 for (name, value) in head.headers.iter().filter(|(n, _)| !stored.headers.contains_key(*n)) {
                     answered.headers_mut().append(name.clone(), value.clone());
                 }
@@ -457,11 +465,9 @@ fn acceptable(stored: &Stored, wants: &Directives, now: SystemTime) -> bool {
     }
 }
 
-/// `stored` as the answer to `client`: `Age` set, a 304 for a condition it meets, no body for HEAD.
-fn answer<B>(stored: &Stored, client: &Request<B>, now: SystemTime, status: CacheStatus) -> Response<Body> {
-    let mut headers = stored.headers.clone();
-    headers.insert(AGE, HeaderValue::from(stored.freshness.age(now).as_secs()));
-    status.add_to(&mut headers);
+/// `stored` as the answer to `client` with `headers` (its fields, `Age` and `Cache-Status`): a 304 for a
+/// condition it meets, a range asked for, no body for HEAD.
+fn answer<B>(stored: &Stored, client: &Request<B>, mut headers: HeaderMap) -> Response<Body> {
     let conditional = stored.status == StatusCode::OK && conditional_or_ranged(client.headers());
     let (code, body) = if conditional {
         from_stored_200(stored, client, &mut headers)
@@ -548,7 +554,16 @@ fn refresh(stored: &Stored, fresh: &HeaderMap, request_time: SystemTime, respons
         headers.insert(DATE, http_date_value(response_time));
     }
     let freshness = Freshness::of(stored.status, &headers, &directives, targeted, request_time, response_time);
-    Stored { status: stored.status, headers, body: stored.body.clone(), freshness, varied: stored.varied.clone(), tags }
+    let varied = stored.varied.clone();
+    Stored {
+        status: stored.status,
+        headers,
+        body: stored.body.clone(),
+        freshness,
+        varied,
+        tags,
+        hit_fields: HitFields::default(),
+    }
 }
 
 /// The request's values of the fields `response` varies on; `None` when `Vary` names something that is not a
