@@ -74,6 +74,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server = server
             .with_tls(&config.server.tls_listen, https.terminator.clone())?
             .with_acme_challenges(https.challenges.clone());
+        if config.server.http3 {
+            server = server.with_http3()?;
+        }
         https.keep_fresh(certificates.clone());
     }
     if let Some((admin, token, metrics)) = admin {
@@ -119,6 +122,9 @@ pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
     }
     for addr in server.tls_local_addrs() {
         tracing::info!("palisade listening on https://{addr}");
+    }
+    for addr in server.http3_local_addrs() {
+        tracing::info!("palisade listening on https://{addr} (HTTP/3, UDP)");
     }
     server.run(shutdown_signal()).await.context("starting the server's workers")
 }

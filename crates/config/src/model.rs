@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Addresses to accept HTTPS on (TLS 1.2/1.3, ALPN `h2` and `http/1.1`); may be empty.
     pub tls_listen: Vec<SocketAddr>,
+    /// `http3`: also answer HTTP/3 (QUIC) on the UDP port of every `tls_listen` address, and advertise it
+    /// in `Alt-Svc` on HTTPS responses.
+    pub http3: bool,
     /// Caches and state (compiled guests), absolute.
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish on shutdown.

@@ -142,6 +142,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
     let mut out = ServerConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         tls_listen: Vec::new(),
+        http3: false,
         traffic: TrafficLimits::default(),
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -159,6 +160,12 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
     }
     if let Some(tls_listen) = raw.tls_listen {
         out.tls_listen = addresses(c, "tls_listen", tls_listen.into_inner(), &out.listen);
+    }
+    if let Some(http3) = raw.http3 {
+        out.http3 = *http3.get_ref();
+        if out.http3 && out.tls_listen.is_empty() {
+            c.error(&http3.span(), "`http3` needs a `tls_listen` address: HTTP/3 is served on its UDP port");
+        }
     }
     if let Some(dir) = raw.data_dir {
         out.data_dir = c.resolve(dir.get_ref());

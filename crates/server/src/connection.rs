@@ -56,7 +56,7 @@ impl Admission {
     }
 
     /// Counts a new connection from `ip`, or refuses it if either limit is reached.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -74,7 +74,7 @@ impl Admission {
 }
 
 /// A counted connection; dropping it uncounts it.
-struct Admitted {
+pub(crate) struct Admitted {
     admission: Arc<Admission>,
     ip: IpAddr,
 }

@@ -12,11 +12,11 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Either};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use palisade_config::TrafficLimits;
-use palisade_http::{Activity, Body, Fault, HandlerError, PatientBody, RequestContext, empty_body, full_body};
+use palisade_http::{
+    Activity, Body, BoxError, Fault, HandlerError, PatientBody, RequestContext, empty_body, full_body,
+};
 use palisade_tls::{Challenges, HTTP01_PREFIX};
 use tracing::Instrument;
 
@@ -35,6 +35,8 @@ pub(crate) struct Dispatcher {
     pub(crate) challenges: Option<Arc<Challenges>>,
     /// The port plain-HTTP requests are redirected to, for tenants with `https_redirect`.
     pub(crate) https_port: Option<u16>,
+    /// `Alt-Svc` for HTTPS responses by the port they are served on, when that port also answers HTTP/3.
+    pub(crate) alt_svc: Vec<(u16, HeaderValue)>,
     limits: RequestLimits,
     next_request_id: AtomicU64,
 }
@@ -58,6 +60,14 @@ impl RequestLimits {
     }
 }
 
+/// A request body as a connection delivers it: hyper's for HTTP/1.1 and HTTP/2, a QUIC stream's for HTTP/3.
+pub(crate) trait ClientBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
@@ -78,6 +88,7 @@ impl Dispatcher {
             observers: Observers::default(),
             challenges: None,
             https_port: None,
+            alt_svc: Vec::new(),
             limits: RequestLimits::new(&TrafficLimits::default()),
             next_request_id: AtomicU64::new(1),
         }
@@ -91,24 +102,34 @@ impl Dispatcher {
     /// Answers one request. Routing happens now, before the first poll; the future owns what it needs and
     /// stays small (hyper moves it into the connection for every request, and a chain of `async fn`s would
     /// hold the request several times over).
-    pub(crate) fn dispatch(
+    pub(crate) fn dispatch<B: ClientBody>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         peer: &Peer,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static + use<> {
+    ) -> impl Future<Output = Response<Body>> + Send + 'static + use<B> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote);
         // A request that may leave HTTP/1: its head watch stops if the answer says it did.
         let connect = req.method() == Method::CONNECT;
         let may_switch = (connect || req.headers().contains_key(header::UPGRADE)).then(|| peer.framing.clone());
+        let alt_svc = match peer.tls {
+            Some(_) if req.version() != http::Version::HTTP_3 => {
+                self.alt_svc.iter().find(|(port, _)| *port == peer.local.port()).map(|(_, v)| v.clone())
+            }
+            _ => None,
+        };
         let answer = match self.answer(req, peer, request_id, exchange.as_mut()) {
             Answer::Now(response) => Either::Left(std::future::ready(response)),
             Answer::Handler(call) => Either::Right(call),
         };
         // Until its response head is out, the connection is busy, not idle.
         let answering = peer.framing.answering();
-        answer.map(move |response| {
+        answer.map(move |mut response| {
             drop(answering);
+            if let Some(alt_svc) = alt_svc {
+                // This edge's, replacing any an origin gave for itself.
+                response.headers_mut().insert(header::ALT_SVC, alt_svc);
+            }
             if let Some(framing) = may_switch {
                 let status = response.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
@@ -122,9 +143,9 @@ impl Dispatcher {
         })
     }
 
-    fn answer(
+    fn answer<B: ClientBody>(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<B>,
         peer: &Peer,
         request_id: u64,
         exchange: Option<&mut Exchange>,
@@ -214,10 +235,10 @@ impl Dispatcher {
     }
 
     /// Calls the route's handler; its failures become responses when the [`Call`] completes.
-    fn call(
+    fn call<B: ClientBody>(
         &self,
         handler: &dyn palisade_http::Handler,
-        req: Request<Incoming>,
+        req: Request<B>,
         context: RequestContext,
         hsts: Option<HeaderValue>,
     ) -> Call {

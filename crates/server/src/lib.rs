@@ -26,6 +26,7 @@ mod head_watch;
 pub mod host;
 mod normalise;
 mod observe;
+mod quic;
 pub mod router;
 mod sidelined;
 mod strict;
@@ -44,6 +45,7 @@ use balance::Balance;
 use connection::{Admission, Arrival, Connections};
 use dispatch::Dispatcher;
 pub use observe::{ACCESS_TARGET, LATENCY_BUCKETS};
+use quic::{Quic, QuicListener};
 pub use router::{Router, TenantRoutes};
 
 /// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
@@ -79,12 +81,17 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// How long clients may remember that HTTPS ports answer HTTP/3 (`Alt-Svc`'s `ma`), in seconds.
+const ALT_SVC_MAX_AGE: u32 = 86_400;
+
 /// Bound listeners plus everything needed to serve them.
 pub struct Server {
     listeners: Vec<Listener>,
     dispatcher: Dispatcher,
     traffic: TrafficLimits,
     tls: Option<Arc<TlsTerminator>>,
+    /// HTTP/3 beside the TLS listeners, if asked for: their UDP sockets and the QUIC TLS configuration.
+    http3: Option<(Vec<QuicListener>, Arc<rustls::ServerConfig>)>,
     shutdown_timeout: Duration,
     workers: usize,
 }
@@ -108,6 +115,7 @@ impl Server {
             dispatcher: Dispatcher::new(routes),
             traffic: TrafficLimits::default(),
             tls: None,
+            http3: None,
             shutdown_timeout,
             workers: default_workers(),
         })
@@ -127,6 +135,25 @@ impl Server {
         }
         self.dispatcher.https_port = self.listeners.iter().find(|l| l.tls).map(|l| l.local_addr.port());
         self.tls = Some(tls);
+        Ok(self)
+    }
+
+    /// Also answers HTTP/3 on the UDP port of every HTTPS address (call after [`Server::with_tls`]), with the
+    /// same certificates, and advertises it in `Alt-Svc` on the HTTPS responses of those ports.
+    pub fn with_http3(mut self) -> std::io::Result<Server> {
+        let Some(tls) = &self.tls else {
+            return Err(std::io::Error::other("HTTP/3 needs HTTPS listeners"));
+        };
+        let config = tls.quic_config().map_err(std::io::Error::other)?;
+        let mut sockets = Vec::new();
+        for addr in self.tls_local_addrs() {
+            sockets.push(QuicListener::bind(addr)?);
+            let value = format!("h3=\":{}\"; ma={ALT_SVC_MAX_AGE}", addr.port());
+            self.dispatcher
+                .alt_svc
+                .push((addr.port(), http::HeaderValue::from_str(&value).map_err(std::io::Error::other)?));
+        }
+        self.http3 = Some((sockets, config));
         Ok(self)
     }
 
@@ -159,6 +186,11 @@ impl Server {
         self.listeners.iter().filter(|l| l.tls).map(|l| l.local_addr).collect()
     }
 
+    /// The UDP addresses answering HTTP/3.
+    pub fn http3_local_addrs(&self) -> Vec<SocketAddr> {
+        self.http3.iter().flat_map(|(sockets, _)| sockets.iter().filter_map(|s| s.local_addr().ok())).collect()
+    }
+
     /// Serves until `shutdown` completes, then drains connections for at most the shutdown timeout.
     ///
     /// The workers run on their own threads; the future calling this only waits for `shutdown` and for them.
@@ -188,6 +220,13 @@ impl Server {
         }
         // The workers hold their own handles; this one would keep the sockets open after they stop.
         drop(self.listeners);
+        let quic = match self.http3 {
+            Some((sockets, tls)) => {
+                let quic = Quic { dispatcher, admission, traffic: self.traffic.clone(), tls, stop: stop_rx.clone() };
+                Some(quic.spawn(sockets, self.shutdown_timeout)?)
+            }
+            None => None,
+        };
 
         shutdown.await;
         tracing::info!(
@@ -198,6 +237,9 @@ impl Server {
         let mut drained = true;
         for worker in workers {
             drained &= worker.await.unwrap_or(false);
+        }
+        if let Some(quic) = quic {
+            drained &= quic.await.unwrap_or(false);
         }
         if drained {
             tracing::info!("all connections closed");

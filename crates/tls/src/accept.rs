@@ -66,6 +66,20 @@ impl TlsTerminator {
         Ok(TlsTerminator { config: Arc::new(config), sites, challenges })
     }
 
+    /// The rustls configuration for QUIC (HTTP/3): the same certificates by SNI, TLS 1.3 only (QUIC has no
+    /// other), ALPN `h3`, tickets for resumption, and no early data: 0-RTT requests could be replayed.
+    pub fn quic_config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SiteResolver(self.sites.clone())));
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        config.ignore_client_order = true;
+        config.max_early_data_size = 0;
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        Ok(Arc::new(config))
+    }
+
     /// Runs the server side of a handshake on `tcp`. `Ok(None)` when the handshake was an ACME TLS-ALPN-01
     /// validation, which carries no HTTP.
     /// Counted in `palisade_tls_handshakes_total` by result: `ok`, `acme`, `unknown_name` or `failed`.

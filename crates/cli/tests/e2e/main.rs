@@ -20,6 +20,8 @@
 //! - `tls`: HTTPS: certificates by SNI, ALPN, 421, HSTS and redirects, resumption, reload, broken certificates.
 //! - `traffic`: hostile traffic: slow heads, bodies and readers, connection floods, oversized heads, and
 //!   HTTP/2 attacks (rapid reset, CONTINUATION flood, HPACK bomb, PING/SETTINGS floods, window overflow).
+//! - `http3`: HTTP/3 through aioquic's client: files of every size with their digests, a component with a
+//!   body, a hundred streams on one connection, tenants by SNI, `Alt-Svc` on HTTPS.
 //! - `acme`: certificates obtained and renewed from a real ACME server (pebble), both challenge types.
 //! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
 //!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
@@ -45,6 +47,7 @@ mod corpus;
 mod fairness;
 mod handlers;
 mod hostile;
+mod http3;
 mod kv;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,161 @@
+//! HTTP/3: files of every size, a component with a request body, many streams on one connection and two
+//! tenants by SNI, through aioquic's client (`tests/clients/h3.py`), a QUIC stack written apart from palisade.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{Running, Site, TestCa};
+
+/// The Python with aioquic that `scripts/setup.sh` installs.
+fn h3_python() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME");
+    PathBuf::from(home).join(".cache/palisade-test/h3/bin/python")
+}
+
+/// alice (`alice.test`: files, the probe component) and bob (`bob.test`: a file), over HTTPS and HTTP/3.
+fn h3_site(ca: &TestCa) -> Site {
+    let site = Site::new();
+    site.write("www/alice/one.bin", "x");
+    let big: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    site.write("www/alice/big.bin", big);
+    site.write("www/alice/index.html", "alice over h3\n");
+    site.write("www/bob/index.html", "bob over h3\n");
+    for (tenant, names) in [("alice", ["alice.test"]), ("bob", ["bob.test"])] {
+        let (cert, key) = ca.leaf(&names);
+        site.write(&format!("certs/{tenant}.pem"), cert);
+        site.write(&format!("certs/{tenant}.key"), key);
+    }
+    site.write("certs/ca.pem", &ca.pem);
+    let probe = site.guest("probe-component.wasm");
+    let data = site.path("data").display().to_string();
+    site.config_with(
+        &format!("listen = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\nhttp3 = true\ndata_dir = {data:?}"),
+        &format!(
+            r#"
+[tenants.alice]
+hosts = ["alice.test"]
+tls = {{ cert = "certs/alice.pem", key = "certs/alice.key" }}
+
+[[tenants.alice.routes]]
+path = "/"
+static = "www/alice"
+
+[[tenants.alice.routes]]
+path = "/app"
+component = "{probe}"
+
+[tenants.bob]
+hosts = ["bob.test"]
+tls = {{ cert = "certs/bob.pem", key = "certs/bob.key" }}
+
+[[tenants.bob.routes]]
+path = "/"
+static = "www/bob"
+"#
+        ),
+    );
+    site
+}
+
+/// Requests every path at once on one HTTP/3 connection opened for `sni`; one summary per response, in order.
+fn h3(site: &Site, server: &Running, sni: &str, options: &[&str], paths: &[&str]) -> Vec<Value> {
+    let addr = server.tls_addr().to_string();
+    let ca = site.path("certs/ca.pem");
+    let out = Command::new(h3_python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/h3.py"))
+        .args([addr.as_str(), sni, ca.to_str().unwrap()])
+        .args(options)
+        .args(paths)
+        .output()
+        .expect("the aioquic client (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "h3.py failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), paths.len(), "{stdout}");
+    for line in &lines {
+        assert!(line.get("error").is_none(), "{line}");
+    }
+    lines
+}
+
+fn sha256(path: PathBuf) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn http3_serves_files_of_every_size_and_components_and_is_advertised() {
+    let ca = TestCa::new();
+    let site = h3_site(&ca);
+    let server = site.start();
+    assert!(server.log_contains("(HTTP/3, UDP)"), "{}", server.log());
+
+    let got = h3(&site, &server, "alice.test", &[], &["/one.bin", "/big.bin", "/missing"]);
+    for (i, file) in ["one.bin", "big.bin"].into_iter().enumerate() {
+        assert_eq!(got[i]["status"], 200, "{}", got[i]);
+        assert_eq!(got[i]["sha256"], sha256(site.path(&format!("www/alice/{file}"))), "{file}");
+        assert!(got[i]["headers"]["date"].is_string(), "Date is sent: {}", got[i]);
+    }
+    assert_eq!(got[1]["length"], 16 * 1024 * 1024);
+    assert_eq!(got[2]["status"], 404);
+
+    // A component, with a request body streamed to it.
+    site.write("body.txt", "a body sent over QUIC");
+    let got = h3(
+        &site,
+        &server,
+        "alice.test",
+        &["--method", "POST", "--body-file", site.path("body.txt").to_str().unwrap()],
+        &["/app/echo"],
+    );
+    assert_eq!(got[0]["status"], 200, "{}", got[0]);
+    let echoed = got[0]["body"].as_str().unwrap();
+    assert!(
+        echoed.starts_with("method=POST\nuri=/app/echo") && echoed.contains("body=a body sent over QUIC"),
+        "{echoed}"
+    );
+
+    // HTTPS over TCP says where HTTP/3 is.
+    let client = server.https_client(&["alice.test"], &ca.pem);
+    let r = client.get(server.https_url("alice.test", "/index.html")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let port = server.tls_addr().port();
+    assert_eq!(r.headers()["alt-svc"], format!("h3=\":{port}\"; ma=86400").as_str());
+    // Plain HTTP does not advertise it.
+    let r = server.client(&["alice.test"]).get(server.url("alice.test", "/index.html")).send().await.unwrap();
+    assert!(r.headers().get("alt-svc").is_none());
+}
+
+#[tokio::test]
+async fn http3_serves_a_hundred_streams_on_one_connection_and_tenants_by_sni() {
+    let ca = TestCa::new();
+    let site = h3_site(&ca);
+    let server = site.start();
+    let paths: Vec<String> = (0..100).map(|i| format!("/index.html?n={i}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    for got in h3(&site, &server, "alice.test", &[], &paths) {
+        assert_eq!(got["status"], 200, "{got}");
+        assert_eq!(got["body"], "alice over h3\n");
+    }
+    let got = h3(&site, &server, "bob.test", &[], &["/index.html"]);
+    assert_eq!((got[0]["status"].as_u64(), got[0]["body"].as_str()), (Some(200), Some("bob over h3\n")));
+    // Another tenant's host on a connection opened for bob: 421, as over TCP.
+    let got = h3(&site, &server, "bob.test", &["--authority", "alice.test"], &["/index.html"]);
+    assert_eq!(got[0]["status"], 421, "{}", got[0]);
+}
+
+#[test]
+fn http3_without_an_https_address_is_refused_with_its_line() {
+    let site = Site::new();
+    site.write("www/index.html", "hi\n");
+    site.write(
+        "palisade.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp3 = true\n\n[tenants.t]\nhosts = [\"*\"]\n\
+         [[tenants.t.routes]]\npath = \"/\"\nstatic = \"www\"\n",
+    );
+    let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("palisade.toml:3:9: `http3` needs a `tls_listen` address"), "{err}");
+}
