@@ -3,8 +3,9 @@ palisade). One QUIC connection to ADDR with SNI NAME, trusting CA; every PATH is
 each on its own stream, and one JSON line per response is printed in the order given:
 {"path", "status", "headers": {name: value, ...}, "length", "sha256", "body" (the first 200 bytes, as text)}.
 
-Usage: h3.py ADDR NAME CA [--authority HOST] [--method M] [--body-file F] PATH...
-A response that does not complete within 60 s is printed as {"path", "error"}.
+Usage: h3.py ADDR NAME CA [--authority HOST] [--method M] [--body-file F] [--hold SECONDS] PATH...
+A response that does not complete within 60 s is printed as {"path", "error"}. With --hold, the connection
+stays open that long after the responses (for connection-limit tests).
 """
 import argparse
 import asyncio
@@ -82,6 +83,7 @@ async def main():
     p.add_argument("--authority")
     p.add_argument("--method", default="GET")
     p.add_argument("--body-file")
+    p.add_argument("--hold", type=float, default=0)
     p.add_argument("paths", nargs="+")
     args = p.parse_args()
     host, port = args.addr.rsplit(":", 1)
@@ -98,6 +100,7 @@ async def main():
                 return {"path": path, "error": repr(e)}
         for line in await asyncio.gather(*(one(path) for path in args.paths)):
             print(json.dumps(line), flush=True)
+        await asyncio.sleep(args.hold)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{Running, Site, TestCa};
+use crate::upstream::Upstream;
 
 /// The Python with aioquic that `scripts/setup.sh` installs.
 fn h3_python() -> PathBuf {
@@ -14,8 +15,9 @@ fn h3_python() -> PathBuf {
     PathBuf::from(home).join(".cache/palisade-test/h3/bin/python")
 }
 
-/// alice (`alice.test`: files, the probe component) and bob (`bob.test`: a file), over HTTPS and HTTP/3.
-fn h3_site(ca: &TestCa) -> Site {
+/// alice (`alice.test`: files, the probe component and CGI program, a proxy route to `upstream` with and
+/// without the cache) and bob (`bob.test`: a file), over HTTPS and HTTP/3.
+fn h3_site(ca: &TestCa, upstream: &str) -> Site {
     let site = Site::new();
     site.write("www/alice/one.bin", "x");
     let big: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -29,6 +31,7 @@ fn h3_site(ca: &TestCa) -> Site {
     }
     site.write("certs/ca.pem", &ca.pem);
     let probe = site.guest("probe-component.wasm");
+    let cgi = site.guest("probe-cgi.wasm");
     let data = site.path("data").display().to_string();
     site.config_with(
         &format!("listen = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\nhttp3 = true\ndata_dir = {data:?}"),
@@ -37,6 +40,7 @@ fn h3_site(ca: &TestCa) -> Site {
 [tenants.alice]
 hosts = ["alice.test"]
 tls = {{ cert = "certs/alice.pem", key = "certs/alice.key" }}
+cache = {{ max_size = "64 MiB" }}
 
 [[tenants.alice.routes]]
 path = "/"
@@ -45,6 +49,23 @@ static = "www/alice"
 [[tenants.alice.routes]]
 path = "/app"
 component = "{probe}"
+
+[[tenants.alice.routes]]
+path = "/cgi-bin/probe"
+cgi = "{cgi}"
+
+[[tenants.alice.routes]]
+path = "/up"
+proxy = "{upstream}"
+
+[[tenants.alice.routes]]
+path = "/download"
+proxy = "{upstream}"
+
+[[tenants.alice.routes]]
+path = "/cached"
+proxy = "{upstream}"
+cache = true
 
 [tenants.bob]
 hosts = ["bob.test"]
@@ -61,15 +82,7 @@ static = "www/bob"
 
 /// Requests every path at once on one HTTP/3 connection opened for `sni`; one summary per response, in order.
 fn h3(site: &Site, server: &Running, sni: &str, options: &[&str], paths: &[&str]) -> Vec<Value> {
-    let addr = server.tls_addr().to_string();
-    let ca = site.path("certs/ca.pem");
-    let out = Command::new(h3_python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/h3.py"))
-        .args([addr.as_str(), sni, ca.to_str().unwrap()])
-        .args(options)
-        .args(paths)
-        .output()
-        .expect("the aioquic client (scripts/setup.sh installs it)");
+    let out = h3_command(site, server, sni, options, paths).output().expect("the aioquic client (scripts/setup.sh)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "h3.py failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -80,15 +93,28 @@ fn h3(site: &Site, server: &Running, sni: &str, options: &[&str], paths: &[&str]
     lines
 }
 
+/// The aioquic client's command line, for [`h3`] or to run in the background.
+fn h3_command(site: &Site, server: &Running, sni: &str, options: &[&str], paths: &[&str]) -> Command {
+    let mut command = Command::new(h3_python());
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/h3.py"))
+        .args([server.tls_addr().to_string().as_str(), sni, site.path("certs/ca.pem").to_str().unwrap()])
+        .args(options)
+        .args(paths);
+    command
+}
+
 fn sha256(path: PathBuf) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn http3_serves_files_of_every_size_and_components_and_is_advertised() {
+// Multi-threaded: the upstream answers on the test's runtime while the client command blocks its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_serves_every_route_kind_and_is_advertised() {
+    let upstream = Upstream::start("origin");
     let ca = TestCa::new();
-    let site = h3_site(&ca);
+    let site = h3_site(&ca, &upstream.url());
     let server = site.start();
     assert!(server.log_contains("(HTTP/3, UDP)"), "{}", server.log());
 
@@ -103,19 +129,26 @@ async fn http3_serves_files_of_every_size_and_components_and_is_advertised() {
 
     // A component, with a request body streamed to it.
     site.write("body.txt", "a body sent over QUIC");
-    let got = h3(
-        &site,
-        &server,
-        "alice.test",
-        &["--method", "POST", "--body-file", site.path("body.txt").to_str().unwrap()],
-        &["/app/echo"],
-    );
+    let body = site.path("body.txt");
+    let body = body.to_str().unwrap();
+    let got = h3(&site, &server, "alice.test", &["--method", "POST", "--body-file", body], &["/app/echo"]);
     assert_eq!(got[0]["status"], 200, "{}", got[0]);
     let echoed = got[0]["body"].as_str().unwrap();
     assert!(
         echoed.starts_with("method=POST\nuri=/app/echo") && echoed.contains("body=a body sent over QUIC"),
         "{echoed}"
     );
+
+    // A CGI program reading its body, and a proxied upstream, streamed and through the cache.
+    let got = h3(&site, &server, "alice.test", &["--method", "POST", "--body-file", body], &["/cgi-bin/probe/body"]);
+    assert_eq!((got[0]["status"].as_u64(), got[0]["body"].as_str()), (Some(200), Some("a body sent over QUIC")));
+    let got = h3(&site, &server, "alice.test", &[], &["/up/hello", "/download?3000000", "/cached/x"]);
+    assert_eq!(got[0]["status"], 200, "{}", got[0]);
+    assert!(got[0]["body"].as_str().unwrap().starts_with("origin GET /up/hello"), "{}", got[0]);
+    assert!(got[0]["headers"].get("x-hop").is_none(), "hop-by-hop fields dropped: {}", got[0]);
+    assert_eq!((got[1]["status"].as_u64(), got[1]["length"].as_u64()), (Some(200), Some(3_000_000)));
+    assert_eq!(got[2]["status"], 200, "{}", got[2]);
+    assert!(got[2]["headers"]["cache-status"].as_str().unwrap().starts_with("palisade; fwd=uri-miss"), "{}", got[2]);
 
     // HTTPS over TCP says where HTTP/3 is.
     let client = server.https_client(&["alice.test"], &ca.pem);
@@ -131,7 +164,7 @@ async fn http3_serves_files_of_every_size_and_components_and_is_advertised() {
 #[tokio::test]
 async fn http3_serves_a_hundred_streams_on_one_connection_and_tenants_by_sni() {
     let ca = TestCa::new();
-    let site = h3_site(&ca);
+    let site = h3_site(&ca, "http://127.0.0.1:9");
     let server = site.start();
     let paths: Vec<String> = (0..100).map(|i| format!("/index.html?n={i}")).collect();
     let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
@@ -158,4 +191,48 @@ fn http3_without_an_https_address_is_refused_with_its_line() {
     let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("palisade.toml:3:9: `http3` needs a `tls_listen` address"), "{err}");
+}
+
+#[tokio::test]
+async fn http3_ignores_garbage_datagrams_and_holds_clients_to_the_connection_limits() {
+    let ca = TestCa::new();
+    let site = h3_site(&ca, "http://127.0.0.1:9");
+    let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    site.write("palisade.toml", config.replacen("http3 = true", "http3 = true\nmax_connections_per_ip = 2", 1));
+    let server = site.start();
+
+    // Datagrams that are not QUIC, or QUIC long headers with nonsense after them, cost nothing lasting.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..2000 {
+        let len = 1 + (i * 37) % 1400;
+        let datagram: Vec<u8> = (0..len)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect();
+        let mut datagram = datagram;
+        if i % 2 == 0 {
+            datagram[0] = 0xc0; // a long header: QUIC's Initial packet type, version and lengths garbage
+        }
+        udp.send_to(&datagram, server.tls_addr()).unwrap();
+    }
+    let got = h3(&site, &server, "alice.test", &[], &["/index.html"]);
+    assert_eq!(got[0]["status"], 200, "{}", got[0]);
+
+    // Two connections held open from this address; a third is refused while they are, TCP or QUIC alike.
+    let held: Vec<_> = (0..2)
+        .map(|_| h3_command(&site, &server, "alice.test", &["--hold", "6"], &["/index.html"]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let third = h3_command(&site, &server, "alice.test", &[], &["/index.html"]).output().unwrap();
+    assert!(!third.status.success(), "a third connection was served: {}", String::from_utf8_lossy(&third.stdout));
+    for mut client in held {
+        assert!(client.wait().unwrap().success());
+    }
+    let got = h3(&site, &server, "alice.test", &[], &["/index.html"]);
+    assert_eq!(got[0]["status"], 200, "served again once the others closed: {}", got[0]);
 }
