@@ -196,14 +196,34 @@ impl Server {
     /// The workers run on their own threads; the future calling this only waits for `shutdown` and for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let tls_addrs = self.tls_local_addrs();
         let mut dispatcher = self.dispatcher;
         dispatcher.limit_requests(&self.traffic);
         let dispatcher = Arc::new(dispatcher);
         let admission = Arc::new(Admission::new(&self.traffic));
         let (balance, inboxes) = Balance::new(self.workers);
         let mut workers = Vec::with_capacity(self.workers);
+        // HTTP/3: a socket per worker on each port (SO_REUSEPORT), each worker's QUIC endpoint on its own runtime.
+        let mut http3 = self.http3.map(|(first, tls)| (Some(first), tls));
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
+            let quic = match &mut http3 {
+                Some((first, tls)) => {
+                    let sockets = match first.take() {
+                        Some(sockets) => sockets,
+                        None => tls_addrs.iter().map(|a| QuicListener::bind(*a)).collect::<Result<_, _>>()?,
+                    };
+                    let quic = Quic {
+                        dispatcher: dispatcher.clone(),
+                        admission: admission.clone(),
+                        traffic: self.traffic.clone(),
+                        tls: tls.clone(),
+                        stop: stop_rx.clone(),
+                    };
+                    Some((quic, sockets))
+                }
+                None => None,
+            };
             let worker = Worker {
                 listeners,
                 index,
@@ -213,6 +233,7 @@ impl Server {
                 admission: admission.clone(),
                 traffic: self.traffic.clone(),
                 tls: self.tls.clone(),
+                quic,
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.shutdown_timeout,
             };
@@ -220,13 +241,6 @@ impl Server {
         }
         // The workers hold their own handles; this one would keep the sockets open after they stop.
         drop(self.listeners);
-        let quic = match self.http3 {
-            Some((sockets, tls)) => {
-                let quic = Quic { dispatcher, admission, traffic: self.traffic.clone(), tls, stop: stop_rx.clone() };
-                Some(quic.spawn(sockets, self.shutdown_timeout)?)
-            }
-            None => None,
-        };
 
         shutdown.await;
         tracing::info!(
@@ -238,9 +252,7 @@ impl Server {
         for worker in workers {
             drained &= worker.await.unwrap_or(false);
         }
-        if let Some(quic) = quic {
-            drained &= quic.await.unwrap_or(false);
-        }
+
         if drained {
             tracing::info!("all connections closed");
         } else {
@@ -289,6 +301,8 @@ struct Worker {
     admission: Arc<Admission>,
     traffic: TrafficLimits,
     tls: Option<Arc<TlsTerminator>>,
+    /// HTTP/3 on this worker: its QUIC sockets, one per HTTPS port.
+    quic: Option<(Quic, Vec<QuicListener>)>,
     stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 }
@@ -307,6 +321,8 @@ impl Worker {
     }
 
     async fn serve(self) -> bool {
+        // Drains at the same time as the TCP connections, within the same shutdown timeout.
+        let quic = self.quic.map(|(quic, sockets)| tokio::spawn(quic.serve(sockets, self.shutdown_timeout)));
         let connections = Arc::new(Connections::new(
             self.dispatcher,
             self.admission,
@@ -330,6 +346,10 @@ impl Worker {
         for l in accept_loops {
             let _ = l.await;
         }
-        connections.drain(self.shutdown_timeout).await
+        let drained = connections.drain(self.shutdown_timeout).await;
+        match quic {
+            Some(quic) => quic.await.unwrap_or(false) && drained,
+            None => drained,
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! HTTP/3: QUIC connections (quinn, on rustls) on the UDP ports of the TLS listeners, each request stream
-//! handed to the same [`Dispatcher`] as HTTP/1.1 and HTTP/2, its body streamed both ways.
+//! handed to the same [`Dispatcher`] as HTTP/1.1 and HTTP/2, its body streamed both ways. Every worker runs
+//! a QUIC endpoint of its own on its own socket for each port, so a connection and its requests stay on one
+//! worker, as TCP connections do.
 //!
 //! The defences are QUIC's and quinn's, set from the same `[server]` limits as TCP: the connection limits
 //! (total and per client address, counted together with TCP connections), `h2_max_concurrent_streams`
@@ -50,9 +52,17 @@ pub(crate) struct QuicListener {
 }
 
 impl QuicListener {
-    /// Binds UDP `addr` (a TLS listener's address, its port resolved).
+    /// Binds UDP `addr` (a TLS listener's address, its port resolved), shared with the other workers' sockets
+    /// on it (`SO_REUSEPORT`: the kernel keeps each client address on one socket, so each connection on one
+    /// worker; a client that moves to another address loses its connection and opens another).
     pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<QuicListener> {
-        let socket = std::net::UdpSocket::bind(addr)
+        let bound = || {
+            let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())?;
+            std::io::Result::Ok(std::net::UdpSocket::from(socket))
+        };
+        let socket = bound()
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for HTTP/3 on UDP {addr}: {e}")))?;
         Ok(QuicListener { socket })
     }
@@ -73,25 +83,9 @@ pub(crate) struct Quic {
 }
 
 impl Quic {
-    /// Serves HTTP/3 on `listeners` from a thread of its own until the server stops; the receiver completes
-    /// when it has, with whether every connection finished within `grace`.
-    pub(crate) fn spawn(
-        self,
-        listeners: Vec<QuicListener>,
-        grace: Duration,
-    ) -> std::io::Result<tokio::sync::oneshot::Receiver<bool>> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new().name("palisade-quic".into()).spawn(move || {
-            let drained = runtime.block_on(self.serve(listeners, grace));
-            let _ = done_tx.send(drained);
-        })?;
-        Ok(done_rx)
-    }
-
     /// Serves HTTP/3 on `listeners` until the server stops, then lets connections finish their requests for
-    /// at most `grace`; whether they did.
-    async fn serve(self, listeners: Vec<QuicListener>, grace: Duration) -> bool {
+    /// at most `grace`; whether they did. Runs on the worker's runtime, as its TCP connections do.
+    pub(crate) async fn serve(self, listeners: Vec<QuicListener>, grace: Duration) -> bool {
         let config = match self.server_config() {
             Ok(c) => c,
             Err(e) => {
