@@ -155,13 +155,13 @@ impl Quic {
                 incoming.refuse();
                 continue;
             };
-            let (quic, handshaking) = (self.clone(), handshaking.clone());
+            let (quic, handshaking, requests) = (self.clone(), handshaking.clone(), tasks.clone());
             tasks.spawn(async move {
                 handshaking.fetch_add(1, Ordering::Relaxed);
                 let connecting = incoming.await;
                 handshaking.fetch_sub(1, Ordering::Relaxed);
                 match connecting {
-                    Ok(connection) => quic.connection(connection, local).await,
+                    Ok(connection) => quic.connection(connection, local, &requests).await,
                     Err(e) => tracing::debug!(error = %e, "QUIC handshake failed"),
                 }
                 drop(admitted);
@@ -171,8 +171,9 @@ impl Quic {
         endpoint.set_server_config(None);
     }
 
-    /// Serves one connection's requests, each on its own task, until the client or the server ends it.
-    async fn connection(&self, connection: quinn::Connection, local: SocketAddr) {
+    /// Serves one connection's requests, each on its own task in `requests` (so that a stopping server waits
+    /// for them), until the client or the server ends it.
+    async fn connection(&self, connection: quinn::Connection, local: SocketAddr, requests: &TaskTracker) {
         let sni = connection
             .handshake_data()
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -199,7 +200,7 @@ impl Quic {
             tokio::select! {
                 accepted = h3.accept() => match accepted {
                     Ok(Some(resolver)) => {
-                        tokio::spawn(request(resolver, self.dispatcher.clone(), peer.clone()));
+                        requests.spawn(request(resolver, self.dispatcher.clone(), peer.clone()));
                     }
                     Ok(None) => break,
                     Err(e) => {

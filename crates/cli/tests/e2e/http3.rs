@@ -63,6 +63,10 @@ path = "/download"
 proxy = "{upstream}"
 
 [[tenants.alice.routes]]
+path = "/slow-head"
+proxy = "{upstream}"
+
+[[tenants.alice.routes]]
 path = "/cached"
 proxy = "{upstream}"
 cache = true
@@ -235,4 +239,22 @@ async fn http3_ignores_garbage_datagrams_and_holds_clients_to_the_connection_lim
     }
     let got = h3(&site, &server, "alice.test", &[], &["/index.html"]);
     assert_eq!(got[0]["status"], 200, "served again once the others closed: {}", got[0]);
+}
+
+// Multi-threaded: the upstream answers on the test's runtime while the test thread waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_requests_in_flight_finish_when_the_server_stops() {
+    let upstream = Upstream::start("origin");
+    let ca = TestCa::new();
+    let site = h3_site(&ca, &upstream.url());
+    let mut server = site.start();
+    // Answered by the upstream after 5 s; the server is told to stop 1 s in.
+    let mut slow = h3_command(&site, &server, "alice.test", &[], &["/slow-head"]);
+    let slow = tokio::task::spawn_blocking(move || slow.output());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let code = server.terminate(std::time::Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", server.log());
+    let out = slow.await.unwrap().unwrap();
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(line["status"], 200, "the request in flight was answered: {}", String::from_utf8_lossy(&out.stdout));
 }
