@@ -20,8 +20,10 @@
 //! - `tls`: HTTPS: certificates by SNI, ALPN, 421, HSTS and redirects, resumption, reload, broken certificates.
 //! - `traffic`: hostile traffic: slow heads, bodies and readers, connection floods, oversized heads, and
 //!   HTTP/2 attacks (rapid reset, CONTINUATION flood, HPACK bomb, PING/SETTINGS floods, window overflow).
-//! - `http3`: HTTP/3 through aioquic's client: files of every size with their digests, a component with a
-//!   body, a hundred streams on one connection, tenants by SNI, `Alt-Svc` on HTTPS.
+//! - `http3`: HTTP/3 through aioquic's client: every route kind (files of every size by digest, a component
+//!   and a CGI program with bodies, proxied and cached routes), a hundred streams on one connection, tenants
+//!   by SNI and 421, `Alt-Svc` on HTTPS, garbage datagrams, the connection limits, requests in flight across
+//!   a shutdown.
 //! - `acme`: certificates obtained and renewed from a real ACME server (pebble), both challenge types.
 //! - `proxy`: the reverse proxy: balancing, ejection and recovery, forwarding headers, streaming, upgrades,
 //!   502/504, h2c upstreams, and the request-smuggling corpus with nothing reaching the upstream.
