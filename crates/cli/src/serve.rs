@@ -75,7 +75,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_tls(&config.server.tls_listen, https.terminator.clone())?
             .with_acme_challenges(https.challenges.clone());
         if config.server.http3 {
-            server = server.with_http3()?;
+            server = server.with_http3(config.server.quic_retry)?;
         }
         https.keep_fresh(certificates.clone());
     }

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// `http3`: also answer HTTP/3 (QUIC) on the UDP port of every `tls_listen` address, and advertise it
     /// in `Alt-Svc` on HTTPS responses.
     pub http3: bool,
+    /// `quic_retry`: make every new QUIC connection prove its address with a Retry first (a round trip more
+    /// per connection); without it, only while many handshakes are under way.
+    pub quic_retry: bool,
     /// Caches and state (compiled guests), absolute.
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish on shutdown.

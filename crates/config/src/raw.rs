@@ -25,6 +25,7 @@ pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) http3: Option<Spanned<bool>>,
+    pub(crate) quic_retry: Option<Spanned<bool>>,
     pub(crate) data_dir: Option<Spanned<String>>,
     pub(crate) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(crate) workers: Option<Spanned<i64>>,

@@ -143,6 +143,7 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         tls_listen: Vec::new(),
         http3: false,
+        quic_retry: false,
         traffic: TrafficLimits::default(),
         data_dir: c.resolve(DEFAULT_DATA_DIR),
         shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -165,6 +166,12 @@ fn server(c: &mut Checker<'_>, raw: Option<Spanned<RawServer>>) -> ServerConfig 
         out.http3 = *http3.get_ref();
         if out.http3 && out.tls_listen.is_empty() {
             c.error(&http3.span(), "`http3` needs a `tls_listen` address: HTTP/3 is served on its UDP port");
+        }
+    }
+    if let Some(retry) = raw.quic_retry {
+        out.quic_retry = *retry.get_ref();
+        if out.quic_retry && !out.http3 {
+            c.error(&retry.span(), "`quic_retry` applies to HTTP/3: set `http3 = true` as well");
         }
     }
     if let Some(dir) = raw.data_dir {

@@ -91,7 +91,7 @@ pub struct Server {
     traffic: TrafficLimits,
     tls: Option<Arc<TlsTerminator>>,
     /// HTTP/3 beside the TLS listeners, if asked for: their UDP sockets and the QUIC TLS configuration.
-    http3: Option<(Vec<QuicListener>, Arc<rustls::ServerConfig>)>,
+    http3: Option<(Vec<QuicListener>, Arc<rustls::ServerConfig>, bool)>,
     shutdown_timeout: Duration,
     workers: usize,
 }
@@ -139,8 +139,10 @@ impl Server {
     }
 
     /// Also answers HTTP/3 on the UDP port of every HTTPS address (call after [`Server::with_tls`]), with the
-    /// same certificates, and advertises it in `Alt-Svc` on the HTTPS responses of those ports.
-    pub fn with_http3(mut self) -> std::io::Result<Server> {
+    /// same certificates, and advertises it in `Alt-Svc` on the HTTPS responses of those ports. With
+    /// `always_retry`, every new QUIC connection must first answer a Retry (address validation); otherwise
+    /// only while many handshakes are under way.
+    pub fn with_http3(mut self, always_retry: bool) -> std::io::Result<Server> {
         let Some(tls) = &self.tls else {
             return Err(std::io::Error::other("HTTP/3 needs HTTPS listeners"));
         };
@@ -153,7 +155,7 @@ impl Server {
                 .alt_svc
                 .push((addr.port(), http::HeaderValue::from_str(&value).map_err(std::io::Error::other)?));
         }
-        self.http3 = Some((sockets, config));
+        self.http3 = Some((sockets, config, always_retry));
         Ok(self)
     }
 
@@ -188,7 +190,7 @@ impl Server {
 
     /// The UDP addresses answering HTTP/3.
     pub fn http3_local_addrs(&self) -> Vec<SocketAddr> {
-        self.http3.iter().flat_map(|(sockets, _)| sockets.iter().filter_map(|s| s.local_addr().ok())).collect()
+        self.http3.iter().flat_map(|(sockets, _, _)| sockets.iter().filter_map(|s| s.local_addr().ok())).collect()
     }
 
     /// Serves until `shutdown` completes, then drains connections for at most the shutdown timeout.
@@ -204,11 +206,11 @@ impl Server {
         let (balance, inboxes) = Balance::new(self.workers);
         let mut workers = Vec::with_capacity(self.workers);
         // HTTP/3: a socket per worker on each port (SO_REUSEPORT), each worker's QUIC endpoint on its own runtime.
-        let mut http3 = self.http3.map(|(first, tls)| (Some(first), tls));
+        let mut http3 = self.http3.map(|(first, tls, always_retry)| (Some(first), tls, always_retry));
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
             let quic = match &mut http3 {
-                Some((first, tls)) => {
+                Some((first, tls, always_retry)) => {
                     let sockets = match first.take() {
                         Some(sockets) => sockets,
                         None => tls_addrs.iter().map(|a| QuicListener::bind(*a)).collect::<Result<_, _>>()?,
@@ -218,6 +220,7 @@ impl Server {
                         admission: admission.clone(),
                         traffic: self.traffic.clone(),
                         tls: tls.clone(),
+                        always_retry: *always_retry,
                         stop: stop_rx.clone(),
                     };
                     Some((quic, sockets))

@@ -7,7 +7,8 @@
 //! (total and per client address, counted together with TCP connections), `h2_max_concurrent_streams`
 //! request streams at once per connection, `keepalive_timeout` as the idle timeout, 3x anti-amplification
 //! until an address is validated, a Retry (address validation) for every new connection while many
-//! handshakes are under way, and no 0-RTT (replayable) data. Datagrams that are not QUIC are dropped by quinn
+//! handshakes are under way (or always, with `quic_retry`), and no 0-RTT (replayable) data. Connections are
+//! counted in `palisade_quic_connections_total` by result: `ok`, `failed`, `refused`, `retry`. Datagrams that are not QUIC are dropped by quinn
 //! before any state is made for them.
 
 use std::net::SocketAddr;
@@ -79,6 +80,8 @@ pub(crate) struct Quic {
     pub(crate) admission: Arc<Admission>,
     pub(crate) traffic: TrafficLimits,
     pub(crate) tls: Arc<rustls::ServerConfig>,
+    /// Whether every new connection must answer a Retry, not only under a flood of handshakes.
+    pub(crate) always_retry: bool,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -145,13 +148,16 @@ impl Quic {
                 _ = stop.changed() => None,
             };
             let Some(incoming) = incoming else { break };
-            if handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE && !incoming.remote_address_validated() {
-                // Under a flood of handshakes, spend nothing on an address until it has answered a Retry.
+            let flooded = handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE;
+            if (self.always_retry || flooded) && !incoming.remote_address_validated() {
+                // Spend nothing on an address until it has answered a Retry.
+                metrics::counter!("palisade_quic_connections_total", "result" => "retry").increment(1);
                 let _ = incoming.retry();
                 continue;
             }
             let Some(admitted) = self.admission.admit(incoming.remote_address().ip()) else {
                 tracing::debug!(remote = %incoming.remote_address(), "QUIC connection refused: connection limit reached");
+                metrics::counter!("palisade_quic_connections_total", "result" => "refused").increment(1);
                 incoming.refuse();
                 continue;
             };
@@ -161,8 +167,14 @@ impl Quic {
                 let connecting = incoming.await;
                 handshaking.fetch_sub(1, Ordering::Relaxed);
                 match connecting {
-                    Ok(connection) => quic.connection(connection, local, &requests).await,
-                    Err(e) => tracing::debug!(error = %e, "QUIC handshake failed"),
+                    Ok(connection) => {
+                        metrics::counter!("palisade_quic_connections_total", "result" => "ok").increment(1);
+                        quic.connection(connection, local, &requests).await;
+                    }
+                    Err(e) => {
+                        metrics::counter!("palisade_quic_connections_total", "result" => "failed").increment(1);
+                        tracing::debug!(error = %e, "QUIC handshake failed");
+                    }
                 }
                 drop(admitted);
             });

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{Running, Site, TestCa};
+use crate::harness::{Running, Site, TestCa, install_crypto_provider};
 use crate::upstream::Upstream;
 
 /// The Python with aioquic that `scripts/setup.sh` installs.
@@ -184,7 +184,7 @@ async fn http3_serves_a_hundred_streams_on_one_connection_and_tenants_by_sni() {
 }
 
 #[test]
-fn http3_without_an_https_address_is_refused_with_its_line() {
+fn http3_keys_without_what_they_need_are_refused_with_their_line() {
     let site = Site::new();
     site.write("www/index.html", "hi\n");
     site.write(
@@ -195,6 +195,12 @@ fn http3_without_an_https_address_is_refused_with_its_line() {
     let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("palisade.toml:3:9: `http3` needs a `tls_listen` address"), "{err}");
+
+    let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    site.write("palisade.toml", config.replace("http3 = true", "quic_retry = true"));
+    let (code, _, err) = site.run(&["check", "--config", "palisade.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("palisade.toml:3:14: `quic_retry` applies to HTTP/3"), "{err}");
 }
 
 #[tokio::test]
@@ -257,4 +263,22 @@ async fn http3_requests_in_flight_finish_when_the_server_stops() {
     let out = slow.await.unwrap().unwrap();
     let line: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(line["status"], 200, "the request in flight was answered: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn with_quic_retry_every_connection_proves_its_address_first() {
+    let ca = TestCa::new();
+    let site = h3_site(&ca, "http://127.0.0.1:9");
+    let config = std::fs::read_to_string(site.path("palisade.toml")).unwrap();
+    let config = config.replacen("http3 = true", "http3 = true\nquic_retry = true", 1);
+    site.write("palisade.toml", format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\n"));
+    let server = site.start();
+    let got = h3(&site, &server, "alice.test", &[], &["/index.html"]);
+    assert_eq!(got[0]["status"], 200, "served after the Retry round trip: {}", got[0]);
+    install_crypto_provider();
+    let metrics = reqwest::get(server.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    for (result, count) in [("retry", 1), ("ok", 1)] {
+        let line = format!("palisade_quic_connections_total{{result=\"{result}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
 }
