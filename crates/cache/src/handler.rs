@@ -304,7 +304,8 @@ impl Route {
             });
             self.cache.metrics.miss.increment(1);
             head.headers.insert(AGE, HeaderValue::from(age));
-            status(fwd).fwd_status_if(code, stale.is_some()).stored(true).ttl(ttl).add_to(&mut head.headers);
+            // Not `stored`: that is known only at the body's end (it may outgrow the bound, or its client leave).
+            status(fwd).fwd_status_if(code, stale.is_some()).ttl(ttl).add_to(&mut head.headers);
             let body = StoringBody::new(body, self.cache.max_object(), leader, on_complete);
             return Ok(Response::from_parts(head, http_body_util::BodyExt::boxed_unsync(body)));
         }
