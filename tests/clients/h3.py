@@ -3,7 +3,8 @@ palisade). One QUIC connection to ADDR with SNI NAME, trusting CA; every PATH is
 each on its own stream, and one JSON line per response is printed in the order given:
 {"path", "status", "headers": {name: value, ...}, "length", "sha256", "body" (the first 200 bytes, as text)}.
 
-Usage: h3.py ADDR NAME CA [--authority HOST] [--method M] [--body-file F] [--hold SECONDS] PATH...
+Usage: h3.py ADDR NAME CA [--authority HOST] [--method M] [--body-file F] [--header NAME:VALUE]... [--hold SECONDS]
+             PATH...
 A response that does not complete within 60 s is printed as {"path", "error"}. With --hold, the connection
 stays open that long after the responses (for connection-limit tests).
 """
@@ -44,12 +45,13 @@ class Client(QuicConnectionProtocol):
                 del self.pending[e.stream_id]
                 future.set_result(response)
 
-    async def request(self, method, authority, path, body):
+    async def request(self, method, authority, path, body, extra=()):
         stream = self._quic.get_next_available_stream_id()
         head = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
                 (b":path", path.encode())]
         if body is not None:
             head.append((b"content-length", str(len(body)).encode()))
+        head += [(name.encode(), value.encode()) for name, value in extra]
         self.h3.send_headers(stream, head, end_stream=body is None)
         if body is not None:
             self.h3.send_data(stream, body, end_stream=True)
@@ -84,6 +86,7 @@ async def main():
     p.add_argument("--method", default="GET")
     p.add_argument("--body-file")
     p.add_argument("--hold", type=float, default=0)
+    p.add_argument("--header", action="append", default=[])
     p.add_argument("paths", nargs="+")
     args = p.parse_args()
     host, port = args.addr.rsplit(":", 1)
@@ -94,7 +97,9 @@ async def main():
     async with connect(host, int(port), configuration=config, create_protocol=Client) as client:
         async def one(path):
             try:
-                r = await asyncio.wait_for(client.request(args.method, args.authority or args.name, path, body), 60)
+                extra = [h.split(":", 1) for h in args.header]
+                request = client.request(args.method, args.authority or args.name, path, body, extra)
+                r = await asyncio.wait_for(request, 60)
                 return summary(path, r)
             except Exception as e:  # reported, so that the test says what went wrong
                 return {"path": path, "error": repr(e)}

@@ -18,7 +18,7 @@ pub enum HostError {
 /// Makes the request's `Host` field say the authority its target names, when the target names one (HTTP/2's
 /// `:authority`, HTTP/1.1's absolute form): that is the host it is routed on (RFC 9112 §3.2.2: a server takes
 /// the authority from an absolute-form target and ignores `Host`), and upstreams, guests and CGI programs read
-/// `Host`, so none of them ever sees another host than the one palisade chose the tenant by. An HTTP/2 request
+/// `Host`, so none of them ever sees another host than the one palisade chose the tenant by. An HTTP/2 or HTTP/3 request
 /// whose `host` names a different host is refused.
 pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), HostError> {
     let Some(authority) = req.uri().authority() else {
@@ -27,7 +27,7 @@ pub fn settle_host<B>(req: &mut Request<B>) -> Result<(), HostError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(h), None) if h.as_bytes() == authority.as_str().as_bytes() => return Ok(()),
-        (Some(h), None) if req.version() == Version::HTTP_2 => {
+        (Some(h), None) if req.version() >= Version::HTTP_2 => {
             let named = |a: &[u8]| host_of(a).map(|h| h.strip_suffix(b".").unwrap_or(h).to_ascii_lowercase());
             if named(h.as_bytes()) != named(authority.as_str().as_bytes()) {
                 return Err(HostError::Conflict);

@@ -24,7 +24,7 @@ use h3::server::{RequestResolver, RequestStream};
 use http::{Method, Response, header};
 use http_body::{Body as _, Frame};
 use palisade_config::TrafficLimits;
-use palisade_http::{Activity, BoxError};
+use palisade_http::{Activity, BoxError, Fault};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -206,13 +206,14 @@ impl Quic {
             Ok(h3) => h3,
             Err(e) => return tracing::debug!(error = %e, "HTTP/3 connection setup failed"),
         };
+        let limits = StreamLimits { header: self.traffic.header_timeout, send: self.traffic.send_timeout };
         let mut stop = self.stop.clone();
         let mut stopping = *stop.borrow();
         loop {
             tokio::select! {
                 accepted = h3.accept() => match accepted {
                     Ok(Some(resolver)) => {
-                        requests.spawn(request(resolver, self.dispatcher.clone(), peer.clone()));
+                        requests.spawn(request(resolver, self.dispatcher.clone(), peer.clone(), limits));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -234,15 +235,37 @@ impl Quic {
     }
 }
 
+/// The time limits of one request stream: `[server]` `header_timeout` for its head, `send_timeout` for each
+/// write of its response (QUIC PINGs keep a connection from idling out, so the idle timeout alone would let a
+/// stream hold its slot, and what it reads from, for ever).
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    header: Duration,
+    send: Duration,
+}
+
 /// One request stream: its request dispatched, its response head and body sent back.
-async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, dispatcher: Arc<Dispatcher>, peer: Peer) {
-    let (request, stream) = match resolver.resolve_request().await {
-        Ok(r) => r,
-        Err(e) => return tracing::debug!(error = %e, "HTTP/3 request refused"),
+async fn request(
+    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    dispatcher: Arc<Dispatcher>,
+    peer: Peer,
+    limits: StreamLimits,
+) {
+    let (request, stream) = match tokio::time::timeout(limits.header, resolver.resolve_request()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "HTTP/3 request refused"),
+        Err(_) => return tracing::debug!("HTTP/3 request head not received within header_timeout; stream closed"),
     };
     let head_only = request.method() == Method::HEAD;
     let (mut send, recv) = stream.split();
-    let response = dispatcher.dispatch(request.map(|()| StreamBody(recv)), &peer).await;
+    let response = match malformed(request.headers()) {
+        Some(reason) => Fault::BadRequest.response(reason),
+        None => {
+            let expected = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+            let body = StreamBody { stream: recv, expected, received: 0 };
+            dispatcher.dispatch(request.map(|()| body), &peer).await
+        }
+    };
     let (mut head, body) = response.into_parts();
     for name in &CONNECTION_FIELDS {
         head.headers.remove(name);
@@ -253,40 +276,87 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, dispatc
     {
         head.headers.insert(header::DATE, date);
     }
-    if send.send_response(Response::from_parts(head, ())).await.is_err() {
-        return;
-    }
+    // Each write may wait for the client's flow-control window at most `send_timeout`, as over TCP.
+    let within = |sent: Result<Result<(), h3::error::StreamError>, tokio::time::error::Elapsed>| match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(Code::H3_REQUEST_CANCELLED)),
+    };
+    let mut sent = within(tokio::time::timeout(limits.send, send.send_response(Response::from_parts(head, ()))).await);
     let mut body = std::pin::pin!(body);
-    while !head_only && let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let sent = match frame.map(Frame::into_data) {
-            Ok(Ok(data)) => send.send_data(data).await,
+    while sent.is_ok()
+        && !head_only
+        && let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+    {
+        sent = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) => within(tokio::time::timeout(limits.send, send.send_data(data)).await),
             Ok(Err(frame)) => match frame.into_trailers() {
-                Ok(trailers) => send.send_trailers(trailers).await,
+                Ok(trailers) => within(tokio::time::timeout(limits.send, send.send_trailers(trailers)).await),
                 Err(_) => Ok(()),
             },
             Err(e) => {
                 tracing::debug!(error = %e, "response body failed; HTTP/3 stream reset");
-                return send.stop_stream(Code::H3_INTERNAL_ERROR);
+                Err(Some(Code::H3_INTERNAL_ERROR))
             }
         };
-        if sent.is_err() {
-            return;
-        }
     }
-    let _ = send.finish().await;
+    match sent {
+        Ok(()) => {
+            let _ = tokio::time::timeout(limits.send, send.finish()).await;
+        }
+        Err(Some(code)) => {
+            if code == Code::H3_REQUEST_CANCELLED {
+                tracing::debug!("HTTP/3 client did not read for send_timeout; stream reset");
+            }
+            send.stop_stream(code);
+        }
+        Err(None) => {}
+    }
 }
 
-/// A request body as its QUIC stream delivers it.
-struct StreamBody(RequestStream<h3_quinn::RecvStream, Bytes>);
+/// Why a request is malformed in HTTP/3 (RFC 9114 §4.2): a field that belongs to one HTTP/1.1 connection,
+/// or `TE` other than `trailers`.
+fn malformed(headers: &http::HeaderMap) -> Option<&'static str> {
+    if CONNECTION_FIELDS.iter().any(|name| headers.contains_key(name)) {
+        return Some("connection-specific header fields are not allowed in HTTP/3");
+    }
+    let te_ok = headers.get_all(header::TE).iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_ok {
+        return Some("TE other than \"trailers\" is not allowed in HTTP/3");
+    }
+    None
+}
+
+/// A request body as its QUIC stream delivers it, held to its `Content-Length` when it has one (RFC 9114
+/// §4.1.2: a body longer or shorter than it says is malformed).
+struct StreamBody {
+    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+    expected: Option<u64>,
+    received: u64,
+}
 
 impl http_body::Body for StreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(match ready!(self.0.poll_recv_data(cx)) {
-            Ok(Some(mut data)) => Some(Ok(Frame::data(data.copy_to_bytes(data.remaining())))),
-            Ok(None) => None,
+        Poll::Ready(match ready!(self.stream.poll_recv_data(cx)) {
+            Ok(Some(mut data)) => {
+                let data = data.copy_to_bytes(data.remaining());
+                self.received += data.len() as u64;
+                match self.expected {
+                    Some(expected) if self.received > expected => {
+                        Some(Err("the request body is longer than its Content-Length".into()))
+                    }
+                    _ => Some(Ok(Frame::data(data))),
+                }
+            }
+            Ok(None) => match self.expected {
+                Some(expected) if self.received != expected => {
+                    Some(Err("the request body is shorter than its Content-Length".into()))
+                }
+                _ => None,
+            },
             Err(e) => Some(Err(e.into())),
         })
     }

@@ -282,3 +282,16 @@ async fn with_quic_retry_every_connection_proves_its_address_first() {
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn http3_refuses_connection_specific_fields() {
+    let ca = TestCa::new();
+    let site = h3_site(&ca, "http://127.0.0.1:9");
+    let server = site.start();
+    for (field, status) in
+        [("connection:close", 400), ("transfer-encoding:chunked", 400), ("te:gzip", 400), ("te:trailers", 200)]
+    {
+        let got = h3(&site, &server, "alice.test", &["--header", field], &["/index.html"]);
+        assert_eq!(got[0]["status"], status, "{field}: {}", got[0]);
+    }
+}
