@@ -59,9 +59,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 out.extend(walk(&p));
-            } else if p.extension().is_none_or(|x| !x.to_string_lossy().ends_with("stats")) {
+            } else if p.extension().is_none_or(|x| !x.to_string_lossy().ends_with("stats"))
+                && !e.file_name().to_string_lossy().starts_with(".cleanup")
+            {
                 // The cache also keeps usage statistics beside each artifact, updated in the background
-                // (`.stats`, written through a temporary `.wip-atomic-write-stats`).
+                // (`.stats`, written through a temporary `.wip-atomic-write-stats`), and its background
+                // cleanup takes a `.cleanup.wip-PID` lock file while it runs.
                 out.push(p);
             }
         }
