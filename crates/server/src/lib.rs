@@ -207,6 +207,7 @@ impl Server {
         let mut workers = Vec::with_capacity(self.workers);
         // HTTP/3: a socket per worker on each port (SO_REUSEPORT), each worker's QUIC endpoint on its own runtime.
         let mut http3 = self.http3.map(|(first, tls, always_retry)| (Some(first), tls, always_retry));
+        let handshaking = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = self.listeners.iter().map(Listener::try_clone).collect::<Result<_, _>>()?;
             let quic = match &mut http3 {
@@ -221,6 +222,7 @@ impl Server {
                         traffic: self.traffic.clone(),
                         tls: tls.clone(),
                         always_retry: *always_retry,
+                        handshaking: handshaking.clone(),
                         stop: stop_rx.clone(),
                     };
                     Some((quic, sockets))
@@ -255,7 +257,6 @@ impl Server {
         for worker in workers {
             drained &= worker.await.unwrap_or(false);
         }
-
         if drained {
             tracing::info!("all connections closed");
         } else {

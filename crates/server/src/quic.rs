@@ -8,8 +8,8 @@
 //! request streams at once per connection, `keepalive_timeout` as the idle timeout, 3x anti-amplification
 //! until an address is validated, a Retry (address validation) for every new connection while many
 //! handshakes are under way (or always, with `quic_retry`), and no 0-RTT (replayable) data. Connections are
-//! counted in `palisade_quic_connections_total` by result: `ok`, `failed`, `refused`, `retry`. Datagrams that are not QUIC are dropped by quinn
-//! before any state is made for them.
+//! counted in `palisade_quic_connections_total` by result: `ok`, `failed`, `refused`, `retry`. Datagrams
+//! that are not QUIC are dropped by quinn before any state is made for them.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -82,6 +82,8 @@ pub(crate) struct Quic {
     pub(crate) tls: Arc<rustls::ServerConfig>,
     /// Whether every new connection must answer a Retry, not only under a flood of handshakes.
     pub(crate) always_retry: bool,
+    /// Handshakes under way on every worker's endpoints together, for the Retry threshold.
+    pub(crate) handshaking: Arc<AtomicUsize>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -140,7 +142,6 @@ impl Quic {
     /// Accepts connections on `endpoint` until the server stops.
     async fn accept_loop(self: Arc<Self>, endpoint: quinn::Endpoint, tasks: TaskTracker) {
         let local = endpoint.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let handshaking = Arc::new(AtomicUsize::new(0));
         let mut stop = self.stop.clone();
         loop {
             let incoming = tokio::select! {
@@ -148,7 +149,7 @@ impl Quic {
                 _ = stop.changed() => None,
             };
             let Some(incoming) = incoming else { break };
-            let flooded = handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE;
+            let flooded = self.handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE;
             if (self.always_retry || flooded) && !incoming.remote_address_validated() {
                 // Spend nothing on an address until it has answered a Retry.
                 metrics::counter!("palisade_quic_connections_total", "result" => "retry").increment(1);
@@ -161,11 +162,11 @@ impl Quic {
                 incoming.refuse();
                 continue;
             };
-            let (quic, handshaking, requests) = (self.clone(), handshaking.clone(), tasks.clone());
+            let (quic, requests) = (self.clone(), tasks.clone());
             tasks.spawn(async move {
-                handshaking.fetch_add(1, Ordering::Relaxed);
+                quic.handshaking.fetch_add(1, Ordering::Relaxed);
                 let connecting = incoming.await;
-                handshaking.fetch_sub(1, Ordering::Relaxed);
+                quic.handshaking.fetch_sub(1, Ordering::Relaxed);
                 match connecting {
                     Ok(connection) => {
                         metrics::counter!("palisade_quic_connections_total", "result" => "ok").increment(1);
