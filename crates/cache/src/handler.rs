@@ -27,7 +27,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use palisade_http::{
     Body, BoxError, Fault, Handler, HandlerError, RangeRequest, RequestBody, RequestContext, Validators, empty_body,
-    full_body, normalise_host, range_request,
+    full_body, http_date, normalise_host, range_request,
 };
 
 use crate::collapse::{InFlight, Leader, Turn, wait};
@@ -258,7 +258,7 @@ impl Route {
         let tags = surrogate_keys(&head.headers);
         strip_edge_fields(&mut head.headers);
         if !head.headers.contains_key(DATE) {
-            head.headers.insert(DATE, http_date_value(response_time));
+            head.headers.insert(DATE, http_date(response_time));
         }
         let wants = Directives::of(client.headers(), CACHE_CONTROL);
         let may_store = storable(client.method(), client.headers(), &wants, code, &head.headers, &directives, targeted);
@@ -552,7 +552,7 @@ fn refresh(stored: &Stored, fresh: &HeaderMap, request_time: SystemTime, respons
     };
     let tags = if fresh.contains_key(SURROGATE_KEY) { surrogate_keys(fresh) } else { stored.tags.clone() };
     if !headers.contains_key(DATE) {
-        headers.insert(DATE, http_date_value(response_time));
+        headers.insert(DATE, http_date(response_time));
     }
     let freshness = Freshness::of(stored.status, &headers, &directives, targeted, request_time, response_time);
     let varied = stored.varied.clone();
@@ -617,11 +617,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
     }
-}
-
-fn http_date_value(at: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(at))
-        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 /// The request's method, URI and fields, for a request made on its behalf.

@@ -136,6 +136,13 @@ pub fn range_request(headers: &HeaderMap, size: u64, validators: &Validators) ->
     }
 }
 
+/// `at` as an HTTP date field value (`Date`, `Last-Modified`): `Thu, 03 Dec 2026 17:58:16 GMT`.
+pub fn http_date(at: std::time::SystemTime) -> http::HeaderValue {
+    // Always visible ASCII; the epoch stands in should that ever not hold.
+    http::HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .unwrap_or(http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

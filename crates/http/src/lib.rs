@@ -14,7 +14,7 @@ mod limited;
 mod patient;
 
 pub use activity::Activity;
-pub use conditional::{RangeRequest, Validators, range_request};
+pub use conditional::{RangeRequest, Validators, http_date, range_request};
 pub use hosts::{HostMap, normalise_host};
 pub use instance_time::InstanceTime;
 pub use limited::{BodyTooLarge, LimitedBody, declared_length};

@@ -272,10 +272,8 @@ async fn request(
         head.headers.remove(name);
     }
     // hyper adds `Date` to HTTP/1.1 and HTTP/2 responses; h3 leaves it to the server.
-    if !head.headers.contains_key(header::DATE)
-        && let Ok(date) = http::HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-    {
-        head.headers.insert(header::DATE, date);
+    if !head.headers.contains_key(header::DATE) {
+        head.headers.insert(header::DATE, palisade_http::http_date(std::time::SystemTime::now()));
     }
     // Each write may wait for the client's flow-control window at most `send_timeout`, as over TCP.
     let within = |sent: Result<Result<(), h3::error::StreamError>, tokio::time::error::Elapsed>| match sent {
