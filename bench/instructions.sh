@@ -25,26 +25,9 @@ nginx_config upstream 1 <<EOF
 EOF
 start upstream 18090 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
 
-# count NAME URL COMMAND...: runs COMMAND (a server on port 18080) under callgrind and prints the
-# instructions per request for URL.
+# count NAME URL COMMAND...: prints the instructions per request COMMAND (a server on port 18080) spends on URL.
 count() {
-  local name=$1 url=$2
-  shift 2
-  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.cg" "$@" >"$WORK/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_port 18080
-  ab -q -k -n 500 -c 8 "$url" >/dev/null
-  callgrind_control --zero "$pid" >/dev/null
-  ab -q -k -n "$REQUESTS" -c 8 "$url" >"$WORK/$name.ab"
-  callgrind_control --dump "$pid" >/dev/null
-  stop "$pid"
-  if ! grep -q '^Failed requests: *0$' "$WORK/$name.ab" || grep -q '^Non-2xx' "$WORK/$name.ab"; then
-    echo "$name: some requests failed" >&2
-    return 1
-  fi
-  awk -v n="$REQUESTS" -v name="$name" '/^totals:/ { printf "%-8s %8.0f instructions per request\n", name, $2 / n }' \
-    "$WORK/$name.cg.1"
+  printf '%-8s %8s instructions per request\n' "$1" "$(instructions_per_request "$@")"
 }
 
 # No guest here, so no guest pool either (valgrind could not reserve its address space).

@@ -150,6 +150,28 @@ measure() {
     'BEGIN { printf "%.1f", (r > 0) ? c * 1000 / (r * s) : 0 }')"
 }
 
+# instructions_per_request NAME URL COMMAND...: runs COMMAND (a server on port 18080) under valgrind's
+# callgrind; after 500 warm-up requests the counters are zeroed, `ab` sends REQUESTS keep-alive requests to URL
+# over 8 connections, and the user-space instructions per request are printed (fails on a failed request).
+instructions_per_request() {
+  local name=$1 url=$2
+  shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.cg" "$@" >"$WORK/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port 18080
+  ab -q -k -n 500 -c 8 "$url" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null
+  ab -q -k -n "$REQUESTS" -c 8 "$url" >"$WORK/$name.ab"
+  callgrind_control --dump "$pid" >/dev/null
+  stop "$pid"
+  if ! grep -q '^Failed requests: *0$' "$WORK/$name.ab" || grep -q '^Non-2xx' "$WORK/$name.ab"; then
+    echo "$name: some requests failed" >&2
+    return 1
+  fi
+  awk -v n="$REQUESTS" '/^totals:/ { printf "%.0f\n", $2 / n }' "$WORK/$name.cg.1"
+}
+
 # median of the numbers given as arguments.
 median() {
   printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

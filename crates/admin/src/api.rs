@@ -6,7 +6,22 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
+use crate::console::{self, Session, Sessions};
 use crate::{Control, ControlError, ControlResult, KvCall, KvReply, PurgeRequest, Refusal};
+
+/// The largest sign-in body `POST /console/session` takes.
+const MAX_SIGN_IN: usize = 4096;
+
+/// What every admin request is checked against: the operator's token and the console's sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    /// The operator's token; `None`: every request is the operator's (loopback only).
+    pub(crate) token: Option<std::sync::Arc<str>>,
+    /// Browsers signed in to the console.
+    pub(crate) sessions: Sessions,
+    /// Whether the listener speaks HTTPS (the session cookie is then `Secure`).
+    pub(crate) secure: bool,
+}
 
 /// The largest `.wasm` a deploy may upload.
 pub const MAX_APP_SIZE: usize = 256 << 20;
@@ -39,7 +54,7 @@ impl Caller {
     fn may(&self, method: &Method, segments: &[&str]) -> bool {
         let Caller::Tenant(own) = self else { return true };
         match (method, segments) {
-            (&Method::GET, ["v1", "tenants"]) => true,
+            (&Method::GET, ["v1", "tenants"] | ["v1", "stats"]) => true,
             (&Method::GET, ["v1", "tenants", tenant]) => tenant == own,
             (&Method::PUT | &Method::DELETE, ["v1", "tenants", tenant, "apps", _]) => tenant == own,
             (_, ["v1", "tenants", tenant, "buckets", ..]) => tenant == own,
@@ -49,7 +64,13 @@ impl Caller {
     }
 }
 
-pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Request<Incoming>) -> Answer {
+pub(crate) async fn answer<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> Answer {
+    let mut answer = route(control, gate, req).await;
+    console::secure_headers(&mut answer);
+    answer
+}
+
+async fn route<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -65,11 +86,26 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
         }
         _ => {}
     }
-    let Some(caller) = caller(control, token, &req) else {
+    if let Some(asset) = console::asset(&method, &path) {
+        return asset;
+    }
+    if let Some(refusal) = cross_site(gate, &req) {
+        return error(StatusCode::FORBIDDEN, refusal);
+    }
+    if segments == ["console", "session"] {
+        return session(control, gate, req).await;
+    }
+    let Some((caller, session)) = caller(control, gate, &req) else {
         let mut answer = error(StatusCode::UNAUTHORIZED, "a bearer token is required: Authorization: Bearer TOKEN");
         answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return answer;
     };
+    if let Some(session) = session
+        && !probe
+        && !console::carries_csrf(&req, &session)
+    {
+        return error(StatusCode::FORBIDDEN, "a write signed in by the console's cookie needs its X-CSRF-Token");
+    }
     if !caller.may(&method, &segments) {
         return error(StatusCode::FORBIDDEN, &format!("a tenant's token may not {method} {path}"));
     }
@@ -88,6 +124,10 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
             );
             return answer;
         }
+        (&Method::GET, ["v1", "stats"]) => Ok(match &caller {
+            Caller::Operator => control.stats(None).await,
+            Caller::Tenant(own) => control.stats(Some(own)).await,
+        }),
         (&Method::GET, ["v1", "tenants"]) => match &caller {
             Caller::Operator => Ok(control.tenants().await),
             Caller::Tenant(own) => {
@@ -201,6 +241,7 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
         (
             _,
             ["metrics"]
+            | ["v1", "stats"]
             | ["v1", "tenants"]
             | ["v1", "tenants", _]
             | ["v1", "tenants", _, "apps", _]
@@ -213,19 +254,140 @@ pub(crate) async fn answer<C: Control>(control: &C, token: Option<&str>, req: Re
         }
         _ => return error(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
     };
-    tracing::info!(target: "palisade::admin", %method, path, ok = result.is_ok(), "admin request");
+    // Reads are many (a console polls every two seconds) and change nothing: logged at debug level.
+    if method == Method::GET {
+        tracing::debug!(target: "palisade::admin", %method, path, ok = result.is_ok(), "admin request");
+    } else {
+        tracing::info!(target: "palisade::admin", %method, path, ok = result.is_ok(), "admin request");
+    }
     respond(result)
 }
 
 /// Who sent `req`: the operator (its token, or any request when no token is set), a tenant (one of its
-/// tokens), or nobody known (`None`).
-fn caller<C: Control, B>(control: &C, operator: Option<&str>, req: &Request<B>) -> Option<Caller> {
-    let Some(operator) = operator else { return Some(Caller::Operator) };
-    let given = bearer(req)?;
-    if same_secret(given, operator) {
-        return Some(Caller::Operator);
+/// tokens), or nobody known (`None`); by its bearer token, else by its console session (returned too, as its
+/// writes must carry the session's CSRF token).
+fn caller<C: Control, B>(control: &C, gate: &Gate, req: &Request<B>) -> Option<(Caller, Option<Session>)> {
+    if gate.token.is_none() {
+        return Some((Caller::Operator, None));
     }
-    control.token_tenant(given).map(Caller::Tenant)
+    if let Some(given) = bearer(req) {
+        return caller_of(control, gate, given).map(|caller| (caller, None));
+    }
+    let (id, session) = gate.sessions.of(req)?;
+    match caller_of(control, gate, &session.token) {
+        Some(caller) => Some((caller, Some(session))),
+        None => {
+            // Its token was revoked: the session ends with it.
+            gate.sessions.close(&id);
+            None
+        }
+    }
+}
+
+/// Who `token` belongs to: the operator, a tenant, or nobody.
+fn caller_of<C: Control>(control: &C, gate: &Gate, token: &str) -> Option<Caller> {
+    match &gate.token {
+        None => Some(Caller::Operator),
+        Some(operator) if same_secret(token, operator) => Some(Caller::Operator),
+        Some(_) => control.token_tenant(token).map(Caller::Tenant),
+    }
+}
+
+/// Why `req` is refused as a browser's request from another site, if it is: browsers say so in
+/// `Sec-Fetch-Site` (a page elsewhere posting to this listener). Without a token, the listener is on
+/// loopback and open, so a host name other than a loopback one (DNS rebinding: another site's name
+/// pointed at 127.0.0.1) is refused as well.
+fn cross_site<B>(gate: &Gate, req: &Request<B>) -> Option<&'static str> {
+    let site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(site, Some("cross-site" | "same-site")) {
+        return Some("requests from other sites' pages are refused");
+    }
+    if gate.token.is_none() {
+        let host = req.uri().host().or_else(|| {
+            let host = req.headers().get(header::HOST)?.to_str().ok()?;
+            Some(host.rsplit_once(':').map_or(host, |(name, _)| name))
+        });
+        let loopback = host.is_none_or(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if !loopback {
+            return Some("without a token the admin API answers loopback host names only");
+        }
+    }
+    None
+}
+
+/// `/console/session`: GET says who is signed in, POST `{"token": "..."}` signs in, DELETE signs out.
+async fn session<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> Answer {
+    let signed_in = |session: &Session, caller: &Caller| {
+        let tenant = match caller {
+            Caller::Operator => None,
+            Caller::Tenant(name) => Some(name.clone()),
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "signed_in": true, "csrf": session.csrf, "operator": tenant.is_none(), "tenant": tenant,
+            }),
+        )
+    };
+    // Asking who is signed in is not an error when nobody is: a 401 would be one in the browser's console.
+    let signed_out = || json(StatusCode::OK, &serde_json::json!({ "signed_in": false }));
+    let mut answer = match req.method().clone() {
+        Method::GET | Method::HEAD => {
+            let Some((id, session)) = gate.sessions.of(&req) else { return signed_out() };
+            match caller_of(control, gate, &session.token) {
+                Some(caller) => signed_in(&session, &caller),
+                None => {
+                    gate.sessions.close(&id);
+                    signed_out()
+                }
+            }
+        }
+        Method::POST => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct SignIn {
+                token: String,
+            }
+            let body = match read_body(req, MAX_SIGN_IN, "a sign-in").await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let Ok(SignIn { token }) = serde_json::from_slice::<SignIn>(&body) else {
+                return error(StatusCode::BAD_REQUEST, "sign in with {\"token\": \"...\"}");
+            };
+            let Some(caller) = caller_of(control, gate, token.trim()) else {
+                tracing::info!(target: "palisade::admin", "console sign-in with a wrong token");
+                return error(StatusCode::UNAUTHORIZED, "this token is not valid");
+            };
+            let (id, session) = match gate.sessions.open(token.trim()) {
+                Ok(opened) => opened,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("no random numbers: {e}")),
+            };
+            tracing::info!(target: "palisade::admin", ?caller, "console sign-in");
+            let mut answer = signed_in(&session, &caller);
+            answer.headers_mut().insert(header::SET_COOKIE, console::set_cookie(Some(&id), gate.secure));
+            answer
+        }
+        Method::DELETE => {
+            let Some((id, session)) = gate.sessions.of(&req) else {
+                return error(StatusCode::UNAUTHORIZED, "not signed in");
+            };
+            if !console::carries_csrf(&req, &session) {
+                return error(StatusCode::FORBIDDEN, "signing out needs the session's X-CSRF-Token");
+            }
+            gate.sessions.close(&id);
+            let mut answer = Response::new(Full::new(Bytes::new()));
+            *answer.status_mut() = StatusCode::NO_CONTENT;
+            answer.headers_mut().insert(header::SET_COOKIE, console::set_cookie(None, gate.secure));
+            answer
+        }
+        ref method => return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed here")),
+    };
+    answer.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    answer
 }
 
 /// The request's body, at most `limit` bytes (refused with 413 on its declared length before a byte is
@@ -277,7 +439,7 @@ fn bearer<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// Whether `given` is `secret`, compared in constant time.
-fn same_secret(given: &str, secret: &str) -> bool {
+pub(crate) fn same_secret(given: &str, secret: &str) -> bool {
     let (given, secret) = (given.as_bytes(), secret.as_bytes());
     given.len() == secret.len() && given.iter().zip(secret).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

@@ -8,7 +8,9 @@
 //! - `POST /v1/tenants/{t}/tokens` (a tenant-scoped token, shown once) and `DELETE /v1/tenants/{t}/tokens/{id}`;
 //! - `GET /v1/tenants/{t}/buckets/{b}/keys[?cursor=N]`, and `GET`, `PUT`, `DELETE` on
 //!   `/v1/tenants/{t}/buckets/{b}/keys/{key}`: the tenant's key-value data;
-//! - `POST /v1/reload`.
+//! - `POST /v1/reload`;
+//! - `GET /v1/stats`: request, error, latency, limit and cache counters per tenant, for the console's charts;
+//! - the web console at `/` (its assets under `/console/`), signed in through `/console/session`.
 //!
 //! Everything but the health checks needs `Authorization: Bearer TOKEN` when a token is set: the operator's
 //! token may do everything; a tenant's token ([`Control::token_tenant`]) may read its own tenant, deploy and
@@ -16,6 +18,7 @@
 //! implements [`Control`]; this crate is HTTP, authentication and JSON only.
 
 mod api;
+mod console;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,6 +162,8 @@ pub trait Control: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), String>;
     /// The metrics, in Prometheus text format.
     fn metrics(&self) -> String;
+    /// Counters since the server started, for the console's live charts: every tenant's, or `tenant`'s only.
+    fn stats(&self, tenant: Option<&str>) -> impl Future<Output = serde_json::Value> + Send;
 }
 
 /// The admin listener, bound.
@@ -202,6 +207,7 @@ impl Admin {
     /// Serves `control` until the task is dropped.
     pub async fn serve<C: Control>(self, control: Arc<C>) {
         let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1)));
+        let gate = Arc::new(api::Gate { token: self.token.clone(), secure: self.tls.is_some(), ..Default::default() });
         let mut failing = 0u64;
         loop {
             let (stream, remote) = match self.listener.accept().await {
@@ -224,15 +230,15 @@ impl Admin {
                 tracing::debug!(%remote, "admin connection refused: {} open", self.limits.max_connections);
                 continue;
             };
-            let (control, token, tls) = (control.clone(), self.token.clone(), self.tls.clone());
+            let (control, gate, tls) = (control.clone(), gate.clone(), self.tls.clone());
             let header_timeout = self.limits.header_timeout;
             tokio::spawn(async move {
                 let _slot = slot;
                 let result = match tls {
-                    None => connection(stream, control, token, header_timeout).await,
+                    None => connection(stream, control, gate, header_timeout).await,
                     // The handshake gets the time a request head gets: a silent client is dropped as soon.
                     Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(stream, control, token, header_timeout).await,
+                        Ok(Ok(stream)) => connection(stream, control, gate, header_timeout).await,
                         Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                         Err(_) => Err("TLS handshake timed out".into()),
                     },
@@ -249,15 +255,15 @@ impl Admin {
 async fn connection<C: Control, IO>(
     io: IO,
     control: Arc<C>,
-    token: Option<Arc<str>>,
+    gate: Arc<api::Gate>,
     header_timeout: std::time::Duration,
 ) -> Result<(), String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        let (control, token) = (control.clone(), token.clone());
-        async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, token.as_deref(), req).await) }
+        let (control, gate) = (control.clone(), gate.clone());
+        async move { Ok::<_, std::convert::Infallible>(api::answer(&*control, &gate, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);

@@ -20,4 +20,4 @@ mod store;
 mod storing;
 
 pub use handler::Cached;
-pub use store::{COLLAPSE_WAIT, Caches, Purge, TenantCache};
+pub use store::{COLLAPSE_WAIT, CacheCounts, Caches, Purge, TenantCache};

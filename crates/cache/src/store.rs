@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -319,6 +320,23 @@ impl TenantCache {
         self.map.weighted_size()
     }
 
+    /// The most bytes it keeps in memory.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// How it answered so far.
+    pub fn counts(&self) -> CacheCounts {
+        let m = &self.metrics;
+        CacheCounts {
+            hit: m.hit.get(),
+            stale: m.stale.get(),
+            revalidated: m.revalidated.get(),
+            miss: m.miss.get(),
+            pass: m.pass.get(),
+        }
+    }
+
     /// Runs moka's pending maintenance now (tests and metrics want settled numbers).
     pub fn settle(&self) {
         self.map.run_pending_tasks();
@@ -328,11 +346,11 @@ impl TenantCache {
 /// One tenant's cache metrics: `palisade_cache_requests_total{tenant, result}`, `palisade_cache_bytes{tenant}`,
 /// and for a disk tier `palisade_cache_disk_bytes{tenant}` and `palisade_cache_disk_reads_total{tenant}`.
 pub(crate) struct CacheMetrics {
-    pub(crate) hit: metrics::Counter,
-    pub(crate) stale: metrics::Counter,
-    pub(crate) revalidated: metrics::Counter,
-    pub(crate) miss: metrics::Counter,
-    pub(crate) pass: metrics::Counter,
+    pub(crate) hit: Tally,
+    pub(crate) stale: Tally,
+    pub(crate) revalidated: Tally,
+    pub(crate) miss: Tally,
+    pub(crate) pass: Tally,
     /// Memory misses answered from the disk tier.
     disk_reads: metrics::Counter,
     bytes: metrics::Gauge,
@@ -341,7 +359,10 @@ pub(crate) struct CacheMetrics {
 
 impl CacheMetrics {
     fn new(tenant: &str) -> CacheMetrics {
-        let requests = |result: &'static str| metrics::counter!("palisade_cache_requests_total", "tenant" => tenant.to_string(), "result" => result);
+        let requests = |result: &'static str| Tally {
+            counter: metrics::counter!("palisade_cache_requests_total", "tenant" => tenant.to_string(), "result" => result),
+            count: AtomicU64::new(0),
+        };
         CacheMetrics {
             hit: requests("hit"),
             stale: requests("stale"),
@@ -353,6 +374,39 @@ impl CacheMetrics {
             disk_bytes: metrics::gauge!("palisade_cache_disk_bytes", "tenant" => tenant.to_string()),
         }
     }
+}
+
+/// A counter exported as a metric and also readable here (the console shows hit rates; a recorder's
+/// counters cannot be read back).
+pub(crate) struct Tally {
+    counter: metrics::Counter,
+    count: AtomicU64,
+}
+
+impl Tally {
+    pub(crate) fn increment(&self, n: u64) {
+        self.counter.increment(n);
+        self.count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// How a tenant's cache answered, since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Fresh responses served from the cache.
+    pub hit: u64,
+    /// Stale responses served (while revalidating, or because the origin failed).
+    pub stale: u64,
+    /// Stored responses the origin confirmed (304).
+    pub revalidated: u64,
+    /// Requests that went to the origin for want of a stored response.
+    pub miss: u64,
+    /// Requests the cache could not answer by its rules (passed to the origin).
+    pub pass: u64,
 }
 
 /// What a purge removes (or marks stale).

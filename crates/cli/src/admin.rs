@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use palisade_admin::{Admin, AdminLimits, Control, ControlError, ControlResult, KvCall, KvReply, PurgeRequest};
 use palisade_config::{AdminConfig, TrafficLimits};
+use palisade_sandbox::LimitKind;
 use palisade_sched::Share;
+use palisade_server::RequestStats;
 use serde_json::json;
 
 use crate::site::{Site, describe_tenant};
@@ -17,16 +19,17 @@ use crate::site::{Site, describe_tenant};
 /// The environment variable holding the admin token when `[admin]` has no `token_file`.
 pub(crate) const TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
 
+/// What `/metrics` shows: the recorder behind the `metrics::` calls, and the request counters the server
+/// keeps itself (per route, cheaper than the recorder's lookup by labels on every request).
+pub(crate) struct Metrics {
+    recorder: PrometheusHandle,
+    /// Requests by tenant, route and status, with durations and bytes.
+    pub(crate) requests: Arc<RequestStats>,
+}
+
 /// Installs the process's metrics recorder; `metrics::` calls anywhere in palisade are recorded from now on.
-pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("palisade_request_duration_seconds".into()),
-            palisade_server::LATENCY_BUCKETS,
-        )
-        .context("configuring metrics")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+pub(crate) fn install_metrics() -> anyhow::Result<Metrics> {
+    let handle = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -34,7 +37,7 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             upkeep.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok(Metrics { recorder: handle, requests: Arc::default() })
 }
 
 /// The token in `file` (trimmed), else in `PALISADE_ADMIN_TOKEN`; `None` when neither is given.
@@ -81,7 +84,7 @@ pub(crate) async fn start(
     token: Option<String>,
     traffic: &TrafficLimits,
     site: Arc<Site>,
-    metrics: PrometheusHandle,
+    metrics: Metrics,
 ) -> anyhow::Result<()> {
     let limits = AdminLimits {
         header_timeout: traffic.header_timeout,
@@ -107,17 +110,102 @@ pub(crate) async fn start(
 /// The site as the admin API sees it.
 struct Operator {
     site: Arc<Site>,
-    metrics: PrometheusHandle,
+    metrics: Metrics,
+}
+
+impl Operator {
+    /// `tenant` (as described) with what is read outside the state's lock: its tokens (ids and dates, never
+    /// the secrets), its key-value usage and its HTTP cache's size.
+    async fn with_usage(&self, mut tenant: serde_json::Value) -> serde_json::Value {
+        let Some(name) = tenant.get("name").and_then(|n| n.as_str()).map(str::to_string) else { return tenant };
+        let tokens: Vec<_> = self
+            .site
+            .tenant_store
+            .tokens(&name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| json!({ "id": t.id, "created_at": t.created_at }))
+            .collect();
+        let kv = match &self.site.kv {
+            Some(kv) => kv.usage(&name).await.ok().map(|u| json!({ "keys": u.keys, "bytes": u.bytes })),
+            None => None,
+        };
+        let cache = self.site.caches.get(&name).map(|c| json!({ "bytes": c.bytes(), "max_size": c.max_size() }));
+        if let Some(fields) = tenant.as_object_mut() {
+            fields.insert("tokens".into(), json!(tokens));
+            fields.insert("kv".into(), json!(kv));
+            fields.insert("cache".into(), json!(cache));
+        }
+        tenant
+    }
 }
 
 impl Control for Operator {
     async fn tenants(&self) -> serde_json::Value {
-        let state = self.site.state.lock().await;
-        json!({ "tenants": state.tenants.values().map(|t| describe_tenant(t, self.site.https.as_deref())).collect::<Vec<_>>() })
+        let described: Vec<_> = {
+            let state = self.site.state.lock().await;
+            state.tenants.values().map(|t| describe_tenant(t, self.site.https.as_deref())).collect()
+        };
+        let mut tenants = Vec::with_capacity(described.len());
+        for tenant in described {
+            tenants.push(self.with_usage(tenant).await);
+        }
+        json!({ "tenants": tenants })
     }
 
     async fn tenant(&self, name: &str) -> Option<serde_json::Value> {
-        self.site.state.lock().await.tenants.get(name).map(|t| describe_tenant(t, self.site.https.as_deref()))
+        let described =
+            self.site.state.lock().await.tenants.get(name).map(|t| describe_tenant(t, self.site.https.as_deref()))?;
+        Some(self.with_usage(described).await)
+    }
+
+    async fn stats(&self, tenant: Option<&str>) -> serde_json::Value {
+        let wanted = |name: &str| tenant.is_none_or(|t| t == name);
+        let requests = self.metrics.requests.tenants();
+        let mut tenants = serde_json::Map::new();
+        let mut upstreams = Vec::new();
+        {
+            let state = self.site.state.lock().await;
+            for (name, t) in state.tenants.iter().filter(|(name, _)| wanted(name)) {
+                let totals = requests.get(name.as_str()).cloned().unwrap_or_default();
+                let counters = t.loaded.sandbox.limit_counters();
+                let limits: serde_json::Map<_, _> =
+                    LimitKind::ALL.iter().map(|&kind| (kind.name().to_string(), json!(counters.get(kind)))).collect();
+                let cache = self.site.caches.get(name).map(|c| {
+                    let counts = c.counts();
+                    json!({ "hit": counts.hit, "stale": counts.stale, "miss": counts.miss, "pass": counts.pass,
+                            "revalidated": counts.revalidated })
+                });
+                let mut latency = totals.latency;
+                latency.resize(palisade_server::LATENCY_BUCKETS.len() + 1, 0);
+                tenants.insert(
+                    name.clone(),
+                    json!({
+                        "requests": totals.requests,
+                        "errors": totals.errors,
+                        "bytes": totals.bytes,
+                        "latency": latency,
+                        "limits": limits,
+                        "cache": cache,
+                    }),
+                );
+                for (route, proxy) in &t.loaded.proxies {
+                    for u in proxy.health() {
+                        upstreams.push(json!({
+                            "tenant": name, "route": route, "upstream": u.upstream, "healthy": u.healthy,
+                            "ejected": u.ejected, "in_flight": u.in_flight,
+                        }));
+                    }
+                }
+            }
+        }
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        json!({
+            "at_ms": u64::try_from(at_ms).unwrap_or(u64::MAX),
+            "latency_buckets": palisade_server::LATENCY_BUCKETS,
+            "tenants": tenants,
+            "upstreams": upstreams,
+        })
     }
 
     async fn deploy(&self, tenant: &str, name: &str, route: Option<&str>, cache: bool, wasm: Bytes) -> ControlResult {
@@ -177,7 +265,9 @@ impl Control for Operator {
         }
         metrics::gauge!("palisade_ready").set(if self.site.readiness().is_ok() { 1.0 } else { 0.0 });
         metrics::gauge!("palisade_guest_memory_bytes").set(self.site.runtime.guest_memory_in_use() as f64);
-        let mut text = self.metrics.render();
+        let mut text = self.metrics.recorder.render();
+        self.metrics.requests.render(&mut text);
+        text.push('\n');
         text.push_str(&scheduler_metrics(&self.site.runtime.shares()));
         text
     }

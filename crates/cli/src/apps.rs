@@ -92,33 +92,43 @@ fn sandbox(runtime: &Runtime, tenant: &Tenant, kv: Option<&Arc<dyn KvStore>>) ->
     )
 }
 
-/// The handler for one route target, and its guest's imports and exports if it is a guest.
+/// One route target, loaded.
+pub(crate) struct RouteHandler {
+    pub(crate) handler: Arc<dyn Handler>,
+    /// The guest's imports and exports, if it is a guest.
+    pub(crate) info: Option<AppInfo>,
+    /// The proxy, if it is one (its upstreams' health is shown by the console).
+    pub(crate) proxy: Option<Arc<Proxy>>,
+}
+
+/// The handler for one route target.
 pub(crate) fn handler(
     runtime: &Runtime,
     sandbox: &Arc<TenantSandbox>,
     target: &RouteTarget,
-) -> Result<(Arc<dyn Handler>, Option<AppInfo>), String> {
-    Ok(match target {
+) -> Result<RouteHandler, String> {
+    let (handler, info, proxy): (Arc<dyn Handler>, _, _) = match target {
         RouteTarget::Static { root, dotfiles } => {
             let dir =
                 StaticDir::open(root).map_err(|e| format!("cannot open static directory {}: {e}", root.display()))?;
-            (Arc::new(Present::new(Arc::new(dir.with_dotfiles(*dotfiles)), sandbox.share().clone())), None)
+            (Arc::new(Present::new(Arc::new(dir.with_dotfiles(*dotfiles)), sandbox.share().clone())), None, None)
         }
         RouteTarget::Component(file) => {
             let app = runtime.load_component(file, sandbox.clone()).map_err(|e| e.to_string())?;
             let info = app.info().clone();
-            (Arc::new(app), Some(info))
+            (Arc::new(app), Some(info), None)
         }
         RouteTarget::Cgi(file) => {
             let app = runtime.load_cgi(file, sandbox.clone()).map_err(|e| e.to_string())?;
             let info = app.info().clone();
-            (Arc::new(app), Some(info))
+            (Arc::new(app), Some(info), None)
         }
         RouteTarget::Proxy(config) => {
-            let proxy = Proxy::new(config, sandbox.limits().max_request_body).map_err(|e| e.to_string())?;
-            (Arc::new(Present::new(Arc::new(proxy), sandbox.share().clone())), None)
+            let proxy = Arc::new(Proxy::new(config, sandbox.limits().max_request_body).map_err(|e| e.to_string())?);
+            (Arc::new(Present::new(proxy.clone(), sandbox.share().clone())), None, Some(proxy))
         }
-    })
+    };
+    Ok(RouteHandler { handler, info, proxy })
 }
 
 /// The key-value store `config` names: the embedded redb file, or a (lazily connected) Redis server.
@@ -151,6 +161,8 @@ pub(crate) struct LoadedTenant {
     pub(crate) tenant: Tenant,
     pub(crate) sandbox: Arc<TenantSandbox>,
     pub(crate) routes: Vec<(String, Arc<dyn Handler>)>,
+    /// Its proxy routes, by path.
+    pub(crate) proxies: Vec<(String, Arc<Proxy>)>,
 }
 
 impl LoadedTenant {
@@ -202,10 +214,12 @@ pub(crate) fn load_tenant(
 ) -> (LoadedTenant, Vec<LoadedRoute>) {
     let sandbox = sandbox(runtime, tenant, kv);
     let mut routes = Vec::new();
+    let mut proxies = Vec::new();
     let mut loaded = Vec::new();
     for route in &tenant.routes {
         match handler(runtime, &sandbox, &route.target) {
-            Ok((h, info)) => {
+            Ok(RouteHandler { handler: h, info, proxy }) => {
+                proxies.extend(proxy.map(|p| (route.path.clone(), p)));
                 let h: Arc<dyn Handler> = match route.cache {
                     true => {
                         Arc::new(Cached::new(h, caches.tenant(&tenant.name, tenant.cache.max_size, tenant.cache.disk)))
@@ -218,7 +232,7 @@ pub(crate) fn load_tenant(
             Err(message) => errors.push(RouteError { route: route.clone(), message }),
         }
     }
-    (LoadedTenant { tenant: tenant.clone(), sandbox, routes }, loaded)
+    (LoadedTenant { tenant: tenant.clone(), sandbox, routes, proxies }, loaded)
 }
 
 /// A router for `config`'s routes alone (`palisade check`).

@@ -165,6 +165,11 @@ impl Https {
         }
     }
 
+    /// The names tenant `name`'s certificate covers and when it expires, if it has one.
+    pub(crate) fn certificate(&self, name: &str) -> Option<(Vec<String>, std::time::SystemTime)> {
+        self.sites.get(name)?.certificate()
+    }
+
     /// Removes the API tenant `name`'s site, stops its renewal and deletes its stored ACME account and
     /// certificate.
     pub(crate) fn forget_tenant(&self, name: &str) {

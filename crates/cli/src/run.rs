@@ -94,7 +94,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         // Buckets of a `palisade run` app live as long as the process (several may run at once).
         let kv: Arc<dyn KvStore> = Arc::new(RedbStore::in_memory()?);
         let sandbox = runtime.sandbox("run", limits, args.env, dirs, Some(kv));
-        let (handler, info) = apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let apps::RouteHandler { handler, info, .. } =
+            apps::handler(&runtime, &sandbox, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut router = Router::default();
         router.add(&["*".to_string()], TenantRoutes::new("run", vec![("/".to_string(), handler)]));
         let server = serve::bind(&[args.listen], router, DEFAULT_SHUTDOWN_TIMEOUT).await?;

@@ -66,8 +66,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
     }
-    if admin.is_some() {
-        server = server.with_metrics();
+    if let Some((_, _, metrics)) = &admin {
+        server = server.with_stats(metrics.requests.clone());
     }
     let certificates = Arc::new(tokio::sync::Notify::new());
     if let Some(https) = https {

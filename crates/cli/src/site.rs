@@ -469,6 +469,12 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
         "version": version,
         "hosts": tenant.host_names(),
         "certificate": tenant.tls.as_ref().map(|_| https.is_some_and(|h| h.has_certificate(&tenant.name))),
+        "certificates": https.and_then(|h| h.certificate(&tenant.name)).map(|(names, not_after)| {
+            let expires = not_after.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            let left = not_after.duration_since(std::time::SystemTime::now()).unwrap_or_default().as_secs();
+            vec![json!({ "names": names, "not_after": expires, "days_left": left / 86_400 })]
+        }).unwrap_or_default(),
+        "limits": describe_limits(&tenant.limits),
         "routes": tenant.routes.iter().map(|r| json!({
             "path": r.path,
             "kind": r.target.kind(),
@@ -487,6 +493,29 @@ pub(crate) fn describe_tenant(t: &TenantState, https: Option<&Https>) -> serde_j
             "loaded": a.app.is_loaded(),
         })).collect::<Vec<_>>(),
         "instances_in_flight": t.loaded.sandbox.instances_in_flight(),
+    })
+}
+
+/// A tenant's limits as the API shows them: sizes and durations written as in the configuration.
+fn describe_limits(limits: &palisade_config::Limits) -> serde_json::Value {
+    let size = |bytes: u64| palisade_config::format_size(bytes);
+    let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    json!({
+        "memory": size(limits.memory),
+        "max_total_memory": size(limits.max_total_memory),
+        "timeout": duration(limits.timeout),
+        "cpu_time": duration(limits.cpu_time),
+        "max_concurrency": limits.max_concurrency,
+        "max_queue": limits.max_queue,
+        "queue_timeout": duration(limits.queue_timeout),
+        "weight": limits.weight,
+        "max_request_body": size(limits.max_request_body),
+        "max_response_body": size(limits.max_response_body),
+        "outbound": match limits.outbound.is_empty() {
+            true => "none".to_string(),
+            false => limits.outbound.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        },
+        "kv_max_total": size(limits.kv.max_total),
     })
 }
 

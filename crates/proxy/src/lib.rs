@@ -72,7 +72,25 @@ enum Attempt {
     BodyGone,
 }
 
+/// One upstream's state, as the admin console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// The upstream as configured (`http://host:port`).
+    pub upstream: String,
+    /// Its last health check passed (always true without health checks).
+    pub healthy: bool,
+    /// Out of rotation for a while after a failed connection.
+    pub ejected: bool,
+    /// Requests it is answering now.
+    pub in_flight: usize,
+}
+
 impl Proxy {
+    /// Each upstream's health, in the configured order.
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        self.shared.upstreams.health()
+    }
+
     /// A proxy for `config`, refusing request bodies over `max_request_body` bytes. Health checks, if
     /// configured, start on the current tokio runtime (when there is one) and stop when the proxy is dropped.
     pub fn new(config: &ProxyConfig, max_request_body: u64) -> Result<Proxy, ProxyError> {

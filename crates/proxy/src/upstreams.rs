@@ -121,6 +121,25 @@ impl Upstreams {
     }
 }
 
+impl Upstreams {
+    /// Each upstream's state now.
+    pub(crate) fn health(&self) -> Vec<crate::UpstreamHealth> {
+        let now = self.now_ms();
+        self.list
+            .iter()
+            .map(|u| {
+                let until = u.ejected_until.load(Ordering::Relaxed);
+                crate::UpstreamHealth {
+                    upstream: u.config.to_string(),
+                    healthy: u.healthy.load(Ordering::Relaxed),
+                    ejected: until != 0 && until > now,
+                    in_flight: u.in_flight.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
 impl UpstreamState {
     /// Whether the upstream may take requests; `now_ms` is called only for an ejected one.
     fn usable(&self, now_ms: impl FnOnce() -> u64) -> bool {

@@ -23,11 +23,12 @@ use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 
 use http::Response;
-use palisade_http::{Activity, Body};
+use palisade_http::Activity;
 
 use crate::balance::{Balance, Share};
 use crate::dispatch::{Dispatcher, Peer};
 use crate::head_watch::{Framing, HeadWatch};
+use crate::observe::Served;
 use crate::sidelined::Sidelined;
 
 /// The most header fields hyper's HTTP/1 parser takes when not told otherwise.
@@ -354,7 +355,7 @@ impl Connections {
 
 /// A response as hyper's service wants it. (A named function: with a closure or `Ok` itself, the compiler
 /// cannot show that the connection's future is `Send`.)
-fn infallible(response: Response<Body>) -> Result<Response<Body>, std::convert::Infallible> {
+fn infallible(response: Response<Served>) -> Result<Response<Served>, std::convert::Infallible> {
     Ok(response)
 }
 

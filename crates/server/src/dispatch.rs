@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::head_watch::Framing;
 use crate::host::{HostError, request_host, settle_host};
 use crate::normalise::{PathError, normal_path};
-use crate::observe::{Exchange, Observers};
+use crate::observe::{Exchange, Observers, Served};
 
 /// What every connection shares: the router, HTTPS settings and the request counter.
 pub(crate) struct Dispatcher {
@@ -106,9 +106,9 @@ impl Dispatcher {
         &self,
         req: Request<B>,
         peer: &Peer,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static + use<B> {
+    ) -> impl Future<Output = Response<Served>> + Send + 'static + use<B> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut exchange = Exchange::begin(self.observers, &req, request_id, peer.remote);
+        let mut exchange = Exchange::begin(&self.observers, &req, request_id, peer.remote);
         // A request that may leave HTTP/1: its head watch stops if the answer says it did.
         let connect = req.method() == Method::CONNECT;
         let may_switch = (connect || req.headers().contains_key(header::UPGRADE)).then(|| peer.framing.clone());
@@ -138,7 +138,7 @@ impl Dispatcher {
             }
             match exchange {
                 Some(exchange) => exchange.watch(response),
-                None => response,
+                None => response.map(Served::plain),
             }
         })
     }
@@ -209,7 +209,7 @@ impl Dispatcher {
             return Answer::Now(redirect_to_https(host.as_deref().unwrap_or(""), port, &req));
         }
         let hsts = if peer.tls.is_some() { tenant.hsts.clone() } else { None };
-        let Some((route, handler)) = tenant.route(path) else {
+        let Some(route) = tenant.route(path) else {
             let mut response = Fault::NotFound.response("no route matches this path");
             if let Some(hsts) = hsts {
                 add_hsts(&mut response, hsts);
@@ -221,17 +221,21 @@ impl Dispatcher {
             req.extensions_mut().insert(peer.activity.clone());
         }
         if let Some(exchange) = exchange {
-            exchange.routed(&tenant.name, route);
+            let stats = match &self.observers.stats {
+                Some(registry) if exchange.counted() => Some(route.stats(registry, &tenant.name)),
+                _ => None,
+            };
+            exchange.routed(&tenant.name, &route.prefix, stats);
         }
         let context = RequestContext {
             request_id,
             tenant: tenant.name.clone(),
-            route: route.clone(),
+            route: route.prefix.clone(),
             remote_addr: peer.remote,
             local_addr: peer.local,
             secure: peer.tls.is_some(),
         };
-        Answer::Handler(self.call(handler.as_ref(), req, context, hsts))
+        Answer::Handler(self.call(route.handler.as_ref(), req, context, hsts))
     }
 
     /// Calls the route's handler; its failures become responses when the [`Call`] completes.

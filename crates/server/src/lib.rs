@@ -29,6 +29,7 @@ mod observe;
 mod quic;
 pub mod router;
 mod sidelined;
+mod stats;
 mod strict;
 
 use std::net::SocketAddr;
@@ -44,9 +45,10 @@ use tokio::sync::watch;
 use balance::Balance;
 use connection::{Admission, Arrival, Connections};
 use dispatch::Dispatcher;
-pub use observe::{ACCESS_TARGET, LATENCY_BUCKETS};
+pub use observe::ACCESS_TARGET;
 use quic::{Quic, QuicListener};
-pub use router::{Router, TenantRoutes};
+pub use router::{Route, Router, TenantRoutes};
+pub use stats::{LATENCY_BUCKETS, RequestStats, RouteStats, TenantTotals};
 
 /// Entry points for the fuzz targets in `fuzz/` (built only by `cargo fuzz`).
 #[cfg(fuzzing)]
@@ -165,10 +167,10 @@ impl Server {
         self
     }
 
-    /// Counts requests in metrics (`palisade_requests_total` by tenant, route and status, and the
-    /// `palisade_request_duration_seconds` histogram), through the `metrics` recorder the binary installs.
-    pub fn with_metrics(mut self) -> Server {
-        self.dispatcher.observers.metrics = true;
+    /// Counts requests in `stats` (by tenant, route and status, with their durations and bytes): what
+    /// `/metrics` shows as `palisade_requests_total` and `palisade_request_duration_seconds`.
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Server {
+        self.dispatcher.observers.stats = Some(stats);
         self
     }
 

@@ -1,8 +1,9 @@
 //! What every request leaves behind when it is done: an access-log event and request metrics.
 //!
-//! The response body is wrapped so that the bytes sent are counted and the record is written when the body
-//! is finished (or dropped by a client that went away): a line's duration is the whole exchange, not just
-//! the time to the response head. Nothing is wrapped when neither the access log nor metrics are on.
+//! Every response body goes out as a [`Served`], which counts the bytes sent and writes the record when the
+//! body is finished (or dropped by a client that went away): a line's duration is the whole exchange, not just
+//! the time to the response head. `Served` holds the handler's body and the record inline, so observing a
+//! request allocates nothing; when neither the access log nor metrics are on it only passes frames through.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,31 +14,27 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Version, header};
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt as _;
 use palisade_http::{Body, BoxError, InstanceTime};
+
+use crate::stats::{RequestStats, RouteStats};
 
 /// The `tracing` target of access-log events (the binary formats them: combined log format or JSON).
 pub const ACCESS_TARGET: &str = "palisade::access";
 
-/// Request latency histogram buckets, in seconds: from a fast static file to a guest at its deadline.
-pub const LATENCY_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
 /// What is observed about requests, decided once when the server starts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Observers {
-    /// Record `palisade_requests_total` and `palisade_request_duration_seconds`.
-    pub(crate) metrics: bool,
+    /// Where requests are counted, if they are.
+    pub(crate) stats: Option<Arc<RequestStats>>,
 }
 
 /// One request as it will be observed, gathered before its handler runs.
 pub(crate) struct Exchange {
     started: Instant,
-    tenant: Option<Arc<str>>,
-    route: Option<Arc<str>>,
-    /// What only the access log needs; `None` when it is off.
-    line: Option<RequestLine>,
-    metrics: bool,
+    /// What only the access log needs; `None` when it is off (boxed: the record travels with the body).
+    line: Option<Box<RequestLine>>,
+    /// Where the request is counted: its route's counters once routed, the unrouted ones before.
+    stats: Option<&'static RouteStats>,
 }
 
 /// The request as the access log shows it.
@@ -46,6 +43,8 @@ struct RequestLine {
     remote: SocketAddr,
     method: Method,
     target: Option<http::uri::PathAndQuery>,
+    tenant: Option<Arc<str>>,
+    route: Option<Arc<str>>,
     version: Version,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
@@ -53,37 +52,50 @@ struct RequestLine {
 
 impl Exchange {
     /// Starts observing `req`, if anything observes requests.
-    pub(crate) fn begin<B>(observers: Observers, req: &Request<B>, id: u64, remote: SocketAddr) -> Option<Exchange> {
+    pub(crate) fn begin<B>(observers: &Observers, req: &Request<B>, id: u64, remote: SocketAddr) -> Option<Exchange> {
         let log = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
-        if !log && !observers.metrics {
+        if !log && observers.stats.is_none() {
             return None;
         }
         let started = Instant::now();
-        let line = log.then(|| RequestLine {
-            id,
-            remote,
-            method: req.method().clone(),
-            target: req.uri().path_and_query().cloned(),
-            version: req.version(),
-            referer: req.headers().get(header::REFERER).cloned(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        let line = log.then(|| {
+            Box::new(RequestLine {
+                id,
+                remote,
+                method: req.method().clone(),
+                target: req.uri().path_and_query().cloned(),
+                tenant: None,
+                route: None,
+                version: req.version(),
+                referer: req.headers().get(header::REFERER).cloned(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            })
         });
-        Some(Exchange { started, tenant: None, route: None, line, metrics: observers.metrics })
+        let stats = observers.stats.as_ref().map(|stats| stats.unrouted());
+        Some(Exchange { started, line, stats })
     }
 
-    /// Notes the tenant and route the request reached.
-    pub(crate) fn routed(&mut self, tenant: &Arc<str>, route: &Arc<str>) {
-        self.tenant = Some(tenant.clone());
-        self.route = Some(route.clone());
+    /// Notes the tenant and route the request reached, and the route's counters (when requests are counted).
+    pub(crate) fn routed(&mut self, tenant: &Arc<str>, route: &Arc<str>, stats: Option<&'static RouteStats>) {
+        if let Some(line) = &mut self.line {
+            line.tenant = Some(tenant.clone());
+            line.route = Some(route.clone());
+        }
+        if stats.is_some() {
+            self.stats = stats;
+        }
     }
 
-    /// Wraps `response`'s body so that the exchange is recorded when the body is done.
-    pub(crate) fn watch(self, response: Response<Body>) -> Response<Body> {
+    /// Whether the exchange is counted (and its route's counters are wanted).
+    pub(crate) fn counted(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// `response` with a body that records the exchange when it is done.
+    pub(crate) fn watch(self, response: Response<Body>) -> Response<Served> {
         let status = response.status().as_u16();
         let instance = response.extensions().get::<InstanceTime>().cloned();
-        response.map(|inner| {
-            Observed { inner, bytes: 0, done: Some(Done { exchange: self, status, instance }) }.boxed_unsync()
-        })
+        response.map(|inner| Served { inner, bytes: 0, done: Some(Done { exchange: self, status, instance }) })
     }
 }
 
@@ -97,29 +109,11 @@ impl Done {
     fn record(self, bytes: u64) {
         let x = self.exchange;
         let elapsed = x.started.elapsed();
-        if x.metrics {
-            let labels = |status: bool| {
-                let mut labels = vec![
-                    metrics::Label::new(
-                        "tenant",
-                        metrics::SharedString::from(x.tenant.clone().unwrap_or_else(|| "".into())),
-                    ),
-                    metrics::Label::new(
-                        "route",
-                        metrics::SharedString::from(x.route.clone().unwrap_or_else(|| "".into())),
-                    ),
-                ];
-                if status {
-                    labels.push(metrics::Label::new("status", self.status.to_string()));
-                }
-                labels
-            };
-            metrics::counter!("palisade_requests_total", labels(true)).increment(1);
-            metrics::histogram!("palisade_request_duration_seconds", labels(false)).record(elapsed.as_secs_f64());
-            metrics::counter!("palisade_response_bytes_total", labels(false)).increment(bytes);
+        if let Some(stats) = x.stats {
+            stats.record(self.status, elapsed, bytes);
         }
         if let Some(line) = &x.line {
-            let (tenant, route) = (x.tenant.as_deref().unwrap_or("-"), x.route.as_deref().unwrap_or("-"));
+            let (tenant, route) = (line.tenant.as_deref().unwrap_or("-"), line.route.as_deref().unwrap_or("-"));
             let header = |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
             tracing::info!(
                 target: ACCESS_TARGET,
@@ -142,14 +136,22 @@ impl Done {
     }
 }
 
-/// A response body that counts what it sends and records its exchange when it ends or is dropped.
-struct Observed {
+/// A response body as connections send it: the handler's, and when the exchange is observed, what records it
+/// (with the bytes sent) when the body ends or is dropped.
+pub(crate) struct Served {
     inner: Body,
     bytes: u64,
     done: Option<Done>,
 }
 
-impl http_body::Body for Observed {
+impl Served {
+    /// `inner`, observed by nothing.
+    pub(crate) fn plain(inner: Body) -> Served {
+        Served { inner, bytes: 0, done: None }
+    }
+}
+
+impl http_body::Body for Served {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -176,7 +178,7 @@ impl http_body::Body for Observed {
     }
 }
 
-impl Observed {
+impl Served {
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
             done.record(self.bytes);
@@ -184,7 +186,7 @@ impl Observed {
     }
 }
 
-impl Drop for Observed {
+impl Drop for Served {
     fn drop(&mut self) {
         self.finish();
     }

@@ -260,7 +260,7 @@ async fn request(
     let head_only = request.method() == Method::HEAD;
     let (mut send, recv) = stream.split();
     let response = match malformed(request.headers()) {
-        Some(reason) => Fault::BadRequest.response(reason),
+        Some(reason) => Fault::BadRequest.response(reason).map(crate::observe::Served::plain),
         None => {
             let expected = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
             let body = StreamBody { stream: recv, expected, received: 0 };

@@ -1,9 +1,11 @@
 //! Host and path → tenant and route. Pure data, no I/O: built once at start-up, read by every request.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 use palisade_http::HostMap;
+
+use crate::stats::{RequestStats, RouteStats};
 
 /// One tenant's routes, longest prefix first, and how its HTTPS is enforced.
 #[derive(Debug)]
@@ -14,21 +16,41 @@ pub struct TenantRoutes<H> {
     pub hsts: Option<HeaderValue>,
     /// Whether plain-HTTP requests are redirected to HTTPS.
     pub https_redirect: bool,
-    routes: Vec<(Arc<str>, H)>,
+    routes: Vec<Route<H>>,
+}
+
+/// One route: its prefix, its handler, and its counters once a request was counted.
+#[derive(Debug)]
+pub struct Route<H> {
+    /// The normalised path prefix.
+    pub prefix: Arc<str>,
+    /// What answers it.
+    pub handler: H,
+    stats: OnceLock<&'static RouteStats>,
+}
+
+impl<H> Route<H> {
+    /// This route's counters in `registry` (looked up on the first call, kept after it).
+    pub(crate) fn stats(&self, registry: &RequestStats, tenant: &Arc<str>) -> &'static RouteStats {
+        self.stats.get_or_init(|| registry.route(tenant, &self.prefix))
+    }
 }
 
 impl<H> TenantRoutes<H> {
     /// A tenant with `routes` as (normalised prefix, handler) pairs, in any order; no HTTPS policy.
     pub fn new(name: impl Into<Arc<str>>, routes: Vec<(String, H)>) -> TenantRoutes<H> {
-        let mut routes: Vec<(Arc<str>, H)> = routes.into_iter().map(|(p, h)| (p.into(), h)).collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        let mut routes: Vec<Route<H>> = routes
+            .into_iter()
+            .map(|(prefix, handler)| Route { prefix: prefix.into(), handler, stats: OnceLock::new() })
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         TenantRoutes { name: name.into(), hsts: None, https_redirect: false, routes }
     }
 
     /// The route with the longest prefix that contains `path` on a segment boundary:
     /// `/app` matches `/app` and `/app/x`, not `/apple`; `/` matches everything.
-    pub fn route(&self, path: &str) -> Option<(&Arc<str>, &H)> {
-        self.routes.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(p, h)| (p, h))
+    pub fn route(&self, path: &str) -> Option<&Route<H>> {
+        self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
     }
 }
 
@@ -82,14 +104,14 @@ mod tests {
     #[test]
     fn longest_prefix_wins_on_segment_boundaries() {
         let t = tenant();
-        assert_eq!(t.route("/").map(|r| *r.1), Some(1));
-        assert_eq!(t.route("/index.html").map(|r| *r.1), Some(1));
-        assert_eq!(t.route("/app").map(|r| *r.1), Some(2));
-        assert_eq!(t.route("/app/").map(|r| *r.1), Some(2));
-        assert_eq!(t.route("/app/x").map(|r| *r.1), Some(2));
-        assert_eq!(t.route("/apple").map(|r| *r.1), Some(1));
-        assert_eq!(t.route("/app/admin/users").map(|r| *r.1), Some(3));
-        assert_eq!(t.route("/cgi-bin/mail/inbox").map(|r| (&**r.0, *r.1)), Some(("/cgi-bin/mail", 4)));
+        assert_eq!(t.route("/").map(|r| r.handler), Some(1));
+        assert_eq!(t.route("/index.html").map(|r| r.handler), Some(1));
+        assert_eq!(t.route("/app").map(|r| r.handler), Some(2));
+        assert_eq!(t.route("/app/").map(|r| r.handler), Some(2));
+        assert_eq!(t.route("/app/x").map(|r| r.handler), Some(2));
+        assert_eq!(t.route("/apple").map(|r| r.handler), Some(1));
+        assert_eq!(t.route("/app/admin/users").map(|r| r.handler), Some(3));
+        assert_eq!(t.route("/cgi-bin/mail/inbox").map(|r| (&*r.prefix, r.handler)), Some(("/cgi-bin/mail", 4)));
     }
 
     #[test]

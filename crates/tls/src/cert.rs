@@ -135,7 +135,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The leaf's DNS names and validity period.
-fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime, SystemTime), String> {
+pub(crate) fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime, SystemTime), String> {
     let (_, parsed) =
         x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("the first certificate does not parse ({e})"))?;
     let mut names = Vec::new();

@@ -35,6 +35,13 @@ impl Site {
     pub fn has_certificate(&self) -> bool {
         self.key.load().is_some()
     }
+
+    /// The names the site's certificate covers and when it expires, if it has one (and its leaf parses).
+    pub fn certificate(&self) -> Option<(Vec<String>, std::time::SystemTime)> {
+        let key = self.key.load_full()?;
+        let (names, _, not_after) = crate::cert::inspect_leaf(key.cert.first()?).ok()?;
+        Some((names, not_after))
+    }
 }
 
 /// Every HTTPS site, by the host names it answers for.

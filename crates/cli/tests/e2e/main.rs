@@ -32,12 +32,15 @@
 //!   stale-if-error, invalidation, edge-only fields, tenants apart and the size bound.
 //! - `tenants`: tenants as data: created, replaced and removed through the admin API, tenant-scoped tokens,
 //!   persistence, a reload that would clash, a removed tenant's apps and data gone.
+//! - `console`: the web console: session cookies, CSRF and cross-site refusals, then the console driven in
+//!   headless Chromium (`browser`: ChromeDriver and a WebDriver client).
 //! - `kv`: wasi:keyvalue: tenants' buckets apart, quotas, exact counters, writes surviving kill -9, two nodes
 //!   sharing a real redis-server through its outage.
 
 #![allow(unreachable_pub, reason = "a test binary has no public API; `pub` only crosses its modules")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on purpose: a failed step is a failed test")]
 
+mod browser;
 mod harness;
 
 mod acme;
@@ -45,6 +48,7 @@ mod byoc;
 mod cache;
 mod cgi;
 mod check;
+mod console;
 mod corpus;
 mod fairness;
 mod handlers;

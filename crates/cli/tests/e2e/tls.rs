@@ -439,6 +439,8 @@ async fn tenants_created_through_the_api_bring_their_certificate_as_pem() {
     let (status, answer) = put_tenant(&server, "shop", json!({"hosts": ["shop.test"], "tls": tls(&cert, &key)})).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["certificate"], true, "{answer}");
+    assert_eq!(answer["certificates"][0]["names"], json!(["shop.test"]), "{answer}");
+    assert!(answer["certificates"][0]["days_left"].as_u64().unwrap() > 0, "{answer}");
     assert_eq!(answer["spec"]["tls"]["key_pem"], "(hidden)", "the key is never sent back: {answer}");
     assert_eq!(served_leaf(&server, &ca.pem, "shop.test").await, leaf_der(&cert), "served at once");
     let stored = std::fs::metadata(site.path("data/tenants/shop.json")).unwrap();
