@@ -95,7 +95,10 @@
   async function api(method, path, { json, body, type } = {}) {
     const epoch = state.epoch;
     const headers = {};
-    if (method !== 'GET' && state.session) headers['X-CSRF-Token'] = state.session.csrf;
+    // Every request shows the session's second secret: the cookie alone opens nothing (cookies are not kept
+    // apart by port, so a tenant's app on this host name may see it; sessionStorage is kept apart by origin).
+    const csrf = state.session ? state.session.csrf : stored();
+    if (csrf) headers['X-CSRF-Token'] = csrf;
     if (json !== undefined) body = JSON.stringify(json);
     if (json !== undefined || type) headers['Content-Type'] = type || 'application/json';
     let res;
@@ -165,11 +168,25 @@
 
   // ---- session ----
 
-  // On load: resume a session whose cookie is still valid. "Not signed in" may come as a 401 or as
-  // {"signed_in": false}; either way the sign-in form stays.
+  // The session's CSRF token, kept for this tab (a reload keeps the session; another tab signs in anew).
+  const CSRF_KEY = 'palisade.csrf';
+  function stored() {
+    try { return sessionStorage.getItem(CSRF_KEY); } catch { return null; }
+  }
+  function store(csrf) {
+    try {
+      if (csrf) sessionStorage.setItem(CSRF_KEY, csrf); else sessionStorage.removeItem(CSRF_KEY);
+    } catch { /* storage refused: the session lasts as long as the page */ }
+  }
+
+  // On load: resume this tab's session if its cookie and stored token are still good; otherwise the sign-in
+  // form stays (and nothing is asked of the server without a stored token).
   function restore() {
+    const csrf = stored();
+    if (!csrf) return;
     api('GET', '/console/session').then(({ data }) => {
-      if (obj(data) && data.signed_in !== false && typeof data.csrf === 'string') enter(data);
+      if (obj(data) && data.signed_in === true) enter({ ...data, csrf });
+      else store(null);
     }, (e) => {
       if (e.status !== 401) signinError(e.message);
     });
@@ -199,6 +216,7 @@
   }
 
   async function enter(session) {
+    store(String(session.csrf || ''));
     state.session = {
       csrf: String(session.csrf || ''),
       operator: session.operator === true,
@@ -229,6 +247,7 @@
     state.epoch++;
     stopPolling();
     state.session = null;
+    store(null);
     state.tenants.clear();
     state.history.clear();
     state.prevStats = null;
@@ -637,9 +656,13 @@
   // ---- statistics ----
 
   function renderUpstreams(upstreams) {
+    const health = (u) => (!u.healthy ? ['bad', 'unhealthy'] : u.ejected ? ['bad', 'ejected'] : ['good', 'healthy']);
     const rows = upstreams.filter(obj).map((u) => el('tr', {},
+      el('td', { text: scalar(u.tenant) }),
+      el('td', { class: 'mono', text: scalar(u.route) }),
       el('td', { class: 'mono', text: scalar(u.upstream) }),
-      el('td', {}, el('span', { class: `badge ${u.healthy ? 'good' : 'bad'}`, text: u.healthy ? 'healthy' : 'unhealthy' }))));
+      el('td', {}, el('span', { class: `badge ${health(u)[0]}`, text: health(u)[1] })),
+      el('td', { class: 'num', text: scalar(u.in_flight) })));
     $('#upstreams tbody').replaceChildren(...rows);
     $('#upstreams').hidden = rows.length === 0;
   }

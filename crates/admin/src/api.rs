@@ -6,21 +6,28 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use crate::console::{self, Session, Sessions};
+use crate::console::{self, Presented, Sessions};
 use crate::{Control, ControlError, ControlResult, KvCall, KvReply, PurgeRequest, Refusal};
 
 /// The largest sign-in body `POST /console/session` takes.
 const MAX_SIGN_IN: usize = 4096;
 
 /// What every admin request is checked against: the operator's token and the console's sessions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Gate {
     /// The operator's token; `None`: every request is the operator's (loopback only).
-    pub(crate) token: Option<std::sync::Arc<str>>,
+    token: Option<std::sync::Arc<str>>,
     /// Browsers signed in to the console.
-    pub(crate) sessions: Sessions,
-    /// Whether the listener speaks HTTPS (the session cookie is then `Secure`).
-    pub(crate) secure: bool,
+    sessions: Sessions,
+    /// Whether the listener speaks HTTPS.
+    secure: bool,
+}
+
+impl Gate {
+    /// Checks requests against `token` (none: open, loopback only), on a listener speaking HTTPS if `secure`.
+    pub(crate) fn new(token: Option<std::sync::Arc<str>>, secure: bool) -> Gate {
+        Gate { token, sessions: Sessions::new(secure), secure }
+    }
 }
 
 /// The largest `.wasm` a deploy may upload.
@@ -67,6 +74,17 @@ impl Caller {
 pub(crate) async fn answer<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> Answer {
     let mut answer = route(control, gate, req).await;
     console::secure_headers(&mut answer);
+    // API answers carry tokens, values and tenant data: never stored, never run as a page.
+    let headers = answer.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+        );
+    }
     answer
 }
 
@@ -95,17 +113,17 @@ async fn route<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> 
     if segments == ["console", "session"] {
         return session(control, gate, req).await;
     }
-    let Some((caller, session)) = caller(control, gate, &req) else {
-        let mut answer = error(StatusCode::UNAUTHORIZED, "a bearer token is required: Authorization: Bearer TOKEN");
-        answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        return answer;
+    let caller = match caller(control, gate, &req) {
+        Ok(caller) => caller,
+        Err(Unknown::WithoutItsToken) => {
+            return error(StatusCode::FORBIDDEN, "a request with the console's cookie needs its X-CSRF-Token");
+        }
+        Err(Unknown::Nobody) => {
+            let mut answer = error(StatusCode::UNAUTHORIZED, "a bearer token is required: Authorization: Bearer TOKEN");
+            answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return answer;
+        }
     };
-    if let Some(session) = session
-        && !probe
-        && !console::carries_csrf(&req, &session)
-    {
-        return error(StatusCode::FORBIDDEN, "a write signed in by the console's cookie needs its X-CSRF-Token");
-    }
     if !caller.may(&method, &segments) {
         return error(StatusCode::FORBIDDEN, &format!("a tenant's token may not {method} {path}"));
     }
@@ -263,24 +281,35 @@ async fn route<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> 
     respond(result)
 }
 
-/// Who sent `req`: the operator (its token, or any request when no token is set), a tenant (one of its
-/// tokens), or nobody known (`None`); by its bearer token, else by its console session (returned too, as its
-/// writes must carry the session's CSRF token).
-fn caller<C: Control, B>(control: &C, gate: &Gate, req: &Request<B>) -> Option<(Caller, Option<Session>)> {
+/// Why a request has no known caller.
+enum Unknown {
+    /// No valid token or session.
+    Nobody,
+    /// A session's cookie without the session's CSRF token.
+    WithoutItsToken,
+}
+
+/// Who sent `req`: the operator (its token, or any request when no token is set) or a tenant (one of its
+/// tokens), by its bearer token, else by its console session (its cookie and its CSRF token).
+fn caller<C: Control, B>(control: &C, gate: &Gate, req: &Request<B>) -> Result<Caller, Unknown> {
     if gate.token.is_none() {
-        return Some((Caller::Operator, None));
+        return Ok(Caller::Operator);
     }
     if let Some(given) = bearer(req) {
-        return caller_of(control, gate, given).map(|caller| (caller, None));
+        return caller_of(control, gate, given).ok_or(Unknown::Nobody);
     }
-    let (id, session) = gate.sessions.of(req)?;
-    match caller_of(control, gate, &session.token) {
-        Some(caller) => Some((caller, Some(session))),
-        None => {
-            // Its token was revoked: the session ends with it.
+    session_caller(control, gate, req)
+}
+
+/// Who `req`'s console session belongs to; a session whose token was revoked ends with it.
+fn session_caller<C: Control, B>(control: &C, gate: &Gate, req: &Request<B>) -> Result<Caller, Unknown> {
+    match gate.sessions.of(req) {
+        Presented::Nothing => Err(Unknown::Nobody),
+        Presented::WithoutItsToken => Err(Unknown::WithoutItsToken),
+        Presented::Session(id, session) => caller_of(control, gate, &session.token).ok_or_else(|| {
             gate.sessions.close(&id);
-            None
-        }
+            Unknown::Nobody
+        }),
     }
 }
 
@@ -294,57 +323,67 @@ fn caller_of<C: Control>(control: &C, gate: &Gate, token: &str) -> Option<Caller
 }
 
 /// Why `req` is refused as a browser's request from another site, if it is: browsers say so in
-/// `Sec-Fetch-Site` (a page elsewhere posting to this listener). Without a token, the listener is on
-/// loopback and open, so a host name other than a loopback one (DNS rebinding: another site's name
-/// pointed at 127.0.0.1) is refused as well.
+/// `Sec-Fetch-Site` (a page elsewhere posting to this listener), and older ones in an `Origin` that is not
+/// this listener's on a write. Without a token, the listener is on loopback and open, so a host name other
+/// than a loopback one (DNS rebinding: another site's name pointed at 127.0.0.1) is refused as well.
 fn cross_site<B>(gate: &Gate, req: &Request<B>) -> Option<&'static str> {
     let site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if matches!(site, Some("cross-site" | "same-site")) {
         return Some("requests from other sites' pages are refused");
     }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Some("a request names one host");
+    }
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let write = req.method() != Method::GET && req.method() != Method::HEAD;
+    if write && let Some(origin) = req.headers().get(header::ORIGIN) {
+        let scheme = if gate.secure { "https" } else { "http" };
+        // HTTP/2 names the host in :authority, HTTP/1.1 in Host.
+        let ours = host.or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let own = ours.is_some_and(|host| origin.as_bytes() == format!("{scheme}://{host}").as_bytes());
+        if !own {
+            return Some("writes from other origins' pages are refused");
+        }
+    }
     if gate.token.is_none() {
-        let host = req.uri().host().or_else(|| {
-            let host = req.headers().get(header::HOST)?.to_str().ok()?;
-            Some(host.rsplit_once(':').map_or(host, |(name, _)| name))
-        });
-        let loopback = host.is_none_or(|h| {
-            h.eq_ignore_ascii_case("localhost")
-                || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        });
-        if !loopback {
+        // Every name the request gives for its host must be a loopback one (HTTP/2's :authority and a Host
+        // field may both be there).
+        let loopback = |authority: &str| {
+            authority.parse::<http::uri::Authority>().is_ok_and(|a| {
+                let name = a.host().trim_matches(['[', ']']);
+                name.eq_ignore_ascii_case("localhost")
+                    || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            })
+        };
+        let names = req.uri().authority().map(|a| a.as_str()).into_iter().chain(host);
+        if !names.clone().all(loopback) || names.count() == 0 {
             return Some("without a token the admin API answers loopback host names only");
         }
     }
     None
 }
 
-/// `/console/session`: GET says who is signed in, POST `{"token": "..."}` signs in, DELETE signs out.
+/// `/console/session`: GET says who is signed in (to a page that shows the session's cookie and CSRF
+/// token), POST `{"token": "..."}` signs in and is the only answer with the CSRF token, DELETE signs out.
 async fn session<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> Answer {
-    let signed_in = |session: &Session, caller: &Caller| {
+    let signed_in = |caller: &Caller, csrf: Option<&str>| {
         let tenant = match caller {
             Caller::Operator => None,
             Caller::Tenant(name) => Some(name.clone()),
         };
-        json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "signed_in": true, "csrf": session.csrf, "operator": tenant.is_none(), "tenant": tenant,
-            }),
-        )
-    };
-    // Asking who is signed in is not an error when nobody is: a 401 would be one in the browser's console.
-    let signed_out = || json(StatusCode::OK, &serde_json::json!({ "signed_in": false }));
-    let mut answer = match req.method().clone() {
-        Method::GET | Method::HEAD => {
-            let Some((id, session)) = gate.sessions.of(&req) else { return signed_out() };
-            match caller_of(control, gate, &session.token) {
-                Some(caller) => signed_in(&session, &caller),
-                None => {
-                    gate.sessions.close(&id);
-                    signed_out()
-                }
-            }
+        let mut who = serde_json::json!({ "signed_in": true, "operator": tenant.is_none(), "tenant": tenant });
+        if let (Some(csrf), Some(who)) = (csrf, who.as_object_mut()) {
+            who.insert("csrf".into(), csrf.into());
         }
+        json(StatusCode::OK, &who)
+    };
+    match req.method().clone() {
+        Method::GET | Method::HEAD => match session_caller(control, gate, &req) {
+            Ok(caller) => signed_in(&caller, None),
+            // Nobody signed in is not an error: a 401 would be one in the browser's console.
+            Err(_) => json(StatusCode::OK, &serde_json::json!({ "signed_in": false })),
+        },
         Method::POST => {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -367,27 +406,23 @@ async fn session<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("no random numbers: {e}")),
             };
             tracing::info!(target: "palisade::admin", ?caller, "console sign-in");
-            let mut answer = signed_in(&session, &caller);
-            answer.headers_mut().insert(header::SET_COOKIE, console::set_cookie(Some(&id), gate.secure));
+            let mut answer = signed_in(&caller, Some(&session.csrf));
+            answer.headers_mut().insert(header::SET_COOKIE, gate.sessions.set_cookie(Some(&id)));
             answer
         }
-        Method::DELETE => {
-            let Some((id, session)) = gate.sessions.of(&req) else {
-                return error(StatusCode::UNAUTHORIZED, "not signed in");
-            };
-            if !console::carries_csrf(&req, &session) {
-                return error(StatusCode::FORBIDDEN, "signing out needs the session's X-CSRF-Token");
+        Method::DELETE => match gate.sessions.of(&req) {
+            Presented::Session(id, _) => {
+                gate.sessions.close(&id);
+                let mut answer = Response::new(Full::new(Bytes::new()));
+                *answer.status_mut() = StatusCode::NO_CONTENT;
+                answer.headers_mut().insert(header::SET_COOKIE, gate.sessions.set_cookie(None));
+                answer
             }
-            gate.sessions.close(&id);
-            let mut answer = Response::new(Full::new(Bytes::new()));
-            *answer.status_mut() = StatusCode::NO_CONTENT;
-            answer.headers_mut().insert(header::SET_COOKIE, console::set_cookie(None, gate.secure));
-            answer
-        }
-        ref method => return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed here")),
-    };
-    answer.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    answer
+            Presented::WithoutItsToken => error(StatusCode::FORBIDDEN, "signing out needs the session's X-CSRF-Token"),
+            Presented::Nothing => error(StatusCode::UNAUTHORIZED, "not signed in"),
+        },
+        ref method => error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed here")),
+    }
 }
 
 /// The request's body, at most `limit` bytes (refused with 413 on its declared length before a byte is

@@ -1,11 +1,13 @@
 //! The web console: its page and assets (built into the binary), and the sessions that sign a browser in.
 //!
 //! A browser signs in once with a token (`POST /console/session`) and then holds an opaque session cookie
-//! (`HttpOnly`, `SameSite=Strict`, `Secure` over HTTPS) instead of the token. A session keeps the token it was
-//! opened with and each request checks that token again, so revoking a tenant's token ends its sessions at
-//! once. Writes made with the cookie must also carry the session's CSRF token in `X-CSRF-Token`, which only a
-//! page of this origin can read (from the session answer); `SameSite=Strict` alone already keeps the cookie
-//! off other sites' requests.
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` and `__Host-` over HTTPS) instead of the token, plus a second
+//! secret, the session's CSRF token, which the sign-in answer gives the page and every request must carry in
+//! `X-CSRF-Token`. The cookie alone is worth nothing: cookies are not kept apart by port, so a tenant's app
+//! served on another port of the same host name receives it; the CSRF token lives in the page's
+//! `sessionStorage`, which is kept apart by origin, and is never sent back by the server after sign-in. A
+//! session keeps the token it was opened with and each request checks that token again, so revoking a
+//! tenant's token ends its sessions at once.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -15,8 +17,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 
-/// The session cookie's name.
-pub(crate) const COOKIE: &str = "palisade_session";
+/// The session cookie's name over plain HTTP.
+const COOKIE: &str = "palisade_session";
+/// Its name over HTTPS: the `__Host-` prefix makes browsers refuse it unless it is `Secure`, for `/` and
+/// without `Domain`, so a sibling host cannot set one (RFC 6265bis §4.1.3.2).
+const SECURE_COOKIE: &str = "__Host-palisade_session";
 /// The header a cookie-signed write carries its CSRF token in.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// A session unused this long is forgotten.
@@ -25,6 +30,9 @@ const IDLE: Duration = Duration::from_secs(60 * 60);
 const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// Sessions kept at once; signing in past this forgets the least recently used.
 const MAX_SESSIONS: usize = 1024;
+/// Sessions one token may hold; signing in past this forgets that token's least recently used (so that one
+/// token's holder cannot push everyone else's sessions out).
+const MAX_SESSIONS_PER_TOKEN: usize = 16;
 
 /// What the console's pages may do: its own scripts, styles and API calls, and nothing else (no inline
 /// script, no framing, no form posted anywhere).
@@ -77,9 +85,31 @@ pub(crate) struct Session {
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     open: Mutex<HashMap<String, Session>>,
+    /// Whether the listener speaks HTTPS: the cookie is then `Secure` and `__Host-`.
+    secure: bool,
+}
+
+/// What a request shows of a session.
+#[derive(Debug)]
+pub(crate) enum Presented {
+    /// No session cookie (or an unknown or expired one, or several).
+    Nothing,
+    /// A live session's cookie without its CSRF token in `X-CSRF-Token`.
+    WithoutItsToken,
+    /// A live session, with its id.
+    Session(String, Session),
 }
 
 impl Sessions {
+    /// No sessions yet; `secure` when the listener speaks HTTPS.
+    pub(crate) fn new(secure: bool) -> Sessions {
+        Sessions { open: Mutex::default(), secure }
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure { SECURE_COOKIE } else { COOKIE }
+    }
+
     /// Opens a session for `token`: its id (for the cookie) and the session.
     pub(crate) fn open(&self, token: &str) -> Result<(String, Session), getrandom::Error> {
         let (id, csrf) = (random_hex()?, random_hex()?);
@@ -87,8 +117,17 @@ impl Sessions {
         let session = Session { token: token.to_string(), csrf, opened: now, used: now };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|_, s| live(s, now));
+        let least_used = |open: &HashMap<String, Session>, same_token: bool| {
+            let candidates = open.iter().filter(|(_, s)| !same_token || s.token == token);
+            candidates.min_by_key(|(_, s)| s.used).map(|(id, _)| id.clone())
+        };
+        if open.values().filter(|s| s.token == token).count() >= MAX_SESSIONS_PER_TOKEN
+            && let Some(oldest) = least_used(&open, true)
+        {
+            open.remove(&oldest);
+        }
         if open.len() >= MAX_SESSIONS
-            && let Some(oldest) = open.iter().min_by_key(|(_, s)| s.used).map(|(id, _)| id.clone())
+            && let Some(oldest) = least_used(&open, false)
         {
             open.remove(&oldest);
         }
@@ -96,21 +135,25 @@ impl Sessions {
         Ok((id, session))
     }
 
-    /// The live session `req`'s cookie names, marked used; an expired one is forgotten.
-    pub(crate) fn of<B>(&self, req: &Request<B>) -> Option<(String, Session)> {
-        let id = cookie(req, COOKIE)?;
+    /// The live session `req`'s cookie names, if it carries that session's CSRF token too (then marked used);
+    /// an expired one is forgotten.
+    pub(crate) fn of<B>(&self, req: &Request<B>) -> Presented {
+        let Some(id) = cookie(req, self.cookie_name()) else { return Presented::Nothing };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match open.get_mut(id) {
             Some(session) if live(session, now) => {
+                if !carries_csrf(req, session) {
+                    return Presented::WithoutItsToken;
+                }
                 session.used = now;
-                Some((id.to_string(), session.clone()))
+                Presented::Session(id.to_string(), session.clone())
             }
             Some(_) => {
                 open.remove(id);
-                None
+                Presented::Nothing
             }
-            None => None,
+            None => Presented::Nothing,
         }
     }
 
@@ -124,33 +167,41 @@ fn live(session: &Session, now: Instant) -> bool {
     now.duration_since(session.used) < IDLE && now.duration_since(session.opened) < LIFETIME
 }
 
-/// The `Set-Cookie` value that gives the browser session `id` (`None`: ends it).
-pub(crate) fn set_cookie(id: Option<&str>, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    let value = match id {
-        Some(id) => format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", LIFETIME.as_secs()),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
-    };
-    // Only hex digits and fixed text: always a valid header value.
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+impl Sessions {
+    /// The `Set-Cookie` value that gives the browser session `id` (`None`: ends it).
+    pub(crate) fn set_cookie(&self, id: Option<&str>) -> HeaderValue {
+        let (name, secure) = (self.cookie_name(), if self.secure { "; Secure" } else { "" });
+        let value = match id {
+            Some(id) => {
+                format!("{name}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", LIFETIME.as_secs())
+            }
+            None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        };
+        // Only hex digits and fixed text: always a valid header value.
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
 }
 
 /// Whether `req` carries `session`'s CSRF token, compared in constant time.
-pub(crate) fn carries_csrf<B>(req: &Request<B>, session: &Session) -> bool {
+fn carries_csrf<B>(req: &Request<B>, session: &Session) -> bool {
     req.headers()
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|given| crate::api::same_secret(given.trim(), &session.csrf))
 }
 
-/// The value of cookie `name` in `req`'s `Cookie` fields (RFC 6265 §5.4: `name=value` pairs split by `;`).
+/// The value of cookie `name` in `req`'s `Cookie` fields (RFC 6265 §5.4: `name=value` pairs split by `;`), if
+/// it is there exactly once: two are a page elsewhere on this host setting its own beside ours (cookie
+/// tossing), and neither is trusted.
 fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
-    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-        line.split(';').find_map(|pair| {
+    let mut values = req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|line| {
+        line.split(';').filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name && !v.is_empty()).then_some(v)
         })
-    })
+    });
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 /// 32 random bytes in lower-case hex.
@@ -171,27 +222,60 @@ mod tests {
         assert_eq!(cookie(&req, COOKIE), Some("abc"));
         assert_eq!(cookie(&req, "b"), Some("2"));
         assert_eq!(cookie(&req, "c"), None);
+        let tossed = Request::builder()
+            .header(header::COOKIE, "palisade_session=theirs")
+            .header(header::COOKIE, "palisade_session=ours")
+            .body(())
+            .expect("request");
+        assert_eq!(cookie(&tossed, COOKIE), None, "two values: neither is trusted");
+    }
+
+    fn with(id: &str, csrf: Option<&str>) -> Request<()> {
+        let mut req = Request::builder().header(header::COOKIE, format!("{COOKIE}={id}"));
+        if let Some(csrf) = csrf {
+            req = req.header(CSRF_HEADER, csrf);
+        }
+        req.body(()).expect("request")
     }
 
     #[test]
-    fn sessions_open_find_and_close() {
-        let sessions = Sessions::default();
+    fn a_session_needs_its_cookie_and_its_csrf_token() {
+        let sessions = Sessions::new(false);
         let (id, session) = sessions.open("secret").expect("random numbers");
         assert_eq!((id.len(), session.csrf.len()), (64, 64));
-        let req = |id: &str| Request::builder().header(header::COOKIE, format!("{COOKIE}={id}")).body(()).expect("req");
-        assert_eq!(sessions.of(&req(&id)).map(|(_, s)| s.token), Some("secret".to_string()));
-        assert!(sessions.of(&req("nope")).is_none());
+        let found = |p: Presented| match p {
+            Presented::Session(_, s) => Some(s.token),
+            _ => None,
+        };
+        assert_eq!(found(sessions.of(&with(&id, Some(&session.csrf)))), Some("secret".to_string()));
+        assert!(matches!(sessions.of(&with(&id, None)), Presented::WithoutItsToken));
+        assert!(matches!(sessions.of(&with(&id, Some("0123"))), Presented::WithoutItsToken));
+        assert!(matches!(sessions.of(&with("nope", Some(&session.csrf))), Presented::Nothing));
         sessions.close(&id);
-        assert!(sessions.of(&req(&id)).is_none());
+        assert!(matches!(sessions.of(&with(&id, Some(&session.csrf))), Presented::Nothing));
+    }
+
+    #[test]
+    fn one_token_cannot_push_out_the_others_sessions() {
+        let sessions = Sessions::new(false);
+        let (operator, session) = sessions.open("operator").expect("random numbers");
+        for _ in 0..MAX_SESSIONS_PER_TOKEN + 5 {
+            sessions.open("tenant").expect("random numbers");
+        }
+        assert!(matches!(sessions.of(&with(&operator, Some(&session.csrf))), Presented::Session(..)));
+        let open = sessions.open.lock().expect("lock");
+        assert_eq!(open.values().filter(|s| s.token == "tenant").count(), MAX_SESSIONS_PER_TOKEN);
     }
 
     #[test]
     fn the_cookie_is_strict_and_http_only() {
-        let cookie = set_cookie(Some("abc"), true);
+        let cookie = Sessions::new(true).set_cookie(Some("abc"));
         let cookie = cookie.to_str().expect("ascii");
-        assert!(cookie.starts_with("palisade_session=abc; Path=/; HttpOnly; SameSite=Strict"), "{cookie}");
+        assert!(cookie.starts_with("__Host-palisade_session=abc; Path=/; HttpOnly; SameSite=Strict"), "{cookie}");
         assert!(cookie.ends_with("; Secure"), "{cookie}");
-        assert!(!set_cookie(None, false).to_str().expect("ascii").contains("Secure"));
+        let plain = Sessions::new(false).set_cookie(None);
+        assert!(plain.to_str().expect("ascii").starts_with("palisade_session=; "));
+        assert!(!plain.to_str().expect("ascii").contains("Secure"));
     }
 
     #[test]

@@ -207,7 +207,7 @@ impl Admin {
     /// Serves `control` until the task is dropped.
     pub async fn serve<C: Control>(self, control: Arc<C>) {
         let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1)));
-        let gate = Arc::new(api::Gate { token: self.token.clone(), secure: self.tls.is_some(), ..Default::default() });
+        let gate = Arc::new(api::Gate::new(self.token.clone(), self.tls.is_some()));
         let mut failing = 0u64;
         loop {
             let (stream, remote) = match self.listener.accept().await {

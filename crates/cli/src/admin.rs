@@ -161,6 +161,7 @@ impl Control for Operator {
 
     async fn stats(&self, tenant: Option<&str>) -> serde_json::Value {
         let wanted = |name: &str| tenant.is_none_or(|t| t == name);
+        self.metrics.requests.prune(&self.site.routes().load());
         let requests = self.metrics.requests.tenants();
         let mut tenants = serde_json::Map::new();
         let mut upstreams = Vec::new();
@@ -218,7 +219,11 @@ impl Control for Operator {
     }
 
     async fn delete_tenant(&self, name: &str) -> ControlResult {
-        self.site.delete_tenant(name).await
+        let deleted = self.site.delete_tenant(name).await?;
+        // A tenant created later under this name starts its counters afresh. (Nodes told through Redis
+        // forget at their next scrape, which prunes against the routes served.)
+        self.metrics.requests.forget(name);
+        Ok(deleted)
     }
 
     async fn issue_token(&self, tenant: &str) -> ControlResult {
@@ -266,6 +271,7 @@ impl Control for Operator {
         metrics::gauge!("palisade_ready").set(if self.site.readiness().is_ok() { 1.0 } else { 0.0 });
         metrics::gauge!("palisade_guest_memory_bytes").set(self.site.runtime.guest_memory_in_use() as f64);
         let mut text = self.metrics.recorder.render();
+        self.metrics.requests.prune(&self.site.routes().load());
         self.metrics.requests.render(&mut text);
         text.push('\n');
         text.push_str(&scheduler_metrics(&self.site.runtime.shares()));

@@ -122,6 +122,9 @@ impl Dispatcher {
             Answer::Now(response) => Either::Left(std::future::ready(response)),
             Answer::Handler(call) => Either::Right(call),
         };
+        if let (Some(exchange), Some(registry)) = (exchange.as_mut(), &self.observers.stats) {
+            exchange.settle(registry);
+        }
         // Until its response head is out, the connection is busy, not idle.
         let answering = peer.framing.answering();
         answer.map(move |mut response| {

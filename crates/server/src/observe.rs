@@ -33,8 +33,10 @@ pub(crate) struct Exchange {
     started: Instant,
     /// What only the access log needs; `None` when it is off (boxed: the record travels with the body).
     line: Option<Box<RequestLine>>,
-    /// Where the request is counted: its route's counters once routed, the unrouted ones before.
-    stats: Option<&'static RouteStats>,
+    /// Whether the request is counted.
+    counted: bool,
+    /// Where: its route's counters once routed (the unrouted ones, settled after routing, if it was not).
+    stats: Option<Arc<RouteStats>>,
 }
 
 /// The request as the access log shows it.
@@ -71,24 +73,30 @@ impl Exchange {
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
             })
         });
-        let stats = observers.stats.as_ref().map(|stats| stats.unrouted());
-        Some(Exchange { started, line, stats })
+        Some(Exchange { started, line, counted: observers.stats.is_some(), stats: None })
     }
 
     /// Notes the tenant and route the request reached, and the route's counters (when requests are counted).
-    pub(crate) fn routed(&mut self, tenant: &Arc<str>, route: &Arc<str>, stats: Option<&'static RouteStats>) {
+    pub(crate) fn routed(&mut self, tenant: &Arc<str>, route: &Arc<str>, stats: Option<&Arc<RouteStats>>) {
         if let Some(line) = &mut self.line {
             line.tenant = Some(tenant.clone());
             line.route = Some(route.clone());
         }
-        if stats.is_some() {
-            self.stats = stats;
+        if let Some(stats) = stats {
+            self.stats = Some(stats.clone());
         }
     }
 
     /// Whether the exchange is counted (and its route's counters are wanted).
     pub(crate) fn counted(&self) -> bool {
-        self.stats.is_some()
+        self.counted
+    }
+
+    /// Counts a request that reached no route with the unrouted ones.
+    pub(crate) fn settle(&mut self, registry: &RequestStats) {
+        if self.counted && self.stats.is_none() {
+            self.stats = Some(registry.unrouted().clone());
+        }
     }
 
     /// `response` with a body that records the exchange when it is done.
@@ -109,7 +117,7 @@ impl Done {
     fn record(self, bytes: u64) {
         let x = self.exchange;
         let elapsed = x.started.elapsed();
-        if let Some(stats) = x.stats {
+        if let Some(stats) = &x.stats {
             stats.record(self.status, elapsed, bytes);
         }
         if let Some(line) = &x.line {

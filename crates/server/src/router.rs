@@ -26,12 +26,12 @@ pub struct Route<H> {
     pub prefix: Arc<str>,
     /// What answers it.
     pub handler: H,
-    stats: OnceLock<&'static RouteStats>,
+    stats: OnceLock<Arc<RouteStats>>,
 }
 
 impl<H> Route<H> {
     /// This route's counters in `registry` (looked up on the first call, kept after it).
-    pub(crate) fn stats(&self, registry: &RequestStats, tenant: &Arc<str>) -> &'static RouteStats {
+    pub(crate) fn stats(&self, registry: &RequestStats, tenant: &Arc<str>) -> &Arc<RouteStats> {
         self.stats.get_or_init(|| registry.route(tenant, &self.prefix))
     }
 }
@@ -82,6 +82,11 @@ impl<H> Router<H> {
         for h in hosts {
             self.by_host.insert(h, index);
         }
+    }
+
+    /// Whether tenant `tenant` has a route at exactly `prefix`.
+    pub fn serves(&self, tenant: &str, prefix: &str) -> bool {
+        self.tenants.iter().any(|t| &*t.name == tenant && t.routes.iter().any(|r| &*r.prefix == prefix))
     }
 
     /// The tenant for a request's host (already normalised by [`crate::host::request_host`]).

@@ -3,9 +3,11 @@
 //! Each route finds its [`RouteStats`] once, on its first counted request, and keeps it; later requests
 //! touch only that route's atomics. A general metrics recorder would look the series up by its labels on
 //! every request (hashing and allocating them), which cost 3-10 % of a small static file's rate. The
-//! registry outlives route swaps (deploys, reloads), so counters only grow, as Prometheus expects; nor does
-//! it ever forget a series, so each route's counters live as long as the process (`&'static`), and a request
-//! holds them without touching a reference count that every core would share.
+//! registry outlives route swaps (deploys, reloads), so counters only grow, as Prometheus expects; a route
+//! that is no longer served is forgotten when the registry is pruned against the live routes
+//! ([`RequestStats::prune`], at each scrape), and a removed tenant's at once ([`RequestStats::forget`]). A
+//! request holds its route's counters by reference count: that count sits beside the counters it increments,
+//! on the cache line those increments touch anyway.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,9 +31,9 @@ const STATUS_SLOTS: usize = 8;
 /// Every route's counters, by tenant and route (both empty for requests no tenant or route took).
 #[derive(Debug, Default)]
 pub struct RequestStats {
-    routes: Mutex<BTreeMap<SeriesKey, &'static RouteStats>>,
+    routes: Mutex<BTreeMap<SeriesKey, Arc<RouteStats>>>,
     /// The unrouted series, found once: every request starts there until it is routed.
-    unrouted: OnceLock<&'static RouteStats>,
+    unrouted: OnceLock<Arc<RouteStats>>,
 }
 
 /// A route's series: its tenant's name and its path prefix.
@@ -65,14 +67,27 @@ pub struct TenantTotals {
 
 impl RequestStats {
     /// The counters of `tenant`'s route `route`, made on first use.
-    pub fn route(&self, tenant: &Arc<str>, route: &Arc<str>) -> &'static RouteStats {
+    pub fn route(&self, tenant: &Arc<str>, route: &Arc<str>) -> Arc<RouteStats> {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        routes.entry((tenant.clone(), route.clone())).or_insert_with(|| Box::leak(Box::default()))
+        routes.entry((tenant.clone(), route.clone())).or_default().clone()
     }
 
     /// The counters of requests no tenant or route took (a 404 for an unknown host, a 400).
-    pub fn unrouted(&self) -> &'static RouteStats {
+    pub fn unrouted(&self) -> &Arc<RouteStats> {
         self.unrouted.get_or_init(|| self.route(&Arc::from(""), &Arc::from("")))
+    }
+
+    /// Forgets the series of routes `routes` no longer serves (and of tenants it no longer has): their
+    /// counters leave `/metrics`, and a route or tenant of that name later starts again from zero.
+    pub fn prune<H>(&self, routes: &crate::Router<H>) {
+        let mut series = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        series.retain(|(tenant, route), _| tenant.is_empty() || routes.serves(tenant, route));
+    }
+
+    /// Forgets every series of `tenant` (a tenant removed: one created later under its name starts afresh).
+    pub fn forget(&self, tenant: &str) {
+        let mut series = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        series.retain(|(name, _), _| &**name != tenant);
     }
 
     /// Each tenant's totals (requests no tenant took are left out).
@@ -101,7 +116,7 @@ impl RequestStats {
     pub fn render(&self, out: &mut String) {
         let routes: Vec<_> = {
             let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            routes.iter().map(|((t, r), s)| (label(t), label(r), *s)).collect()
+            routes.iter().map(|((t, r), s)| (label(t), label(r), s.clone())).collect()
         };
         out.push_str("# HELP palisade_requests_total Requests answered.\n# TYPE palisade_requests_total counter\n");
         for (tenant, route, stats) in &routes {
@@ -226,6 +241,7 @@ mod tests {
     fn counts_render_as_prometheus_series() {
         let stats = RequestStats::default();
         let route = stats.route(&"alice".into(), &"/".into());
+        stats.unrouted().record(404, Duration::ZERO, 0);
         route.record(200, Duration::from_micros(80), 10);
         route.record(200, Duration::from_millis(3), 10);
         route.record(503, Duration::from_secs(60), 0);
@@ -249,6 +265,28 @@ mod tests {
         let totals = &stats.tenants()["alice"];
         assert_eq!((totals.requests, totals.errors, totals.bytes), (4, 1, 21));
         assert_eq!(totals.latency.iter().sum::<u64>(), 4);
+        assert!(!stats.tenants().contains_key(""), "unrouted requests are nobody's");
+    }
+
+    #[test]
+    fn series_of_routes_no_longer_served_are_forgotten() {
+        let stats = RequestStats::default();
+        let (alice, bob) = (Arc::from("alice"), Arc::from("bob"));
+        stats.route(&alice, &"/".into()).record(200, Duration::ZERO, 0);
+        stats.route(&alice, &"/old".into()).record(200, Duration::ZERO, 0);
+        stats.route(&bob, &"/".into()).record(200, Duration::ZERO, 0);
+        stats.unrouted().record(404, Duration::ZERO, 0);
+        let mut router = crate::Router::default();
+        router.add(&["alice.test".into()], crate::TenantRoutes::new("alice", vec![("/".into(), ())]));
+        router.add(&["bob.test".into()], crate::TenantRoutes::new("bob", vec![("/".into(), ())]));
+        stats.prune(&router);
+        let mut out = String::new();
+        stats.render(&mut out);
+        assert!(!out.contains("route=\"/old\""), "{out}");
+        assert!(out.contains("tenant=\"\",route=\"\",status=\"404\""), "unrouted kept: {out}");
+        stats.forget("bob");
+        assert_eq!(stats.tenants().keys().map(|k| k.to_string()).collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(stats.route(&bob, &"/".into()).statuses().count(), 0, "bob starts afresh");
     }
 
     #[test]

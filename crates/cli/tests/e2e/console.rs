@@ -12,7 +12,8 @@ use crate::harness::{Running, Site, guest, install_crypto_provider};
 
 const TOKEN: &str = "console-operator-token-0123456789";
 
-/// alice (a static site) and bob (another), behind an admin listener with an operator token.
+/// alice (a static site) and bob (another, and a proxy route to an upstream nothing listens on), behind an
+/// admin listener with an operator token.
 fn console_site() -> Site {
     let site = Site::new();
     site.write("www/alice/index.html", "alice's site\n");
@@ -27,7 +28,8 @@ fn console_site() -> Site {
              [tenants.alice]\nhosts = [\"alice.localhost\"]\n\
              [[tenants.alice.routes]]\npath = \"/\"\nstatic = \"www/alice\"\n\n\
              [tenants.bob]\nhosts = [\"bob.localhost\"]\n\
-             [[tenants.bob.routes]]\npath = \"/\"\nstatic = \"www/bob\"\n"
+             [[tenants.bob.routes]]\npath = \"/\"\nstatic = \"www/bob\"\n\
+             [[tenants.bob.routes]]\npath = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n"
         ),
     );
     site
@@ -94,9 +96,27 @@ async fn console_sessions_are_strict_cookies_and_writes_need_their_csrf_token() 
     assert_eq!((who["operator"].clone(), who["tenant"].clone()), (json!(true), Value::Null));
     let (cookie, csrf) = sign_in(&server, TOKEN).await;
 
-    // Reads with the cookie; writes only with the session's CSRF token too.
+    // The cookie alone opens nothing (a tenant's app on another port of this host would see it): every
+    // request shows the session's CSRF token too, which the server gives only in the sign-in answer.
     let r = client.get(server.admin_url("/v1/tenants")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let who = json_of(client.get(server.admin_url("/console/session")).header(COOKIE, &cookie)).await;
+    assert_eq!(who, json!({ "signed_in": false }));
+    let with_csrf =
+        |path: &str| client.get(server.admin_url(path)).header(COOKIE, &cookie).header("x-csrf-token", &csrf);
+    let r = with_csrf("/v1/tenants").send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let who = json_of(with_csrf("/console/session")).await;
+    assert_eq!(who, json!({ "signed_in": true, "operator": true, "tenant": null }), "no CSRF token given back");
+    let tossed = client
+        .get(server.admin_url("/v1/tenants"))
+        .header(COOKIE, format!("{cookie}; palisade_session=0123"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tossed.status(), 401, "two session cookies: neither is trusted");
     let carol = json!({ "hosts": ["carol.localhost"] }).to_string();
     let put = |csrf: Option<&str>| {
         let mut r = client.put(server.admin_url("/v1/tenants/carol")).header(COOKIE, &cookie).body(carol.clone());
@@ -111,6 +131,16 @@ async fn console_sessions_are_strict_cookies_and_writes_need_their_csrf_token() 
     assert_eq!(put(Some("0123")).await.unwrap().status(), 403);
     let r = client.get(server.admin_url("/v1/tenants/carol")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 404, "a refused write changed nothing");
+    let r = client
+        .put(server.admin_url("/v1/tenants/carol"))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", "http://127.0.0.1:1")
+        .body(carol.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a write from another origin's page");
     assert_eq!(put(Some(&csrf)).await.unwrap().status(), 201);
 
     // A browser's request from another site's page is refused, cookie or not.
@@ -128,21 +158,28 @@ async fn console_sessions_are_strict_cookies_and_writes_need_their_csrf_token() 
     for _ in 0..5 {
         assert_eq!(alice.get(server.url("alice.localhost", "/")).send().await.unwrap().status(), 200);
     }
-    let stats = json_of(client.get(server.admin_url("/v1/stats")).header(COOKIE, &cookie)).await;
+    let stats = json_of(with_csrf("/v1/stats")).await;
     assert_eq!(stats["tenants"]["alice"]["requests"], 5, "{stats}");
     assert_eq!(stats["tenants"]["alice"]["errors"], 0, "{stats}");
     let buckets = stats["latency_buckets"].as_array().unwrap().len();
     let latency = stats["tenants"]["alice"]["latency"].as_array().unwrap();
     assert_eq!(latency.len(), buckets + 1);
     assert_eq!(latency.iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 5);
+    let upstreams = stats["upstreams"].as_array().unwrap();
+    assert_eq!(upstreams.len(), 1, "{stats}");
+    assert_eq!((upstreams[0]["tenant"].as_str(), upstreams[0]["route"].as_str()), (Some("bob"), Some("/api")));
+    assert!(upstreams[0]["upstream"].as_str().unwrap().contains("127.0.0.1:9"), "{stats}");
 
     // A tenant's session sees its own tenant and counters only.
     let issued = json_of(client.post(server.admin_url("/v1/tenants/alice/tokens")).bearer_auth(TOKEN)).await;
-    let (tenant_cookie, _) = sign_in(&server, issued["token"].as_str().unwrap()).await;
-    let get = |path: &str| client.get(server.admin_url(path)).header(COOKIE, &tenant_cookie).send();
+    let (tenant_cookie, tenant_csrf) = sign_in(&server, issued["token"].as_str().unwrap()).await;
+    let get = |path: &str| {
+        client.get(server.admin_url(path)).header(COOKIE, &tenant_cookie).header("x-csrf-token", &tenant_csrf).send()
+    };
     let stats: Value = get("/v1/stats").await.unwrap().json().await.unwrap();
     let names: Vec<_> = stats["tenants"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(names, ["alice"]);
+    assert_eq!(stats["upstreams"], json!([]), "bob's upstreams are bob's business");
     assert_eq!(get("/v1/tenants/bob").await.unwrap().status(), 403);
     assert_eq!(get("/metrics").await.unwrap().status(), 403);
 
@@ -160,8 +197,7 @@ async fn console_sessions_are_strict_cookies_and_writes_need_their_csrf_token() 
     let r = out(&csrf).await.unwrap();
     assert_eq!(r.status(), 204);
     assert!(r.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
-    let r = client.get(server.admin_url("/v1/tenants")).header(COOKIE, &cookie).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(with_csrf("/v1/tenants").send().await.unwrap().status(), 401);
 }
 
 /// Messages the browser logged as errors, but those `allowed` names.
@@ -203,6 +239,14 @@ async fn the_console_in_headless_chromium() {
     browser.wait_for("#signin-button").await.click().await.unwrap();
     browser.wait_until("signed in", "document.getElementById('whoami').textContent.includes('operator')").await;
     browser.wait_for(&section("alice")).await;
+    browser.wait_for(&section("bob")).await;
+    // Upstream health, from the stats.
+    browser.wait_until("the upstreams", "!document.getElementById('upstreams').hidden").await;
+    let upstreams = browser.eval("document.getElementById('upstreams').textContent").await;
+    assert!(upstreams.as_str().unwrap().contains("127.0.0.1:9"), "{upstreams}");
+    // A reload keeps the tab's session.
+    b.refresh().await.unwrap();
+    browser.wait_until("still signed in", "document.getElementById('whoami').textContent.includes('operator')").await;
     browser.wait_for(&section("bob")).await;
     assert!(
         browser
