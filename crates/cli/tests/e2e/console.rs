@@ -311,6 +311,23 @@ async fn the_console_in_headless_chromium() {
     browser.wait_until("the new token", &format!("{shown} && {shown}.value.length > 20")).await;
     let alice_token = browser.eval(&format!("{shown}.value")).await.as_str().unwrap().to_string();
     browser.wait_for(&format!("{} tr[data-token]", section("alice"))).await;
+    let token_ids = || async {
+        let alice = json_of(admin.get(server.admin_url("/v1/tenants/alice")).bearer_auth(TOKEN)).await;
+        alice["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let kept = token_ids().await;
+    assert_eq!(kept.len(), 1);
+
+    // A second token, revoked from the console (a second click confirms).
+    browser.wait_for(&format!("{} .issue-token", section("alice"))).await.click().await.unwrap();
+    let rows = format!("document.querySelectorAll('{} tr[data-token]').length", section("alice"));
+    browser.wait_until("two tokens", &format!("{rows} === 2")).await;
+    let second = token_ids().await.into_iter().find(|id| *id != kept[0]).unwrap();
+    let revoke = browser.wait_for(&format!("{} tr[data-token=\"{second}\"] .revoke-token", section("alice"))).await;
+    revoke.click().await.unwrap();
+    revoke.click().await.unwrap();
+    browser.wait_until("one token again", &format!("{rows} === 1")).await;
+    assert_eq!(token_ids().await, kept, "the other token is the one revoked");
 
     // Removing the app (a second click confirms) stops serving it.
     let remove = browser.wait_for(&format!("{app_row} .remove-app")).await;
