@@ -741,6 +741,13 @@ pub fn normalise_route_path(written: &str) -> Result<String, String> {
         return Err(format!("route path {written:?} may not contain spaces, control characters, '?' or '#'"));
     }
     let normal = percent_normal_form(written)?;
+    // What a request's path may hold as it is (RFC 3986 `pchar` and `/`); anything else (`<`, `"`, `{`, `\`)
+    // reaches the server only percent-encoded, so a route written with it could never match.
+    let raw = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b);
+    if let Some(b) = normal.bytes().find(|&b| !raw(b)) {
+        let ch = char::from(b);
+        return Err(format!("route path {written:?} can never match as written: write {ch:?} as %{b:02X}"));
+    }
     if normal.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(format!("route path {written:?} may not contain '.' or '..' segments"));
     }
@@ -855,6 +862,11 @@ mod tests {
         assert_eq!(normalise_route_path("/é/"), Ok("/%C3%A9".into()), "routed as clients send it");
         assert_eq!(normalise_route_path("/%7euser/%c3%a9"), Ok("/~user/%C3%A9".into()));
         assert!(normalise_route_path("/a/%2e%2E/b").is_err(), "a dot-segment once decoded");
+        let never = normalise_route_path("/<svg>").expect_err("'<' only arrives encoded");
+        assert!(never.contains("write '<' as %3C"), "{never}");
+        assert!(normalise_route_path("/a\"b").is_err());
+        assert_eq!(normalise_route_path("/%3Csvg%3E"), Ok("/%3Csvg%3E".into()));
+        assert_eq!(normalise_route_path("/a:b@c!$&'()*+,;="), Ok("/a:b@c!$&'()*+,;=".into()));
         assert!(normalise_route_path("/a%2fb").unwrap_err().contains("can never match"));
         assert!(normalise_route_path("/100%").unwrap_err().contains("escape"));
     }
