@@ -177,15 +177,13 @@ impl Control for Operator {
                     json!({ "hit": counts.hit, "stale": counts.stale, "miss": counts.miss, "pass": counts.pass,
                             "revalidated": counts.revalidated })
                 });
-                let mut latency = totals.latency;
-                latency.resize(palisade_server::LATENCY_BUCKETS.len() + 1, 0);
                 tenants.insert(
                     name.clone(),
                     json!({
                         "requests": totals.requests,
                         "errors": totals.errors,
                         "bytes": totals.bytes,
-                        "latency": latency,
+                        "latency": totals.latency,
                         "limits": limits,
                         "cache": cache,
                     }),

@@ -119,20 +119,18 @@ impl Upstreams {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
-}
 
-impl Upstreams {
     /// Each upstream's state now.
     pub(crate) fn health(&self) -> Vec<crate::UpstreamHealth> {
         let now = self.now_ms();
         self.list
             .iter()
             .map(|u| {
-                let until = u.ejected_until.load(Ordering::Relaxed);
                 crate::UpstreamHealth {
                     upstream: u.config.to_string(),
                     healthy: u.healthy.load(Ordering::Relaxed),
-                    ejected: until != 0 && until > now,
+                    // 0 (never ejected) is never after now.
+                    ejected: u.ejected_until.load(Ordering::Relaxed) > now,
                     in_flight: u.in_flight.load(Ordering::Relaxed),
                 }
             })

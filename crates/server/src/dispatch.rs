@@ -224,10 +224,7 @@ impl Dispatcher {
             req.extensions_mut().insert(peer.activity.clone());
         }
         if let Some(exchange) = exchange {
-            let stats = match &self.observers.stats {
-                Some(registry) if exchange.counted() => Some(route.stats(registry, &tenant.name)),
-                _ => None,
-            };
+            let stats = self.observers.stats.as_ref().map(|registry| route.stats(registry, &tenant.name));
             exchange.routed(&tenant.name, &route.prefix, stats);
         }
         let context = RequestContext {

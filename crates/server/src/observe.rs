@@ -33,9 +33,8 @@ pub(crate) struct Exchange {
     started: Instant,
     /// What only the access log needs; `None` when it is off (boxed: the record travels with the body).
     line: Option<Box<RequestLine>>,
-    /// Whether the request is counted.
-    counted: bool,
-    /// Where: its route's counters once routed (the unrouted ones, settled after routing, if it was not).
+    /// Where it is counted (when requests are): its route's counters once routed, or the unrouted ones,
+    /// settled after routing.
     stats: Option<Arc<RouteStats>>,
 }
 
@@ -73,7 +72,7 @@ impl Exchange {
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
             })
         });
-        Some(Exchange { started, line, counted: observers.stats.is_some(), stats: None })
+        Some(Exchange { started, line, stats: None })
     }
 
     /// Notes the tenant and route the request reached, and the route's counters (when requests are counted).
@@ -87,14 +86,9 @@ impl Exchange {
         }
     }
 
-    /// Whether the exchange is counted (and its route's counters are wanted).
-    pub(crate) fn counted(&self) -> bool {
-        self.counted
-    }
-
-    /// Counts a request that reached no route with the unrouted ones.
+    /// Counts in `registry` (requests are counted): with the unrouted requests if it reached no route.
     pub(crate) fn settle(&mut self, registry: &RequestStats) {
-        if self.counted && self.stats.is_none() {
+        if self.stats.is_none() {
             self.stats = Some(registry.unrouted().clone());
         }
     }

@@ -84,9 +84,9 @@ impl<H> Router<H> {
         }
     }
 
-    /// Whether tenant `tenant` has a route at exactly `prefix`.
-    pub fn serves(&self, tenant: &str, prefix: &str) -> bool {
-        self.tenants.iter().any(|t| &*t.name == tenant && t.routes.iter().any(|r| &*r.prefix == prefix))
+    /// Every route, as (tenant name, path prefix).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tenants.iter().flat_map(|t| t.routes.iter().map(move |r| (&*t.name, &*r.prefix)))
     }
 
     /// The tenant for a request's host (already normalised by [`crate::host::request_host`]).

@@ -9,7 +9,7 @@
 //! request holds its route's counters by reference count: that count sits beside the counters it increments,
 //! on the cache line those increments touch anyway.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -32,7 +32,7 @@ const STATUS_SLOTS: usize = 8;
 #[derive(Debug, Default)]
 pub struct RequestStats {
     routes: Mutex<BTreeMap<SeriesKey, Arc<RouteStats>>>,
-    /// The unrouted series, found once: every request starts there until it is routed.
+    /// The unrouted series, found once: requests that reach no route are counted there.
     unrouted: OnceLock<Arc<RouteStats>>,
 }
 
@@ -53,7 +53,7 @@ pub struct RouteStats {
 }
 
 /// A tenant's counters, summed over its routes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantTotals {
     /// Requests answered.
     pub requests: u64,
@@ -63,6 +63,13 @@ pub struct TenantTotals {
     pub bytes: u64,
     /// Durations per [`LATENCY_BUCKETS`] bucket (not cumulative), and one more above the last bound.
     pub latency: Vec<u64>,
+}
+
+impl Default for TenantTotals {
+    /// No requests, with every latency bucket at zero.
+    fn default() -> Self {
+        TenantTotals { requests: 0, errors: 0, bytes: 0, latency: vec![0; BOUNDS_MICROS.len() + 1] }
+    }
 }
 
 impl RequestStats {
@@ -80,8 +87,9 @@ impl RequestStats {
     /// Forgets the series of routes `routes` no longer serves (and of tenants it no longer has): their
     /// counters leave `/metrics`, and a route or tenant of that name later starts again from zero.
     pub fn prune<H>(&self, routes: &crate::Router<H>) {
+        let served: HashSet<(&str, &str)> = routes.routes().collect();
         let mut series = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        series.retain(|(tenant, route), _| tenant.is_empty() || routes.serves(tenant, route));
+        series.retain(|(tenant, route), _| tenant.is_empty() || served.contains(&(&**tenant, &**route)));
     }
 
     /// Forgets every series of `tenant` (a tenant removed: one created later under its name starts afresh).
@@ -96,7 +104,6 @@ impl RequestStats {
         let mut tenants: BTreeMap<Arc<str>, TenantTotals> = BTreeMap::new();
         for ((tenant, _), stats) in routes.iter().filter(|((tenant, _), _)| !tenant.is_empty()) {
             let totals = tenants.entry(tenant.clone()).or_default();
-            totals.latency.resize(BOUNDS_MICROS.len() + 1, 0);
             for (code, count) in stats.statuses() {
                 totals.requests += count;
                 if code.is_error() {
