@@ -14,18 +14,7 @@ CONNECTIONS=${CONNECTIONS:-8} STREAMS=${STREAMS:-4}
 secs=${DURATION%s}
 
 cd "$WORK"
-"$BENCH_ROOT/scripts/make-cert.sh" "$WORK" site DNS:bench.test
-mkdir -p www && head -c 1024 /dev/urandom >www/1k.bin
-
-palisade_config $'tls_listen = ["127.0.0.1:18443"]\nhttp3 = true' <<TOML
-[tenants.bench]
-hosts = ["*"]
-tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
-
-[[tenants.bench.routes]]
-path = "/"
-static = "$WORK/www"
-TOML
+https_site $'tls_listen = ["127.0.0.1:18443"]\nhttp3 = true'
 
 # Caddy: HTTPS with HTTP/3 on 18443 (its default protocols), and plain HTTP on 18080 to tell it is up; no
 # admin endpoint, no automatic certificates, no access log (its default), state under WORK.

@@ -44,6 +44,23 @@ palisade_config() {
     cat; } >"$WORK/palisade.toml"
 }
 
+# https_site SERVER_KEYS: a certificate for bench.test ($WORK/site.pem, site.key, from scripts/make-cert.sh), a
+# 1 KiB file ($WORK/www/1k.bin), and palisade's config serving it to any host over HTTPS on 127.0.0.1:18443,
+# with SERVER_KEYS added to [server] (`tls_listen` and, say, `http3`).
+https_site() {
+  "$BENCH_ROOT/scripts/make-cert.sh" "$WORK" site DNS:bench.test
+  mkdir -p "$WORK/www" && head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
+  palisade_config "$1" <<TOML
+[tenants.bench]
+hosts = ["*"]
+tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
+
+[[tenants.bench.routes]]
+path = "/"
+static = "$WORK/www"
+TOML
+}
+
 # nginx_config [NAME [WORKERS]]: writes $WORK/NAME.conf (default nginx.conf), nginx at its best for files:
 # WORKERS workers (default $NGINX_WORKERS, or 2), keep-alive, sendfile, open_file_cache, no access log; standard
 # input goes inside its http block (the server blocks, TLS settings).

@@ -15,18 +15,7 @@ HANDSHAKES=$BENCH_ROOT/target/release/examples/handshakes
 secs=${DURATION%s}
 
 cd "$WORK"
-"$BENCH_ROOT/scripts/make-cert.sh" "$WORK" site DNS:bench.test
-mkdir -p www && head -c 1024 /dev/urandom >www/1k.bin
-
-palisade_config 'tls_listen = ["127.0.0.1:18443"]' <<TOML
-[tenants.bench]
-hosts = ["*"]
-tls = { cert = "$WORK/site.pem", key = "$WORK/site.key" }
-
-[[tenants.bench.routes]]
-path = "/"
-static = "$WORK/www"
-TOML
+https_site 'tls_listen = ["127.0.0.1:18443"]'
 
 nginx_config <<NGINX
   ssl_protocols TLSv1.2 TLSv1.3;
