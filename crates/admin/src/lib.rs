@@ -193,6 +193,17 @@ impl Admin {
         Ok(Admin { listener, token: token.map(Arc::from), limits, tls: None })
     }
 
+    /// Like [`Admin::bind`], on a socket already listening (handed over by the process this one replaces).
+    pub fn on_listener(
+        listener: std::net::TcpListener,
+        token: Option<String>,
+        limits: AdminLimits,
+    ) -> std::io::Result<Admin> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        Ok(Admin { listener, token: token.map(Arc::from), limits, tls: None })
+    }
+
     /// Speaks HTTPS through `acceptor` instead of plain HTTP.
     pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Admin {
         self.tls = Some(acceptor);

@@ -79,18 +79,20 @@ pub(crate) fn tls_acceptor(admin: &AdminConfig) -> anyhow::Result<Option<palisad
 }
 
 /// Binds the admin listener (requiring `token`, from [`token`]) and serves it on the current runtime.
-pub(crate) async fn start(
+/// Serves the admin API on `listener` (bound for `admin.listen`); the task stops accepting when aborted.
+pub(crate) fn start(
     admin: &AdminConfig,
+    listener: std::net::TcpListener,
     token: Option<String>,
     traffic: &TrafficLimits,
     site: Arc<Site>,
     metrics: Metrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let limits = AdminLimits {
         header_timeout: traffic.header_timeout,
         max_connections: usize::try_from(traffic.max_connections_per_ip).unwrap_or(usize::MAX),
     };
-    let mut listener = Admin::bind(admin.listen, token.clone(), limits).await?;
+    let mut listener = Admin::on_listener(listener, token.clone(), limits)?;
     let scheme = match tls_acceptor(admin)? {
         Some(acceptor) => {
             listener = listener.with_tls(acceptor);
@@ -103,8 +105,7 @@ pub(crate) async fn start(
         listener.local_addr()?,
         if token.is_some() { " (bearer token required)" } else { " (no token: loopback only)" }
     );
-    tokio::spawn(listener.serve(Arc::new(Operator { site, metrics })));
-    Ok(())
+    Ok(tokio::spawn(listener.serve(Arc::new(Operator { site, metrics }))))
 }
 
 /// The site as the admin API sees it.

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use palisade_cache::{Cached, Caches};
@@ -132,13 +133,23 @@ pub(crate) fn handler(
 }
 
 /// The key-value store `config` names: the embedded redb file, or a (lazily connected) Redis server.
-pub(crate) fn kv_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+/// The key-value store `config` names. The embedded file is also returned as itself, so that a hand-over can
+/// close it; `taking_over` (how long guests may wait) opens it once the process this one replaces lets go.
+pub(crate) fn kv_store(
+    config: &Config,
+    taking_over: Option<Duration>,
+) -> anyhow::Result<(Arc<dyn KvStore>, Option<RedbStore>)> {
     Ok(match &config.kv {
         KvBackend::Redb(path) => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
-            Arc::new(RedbStore::open(path).with_context(|| format!("opening the key-value store {}", path.display()))?)
+            let store = match taking_over {
+                Some(wait) => RedbStore::open_when_free(path, wait),
+                None => RedbStore::open(path),
+            };
+            let store = store.with_context(|| format!("opening the key-value store {}", path.display()))?;
+            (Arc::new(store.clone()), Some(store))
         }
         KvBackend::Redis(url) => {
             let store = RedisStore::connect(url).context("the [kv] backend")?;
@@ -150,7 +161,7 @@ pub(crate) fn kv_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
                     Err(e) => tracing::warn!("key-value store: Redis at {url} does not answer yet: {e}"),
                 }
             });
-            Arc::new(store)
+            (Arc::new(store), None)
         }
     })
 }

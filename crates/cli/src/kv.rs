@@ -62,7 +62,7 @@ pub(crate) fn run(args: KvArgs) -> anyhow::Result<()> {
 }
 
 async fn operate(config: Config, tenant: &str, args: KvArgs) -> anyhow::Result<()> {
-    let store = apps::kv_store(&config)?;
+    let (store, _) = apps::kv_store(&config, None)?;
     let scope = Scope::new(tenant, &args.bucket)?;
     let mut out = std::io::stdout().lock();
     match args.op {

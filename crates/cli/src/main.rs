@@ -5,11 +5,13 @@ mod apps;
 mod check;
 mod client;
 mod cluster;
+mod handover;
 mod https;
 mod kv;
 mod logging;
 mod machine;
 mod preflight;
+mod process;
 mod run;
 mod serve;
 mod site;
@@ -41,12 +43,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the sites in a configuration file until SIGINT or SIGTERM.
+    /// Serve the sites in a configuration file until SIGINT or SIGTERM; on SIGUSR2, hand the listening
+    /// sockets over to the binary at this process's path (a new version) and exit once drained.
     Serve {
         /// The configuration file; relative paths inside it are relative to its directory.
         #[arg(long, short, default_value = "palisade.toml")]
         config: PathBuf,
+        /// Write the process id here once serving (and remove it at exit); after a hand-over it names the new
+        /// process.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
+    /// Upgrade a running server in place: signal the process a pid file names to hand over to the binary at its
+    /// path, and wait until the new process serves.
+    Upgrade(process::UpgradeArgs),
     /// Serve one component or CGI program at `/` on every host, with no configuration file.
     Run(run::RunArgs),
     /// Validate a configuration file and the guests it names, and print what it would serve.
@@ -74,7 +84,8 @@ fn main() -> ExitCode {
     palisade_tls::install_crypto_provider();
     let log = logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve { config } => serve::run(&config),
+        Command::Serve { config, pid_file } => serve::run(&config, process::PidFile::new(pid_file)),
+        Command::Upgrade(args) => process::upgrade(args),
         Command::Check { config } => check::run(&config),
         Command::Run(args) => run::run(args),
         Command::Kv(args) => kv::run(args),

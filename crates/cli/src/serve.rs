@@ -9,13 +9,19 @@ use anyhow::Context as _;
 use palisade_config::Config;
 use palisade_server::{Routes, Server};
 
+use palisade_kv::RedbStore;
+
+use crate::handover::{self, Binary, Listening, Predecessor};
 use crate::https::Https;
+use crate::process::{self, PidFile};
 use crate::site::Site;
 use crate::{admin, apps, cluster, machine, preflight};
 
-pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(path: &Path, pid_file: PidFile) -> anyhow::Result<()> {
+    // Read first: once the file is replaced, this process's own path names the binary it was started from.
+    let binary = Binary::this()?;
     let config = Config::load(path)?;
-    block_on(serve(config))
+    block_on(serve(config, binary, pid_file))
 }
 
 /// Runs `future` (start-up, then waiting for a signal) on the main thread. Requests are served by the
@@ -28,7 +34,10 @@ pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> a
         .block_on(future)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Result<()> {
+    // A process started by a hand-over takes its predecessor's sockets before it binds anything.
+    let mut listening = Listening::default();
+    let predecessor = Predecessor::connect(&mut listening)?;
     // Fitted apart from the configuration, which a reload compares with the file as it is written.
     let descriptors = machine::raise_descriptor_limit();
     let mut traffic = config.server.traffic.clone();
@@ -46,7 +55,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let runtime = apps::runtime(&config);
-    let kv = apps::kv_store(&config)?;
+    // Guests wait for the file as long as the previous process may take to finish its own.
+    let taking_over = predecessor.as_ref().map(|_| config.server.shutdown_timeout + Duration::from_secs(5));
+    let (kv, embedded_kv) = apps::kv_store(&config, taking_over)?;
     let caches = Arc::new(palisade_cache::Caches::on_disk(config.server.data_dir.join("http-cache")));
     let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv), &caches)
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
@@ -60,8 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let https = Https::load(&config)?.map(|(https, _)| Arc::new(https));
     let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), caches.clone(), tenants, https.clone())?);
-    let mut server = Server::bind_live(&config.server.listen, site.routes(), config.server.shutdown_timeout)
-        .await?
+    let plain = config.server.listen.iter().map(|a| listening.take_or_bind("http", *a)).collect::<Result<_, _>>()?;
+    let mut server = Server::on_listeners(plain, site.routes(), config.server.shutdown_timeout)?
         .with_traffic_limits(traffic.clone());
     if let Some(workers) = config.server.workers {
         server = server.with_workers(workers);
@@ -71,27 +82,127 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let certificates = Arc::new(tokio::sync::Notify::new());
     if let Some(https) = https {
-        server = server
-            .with_tls(&config.server.tls_listen, https.terminator.clone())?
-            .with_acme_challenges(https.challenges.clone());
+        let secure =
+            config.server.tls_listen.iter().map(|a| listening.take_or_bind("https", *a)).collect::<Result<_, _>>()?;
+        server =
+            server.with_tls_listeners(secure, https.terminator.clone())?.with_acme_challenges(https.challenges.clone());
         if config.server.http3 {
             server = server.with_http3(config.server.quic_retry)?;
         }
         https.keep_fresh(certificates.clone());
     }
-    if let Some((admin, token, metrics)) = admin {
-        admin::start(admin, token, &traffic, site.clone(), metrics).await?;
-    }
+    let admin_api = match admin {
+        Some((admin, token, metrics)) => {
+            let listener = listening.take_or_bind("admin", admin.listen)?;
+            Some(admin::start(admin, listener, token, &traffic, site.clone(), metrics)?)
+        }
+        None => None,
+    };
+    listening.close_unclaimed();
     if let (Some(cluster), Some(shared)) = (&config.cluster, site.shared.clone()) {
         tracing::info!("cluster: apps shared through Redis at {}", cluster.redis);
         let purge_mark = config.server.data_dir.join("http-cache/last-purge");
         tokio::spawn(cluster::keep_in_step(site.clone(), shared, cluster.reconcile_interval, purge_mark));
     }
-    tokio::spawn(reload_on_sighup(site, certificates));
-    let served = serve_until_signal(server).await;
+    tokio::spawn(reload_on_sighup(site.clone(), certificates));
+    announce(&server);
+    let running = server.start().context("starting the server's workers")?;
+    if let Some(predecessor) = predecessor {
+        predecessor.ready();
+    }
+    pid_file.write();
+    process::notify_systemd(&process::ready_message());
+
+    let handed_over = until_stopped(&site, &listening, &binary, &pid_file).await;
+    // No more admin connections: a change made here now would be lost to the new process.
+    if let Some(api) = admin_api {
+        api.abort();
+    }
+    if handed_over {
+        // The key-value file goes to the new process once the guests here are done with it; the connections
+        // (tunnels included) drain meanwhile.
+        let drained = tokio::spawn(running.stop());
+        release_embedded_files(&site, embedded_kv).await;
+        drained.await.ok();
+    } else {
+        process::notify_systemd("STOPPING=1\n");
+        running.stop().await;
+        pid_file.remove();
+    }
     // What the disk tiers were last sent goes to disk before the process ends.
     tokio::task::spawn_blocking(move || caches.flush(Duration::from_secs(5))).await.ok();
-    served
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM (`false`), or for a hand-over to a new binary to succeed (`true`). SIGUSR2
+/// starts one; one that fails is logged and this process goes on serving.
+async fn until_stopped(site: &Site, listening: &Listening, binary: &Binary, pid_file: &PidFile) -> bool {
+    let mut usr2 = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR2: no binary hand-over");
+            None
+        }
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let upgrade = async {
+            match &mut usr2 {
+                Some(usr2) => usr2.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return false,
+            _ = upgrade => {}
+        }
+        tracing::info!("SIGUSR2 received: handing over to the binary at this process's path");
+        site.hand_over(true).await;
+        let (binary, sockets) = (binary.clone(), listening.to_hand_over());
+        let outcome =
+            tokio::task::spawn_blocking(move || handover::hand_over(&binary, sockets?, HAND_OVER_READY_WITHIN))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the hand-over task failed: {e}")));
+        match outcome {
+            Ok(pid) => {
+                tracing::info!(pid, "the new process serves; this one stops accepting and finishes its requests");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!("upgrade failed, still serving with this process: {e:#}");
+                site.hand_over(false).await;
+                // Written again, so that `palisade upgrade` knows the new binary did not take over.
+                pid_file.write();
+            }
+        }
+    }
+}
+
+/// How long a new binary has to load everything and start serving.
+const HAND_OVER_READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// After a hand-over: waits until no guest runs here any more, then closes the embedded key-value file, which
+/// the new process is waiting to open. (Connections that were busy have had their last request by then: the
+/// one after `Connection: close`, or an idle one's, within a moment.)
+async fn release_embedded_files(site: &Site, kv: Option<RedbStore>) {
+    let Some(kv) = kv else { return };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let limit = site.state.lock().await.config.server.shutdown_timeout;
+    loop {
+        let running: u32 =
+            site.state.lock().await.tenants.values().map(|t| t.loaded.sandbox.instances_in_flight()).sum();
+        if running == 0 || started.elapsed() >= limit {
+            if running > 0 {
+                tracing::warn!(guests = running, "handing the key-value file over with guests still running");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::spawn_blocking(move || kv.close()).await.ok();
+    tracing::info!("key-value file handed over to the new process");
 }
 
 /// SIGHUP reloads the configuration (as `POST /v1/reload` does) and every certificate (an unchanged file is
@@ -117,6 +228,12 @@ pub(crate) async fn bind(listen: &[SocketAddr], router: Routes, shutdown_timeout
 
 /// Announces each bound address and serves until SIGINT/SIGTERM.
 pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
+    announce(&server);
+    server.run(shutdown_signal()).await.context("starting the server's workers")
+}
+
+/// Logs each address the server listens on (the end-to-end tests read them from the log).
+fn announce(server: &Server) {
     for addr in server.local_addrs() {
         tracing::info!("palisade listening on http://{addr}");
     }
@@ -126,7 +243,6 @@ pub(crate) async fn serve_until_signal(server: Server) -> anyhow::Result<()> {
     for addr in server.http3_local_addrs() {
         tracing::info!("palisade listening on https://{addr} (HTTP/3, UDP)");
     }
-    server.run(shutdown_signal()).await.context("starting the server's workers")
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -49,6 +49,9 @@ pub(crate) struct Site {
     pub(crate) state: tokio::sync::Mutex<State>,
     /// In a cluster: whether this node has compared its apps with Redis since it started.
     pub(crate) synced: AtomicBool,
+    /// Set while this process hands over to a new binary: changes are refused, since the new process has
+    /// already read what is deployed and would not see them.
+    handing_over: AtomicBool,
 }
 
 /// What is served now.
@@ -188,6 +191,7 @@ impl Site {
             https,
             state: tokio::sync::Mutex::new(state),
             synced: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
         })
     }
 
@@ -201,9 +205,31 @@ impl Site {
         self.routes.store(Arc::new(router(state)));
     }
 
+    /// The state, to change it; refused while this process hands over to a new binary.
+    pub(crate) async fn change(&self) -> Result<tokio::sync::MutexGuard<'_, State>, ControlError> {
+        let state = self.state.lock().await;
+        if self.handing_over.load(Ordering::Acquire) {
+            return Err(refuse(
+                Refusal::Unavailable,
+                "an upgrade is under way (this process is handing over to a new binary): nothing changed; try again in a moment",
+            ));
+        }
+        Ok(state)
+    }
+
+    /// Refuses changes from now on (`true`: a hand-over begins), or accepts them again (`false`: it failed).
+    /// Taken under the state's lock, so that a change under way finishes before the new process starts.
+    pub(crate) async fn hand_over(&self, handing_over: bool) {
+        let _state = self.state.lock().await;
+        self.handing_over.store(handing_over, Ordering::Release);
+    }
+
     /// Whether the server serves what it should: outside a cluster always; in one, once it has compared its
     /// apps with Redis.
     pub(crate) fn readiness(&self) -> Result<(), String> {
+        if self.handing_over.load(Ordering::Acquire) {
+            return Err("handing over to a new binary".into());
+        }
         if self.shared.is_some() && !self.synced.load(Ordering::Acquire) {
             return Err("not yet in step with the cluster's apps in Redis".into());
         }
@@ -228,7 +254,7 @@ impl Site {
         }
         let route = palisade_config::normalise_route_path(route.unwrap_or(&format!("/{name}")))
             .map_err(|e| refuse(Refusal::BadRequest, e))?;
-        let mut state = self.state.lock().await;
+        let mut state = self.change().await?;
         let t = state.tenants.get(tenant).ok_or_else(|| no_tenant(tenant))?;
         if t.loaded.has_route(&route) {
             return Err(refuse(
@@ -261,7 +287,7 @@ impl Site {
 
     /// Stops serving `tenant/name` and forgets it.
     pub(crate) async fn remove(&self, tenant: &str, name: &str) -> Result<AppRecord, ControlError> {
-        let mut state = self.state.lock().await;
+        let mut state = self.change().await?;
         let t = state.tenants.get_mut(tenant).ok_or_else(|| no_tenant(tenant))?;
         let Some(app) = t.apps.get(name) else {
             return Err(refuse(Refusal::NotFound, format!("tenant {tenant} has no deployed app {name:?}")));
@@ -291,7 +317,7 @@ impl Site {
                 ),
             ));
         }
-        let mut state = self.state.lock().await;
+        let mut state = self.change().await?;
         api_conflicts(&state, &config)?;
         let restart_needed = needs_restart(&state.config, &config);
         let (runtime, kv, new_config) = (self.runtime.clone(), self.kv.clone(), config.clone());

@@ -201,7 +201,7 @@ impl Site {
                 format!("tenant name {name:?} may only use letters, digits, '-' and '_' (at most 64)"),
             ));
         }
-        let mut state = self.state.lock().await;
+        let mut state = self.change().await?;
         let loaded = load_api_tenant(&self.runtime, self.kv.as_ref(), &self.caches, &state, name, &spec)?;
         let previous = state.tenants.get(name).and_then(|t| match &t.source {
             Source::Api(record) => Some(record.clone()),
@@ -269,7 +269,7 @@ impl Site {
     /// Removes the API tenant `name`: it stops being served at once; then its apps, tokens and key-value data
     /// are removed.
     pub(crate) async fn delete_tenant(&self, name: &str) -> Result<serde_json::Value, ControlError> {
-        let mut state = self.state.lock().await;
+        let mut state = self.change().await?;
         match state.tenants.get(name).map(|t| &t.source) {
             None => return Err(no_tenant(name)),
             Some(Source::File) => {
@@ -368,7 +368,7 @@ impl Site {
 
     /// Issues a new token for `tenant`, stored as its hash: `{"tenant", "id", "token"}`.
     pub(crate) async fn issue_token(&self, tenant: &str) -> Result<serde_json::Value, ControlError> {
-        let state = self.state.lock().await;
+        let state = self.change().await?;
         if !state.tenants.contains_key(tenant) {
             return Err(no_tenant(tenant));
         }
@@ -387,7 +387,7 @@ impl Site {
 
     /// Revokes `tenant`'s token `id`.
     pub(crate) async fn revoke_token(&self, tenant: &str, id: &str) -> Result<serde_json::Value, ControlError> {
-        let _state = self.state.lock().await;
+        let _state = self.change().await?;
         let mut tokens = self.tenant_store.tokens(tenant).map_err(internal)?;
         let Some(at) = tokens.iter().position(|t| t.id == id) else {
             return Err(refuse(Refusal::NotFound, format!("tenant {tenant} has no token {id:?}")));

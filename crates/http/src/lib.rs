@@ -11,6 +11,7 @@ mod conditional;
 mod hosts;
 mod instance_time;
 mod limited;
+pub mod lingering;
 mod patient;
 
 pub use activity::Activity;

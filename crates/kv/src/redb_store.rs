@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -32,6 +33,25 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Tenants' key-value data in one redb database file.
 #[derive(Clone)]
 pub struct RedbStore {
+    state: Arc<tokio::sync::watch::Sender<State>>,
+    /// How long an operation waits for a file still held by the process this one replaces.
+    wait: Duration,
+}
+
+/// Where a store's database stands.
+#[derive(Clone)]
+enum State {
+    /// Another process holds the file (the one this process replaces, finishing its guests); a thread opens it
+    /// as soon as it lets go.
+    Waiting,
+    Open(Opened),
+    /// Handed over: this process no longer uses the file.
+    Closed,
+}
+
+/// An open database and its writer thread.
+#[derive(Clone)]
+struct Opened {
     db: Arc<Database>,
     writer: Sender<Job>,
 }
@@ -43,6 +63,49 @@ impl RedbStore {
         RedbStore::with_tables(db)
     }
 
+    /// Like [`RedbStore::open`], for a process taking over from another that still holds the file: if it is
+    /// held, the store opens it as soon as it is let go (polling its lock), and operations meanwhile wait for
+    /// that, at most `wait` each.
+    pub fn open_when_free(path: &Path, wait: Duration) -> Result<RedbStore, KvError> {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {}
+            opened => {
+                let db = opened.map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                return Ok(RedbStore { wait, ..RedbStore::with_tables(db)? });
+            }
+        }
+        tracing::info!(file = %path.display(), "key-value store held by the previous process; opening it when it lets go");
+        let store = RedbStore { state: Arc::new(tokio::sync::watch::Sender::new(State::Waiting)), wait };
+        let state = Arc::downgrade(&store.state);
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("palisade-kv-open".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(20));
+                    // Every handle gone: nobody wants it any more.
+                    let Some(state) = state.upgrade() else { return };
+                    let opened = match Database::create(&path) {
+                        Err(redb::DatabaseError::DatabaseAlreadyOpen) => continue,
+                        opened => opened.map_err(unavailable).and_then(RedbStore::opened),
+                    };
+                    match opened {
+                        Ok(opened) => {
+                            tracing::info!(file = %path.display(), "key-value store opened");
+                            state.send_replace(State::Open(opened));
+                        }
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), "key-value store cannot be opened: {e}");
+                            state.send_replace(State::Closed);
+                        }
+                    }
+                    return;
+                }
+            })
+            .map_err(unavailable)?;
+        Ok(store)
+    }
+
     /// A store in memory, gone with the process (for `palisade run`).
     pub fn in_memory() -> Result<RedbStore, KvError> {
         let db =
@@ -51,6 +114,11 @@ impl RedbStore {
     }
 
     fn with_tables(db: Database) -> Result<RedbStore, KvError> {
+        let state = Arc::new(tokio::sync::watch::Sender::new(State::Open(RedbStore::opened(db)?)));
+        Ok(RedbStore { state, wait: Duration::ZERO })
+    }
+
+    fn opened(db: Database) -> Result<Opened, KvError> {
         // Create the tables, so readers never meet a database without them.
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(ENTRIES).map_err(unavailable)?;
@@ -64,7 +132,43 @@ impl RedbStore {
             .name("palisade-kv-writer".into())
             .spawn(move || write_groups(&for_writer, &jobs))
             .map_err(unavailable)?;
-        Ok(RedbStore { db, writer })
+        Ok(Opened { db, writer })
+    }
+
+    /// Lets go of the file for the process that replaces this one: operations from now on fail as
+    /// unavailable, and the file's lock goes once those under way end (writes already sent are committed).
+    /// Blocks until the writes already sent are committed (at most 5 s).
+    pub fn close(&self) {
+        if let State::Open(opened) = self.state.send_replace(State::Closed) {
+            // The writer answers this empty write after its group's commit, so after every write sent before.
+            let (done, committed) = channel();
+            let last: Job = Box::new(move |_| {
+                Box::new(move |_| {
+                    let _ = done.send(());
+                })
+            });
+            if opened.writer.send(last).is_ok() {
+                let _ = committed.recv_timeout(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// The open database, waiting for it (at most the store's `wait`) while another process holds it.
+    async fn opened_now(&self) -> Result<Opened, KvError> {
+        if let State::Open(opened) = &*self.state.borrow() {
+            return Ok(opened.clone());
+        }
+        let mut state = self.state.subscribe();
+        let ready = |s: &State| !matches!(s, State::Waiting);
+        let seen = match tokio::time::timeout(self.wait, state.wait_for(ready)).await {
+            Ok(Ok(seen)) => seen.clone(),
+            _ => State::Waiting,
+        };
+        match seen {
+            State::Open(opened) => Ok(opened),
+            State::Waiting => Err(unavailable("the key-value file is still held by the previous process")),
+            State::Closed => Err(unavailable("the key-value store was handed to the process replacing this one")),
+        }
     }
 
     /// Runs `f` on a blocking thread (redb's calls block on disk).
@@ -72,7 +176,7 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&Database) -> Result<T, KvError> + Send + 'static,
     ) -> Result<T, KvError> {
-        let db = self.db.clone();
+        let db = self.opened_now().await?.db;
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| unavailable(format!("storage task: {e}")))?
     }
 
@@ -99,7 +203,7 @@ impl RedbStore {
                 let _ = answer.send(committed.map_err(KvError::Unavailable).and(result));
             })
         });
-        self.writer.send(job).map_err(|_| unavailable("the writer thread has stopped"))?;
+        self.opened_now().await?.writer.send(job).map_err(|_| unavailable("the writer thread has stopped"))?;
         answered.await.map_err(|_| unavailable("the writer thread has stopped"))?
     }
 }
@@ -310,5 +414,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("kv.redb")).unwrap();
         crate::tests::remove_tenant_removes_only_that_tenant(&store).await;
+    }
+
+    /// A process replacing another opens the file once the other lets go, and its operations wait until
+    /// then: nothing the first one wrote is lost, and nothing fails meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_held_elsewhere_opens_when_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let (scope, quota) = (Scope::new("t", "b").unwrap(), Quota::UNLIMITED);
+        let first = RedbStore::open(&path).unwrap();
+        first.set(&scope, "k", b"before", &quota).await.unwrap();
+        let second = RedbStore::open_when_free(&path, Duration::from_secs(10)).unwrap();
+        let reader = second.clone();
+        let waiting = tokio::spawn(async move {
+            let scope = Scope::new("t", "b").unwrap();
+            reader.get(&scope, "k").await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "answered while the file was still held");
+        first.set(&scope, "k", b"last", &quota).await.unwrap();
+        tokio::task::spawn_blocking(move || first.close()).await.unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap().as_deref(), Some(&b"last"[..]));
+        second.set(&scope, "k", b"after", &quota).await.unwrap();
+        // A closed store refuses, and a store that waits no longer says why.
+        let third = RedbStore::open_when_free(&path, Duration::from_millis(100)).unwrap();
+        let err = third.get(&scope, "k").await.unwrap_err();
+        assert!(err.to_string().contains("still held"), "{err}");
     }
 }

@@ -19,7 +19,8 @@ pub(crate) fn spawn(
     activity: Option<Arc<Activity>>,
     upstream: Picked,
 ) {
-    tokio::spawn(async move {
+    // Tracked by the worker: a stopping server lets the tunnel run until it closes or idles out.
+    palisade_http::lingering::spawn(async move {
         let (client, upstream_io) = match tokio::try_join!(client, upstream_side) {
             Ok(both) => both,
             Err(e) => return tracing::debug!("upgrade did not complete: {e}"),

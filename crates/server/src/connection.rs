@@ -34,6 +34,11 @@ use crate::sidelined::Sidelined;
 /// The most header fields hyper's HTTP/1 parser takes when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
 
+/// How long a stopping server waits for an HTTP/1 connection to be quiet before closing it.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+/// The longest it waits for that quiet: a connection that never rests is closed after its current request.
+const DRAIN_QUIET_WAIT: Duration = Duration::from_secs(2);
+
 /// The answer to a plain-HTTP client over the connection limits, written without waiting.
 const TOO_MANY_CONNECTIONS: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
@@ -160,6 +165,12 @@ impl Connections {
             tasks: TaskTracker::new(),
             stop,
         }
+    }
+
+    /// Makes this worker's tracker the one lingering work (proxied tunnels) is spawned on, so that a drain waits
+    /// for it as it waits for connections. Call on the worker's thread.
+    pub(crate) fn track_lingering_work(&self) {
+        palisade_http::lingering::install(self.tasks.clone());
     }
 
     /// Stops tracking new connections and waits (at most `limit`) for the open ones to finish.
@@ -311,10 +322,21 @@ impl Connections {
         let mut stop = self.stop.clone();
         let keepalive = self.limits.keepalive_timeout;
         let header_timeout = self.limits.header_timeout;
-        // `None`: the server is stopping.
+        // `None`: the server is stopping. HTTP/2 is told at once (GOAWAY names the last stream served, so a
+        // client knows what to send again elsewhere). HTTP/1 has no such word: a keep-alive connection closed
+        // while idle may cross a request already on its way, so the server waits for a quiet moment (a busy
+        // connection ends sooner, after an answer that says `Connection: close`).
         let side = async {
             tokio::select! {
-                _ = stop.changed() => None,
+                _ = stop.changed() => {
+                    if !h2_only {
+                        tokio::select! {
+                            () = activity.idle_for(DRAIN_QUIET) => {}
+                            () = tokio::time::sleep(DRAIN_QUIET_WAIT) => {}
+                        }
+                    }
+                    None
+                }
                 expiry = Expiry::wait(&activity, &framing, keepalive, header_timeout) => Some(expiry),
             }
         };

@@ -39,6 +39,9 @@ pub(crate) struct Dispatcher {
     pub(crate) alt_svc: Vec<(u16, HeaderValue)>,
     limits: RequestLimits,
     next_request_id: AtomicU64,
+    /// Set when the server stops: HTTP/1 responses then say `Connection: close`, so that a busy keep-alive
+    /// connection ends after its next answer instead of racing the server's close.
+    draining: Arc<AtomicBool>,
 }
 
 /// The per-request parts of [`TrafficLimits`].
@@ -91,7 +94,13 @@ impl Dispatcher {
             alt_svc: Vec::new(),
             limits: RequestLimits::new(&TrafficLimits::default()),
             next_request_id: AtomicU64::new(1),
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag that makes HTTP/1 responses close their connections (set when the server stops).
+    pub(crate) fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// Applies `traffic`'s per-request limits (the server does, once, when it starts serving).
@@ -112,6 +121,7 @@ impl Dispatcher {
         // A request that may leave HTTP/1: its head watch stops if the answer says it did.
         let connect = req.method() == Method::CONNECT;
         let may_switch = (connect || req.headers().contains_key(header::UPGRADE)).then(|| peer.framing.clone());
+        let close = req.version() <= http::Version::HTTP_11 && self.draining.load(Ordering::Relaxed);
         let alt_svc = match peer.tls {
             Some(_) if req.version() != http::Version::HTTP_3 => {
                 self.alt_svc.iter().find(|(port, _)| *port == peer.local.port()).map(|(_, v)| v.clone())
@@ -132,6 +142,9 @@ impl Dispatcher {
             if let Some(alt_svc) = alt_svc {
                 // This edge's, replacing any an origin gave for itself.
                 response.headers_mut().insert(header::ALT_SVC, alt_svc);
+            }
+            if close && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             if let Some(framing) = may_switch {
                 let status = response.status();

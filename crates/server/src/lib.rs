@@ -34,6 +34,7 @@ mod strict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use palisade_config::TrafficLimits;
@@ -111,7 +112,18 @@ impl Server {
         routes: Arc<LiveRoutes>,
         shutdown_timeout: Duration,
     ) -> std::io::Result<Server> {
-        let listeners = listen.iter().map(|a| Listener::bind(*a, false)).collect::<Result<_, _>>()?;
+        let sockets = listen.iter().map(|a| bind_listener(*a)).collect::<Result<_, _>>()?;
+        Server::on_listeners(sockets, routes, shutdown_timeout)
+    }
+
+    /// Like [`Server::bind_live`], on sockets already listening: bound with [`bind_listener`], or handed over
+    /// by the process this one replaces.
+    pub fn on_listeners(
+        sockets: Vec<std::net::TcpListener>,
+        routes: Arc<LiveRoutes>,
+        shutdown_timeout: Duration,
+    ) -> std::io::Result<Server> {
+        let listeners = sockets.into_iter().map(|s| Listener::adopt(s, false)).collect::<Result<_, _>>()?;
         Ok(Server {
             listeners,
             dispatcher: Dispatcher::new(routes),
@@ -131,9 +143,19 @@ impl Server {
 
     /// Also serves HTTPS on every address in `listen`, with `tls` terminating each connection. Tenants with
     /// `https_redirect` are redirected to the first of these ports.
-    pub fn with_tls(mut self, listen: &[SocketAddr], tls: Arc<TlsTerminator>) -> std::io::Result<Server> {
-        for addr in listen {
-            self.listeners.push(Listener::bind(*addr, true)?);
+    pub fn with_tls(self, listen: &[SocketAddr], tls: Arc<TlsTerminator>) -> std::io::Result<Server> {
+        let sockets = listen.iter().map(|a| bind_listener(*a)).collect::<Result<_, _>>()?;
+        self.with_tls_listeners(sockets, tls)
+    }
+
+    /// Like [`Server::with_tls`], on sockets already listening.
+    pub fn with_tls_listeners(
+        mut self,
+        sockets: Vec<std::net::TcpListener>,
+        tls: Arc<TlsTerminator>,
+    ) -> std::io::Result<Server> {
+        for socket in sockets {
+            self.listeners.push(Listener::adopt(socket, true)?);
         }
         self.dispatcher.https_port = self.listeners.iter().find(|l| l.tls).map(|l| l.local_addr.port());
         self.tls = Some(tls);
@@ -199,6 +221,15 @@ impl Server {
     ///
     /// The workers run on their own threads; the future calling this only waits for `shutdown` and for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let running = self.start()?;
+        shutdown.await;
+        running.stop().await;
+        Ok(())
+    }
+
+    /// Starts the workers: when this returns, every listener is being accepted on. The server serves until
+    /// [`Running::stop`].
+    pub fn start(self) -> std::io::Result<Running> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls_addrs = self.tls_local_addrs();
         let mut dispatcher = self.dispatcher;
@@ -248,15 +279,33 @@ impl Server {
         }
         // The workers hold their own handles; this one would keep the sockets open after they stop.
         drop(self.listeners);
+        Ok(Running { stop: stop_tx, workers, shutdown_timeout: self.shutdown_timeout, draining: dispatcher.draining() })
+    }
+}
 
-        shutdown.await;
+/// A started [`Server`]: its workers accept and serve until [`Running::stop`].
+pub struct Running {
+    stop: watch::Sender<bool>,
+    workers: Vec<tokio::sync::oneshot::Receiver<bool>>,
+    shutdown_timeout: Duration,
+    draining: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Stops accepting (the listening sockets close here; a process they were handed to goes on accepting
+    /// on them), lets open connections finish what they are doing, and returns when they have, or when the
+    /// shutdown timeout is over. HTTP/2 connections get a GOAWAY at once. An HTTP/1 connection answers its
+    /// next request with `Connection: close` and is closed after it, or once it has been idle for a moment:
+    /// closing an idle keep-alive connection at once would race a request the client is sending on it.
+    pub async fn stop(self) -> bool {
         tracing::info!(
             "shutting down: no new connections; waiting up to {:?} for requests in flight",
             self.shutdown_timeout
         );
-        let _ = stop_tx.send(true);
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
         let mut drained = true;
-        for worker in workers {
+        for worker in self.workers {
             drained &= worker.await.unwrap_or(false);
         }
         if drained {
@@ -264,8 +313,21 @@ impl Server {
         } else {
             tracing::warn!("shutdown timeout reached; remaining connections were closed");
         }
-        Ok(())
+        drained
     }
+}
+
+/// Binds a listening socket on `addr` (with `SO_REUSEADDR`, so a restarted server binds while the previous
+/// one's connections linger in `TIME_WAIT`), for [`Server::on_listeners`] and [`Server::with_tls_listeners`].
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let bound = || {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // Deregistered from this runtime: each worker registers its own handle with its own runtime.
+        socket.listen(LISTEN_BACKLOG)?.into_std()
+    };
+    bound().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// A bound listening socket that each worker can take a handle to.
@@ -276,17 +338,9 @@ struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` (call within a tokio runtime).
-    fn bind(addr: SocketAddr, tls: bool) -> std::io::Result<Listener> {
-        let bound = || {
-            let socket =
-                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-            socket.set_reuseaddr(true)?;
-            socket.bind(addr)?;
-            // Deregistered from this runtime: each worker registers its own handle with its own runtime.
-            socket.listen(LISTEN_BACKLOG)?.into_std()
-        };
-        let socket = bound().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    /// Takes `socket`, listening already (and non-blocking, as every worker's runtime wants it).
+    fn adopt(socket: std::net::TcpListener, tls: bool) -> std::io::Result<Listener> {
+        socket.set_nonblocking(true)?;
         Ok(Listener { local_addr: socket.local_addr()?, socket, tls })
     }
 
@@ -336,6 +390,7 @@ impl Worker {
             &self.traffic,
             self.stop,
         ));
+        connections.track_lingering_work();
 
         let mut accept_loops = vec![tokio::spawn(connections.clone().arrivals(self.inbox))];
         for listener in self.listeners {

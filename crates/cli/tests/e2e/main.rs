@@ -34,6 +34,8 @@
 //!   persistence, a reload that would clash, a removed tenant's apps and data gone.
 //! - `console`: the web console: session cookies, CSRF and cross-site refusals, then the console driven in
 //!   headless Chromium (`browser`: ChromeDriver and a WebDriver client).
+//! - `upgrade`: binary hand-over on SIGUSR2 (`palisade upgrade`): client loops see no failure, a request and a
+//!   tunnel in flight finish on the old process, which exits; a new process that fails leaves the old serving.
 //! - `kv`: wasi:keyvalue: tenants' buckets apart, quotas, exact counters, writes surviving kill -9, two nodes
 //!   sharing a real redis-server through its outage.
 
@@ -66,6 +68,7 @@ mod static_files;
 mod tenants;
 mod tls;
 mod traffic;
+mod upgrade;
 mod upstream;
 
 use harness::Site;

@@ -5,7 +5,7 @@
 //! - `/healthz`: 200, or 503 while [`Upstream::set_healthy`] says so;
 //! - `/upload`: reads the body as it arrives and answers with its length (never holding it whole);
 //! - `/download?N`: streams N bytes in 64 KiB chunks;
-//! - `/slow-head`: answers after 5 s; `/stall`: sends its head and one chunk, then nothing for 30 s;
+//! - `/slow-head`: answers after 5 s; `/three-seconds`: after 3 s; `/stall`: sends its head and one chunk, then nothing for 30 s;
 //! - `/ws`: accepts an upgrade and echoes bytes on the upgraded connection;
 //! - anything else: its name, the request line and version, then every header, one per line, plus hop-by-hop
 //!   headers of its own that the proxy must drop.
@@ -172,6 +172,10 @@ async fn answer(
         "/slow-head" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             text(StatusCode::OK, "late\n".into())
+        }
+        "/three-seconds" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text(StatusCode::OK, "three seconds later\n".into())
         }
         "/stall" => {
             let first = futures::stream::iter([Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"first\n")))]);

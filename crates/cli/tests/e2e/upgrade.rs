@@ -1,0 +1,257 @@
+//! Binary hand-over: SIGUSR2 (through `palisade upgrade`) moves the listening sockets to a new process
+//! without a failed request; requests and tunnels in flight finish on the old one, which then exits; a new
+//! process that fails to start leaves the old one serving.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Running, Site};
+use crate::upstream::Upstream;
+
+/// Kills the process a pid names when dropped: the new server is the old one's child, not the test's.
+struct Reaped(u32);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped by its parent) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+/// The pid the file names (waiting a moment for it: it is written once the server accepts).
+fn read_pid(path: &Path) -> u32 {
+    let started = Instant::now();
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) => return text.trim().parse().unwrap(),
+            Err(e) if started.elapsed() > Duration::from_secs(5) => panic!("{}: {e}", path.display()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A site with a static file, a component and a proxied route, served with a pid file.
+fn upgradable_site(upstream: &Upstream) -> Site {
+    let site = Site::new();
+    site.write("www/index.html", "static\n");
+    let hello = site.guest("hello.wasm");
+    // Its own data directory: apps deployed here must not reach other tests.
+    let server = format!("listen = [\"127.0.0.1:0\"]\ndata_dir = {:?}", site.path("data").display().to_string());
+    site.config_with(
+        &server,
+        &format!(
+            r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[tenants.a]
+hosts = ["*"]
+routes = [
+  {{ path = "/", static = "www" }},
+  {{ path = "/hello", component = "{hello}" }},
+  {{ path = "/ws", proxy = {{ upstreams = ["{up}"], timeout = "10s" }} }},
+  {{ path = "/three-seconds", proxy = {{ upstreams = ["{up}"], timeout = "10s" }} }},
+]
+"#,
+            up = upstream.url()
+        ),
+    );
+    site
+}
+
+fn serve_with_pid_file(site: &Site) -> Running {
+    let (config, pid_file) = (site.path("palisade.toml"), site.path("palisade.pid"));
+    Running::spawn(&[
+        "serve".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--pid-file".as_ref(),
+        pid_file.as_os_str(),
+    ])
+}
+
+/// Requests in a loop until told to stop: (answered, failures with the first reason).
+fn client_loop(
+    client: reqwest::Client,
+    url: String,
+    body: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, usize, Option<String>)> {
+    tokio::spawn(async move {
+        let (mut answered, mut failed, mut first) = (0, 0, None);
+        while !stop.load(Ordering::Relaxed) {
+            let outcome = match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => match r.text().await {
+                    Ok(text) if text.contains(body) => Ok(()),
+                    Ok(text) => Err(format!("body {text:?}")),
+                    Err(e) => Err(format!("reading the body: {e:?}")),
+                },
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(format!("{e:?}")),
+            };
+            match outcome {
+                Ok(()) => answered += 1,
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        (answered, failed, first)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigusr2_hands_over_without_a_failed_request() {
+    let upstream = Upstream::start("up");
+    let site = upgradable_site(&upstream);
+    let mut old = serve_with_pid_file(&site);
+    let old_pid = old.pid();
+    let pid_file = site.path("palisade.pid");
+    assert_eq!(read_pid(&pid_file), old_pid);
+
+    // Four loops: kept-alive and new connections, a static file and a component.
+    crate::harness::install_crypto_provider();
+    let keep_alive = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+    let one_shot = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (file, component) = (old.url("127.0.0.1", "/"), old.url("127.0.0.1", "/hello"));
+    let loops = [
+        client_loop(keep_alive.clone(), file.clone(), "static", stop.clone()),
+        client_loop(keep_alive.clone(), component.clone(), "hello from", stop.clone()),
+        client_loop(one_shot.clone(), file, "static", stop.clone()),
+        client_loop(one_shot.clone(), component, "hello from", stop.clone()),
+    ];
+    // A WebSocket tunnel through the proxy, open before the hand-over.
+    let mut tunnel = TcpStream::connect(old.addr).unwrap();
+    tunnel.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tunnel
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tunnel.read(&mut byte).unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // A proxied request that takes 3 s, started before the hand-over.
+    let slow = {
+        let (client, url) = (one_shot.clone(), old.url("127.0.0.1", "/three-seconds"));
+        tokio::spawn(async move {
+            let r = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>((r.status().as_u16(), r.text().await.map_err(|e| format!("{e:?}"))?))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
+    });
+    assert_eq!(code, 0, "palisade upgrade: {out}{err}");
+    assert!(out.contains("upgraded"), "{out}");
+    let new_pid = read_pid(&pid_file);
+    let _new = Reaped(new_pid);
+    assert_ne!(new_pid, old_pid);
+    assert!(process_alive(new_pid));
+
+    // The tunnel opened before still carries bytes, through the old process.
+    tunnel.write_all(b"after the hand-over").unwrap();
+    let mut echoed = vec![0u8; "after the hand-over".len()];
+    tunnel.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, b"after the hand-over");
+    drop(tunnel);
+
+    let (status, body) = slow.await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "three seconds later\n"), "the request in flight finished");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for (i, l) in loops.into_iter().enumerate() {
+        let (answered, failed, first) = l.await.unwrap();
+        assert_eq!(failed, 0, "loop {i}: {failed} failed of {}; first: {first:?}", answered + failed);
+        assert!(answered > 20, "loop {i} answered only {answered}");
+    }
+
+    // The old process drains and exits 0; the new one serves alone.
+    let started = Instant::now();
+    while old.alive() && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!old.alive(), "the old process did not exit after draining:\n{}", old.log());
+    assert!(old.log().contains("all connections closed"), "{}", old.log());
+    let r = keep_alive.get(old.url("127.0.0.1", "/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(process_alive(new_pid));
+    // A later hand-over works the same from the new process.
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
+    });
+    assert_eq!(code, 0, "second upgrade: {out}{err}");
+    let _newer = Reaped(read_pid(&pid_file));
+    let r = keep_alive.get(old.url("127.0.0.1", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_process_that_fails_leaves_the_old_one_serving() {
+    let upstream = Upstream::start("up");
+    let site = upgradable_site(&upstream);
+    let mut old = serve_with_pid_file(&site);
+    let pid_file = site.path("palisade.pid");
+    let old_pid = old.pid();
+    let config = site.path("palisade.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    // The new binary cannot start: its configuration names a file that is not there.
+    std::fs::write(&config, good.replace("hello.wasm", "missing.wasm")).unwrap();
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
+    });
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("the upgrade failed") && err.contains(&old_pid.to_string()), "{err}");
+    assert!(old.log_contains("upgrade failed, still serving with this process"), "{}", old.log());
+    assert!(old.log().contains("missing.wasm"), "the new process's reason is in the log:\n{}", old.log());
+    assert!(old.alive());
+    assert_eq!(read_pid(&pid_file), old_pid);
+    let client = old.client(&["127.0.0.1"]);
+    for path in ["/", "/hello"] {
+        let r = client.get(old.url("127.0.0.1", path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // Changes are accepted again (they were refused during the attempt), and a fixed binary takes over,
+    // serving what was deployed.
+    let wasm = std::fs::read(crate::harness::guest("hello.wasm")).unwrap();
+    let deployed = client.put(old.admin_url("/v1/tenants/a/apps/greet")).body(wasm).send().await.unwrap();
+    assert!(deployed.status().is_success(), "{}", deployed.text().await.unwrap());
+    std::fs::write(&config, good).unwrap();
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
+    });
+    assert_eq!(code, 0, "{out}{err}");
+    let _new = Reaped(read_pid(&pid_file));
+    let started = Instant::now();
+    while old.alive() && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!old.alive());
+    for path in ["/hello", "/greet"] {
+        let r = client.get(old.url("127.0.0.1", path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} after the hand-over");
+    }
+}
