@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,6 +121,8 @@ enum Write {
     Remove(String),
     /// Answers once every write before it is committed.
     Flush(Sender<()>),
+    /// Stops the writer (after the writes before it), closing its handle on the file, then answers.
+    Close(Sender<()>),
 }
 
 /// What the tier knows of one stored URL without reading the file.
@@ -160,7 +162,8 @@ impl Index {
 /// One tenant's disk tier.
 pub(crate) struct DiskTier {
     path: PathBuf,
-    db: Arc<Database>,
+    /// `None` while the file is handed to another process (see [`DiskTier::release`]).
+    db: RwLock<Option<Arc<Database>>>,
     max_size: AtomicU64,
     index: Mutex<Index>,
     writer: Mutex<Sender<Write>>,
@@ -172,6 +175,11 @@ pub(crate) struct DiskTier {
     /// Set when a write failed or the file proved damaged: the file no longer says what was purged, so it is
     /// deleted and the tier set aside (the memory tier goes on alone).
     broken: Arc<AtomicBool>,
+    /// Set while the file is let go for a process taking over from this one: the tier is left alone (the
+    /// memory tier goes on), and the file is not this process's to delete.
+    released: AtomicBool,
+    /// Retries opening a file another process holds for this long (a process taking over from another).
+    patience: Duration,
 }
 
 /// Stores on their way to the file.
@@ -186,14 +194,16 @@ impl std::fmt::Debug for DiskTier {
 impl DiskTier {
     /// Opens (or creates) the tier at `path`, holding at most `max_size` bytes. A file that cannot be read as a
     /// cache (damaged, or from an incompatible version) is started afresh: it is only a cache.
-    pub(crate) fn open(path: &Path, max_size: u64) -> Result<DiskTier, DiskError> {
+    /// A file another process holds is tried again for `patience` (the process this one takes over from
+    /// lets go of it at the start of the hand-over).
+    pub(crate) fn open(path: &Path, max_size: u64, patience: Duration) -> Result<DiskTier, DiskError> {
         let error = |reason: String| DiskError { path: path.to_path_buf(), reason };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| error(format!("creating its directory: {e}")))?;
         }
-        let (db, index) = match open_and_index(path, max_size) {
+        let (db, index) = match open_patiently(path, max_size, patience) {
             Ok(opened) => opened,
-            Err(OpenError::Refused(e)) => return Err(error(e)),
+            Err(OpenError::Held(e) | OpenError::Refused(e)) => return Err(error(e)),
             Err(OpenError::Unreadable(e)) => {
                 tracing::warn!(file = %path.display(), "cache file unreadable ({e}); starting it afresh");
                 std::fs::remove_file(path).map_err(|e| error(format!("removing the unreadable file: {e}")))?;
@@ -202,32 +212,83 @@ impl DiskTier {
         };
         let broken = Arc::new(AtomicBool::new(false));
         let db = Arc::new(db);
-        let (writer, writes) = channel();
         let queued = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Pending::default());
-        let writer_side = Writer {
+        let writer = Writer {
             db: db.clone(),
             queued: queued.clone(),
             pending: pending.clone(),
             broken: broken.clone(),
             path: path.to_path_buf(),
         };
-        std::thread::Builder::new()
-            .name("palisade-cache-disk".into())
-            .spawn(move || writer_side.run(&writes))
-            .map_err(|e| error(format!("starting its writer: {e}")))?;
+        let writer = writer.start().map_err(|e| error(format!("starting its writer: {e}")))?;
         let tier = DiskTier {
             path: path.to_path_buf(),
-            db,
+            db: RwLock::new(Some(db)),
             max_size: AtomicU64::new(max_size),
             index: Mutex::new(index),
             writer: Mutex::new(writer),
             queued,
             pending,
             broken,
+            released: AtomicBool::new(false),
+            patience,
         };
         tier.evict();
         Ok(tier)
+    }
+
+    /// Lets go of the file for a process taking over from this one: what was sent is committed first, then
+    /// the writer stops and the file closes (once reads under way end). Until [`DiskTier::reacquire`], the
+    /// tier stores and finds nothing; the memory tier goes on.
+    pub(crate) fn release(&self, timeout: Duration) {
+        self.flush(timeout);
+        {
+            // Under the index lock: a store under way finishes sending first, and no other starts.
+            let _index = self.index();
+            self.released.store(true, Ordering::Release);
+        }
+        let (done, closed) = channel();
+        if lock(&self.writer).send(Write::Close(done)).is_ok() {
+            let _ = closed.recv_timeout(timeout);
+        }
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+        lock(&self.pending).clear();
+    }
+
+    /// Opens the file again after a [`DiskTier::release`] (the process that was to take over did not): the
+    /// index is read back from it, since the other process may have changed it.
+    pub(crate) fn reacquire(&self) {
+        if !self.released.load(Ordering::Acquire) || self.is_broken() {
+            return;
+        }
+        let max_size = self.max_size.load(Ordering::Relaxed);
+        let reopened =
+            open_patiently(&self.path, max_size, self.patience).map_err(|e| e.to_string()).and_then(|(db, index)| {
+                let db = Arc::new(db);
+                let writer = Writer {
+                    db: db.clone(),
+                    queued: self.queued.clone(),
+                    pending: self.pending.clone(),
+                    broken: self.broken.clone(),
+                    path: self.path.clone(),
+                };
+                Ok((db, index, writer.start().map_err(|e| e.to_string())?))
+            });
+        match reopened {
+            Ok((db, index, writer)) => {
+                let mut current = self.index();
+                *current = index;
+                *lock(&self.writer) = writer;
+                *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
+                self.released.store(false, Ordering::Release);
+                drop(current);
+                self.evict();
+            }
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), "cache disk tier not opened again, memory only: {e}")
+            }
+        }
     }
 
     /// A new bound (a reload changed `cache.disk`); takes effect now.
@@ -238,21 +299,31 @@ impl DiskTier {
 
     /// The keys stored with `tag`.
     pub(crate) fn tagged(&self, tag: &str) -> Vec<String> {
+        if self.is_released() {
+            return Vec::new();
+        }
         let index = self.index();
         index.entries.iter().filter(|(_, e)| e.tags.iter().any(|t| t == tag)).map(|(k, _)| k.clone()).collect()
     }
 
     /// Whether something is stored for `key`.
     pub(crate) fn contains(&self, key: &str) -> bool {
-        !self.is_broken() && self.index().entries.contains_key(key)
+        !self.is_broken() && !self.is_released() && self.index().entries.contains_key(key)
     }
 
     fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
     }
 
+    fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
     /// Every key stored.
     pub(crate) fn keys(&self) -> Vec<String> {
+        if self.is_released() {
+            return Vec::new();
+        }
         self.index().entries.keys().cloned().collect()
     }
 
@@ -263,14 +334,15 @@ impl DiskTier {
 
     /// Reads what is stored for `key` (blocks on the disk, unless it is still on its way there).
     pub(crate) fn read(&self, key: &str) -> Option<Arc<Variants>> {
-        if self.is_broken() {
+        if self.is_broken() || self.is_released() {
             return None;
         }
         if let Some((_, variants)) = lock(&self.pending).get(key) {
             return Some(variants.clone());
         }
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner).clone()?;
         let read = || -> Result<Option<Arc<Variants>>, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             let Some(record) = txn.open_table(RECORDS)?.get(key)? else { return Ok(None) };
             let Some(bodies) = txn.open_table(BODIES)?.get(key)? else { return Ok(None) };
             let Ok(record) = postcard::from_bytes::<Record>(record.value()) else { return Ok(None) };
@@ -303,7 +375,7 @@ impl DiskTier {
     /// Stores `variants` for `key` (on the writer thread, soon). One that does not fit (larger than a quarter of
     /// the tier, or the writer is behind) is not stored, and what was stored for `key` goes.
     pub(crate) fn put(&self, key: &str, variants: &Arc<Variants>) {
-        if self.is_broken() {
+        if self.is_broken() || self.is_released() {
             return;
         }
         let bodies: Vec<Bytes> = variants.0.iter().map(|s| s.body.clone()).collect();
@@ -330,6 +402,9 @@ impl DiskTier {
 
     /// Removes what is stored for `key`.
     pub(crate) fn remove(&self, key: &str) {
+        if self.is_released() {
+            return;
+        }
         let mut index = self.index();
         lock(&self.pending).remove(key);
         if index.forget(key) {
@@ -369,8 +444,9 @@ impl DiskTier {
     }
 
     fn send(&self, write: Write) {
-        // The writer ends only when this tier is dropped, or when it has set the tier aside.
-        if lock(&self.writer).send(write).is_err() {
+        // The writer ends only when this tier is dropped, when it has set the tier aside, or when the file was
+        // let go (then it is another process's, and not to be deleted).
+        if lock(&self.writer).send(write).is_err() && !self.is_released() {
             set_aside(&self.broken, &self.path, "its writer stopped");
         }
     }
@@ -385,7 +461,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 enum OpenError {
-    /// The file cannot be opened: another process (or a tier not yet closed) holds it, or the system refuses.
+    /// Another process (or a tier not yet closed) holds the file.
+    Held(String),
+    /// The file cannot be opened: the system refuses.
     Refused(String),
     /// The file is not a cache this version can read.
     Unreadable(String),
@@ -394,7 +472,19 @@ enum OpenError {
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::Refused(e) | OpenError::Unreadable(e) => f.write_str(e),
+            OpenError::Held(e) | OpenError::Refused(e) | OpenError::Unreadable(e) => f.write_str(e),
+        }
+    }
+}
+
+/// [`open_and_index`], trying again for `patience` while another process holds the file.
+fn open_patiently(path: &Path, max_size: u64, patience: Duration) -> Result<(Database, Index), OpenError> {
+    let started = std::time::Instant::now();
+    loop {
+        match open_and_index(path, max_size) {
+            Err(OpenError::Held(_)) if started.elapsed() < patience => std::thread::sleep(Duration::from_millis(20)),
+            Err(OpenError::Held(e)) => return Err(OpenError::Refused(e)),
+            opened => return opened,
         }
     }
 }
@@ -409,7 +499,7 @@ fn open_and_index_once(path: &Path, max_size: u64) -> Result<(Database, Index), 
     let mut db = match Database::builder().set_cache_size(PAGE_CACHE).create(path) {
         Ok(db) => db,
         Err(e @ (redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch)) => {
-            return Err(OpenError::Refused(format!("{e} (is another palisade using this data_dir?)")));
+            return Err(OpenError::Held(format!("{e} (is another palisade using this data_dir?)")));
         }
         // A file that is not a redb database at all comes back as an I/O error of its own kind.
         Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
@@ -491,10 +581,24 @@ struct Writer {
 }
 
 impl Writer {
+    /// Starts the writer's thread; the sender is how the tier reaches it.
+    fn start(self) -> std::io::Result<Sender<Write>> {
+        let (writer, writes) = channel();
+        std::thread::Builder::new().name("palisade-cache-disk".into()).spawn(move || {
+            let closed = self.run(&writes);
+            // Its handle on the file goes before the tier hears that it has.
+            drop(self);
+            if let Some(done) = closed {
+                let _ = done.send(());
+            }
+        })?;
+        Ok(writer)
+    }
+
     /// Waits for a write, takes every other one waiting (up to [`MAX_GROUP`]), applies them in one durable
     /// transaction. Ends when its tier is dropped, after the last writes, or when a write fails (the tier is
     /// set aside then).
-    fn run(self, writes: &Receiver<Write>) {
+    fn run(&self, writes: &Receiver<Write>) -> Option<Sender<()>> {
         while let Ok(first) = writes.recv() {
             let mut group = vec![first];
             group.extend(writes.try_iter().take(MAX_GROUP - 1));
@@ -503,12 +607,14 @@ impl Writer {
                 .iter()
                 .map(|w| match w {
                     Write::Put { bodies, .. } => bodies.iter().map(|b| b.len() as u64).sum(),
-                    Write::Remove(_) | Write::Flush(_) => 0,
+                    Write::Remove(_) | Write::Flush(_) | Write::Close(_) => 0,
                 })
                 .sum();
             let mut flushed = Vec::new();
             let mut committed = Vec::new();
-            let result = catch_unwind(AssertUnwindSafe(|| self.commit(group, &mut flushed, &mut committed)));
+            let mut closing = None;
+            let result =
+                catch_unwind(AssertUnwindSafe(|| self.commit(group, &mut flushed, &mut committed, &mut closing)));
             self.queued.fetch_sub(dequeued, Ordering::Relaxed);
             let failure = match result {
                 Ok(Ok(())) => None,
@@ -529,9 +635,13 @@ impl Writer {
             if let Some(why) = failure {
                 set_aside(&self.broken, &self.path, &why);
                 lock(&self.pending).clear();
-                return;
+                return closing;
+            }
+            if closing.is_some() {
+                return closing;
             }
         }
+        None
     }
 
     fn commit(
@@ -539,6 +649,7 @@ impl Writer {
         group: Vec<Write>,
         flushed: &mut Vec<Sender<()>>,
         committed: &mut Vec<(String, u64)>,
+        closing: &mut Option<Sender<()>>,
     ) -> Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
         {
@@ -558,6 +669,7 @@ impl Writer {
                         bodies.remove(key.as_str())?;
                     }
                     Write::Flush(done) => flushed.push(done),
+                    Write::Close(done) => *closing = Some(done),
                 }
             }
         }
@@ -596,7 +708,7 @@ mod tests {
     fn stores_reads_evicts_oldest_first_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache/t.redb");
-        let tier = DiskTier::open(&path, 2 << 20).unwrap();
+        let tier = DiskTier::open(&path, 2 << 20, Duration::ZERO).unwrap();
         let body = vec![b'x'; 200_000];
         for i in 0..20 {
             tier.put(
@@ -622,7 +734,7 @@ mod tests {
 
         // The writer lets go of the file once its last writes are in.
         let reopened = loop {
-            match DiskTier::open(&path, 2 << 20) {
+            match DiskTier::open(&path, 2 << 20, Duration::ZERO) {
                 Ok(tier) => break tier,
                 Err(e) if e.to_string().contains("already open") => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => panic!("{e}"),
@@ -642,11 +754,41 @@ mod tests {
         assert_eq!(left, ["h/new"], "the newest store is the last to go");
     }
 
+    /// A hand-over: the tier lets go of its file, another process opens it (waiting while it is held), changes
+    /// it and lets go; the first takes it back, as the other left it, and neither deletes it.
+    #[test]
+    fn a_released_file_is_opened_by_another_and_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/t.redb");
+        let tier = DiskTier::open(&path, 2 << 20, Duration::from_secs(10)).unwrap();
+        tier.put("h/a", &Arc::new(Variants(vec![stored(b"a", "t")])));
+        let waiting = std::thread::spawn({
+            let path = path.clone();
+            move || DiskTier::open(&path, 2 << 20, Duration::from_secs(10))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        tier.release(Duration::from_secs(10));
+        // Released: it finds and keeps nothing, and the file stays.
+        assert!(tier.read("h/a").is_none() && !tier.contains("h/a") && tier.keys().is_empty());
+        tier.put("h/lost", &Arc::new(Variants(vec![stored(b"x", "t")])));
+        tier.remove("h/a");
+        let other = waiting.join().unwrap().unwrap();
+        assert_eq!(other.read("h/a").unwrap().0[0].body.as_ref(), b"a");
+        assert!(!other.contains("h/lost"));
+        other.put("h/b", &Arc::new(Variants(vec![stored(b"b", "t")])));
+        other.remove("h/a");
+        drop(other);
+        tier.reacquire();
+        assert!(!tier.contains("h/a"));
+        assert_eq!(tier.read("h/b").unwrap().0[0].body.as_ref(), b"b");
+        assert!(path.exists());
+    }
+
     #[test]
     fn a_damaged_file_costs_the_tier_at_most_never_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
-        let tier = DiskTier::open(&path, 8 << 20).unwrap();
+        let tier = DiskTier::open(&path, 8 << 20, Duration::ZERO).unwrap();
         for i in 0..40 {
             tier.put(&format!("h/{i}"), &Arc::new(Variants(vec![stored(&[b'a' + (i % 26) as u8; 20_000], "t")])));
         }
@@ -660,7 +802,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         // Opened afresh or as it is; what is read is what was stored, or nothing.
-        let tier = DiskTier::open(&path, 8 << 20).unwrap();
+        let tier = DiskTier::open(&path, 8 << 20, Duration::ZERO).unwrap();
         for i in 0..40 {
             if let Some(v) = tier.read(&format!("h/{i}")) {
                 assert!(v.0[0].body.iter().all(|b| *b == b'a' + (i % 26) as u8));
@@ -675,7 +817,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         std::fs::write(&path, b"not a database").unwrap();
-        let tier = DiskTier::open(&path, 1 << 20).unwrap();
+        let tier = DiskTier::open(&path, 1 << 20, Duration::ZERO).unwrap();
         assert_eq!(tier.bytes(), 0);
         tier.put("h/a", &Arc::new(Variants(vec![stored(b"a", "t")])));
         assert_eq!(tier.read("h/a").map(|v| v.0[0].body.clone()), Some(Bytes::from_static(b"a")), "readable at once");

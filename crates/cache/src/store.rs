@@ -477,12 +477,40 @@ pub struct Caches {
     /// Where disk tiers go (`data_dir/http-cache`); `None`: memory only (`palisade check`, `palisade run`).
     dir: Option<PathBuf>,
     tenants: Mutex<HashMap<String, Arc<TenantCache>>>,
+    /// How long opening a disk tier's file waits for another process to let go of it.
+    patience: Duration,
 }
 
 impl Caches {
     /// Caches whose disk tiers, for tenants that ask for one, are files in `dir`.
     pub fn on_disk(dir: PathBuf) -> Caches {
-        Caches { dir: Some(dir), tenants: Mutex::default() }
+        Caches { dir: Some(dir), tenants: Mutex::default(), patience: Duration::ZERO }
+    }
+
+    /// Tries a disk tier's file again for `patience` when another process holds it: in a process taking over
+    /// from another, which lets go of its files as the hand-over starts.
+    pub fn with_patience(mut self, patience: Duration) -> Caches {
+        self.patience = patience;
+        self
+    }
+
+    /// Lets go of every disk tier's file (committing what was sent first) for a process taking over from
+    /// this one; the memory tiers go on. Blocks.
+    pub fn release_disk(&self, timeout: Duration) {
+        for tier in self.tiers() {
+            tier.release(timeout);
+        }
+    }
+
+    /// Opens the disk tiers' files again after [`Caches::release_disk`] (the hand-over failed). Blocks.
+    pub fn reacquire_disk(&self) {
+        for tier in self.tiers() {
+            tier.reacquire();
+        }
+    }
+
+    fn tiers(&self) -> Vec<Arc<DiskTier>> {
+        self.lock().values().filter_map(|c| c.disk.clone()).collect()
     }
 
     /// Tenant `name`'s cache, holding at most `max_size` bytes in memory and `disk` bytes on disk. A disk tier
@@ -499,7 +527,7 @@ impl Caches {
             }
             (Some(size), None) => {
                 let file = self.dir.as_ref().map_or_else(PathBuf::new, |d| d.join(format!("{name}.redb")));
-                match DiskTier::open(&file, size) {
+                match DiskTier::open(&file, size, self.patience) {
                     Ok(tier) => Some(Arc::new(tier)),
                     Err(e) => {
                         tracing::error!(tenant = name, "cache disk tier not opened, memory only: {e}");
@@ -544,8 +572,7 @@ impl Caches {
 
     /// Waits (at most `timeout` each) until what every disk tier was sent is on disk (before the process exits).
     pub fn flush(&self, timeout: Duration) {
-        let tiers: Vec<_> = self.lock().values().filter_map(|c| c.disk.clone()).collect();
-        for tier in tiers {
+        for tier in self.tiers() {
             tier.flush(timeout);
         }
     }

@@ -58,7 +58,11 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
     // Guests wait for the file as long as the previous process may take to finish its own.
     let taking_over = predecessor.as_ref().map(|_| config.server.shutdown_timeout + Duration::from_secs(5));
     let (kv, embedded_kv) = apps::kv_store(&config, taking_over)?;
-    let caches = Arc::new(palisade_cache::Caches::on_disk(config.server.data_dir.join("http-cache")));
+    // The previous process lets go of the cache files as the hand-over starts; reads under way may hold one
+    // a moment longer.
+    let caches = palisade_cache::Caches::on_disk(config.server.data_dir.join("http-cache"))
+        .with_patience(if predecessor.is_some() { Duration::from_secs(10) } else { Duration::ZERO });
+    let caches = Arc::new(caches);
     let (tenants, loaded) = apps::load_tenants(&config, &runtime, Some(&kv), &caches)
         .map_err(|errors| anyhow::anyhow!("{}", apps::describe(&errors)))?;
     for app in &loaded {
@@ -159,6 +163,10 @@ async fn until_stopped(site: &Site, listening: &Listening, binary: &Binary, pid_
         }
         tracing::info!("SIGUSR2 received: handing over to the binary at this process's path");
         site.hand_over(true).await;
+        // The new process opens the caches' disk files as it starts: they are let go first (the memory tiers
+        // go on meanwhile) and taken back if it fails.
+        let caches = site.caches.clone();
+        tokio::task::spawn_blocking(move || caches.release_disk(Duration::from_secs(5))).await.ok();
         let (binary, sockets) = (binary.clone(), listening.to_hand_over());
         let outcome =
             tokio::task::spawn_blocking(move || handover::hand_over(&binary, sockets?, HAND_OVER_READY_WITHIN))
@@ -171,6 +179,8 @@ async fn until_stopped(site: &Site, listening: &Listening, binary: &Binary, pid_
             }
             Err(e) => {
                 tracing::error!("upgrade failed, still serving with this process: {e:#}");
+                let caches = site.caches.clone();
+                tokio::task::spawn_blocking(move || caches.reacquire_disk()).await.ok();
                 site.hand_over(false).await;
                 // Written again, so that `palisade upgrade` knows the new binary did not take over.
                 pid_file.write();

@@ -300,7 +300,8 @@ impl Site {
     /// Purges what `purge` names from `tenant`'s HTTP cache, on this node and (announced through Redis) on
     /// every other node of the cluster: `{"purged": N}`, the URLs touched here.
     pub(crate) async fn purge(&self, tenant: &str, purge: PurgeRequest) -> Result<serde_json::Value, ControlError> {
-        if !self.state.lock().await.tenants.contains_key(tenant) {
+        // Refused during a hand-over, like any change: the new process would not know what was purged here.
+        if !self.change().await?.tenants.contains_key(tenant) {
             return Err(no_tenant(tenant));
         }
         let purged = self.apply_purge(tenant, &purge).await;

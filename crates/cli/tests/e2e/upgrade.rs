@@ -55,11 +55,13 @@ listen = "127.0.0.1:0"
 
 [tenants.a]
 hosts = ["*"]
+cache = {{ disk = "8 MiB" }}
 routes = [
   {{ path = "/", static = "www" }},
   {{ path = "/hello", component = "{hello}" }},
   {{ path = "/ws", proxy = {{ upstreams = ["{up}"], timeout = "10s" }} }},
   {{ path = "/three-seconds", proxy = {{ upstreams = ["{up}"], timeout = "10s" }} }},
+  {{ path = "/cached", proxy = "{up}", cache = true }},
 ]
 "#,
             up = upstream.url()
@@ -189,6 +191,9 @@ async fn sigusr2_hands_over_without_a_failed_request() {
         assert!(answered > 20, "loop {i} answered only {answered}");
     }
 
+    // The cache's disk file went to the new process, which opened it; the old one let go and deleted nothing.
+    assert!(!old.log().contains("cache disk tier"), "{}", old.log());
+    assert!(site.path("data/http-cache/a.redb").exists());
     // The old process drains and exits 0; the new one serves alone.
     let started = Instant::now();
     while old.alive() && started.elapsed() < Duration::from_secs(15) {
@@ -229,6 +234,8 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     assert!(old.log().contains("missing.wasm"), "the new process's reason is in the log:\n{}", old.log());
     assert!(old.alive());
     assert_eq!(read_pid(&pid_file), old_pid);
+    // The cache's disk file was let go for the new process, and taken back.
+    assert!(!old.log().contains("cache disk tier"), "{}", old.log());
     let client = old.client(&["127.0.0.1"]);
     for path in ["/", "/hello"] {
         let r = client.get(old.url("127.0.0.1", path)).send().await.unwrap();
