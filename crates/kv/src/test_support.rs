@@ -169,6 +169,14 @@ impl SentinelSet {
         drop(self.master.take());
     }
 
+    /// Asks a Sentinel to promote the replica now, the master staying up (it becomes the new master's
+    /// replica); panics if no Sentinel accepts within 30 seconds.
+    pub fn fail_over(&self) {
+        self.wait_for_one("a Sentinel to start a failover", |sentinel| {
+            redis::cmd("SENTINEL").arg("failover").arg(SENTINEL_MASTER_NAME).query::<()>(sentinel).ok()
+        });
+    }
+
     /// Waits until the Sentinels have promoted the replica (every one of them names it as the master);
     /// panics if they have not within 30 seconds.
     pub fn wait_for_promotion(&self) {
@@ -195,6 +203,22 @@ impl SentinelSet {
         });
     }
 
+    /// Asks the Sentinels in turn `ready` (a fresh connection each time) until one says yes.
+    fn wait_for_one(&self, what: &str, ready: impl Fn(&mut redis::Connection) -> Option<()>) {
+        let started = Instant::now();
+        for (_, port) in self.sentinels.iter().cycle() {
+            let answer = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(1)))
+                .ok()
+                .and_then(|mut sentinel| ready(&mut sentinel));
+            if answer.is_some() {
+                return;
+            }
+            assert!(started.elapsed() < SENTINEL_SET_TIMEOUT, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Asks every Sentinel `ready` (a fresh connection each time) until each says yes.
     fn wait(&self, what: &str, ready: impl Fn(&mut redis::Connection) -> Option<()>) {
         let started = Instant::now();
@@ -207,7 +231,11 @@ impl SentinelSet {
                 if answer.is_some() {
                     break;
                 }
-                assert!(started.elapsed() < SENTINEL_SET_TIMEOUT, "timed out waiting for {what}");
+                assert!(
+                    started.elapsed() < SENTINEL_SET_TIMEOUT,
+                    "timed out waiting for {what}; Sentinel {port} sees {}",
+                    sentinel_view(*port)
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -223,6 +251,20 @@ impl Drop for SentinelSet {
         // The servers stop as their fields drop.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// What the Sentinel on `port` knows of the master and its replicas, for a test's failure message.
+fn sentinel_view(port: u16) -> String {
+    let view = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(1)))
+        .and_then(|mut sentinel| {
+            let master: redis::Value =
+                redis::cmd("SENTINEL").arg("master").arg(SENTINEL_MASTER_NAME).query(&mut sentinel)?;
+            let replicas: redis::Value =
+                redis::cmd("SENTINEL").arg("replicas").arg(SENTINEL_MASTER_NAME).query(&mut sentinel)?;
+            Ok(format!("master {master:?}; replicas {replicas:?}"))
+        });
+    view.unwrap_or_else(|e| format!("nothing: {e}"))
 }
 
 /// A loopback port free now.

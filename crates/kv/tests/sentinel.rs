@@ -47,6 +47,41 @@ async fn redis_store_follows_the_master_across_a_failover() {
     assert_eq!((status.failovers, status.last_error.as_deref()), (1, None), "{status:?}");
 }
 
+/// A failover the Sentinels are asked for: the old master stays up, first answering writes, then refusing
+/// them as a replica (`READONLY`). Writes end up on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_follows_a_requested_failover() {
+    let set = SentinelSet::start();
+    let store = RedisStore::connect(&set.url()).unwrap();
+    let s = Scope::new("switch", "s").unwrap();
+    store.set(&s, "k", b"0", &ROOMY).await.unwrap();
+    set.sync_replica();
+    set.fail_over();
+    set.wait_for_promotion();
+
+    let new_master = redis::Client::open(format!("redis://127.0.0.1:{}/0", set.replica_port())).unwrap();
+    let mut new_master = new_master.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    for i in 1.. {
+        // Written through the store, read straight from the new master.
+        let written = i.to_string();
+        let stored = store.set(&s, "k", written.as_bytes(), &ROOMY).await;
+        let there: Option<String> =
+            redis::cmd("GET").arg("palisade:kv:switch:1:s:k").query_async(&mut new_master).await.unwrap();
+        if stored.is_ok() && there.as_deref() == Some(written.as_str()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "writes do not reach the new master: {stored:?} {there:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = store.link_status();
+    assert_eq!(status.master, Some(format!("127.0.0.1:{}", set.replica_port())), "{status:?}");
+    assert_eq!(status.failovers, 1, "{status:?}");
+}
+
 #[tokio::test]
 async fn a_plain_url_reports_its_server() {
     let store = RedisStore::connect("redis://127.0.0.1:1/0").unwrap();

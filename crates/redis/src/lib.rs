@@ -20,7 +20,7 @@ mod sentinel;
 mod switch_watch;
 mod url;
 
-pub use link::{Link, LinkConnection};
+pub use link::{Link, LinkConnection, MasterMoves};
 pub use url::{SentinelUrl, parse_sentinel_url};
 
 /// Why a link could not be opened. Only the URL is checked then; the servers are reached lazily.

@@ -89,6 +89,15 @@ impl Link {
         subscribed
     }
 
+    /// Told when the master moves from now on (never, for a plain link): a subscriber listening on the old
+    /// master, which may live on as a replica, should then subscribe again through [`Link::pubsub`].
+    pub fn master_moves(&self) -> MasterMoves {
+        match &self.shared.route {
+            Route::Plain(_) => MasterMoves { moves: None },
+            Route::Sentinel(route) => MasterMoves { moves: Some(route.moves()) },
+        }
+    }
+
     /// Which kind of link this is, the master in use, the failovers seen and the last failure.
     pub fn status(&self) -> LinkStatus {
         let last_error = if self.shared.failing.load(Ordering::Relaxed) {
@@ -183,6 +192,24 @@ impl Link {
         let mut last = self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner);
         self.shared.failing.store(text.is_some(), Ordering::Relaxed);
         *last = text;
+    }
+}
+
+/// Moves of a link's master, from [`Link::master_moves`].
+pub struct MasterMoves {
+    moves: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl MasterMoves {
+    /// Returns at the master's next move (a move since this was made counts): never for a plain link.
+    pub async fn moved(&mut self) {
+        if let Some(moves) = &mut self.moves
+            && moves.changed().await.is_ok()
+        {
+            return;
+        }
+        // A plain link's master never moves; a Sentinel link's only while the link lives.
+        std::future::pending().await
     }
 }
 

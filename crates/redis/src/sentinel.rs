@@ -52,6 +52,9 @@ pub(crate) struct SentinelRoute {
     /// The Sentinels' client; one lookup at a time, so that callers arriving together share one.
     sentinels: tokio::sync::Mutex<Sentinel>,
     current: Mutex<Current>,
+    /// Bumped when the master moves (a lookup names another, or a Sentinel announces a failover), for
+    /// subscribers whose connection to the old master may stay open.
+    moves: tokio::sync::watch::Sender<u64>,
 }
 
 impl SentinelRoute {
@@ -65,6 +68,7 @@ impl SentinelRoute {
             config,
             sentinels: tokio::sync::Mutex::new(sentinels),
             current: Mutex::new(Current::default()),
+            moves: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -126,6 +130,7 @@ impl SentinelRoute {
                 current.failovers += 1;
                 metrics::counter!("palisade_redis_failovers_total", "master" => self.master_name.clone()).increment(1);
                 tracing::info!("redis: master for {} is now {address} (was {was})", self.master_name);
+                self.moves.send_modify(|moves| *moves += 1);
             }
             None => tracing::info!("redis: master for {} is {address}", self.master_name),
         }
@@ -155,6 +160,12 @@ impl SentinelRoute {
         let mut current = self.current();
         current.suspect = true;
         current.last_lookup = None;
+        self.moves.send_modify(|moves| *moves += 1);
+    }
+
+    /// Told of each move of the master from now on.
+    pub(crate) fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moves.subscribe()
     }
 
     /// The name the master is monitored under.

@@ -39,6 +39,7 @@ async fn commands_and_subscriptions_follow_the_master() {
     let () = redis::cmd("SET").arg("k").arg("before").query_async(&mut link.connection()).await.unwrap();
     assert_eq!(link.status().master, Some(format!("127.0.0.1:{}", set.master_port())));
 
+    let mut moves = link.master_moves();
     set.sync_replica();
     set.kill_master();
     set.wait_for_promotion();
@@ -54,6 +55,8 @@ async fn commands_and_subscriptions_follow_the_master() {
     assert_eq!(status.master_name.as_deref(), Some(palisade_kv::test_support::SENTINEL_MASTER_NAME));
     assert_eq!(status.master, Some(format!("127.0.0.1:{}", set.replica_port())));
     assert_eq!((status.failovers, status.last_error.as_deref()), (1, None), "{status:?}");
+
+    tokio::time::timeout(Duration::from_secs(1), moves.moved()).await.expect("subscribers are told the master moved");
 
     // A subscription opened now is on the new master: it hears what is published there.
     let mut pubsub = link.pubsub().await.unwrap();

@@ -364,8 +364,8 @@ impl RedisRegistry {
     /// while it was not (one may come twice: purging is idempotent). The last purge applied is kept in
     /// `purge_mark`, so that a node started again (whose cache's disk tier outlived it) applies those logged
     /// while it was down; without one, a first start begins with the newest. Runs until the task is dropped;
-    /// while Redis is away it retries every second (subscribing, through a Sentinel link, to whichever server is
-    /// the master then).
+    /// while Redis is away it retries every second. Through a Sentinel link it subscribes again, on the new
+    /// master, whenever the master moves.
     pub async fn watch(&self, purge_mark: &Path, on_change: impl Fn(), on_purge: impl Fn(&str)) {
         let mut warned = false;
         let mut last: Option<String> = std::fs::read_to_string(purge_mark).ok().map(|m| m.trim().to_string());
@@ -379,6 +379,8 @@ impl RedisRegistry {
             }
         };
         loop {
+            // Made before subscribing, so that a move while subscribing is seen too.
+            let mut moves = self.link.master_moves();
             match self.link.pubsub().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL]).await {
                     Ok(()) => {
@@ -403,7 +405,17 @@ impl RedisRegistry {
                             Err(e) => tracing::warn!("cache purges missed while cut off, if any, not read: {e}"),
                         }
                         let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
+                        loop {
+                            let message = tokio::select! {
+                                message = messages.next() => message,
+                                // The old master may live on as a replica, its channel silent: changes are
+                                // published on the new one.
+                                () = moves.moved() => {
+                                    tracing::info!("app registry: the Redis master moved; subscribing on the new one");
+                                    None
+                                }
+                            };
+                            let Some(message) = message else { break };
                             if message.get_channel_name() == PURGE_CHANNEL {
                                 let Ok(text) = message.get_payload::<String>() else { continue };
                                 let Some((id, purge)) = text.split_once(' ') else { continue };
