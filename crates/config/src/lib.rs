@@ -22,6 +22,7 @@ mod operate;
 mod path;
 mod proxy;
 mod raw;
+mod redis_url;
 mod units;
 mod validate;
 

@@ -201,7 +201,8 @@ pub enum KvBackend {
     /// `"redb"` (the default): one embedded database file, `path` (default `data_dir/kv.redb`). One palisade
     /// process at a time opens it.
     Redb(PathBuf),
-    /// `"redis://host:port/db"`: a Redis server shared by several palisade nodes.
+    /// `"redis://host:port/db"`: a Redis server shared by several palisade nodes; or
+    /// `"redis+sentinel://host:port,.../master[/db]"`: the master a set of Sentinels monitors.
     Redis(String),
 }
 

@@ -42,7 +42,8 @@ pub struct AdminTls {
 /// `[cluster]`: nodes sharing apps (and key-value data) through Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `redis+sentinel://host:port,host:port,.../master[/db]` for the master a set
+    /// of Sentinels monitors (followed across failovers).
     pub redis: String,
     /// How often to reconcile with Redis when no change was announced.
     pub reconcile_interval: Duration,
@@ -106,8 +107,8 @@ pub(crate) fn cluster(c: &mut Checker<'_>, raw: Spanned<RawCluster>) -> Option<C
         c.error(&span, "`[cluster]` needs `redis`, like redis = \"redis://127.0.0.1:6379/0\"");
         return None;
     };
-    if !redis.get_ref().starts_with("redis://") || redis.get_ref().len() <= "redis://".len() {
-        c.error(&redis.span(), format!("`redis` is a redis:// URL, not {:?}", redis.get_ref()));
+    if let Err(problem) = crate::redis_url::check(redis.get_ref()) {
+        c.error(&redis.span(), format!("`redis`: {problem}"));
         return None;
     }
     let reconcile_interval = match &raw.reconcile_interval {
@@ -134,7 +135,7 @@ pub(crate) fn cluster_kv(
     match (cluster, kv_written, kv) {
         (Some(cluster), None, _) => KvBackend::Redis(cluster.redis.clone()),
         (Some(_), Some(span), KvBackend::Redb(_)) => {
-            c.error(span, "`[kv]` is the embedded redb file, which one node alone can open; a `[cluster]` shares its key-value data through Redis (remove `[kv]`, or set `backend` to a redis:// URL)");
+            c.error(span, "`[kv]` is the embedded redb file, which one node alone can open; a `[cluster]` shares its key-value data through Redis (remove `[kv]`, or set `backend` to a redis:// or redis+sentinel:// URL)");
             KvBackend::Redb(PathBuf::new())
         }
         (_, _, kv) => kv,

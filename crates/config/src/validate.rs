@@ -531,22 +531,26 @@ fn hosts(
     out
 }
 
-/// `[kv] backend`: `"redb"` (the default; its file is `path`, by default `data_dir/kv.redb`) or a `redis://`
-/// URL.
+/// `[kv] backend`: `"redb"` (the default; its file is `path`, by default `data_dir/kv.redb`), a `redis://`
+/// URL or a `redis+sentinel://` one.
 fn kv_backend(c: &mut Checker<'_>, server: &ServerConfig, raw: Option<Spanned<RawKv>>) -> KvBackend {
     let Some(raw) = raw.map(Spanned::into_inner) else { return KvBackend::Redb(server.data_dir.join("kv.redb")) };
     let path = raw.path.as_ref().map_or_else(|| server.data_dir.join("kv.redb"), |p| c.resolve(p.get_ref()));
     let Some(backend) = raw.backend else { return KvBackend::Redb(path) };
     match backend.get_ref().as_str() {
         "redb" => KvBackend::Redb(path),
-        url if url.starts_with("redis://") && url.len() > "redis://".len() => {
+        url if crate::redis_url::is_redis_url(url) => {
+            if let Err(problem) = crate::redis_url::check(url) {
+                c.error(&backend.span(), format!("`backend`: {problem}"));
+                return KvBackend::Redb(path);
+            }
             if let Some(p) = &raw.path {
                 c.error(&p.span(), "`path` is the redb file; a redis backend has none");
             }
             KvBackend::Redis(url.to_string())
         }
         other => {
-            c.error(&backend.span(), format!("`backend` is \"redb\" or a redis:// URL, not {other:?}"));
+            c.error(&backend.span(), format!("`backend` is \"redb\", {}, not {other:?}", crate::redis_url::FORMS));
             KvBackend::Redb(path)
         }
     }
@@ -930,8 +934,18 @@ mod tests {
         .unwrap();
         assert_eq!(config.kv, KvBackend::Redis("redis://127.0.0.1:6379/0".into()));
         assert_eq!(config.tenants[0].limits.kv, KvLimits { max_keys: 10, max_value: 1024, max_total: 4096 });
+        let sentinel = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0";
+        let config = parse(&format!("[kv]\nbackend = \"{sentinel}\""), "").unwrap();
+        assert_eq!(config.kv, KvBackend::Redis(sentinel.into()));
         for (head, tenant, says) in [
-            ("[kv]\nbackend = \"memcached://x\"", "", "`backend`"),
+            ("[kv]\nbackend = \"memcached://x\"", "", "or a Sentinel one (redis+sentinel://"),
+            (
+                "[kv]\nbackend = \"redis+sentinel://10.0.0.1:26379\"",
+                "",
+                "`backend`: \"redis+sentinel://10.0.0.1:26379\" names no master",
+            ),
+            ("[kv]\nbackend = \"redis+sentinel://h:x/m\"", "", "the Sentinel \"h:x\" is not HOST:PORT"),
+            ("[kv]\nbackend = \"redis://\"", "", "names no server"),
             ("", "kv = { max_keys = 0 }", "`kv.max_keys`"),
             ("", "kv = { max_value = \"1 XB\" }", "kv.max_value"),
             ("", "kv = { max_items = 1 }", "unknown field"),
@@ -991,6 +1005,10 @@ redis = \"redis://10.0.0.5:6379/0\"",
         );
         // A cluster shares its key-value data through the same Redis unless [kv] names another.
         assert_eq!(config.kv, KvBackend::Redis("redis://10.0.0.5:6379/0".into()));
+        let sentinel = "redis+sentinel://10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379/mymaster";
+        let config = parse(&format!("[cluster]\nredis = \"{sentinel}\"")).unwrap();
+        assert_eq!(config.cluster.map(|c| c.redis), Some(sentinel.to_string()));
+        assert_eq!(config.kv, KvBackend::Redis(sentinel.into()), "the key-value data follows the same master");
         for (head, says) in [
             ("[admin]\nlisten = \"localhost:9901\"", "not an IP:port"),
             ("[admin]\ntoken_file = \"t\"", "needs `listen`"),
@@ -999,6 +1017,11 @@ redis = \"redis://10.0.0.5:6379/0\"",
             ("[admin]\nlisten = \"127.0.0.1:1\"\ntls = { cert = \"/nonexistent/a.pem\" }", "needs both"),
             ("[admin]\nlisten = \"127.0.0.1:1\"\ntls = { cert = \"/nonexistent/a.pem\", key = \"/x\" }", "not found"),
             ("[cluster]\nredis = \"10.0.0.5:6379\"", "redis:// URL"),
+            (
+                "[cluster]\nredis = \"redis+sentinel:///mymaster\"",
+                "`redis`: \"redis+sentinel:///mymaster\" names no Sentinel",
+            ),
+            ("[cluster]\nredis = \"redis+sentinel://s1:26379,s2:99999/m\"", "\"s2:99999\" is not HOST:PORT"),
             ("[cluster]\nredis = \"redis://x\"\nreconcile_interval = \"0s\"", "reconcile_interval"),
             ("[kv]\nbackend = \"redb\"\n[cluster]\nredis = \"redis://x\"", "one node alone"),
         ] {

@@ -1,11 +1,12 @@
 //! The shared store: Redis, so that several palisade nodes see the same data. Each write is one Lua script
 //! (atomic on the server) that also keeps the bucket's key index and the tenant's usage and checks its quota.
-//! The connection reconnects by itself; while Redis is down, operations fail with
-//! [`KvError::Unavailable`].
+//! The connection reconnects by itself, and with a Sentinel URL follows the master across failovers; while
+//! Redis is down (or no master is known), operations fail with [`KvError::Unavailable`].
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use palisade_redis::{Link, LinkConnection, LinkStatus};
+use redis::aio::ConnectionManagerConfig;
 use redis::{Script, ScriptInvocation};
 
 use crate::scope::{redis_tenant_patterns, redis_usage};
@@ -17,7 +18,7 @@ const SCAN_BATCH: usize = 500;
 /// Tenants' key-value data in a Redis database.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    link: Link,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -85,32 +86,36 @@ return tostring(new)
 "#;
 
 impl RedisStore {
-    /// A store on the Redis server at `url` (`redis://host:port/db`). Connecting is lazy: this only fails for
-    /// a malformed URL, and a server that is down now is simply an [`KvError::Unavailable`] for each operation
+    /// A store on the Redis server at `url` (`redis://host:port/db`), or on the master the Sentinels at
+    /// `redis+sentinel://host:port,.../master[/db]` name. Connecting is lazy: this only fails for a malformed URL, and a server that is down now is simply an [`KvError::Unavailable`] for each operation
     /// until it is back (see [`RedisStore::ping`]). Must be called inside a tokio runtime, which then drives
     /// the connection.
     pub fn connect(url: &str) -> Result<RedisStore, KvError> {
-        let client = redis::Client::open(url).map_err(|e| KvError::Unavailable(format!("{url}: {e}")))?;
         // Fail fast while Redis is away (a guest waits on each call); reconnect on the next call.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| KvError::Unavailable(format!("{url}: {e}")))?;
+        let link = Link::open(url, config).map_err(|e| KvError::Unavailable(e.to_string()))?;
         let scripts = Scripts { write: Script::new(WRITE), increment: Script::new(INCREMENT) };
-        Ok(RedisStore { connection, scripts: std::sync::Arc::new(scripts) })
+        Ok(RedisStore { link, scripts: std::sync::Arc::new(scripts) })
+    }
+
+    /// The link's kind, the master in use, the failovers seen and the last failure (for readiness and
+    /// metrics).
+    pub fn link_status(&self) -> LinkStatus {
+        self.link.status()
     }
 
     /// Whether the server answers now.
     pub async fn ping(&self) -> Result<(), KvError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(redis_error)
     }
 
     async fn run<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, KvError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         invocation.invoke_async(&mut connection).await.map_err(redis_error)
     }
 
@@ -125,7 +130,7 @@ impl RedisStore {
 /// Unlinks every key matching `pattern`, a batch per `SCAN` step (never all of them in one command, which would
 /// hold the server up); how many existed. Keys `SCAN` returns twice count once, since the second `UNLINK` finds
 /// nothing.
-async fn unlink_matching(connection: &mut ConnectionManager, pattern: &str) -> Result<u64, KvError> {
+async fn unlink_matching(connection: &mut LinkConnection, pattern: &str) -> Result<u64, KvError> {
     let mut cursor = 0u64;
     let mut removed = 0;
     loop {
@@ -164,7 +169,7 @@ fn redis_error(e: redis::RedisError) -> KvError {
 impl KvStore for RedisStore {
     fn get<'a>(&'a self, scope: &'a Scope, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.link.connection();
             redis::cmd("GET").arg(scope.redis_key(key)?).query_async(&mut connection).await.map_err(redis_error)
         })
     }
@@ -188,14 +193,14 @@ impl KvStore for RedisStore {
 
     fn exists<'a>(&'a self, scope: &'a Scope, key: &'a str) -> KvFuture<'a, bool> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.link.connection();
             redis::cmd("EXISTS").arg(scope.redis_key(key)?).query_async(&mut connection).await.map_err(redis_error)
         })
     }
 
     fn list_keys<'a>(&'a self, scope: &'a Scope, cursor: u64) -> KvFuture<'a, KeyPage> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.link.connection();
             let start = i64::try_from(cursor).unwrap_or(i64::MAX);
             // One more than a page, to know whether another follows.
             let stop = start.saturating_add(LIST_PAGE as i64);
@@ -243,7 +248,7 @@ impl KvStore for RedisStore {
 
     fn usage<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, Usage> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.link.connection();
             let (keys, bytes): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(redis_usage(tenant))
                 .arg("keys")
@@ -262,7 +267,7 @@ impl KvStore for RedisStore {
     fn remove_tenant<'a>(&'a self, tenant: &'a str) -> KvFuture<'a, u64> {
         Box::pin(async move {
             let [values, indexes] = redis_tenant_patterns(tenant)?;
-            let mut connection = self.connection.clone();
+            let mut connection = self.link.connection();
             let removed = unlink_matching(&mut connection, &values).await?;
             unlink_matching(&mut connection, &indexes).await?;
             // Last: until the values are gone the counts still describe what is stored. Absent reads as 0 keys,
@@ -288,7 +293,7 @@ mod tests {
         let store = RedisStore::connect(&redis.url()).unwrap();
         crate::tests::remove_tenant_removes_only_that_tenant(&store).await;
         // Nothing of `a`'s buckets is left behind, not even an index (the scenario's last write aside).
-        let mut connection = store.connection.clone();
+        let mut connection = store.link.connection();
         let mut left: Vec<String> =
             redis::cmd("KEYS").arg("palisade:kv*:a:*").query_async(&mut connection).await.unwrap();
         left.sort();
@@ -311,7 +316,7 @@ mod tests {
         assert_eq!(store.remove_tenant("many").await.unwrap(), total as u64);
         assert_eq!(store.usage("many").await.unwrap(), Usage::default());
         assert_eq!(store.usage("many-more").await.unwrap(), Usage { keys: 1, bytes: 5 });
-        let mut connection = store.connection.clone();
+        let mut connection = store.link.connection();
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut connection).await.unwrap();
         assert_eq!(size, 3, "many-more's value, index and usage");
     }

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use palisade_redis::{Link, LinkStatus};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 use crate::record::verify;
 use crate::{AppRecord, RegistryError, TenantRecord, TokenRecord};
@@ -133,8 +134,7 @@ pub struct Snapshot {
 /// Deployed apps shared by every node of a cluster.
 #[derive(Clone)]
 pub struct RedisRegistry {
-    client: redis::Client,
-    connection: ConnectionManager,
+    link: Link,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -153,17 +153,16 @@ fn unavailable(e: redis::RedisError) -> RegistryError {
 }
 
 impl RedisRegistry {
-    /// The registry on the Redis server at `url`. Connecting is lazy (call inside a tokio runtime): while
-    /// Redis is down, each operation fails with [`RegistryError::Unavailable`].
+    /// The registry on the Redis server at `url` (`redis://host:port/db`), or on the master the Sentinels at
+    /// `redis+sentinel://host:port,.../master[/db]` name (followed across failovers). Connecting is lazy (call
+    /// inside a tokio runtime): while Redis is down, each operation fails with [`RegistryError::Unavailable`].
     pub fn connect(url: &str) -> Result<RedisRegistry, RegistryError> {
-        let client = redis::Client::open(url).map_err(|e| RegistryError::Unavailable(format!("{url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| RegistryError::Unavailable(format!("{url}: {e}")))?;
+        let link = Link::open(url, config).map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let scripts = std::sync::Arc::new(Scripts {
             put: Script::new(PUT),
             remove: Script::new(REMOVE),
@@ -172,13 +171,19 @@ impl RedisRegistry {
             add_token: Script::new(ADD_TOKEN),
             remove_token: Script::new(REMOVE_TOKEN),
         });
-        Ok(RedisRegistry { client, connection, scripts })
+        Ok(RedisRegistry { link, scripts })
+    }
+
+    /// The link's kind, the master in use, the failovers seen and the last failure (for readiness and
+    /// metrics).
+    pub fn link_status(&self) -> LinkStatus {
+        self.link.status()
     }
 
     /// The registry's version, every app's record, every API tenant and every tenant's tokens, read together.
     /// A record that cannot be parsed is logged and skipped.
     pub async fn list(&self) -> Result<Snapshot, RegistryError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         type Hash = Vec<(String, String)>;
         let (version, apps, tenants, tokens): (Option<u64>, Hash, Hash, Hash) = redis::pipe()
             .atomic()
@@ -260,7 +265,7 @@ impl RedisRegistry {
 
     /// The current record and bytes of the app `key` (`tenant/name`), read together; `None` if it is gone.
     pub async fn fetch(&self, key: &str) -> Result<Option<(AppRecord, Vec<u8>)>, RegistryError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         let (text, bytes): (Option<String>, Option<Vec<u8>>) = redis::pipe()
             .atomic()
             .hget(RECORDS, key)
@@ -310,7 +315,7 @@ impl RedisRegistry {
     /// Announces a cache purge (`message`, JSON) to every node: logged in a stream (for nodes that are
     /// cut off now), then published as `ID MESSAGE`.
     pub async fn announce_purge(&self, message: &str) -> Result<(), RegistryError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         let id: String = redis::cmd("XADD")
             .arg(PURGE_LOG)
             .arg("MAXLEN")
@@ -334,7 +339,7 @@ impl RedisRegistry {
     /// The purges logged after `last` (a stream ID), oldest first, as (ID, message); with `last` `None`, none,
     /// and the ID to start from.
     async fn purges_since(&self, last: Option<&str>) -> Result<(Vec<(String, String)>, String), redis::RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         let Some(last) = last else {
             let newest: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
                 .arg(PURGE_LOG)
@@ -359,7 +364,8 @@ impl RedisRegistry {
     /// while it was not (one may come twice: purging is idempotent). The last purge applied is kept in
     /// `purge_mark`, so that a node started again (whose cache's disk tier outlived it) applies those logged
     /// while it was down; without one, a first start begins with the newest. Runs until the task is dropped;
-    /// while Redis is away it retries every second.
+    /// while Redis is away it retries every second. Through a Sentinel link it subscribes again, on the new
+    /// master, whenever the master moves.
     pub async fn watch(&self, purge_mark: &Path, on_change: impl Fn(), on_purge: impl Fn(&str)) {
         let mut warned = false;
         let mut last: Option<String> = std::fs::read_to_string(purge_mark).ok().map(|m| m.trim().to_string());
@@ -373,7 +379,9 @@ impl RedisRegistry {
             }
         };
         loop {
-            match self.client.get_async_pubsub().await {
+            // Made before subscribing, so that a move while subscribing is seen too.
+            let mut moves = self.link.master_moves();
+            match self.link.pubsub().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL]).await {
                     Ok(()) => {
                         if warned {
@@ -397,7 +405,17 @@ impl RedisRegistry {
                             Err(e) => tracing::warn!("cache purges missed while cut off, if any, not read: {e}"),
                         }
                         let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
+                        loop {
+                            let message = tokio::select! {
+                                message = messages.next() => message,
+                                // The old master may live on as a replica, its channel silent: changes are
+                                // published on the new one.
+                                () = moves.moved() => {
+                                    tracing::info!("app registry: the Redis master moved; subscribing on the new one");
+                                    None
+                                }
+                            };
+                            let Some(message) = message else { break };
                             if message.get_channel_name() == PURGE_CHANNEL {
                                 let Ok(text) = message.get_payload::<String>() else { continue };
                                 let Some((id, purge)) = text.split_once(' ') else { continue };
@@ -433,7 +451,7 @@ impl RedisRegistry {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.connection();
         invocation.invoke_async(&mut connection).await.map_err(unavailable)
     }
 }
