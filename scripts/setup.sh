@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything palisade's demo and tests need on Debian 12 (as root, with Rust installed), idempotently:
 # Debian packages for building and testing (pebble: a real ACME server for the certificate tests; redis-server:
-# the shared key-value store, started by the tests themselves; chromium and chromium-driver: the browser the
-# console's tests drive), then the
-# C -> WebAssembly guest toolchain (scripts/guest-setup.sh), then aioquic for the HTTP/3 tests.
+# the shared key-value store, started by the tests themselves, and redis-sentinel for their failovers; chromium
+# and chromium-driver: the browser the console's tests drive), then the C -> WebAssembly guest toolchain
+# (scripts/guest-setup.sh), then aioquic for the HTTP/3 tests.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-pkgs=(curl ca-certificates build-essential pkg-config pebble redis-server chromium chromium-driver)
+pkgs=(curl ca-certificates build-essential pkg-config pebble redis-server redis-sentinel chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -98,7 +98,7 @@ async fn route<C: Control>(control: &C, gate: &Gate, req: Request<Incoming>) -> 
         (true, ["healthz"]) => return text(StatusCode::OK, "ok\n"),
         (true, ["readyz"]) => {
             return match control.readiness() {
-                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Ok(notes) => text(StatusCode::OK, &notes.iter().fold("ready\n".to_string(), |all, n| all + n + "\n")),
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
             };
         }

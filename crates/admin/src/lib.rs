@@ -158,8 +158,8 @@ pub trait Control: Send + Sync + 'static {
     fn remove(&self, tenant: &str, name: &str) -> impl Future<Output = ControlResult> + Send;
     /// Re-reads the configuration file and applies it, or changes nothing and says why.
     fn reload(&self) -> impl Future<Output = ControlResult> + Send;
-    /// `Ok` when the server serves what it should; otherwise why not.
-    fn readiness(&self) -> Result<(), String>;
+    /// `Ok` when the server serves what it should, with notes on how it is (its Redis links); otherwise why not.
+    fn readiness(&self) -> Result<Vec<String>, String>;
     /// The metrics, in Prometheus text format.
     fn metrics(&self) -> String;
     /// Counters since the server started, for the console's live charts: every tenant's, or `tenant`'s only.
@@ -185,15 +185,8 @@ pub struct AdminLimits {
 }
 
 impl Admin {
-    /// Binds `addr`. With `token`, every request but `/healthz` and `/readyz` must carry it as a bearer token.
-    pub async fn bind(addr: SocketAddr, token: Option<String>, limits: AdminLimits) -> std::io::Result<Admin> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for the admin API: {e}")))?;
-        Ok(Admin { listener, token: token.map(Arc::from), limits, tls: None })
-    }
-
-    /// Like [`Admin::bind`], on a socket already listening (handed over by the process this one replaces).
+    /// Serves on `listener` (bound by the binary, or handed over by the process it replaces). With `token`,
+    /// every request but `/healthz` and `/readyz` must carry it as a bearer token.
     pub fn on_listener(
         listener: std::net::TcpListener,
         token: Option<String>,

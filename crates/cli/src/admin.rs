@@ -254,12 +254,16 @@ impl Control for Operator {
         self.site.reload().await
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<Vec<String>, String> {
         self.site.readiness()
     }
 
     fn metrics(&self) -> String {
         // Gauges read at scrape time; skipped for this scrape if a change holds the state.
+        for (role, status) in self.site.redis_links() {
+            let up = if status.last_error.is_none() { 1.0 } else { 0.0 };
+            metrics::gauge!("palisade_redis_up", "link" => role).set(up);
+        }
         if let Ok(state) = self.site.state.try_lock() {
             for (name, t) in &state.tenants {
                 let in_flight = f64::from(t.loaded.sandbox.instances_in_flight());

@@ -133,12 +133,21 @@ pub(crate) fn handler(
 }
 
 /// The key-value store `config` names: the embedded redb file, or a (lazily connected) Redis server.
-/// The key-value store `config` names. The embedded file is also returned as itself, so that a hand-over can
-/// close it; `taking_over` (how long guests may wait) opens it once the process this one replaces lets go.
+/// The key-value store as the backend it is, beside the trait object guests use.
+#[derive(Clone)]
+pub(crate) enum KvBackendStore {
+    /// The embedded file, which a hand-over closes for the new process.
+    Redb(RedbStore),
+    /// Redis, whose link `/readyz` and the metrics report on.
+    Redis(RedisStore),
+}
+
+/// The key-value store `config` names, also as itself; `taking_over` (how long guests may wait) opens the
+/// embedded file once the process this one replaces lets go of it.
 pub(crate) fn kv_store(
     config: &Config,
     taking_over: Option<Duration>,
-) -> anyhow::Result<(Arc<dyn KvStore>, Option<RedbStore>)> {
+) -> anyhow::Result<(Arc<dyn KvStore>, KvBackendStore)> {
     Ok(match &config.kv {
         KvBackend::Redb(path) => {
             if let Some(dir) = path.parent() {
@@ -149,7 +158,7 @@ pub(crate) fn kv_store(
                 None => RedbStore::open(path),
             };
             let store = store.with_context(|| format!("opening the key-value store {}", path.display()))?;
-            (Arc::new(store.clone()), Some(store))
+            (Arc::new(store.clone()), KvBackendStore::Redb(store))
         }
         KvBackend::Redis(url) => {
             let store = RedisStore::connect(url).context("the [kv] backend")?;
@@ -161,7 +170,7 @@ pub(crate) fn kv_store(
                     Err(e) => tracing::warn!("key-value store: Redis at {url} does not answer yet: {e}"),
                 }
             });
-            (Arc::new(store), None)
+            (Arc::new(store.clone()), KvBackendStore::Redis(store))
         }
     })
 }

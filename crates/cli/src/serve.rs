@@ -9,8 +9,7 @@ use anyhow::Context as _;
 use palisade_config::Config;
 use palisade_server::{Routes, Server};
 
-use palisade_kv::RedbStore;
-
+use crate::apps::KvBackendStore;
 use crate::handover::{self, Binary, Listening, Predecessor};
 use crate::https::Https;
 use crate::process::{self, PidFile};
@@ -57,7 +56,7 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
     let runtime = apps::runtime(&config);
     // Guests wait for the file as long as the previous process may take to finish its own.
     let taking_over = predecessor.as_ref().map(|_| config.server.shutdown_timeout + Duration::from_secs(5));
-    let (kv, embedded_kv) = apps::kv_store(&config, taking_over)?;
+    let (kv, kv_backend) = apps::kv_store(&config, taking_over)?;
     // The previous process lets go of the cache files as the hand-over starts; reads under way may hold one
     // a moment longer.
     let caches = palisade_cache::Caches::on_disk(config.server.data_dir.join("http-cache"))
@@ -74,7 +73,8 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
         tracing::info!(tenant = %t.name, routes = t.routes.len(), "tenant ready");
     }
     let https = Https::load(&config)?.map(|(https, _)| Arc::new(https));
-    let site = Arc::new(Site::load(config.clone(), runtime, Some(kv), caches.clone(), tenants, https.clone())?);
+    let site =
+        Arc::new(Site::load(config.clone(), runtime, Some((kv, kv_backend)), caches.clone(), tenants, https.clone())?);
     let plain = config.server.listen.iter().map(|a| listening.take_or_bind("http", *a)).collect::<Result<_, _>>()?;
     let mut server = Server::on_listeners(plain, site.routes(), config.server.shutdown_timeout)?
         .with_traffic_limits(traffic.clone());
@@ -126,7 +126,7 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
         // The key-value file goes to the new process once the guests here are done with it; the connections
         // (tunnels included) drain meanwhile.
         let drained = tokio::spawn(running.stop());
-        release_embedded_files(&site, embedded_kv).await;
+        release_embedded_files(&site).await;
         drained.await.ok();
     } else {
         process::notify_systemd("STOPPING=1\n");
@@ -195,8 +195,8 @@ const HAND_OVER_READY_WITHIN: Duration = Duration::from_secs(60);
 /// After a hand-over: waits until no guest runs here any more, then closes the embedded key-value file, which
 /// the new process is waiting to open. (Connections that were busy have had their last request by then: the
 /// one after `Connection: close`, or an idle one's, within a moment.)
-async fn release_embedded_files(site: &Site, kv: Option<RedbStore>) {
-    let Some(kv) = kv else { return };
+async fn release_embedded_files(site: &Site) {
+    let Some(KvBackendStore::Redb(kv)) = site.kv_backend.clone() else { return };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
     let limit = site.state.lock().await.config.server.shutdown_timeout;

@@ -26,7 +26,9 @@ use palisade_sandbox::{AppInfo, GuestBytes, LazyGuest, Runtime, TenantSandbox};
 use palisade_server::{LiveRoutes, Router, Routes};
 use serde_json::json;
 
-use crate::apps::{self, LoadedTenant};
+use palisade_redis::LinkStatus;
+
+use crate::apps::{self, KvBackendStore, LoadedTenant};
 use crate::https::Https;
 use crate::tenants::{TokenIndex, host_taken, load_api_tenant};
 
@@ -35,6 +37,8 @@ pub(crate) struct Site {
     config_path: PathBuf,
     pub(crate) runtime: Runtime,
     pub(crate) kv: Option<Arc<dyn KvStore>>,
+    /// The same store as its backend (for hand-overs and link reports).
+    pub(crate) kv_backend: Option<KvBackendStore>,
     /// Every tenant's HTTP cache, kept across reloads.
     pub(crate) caches: Arc<Caches>,
     routes: Arc<LiveRoutes>,
@@ -127,11 +131,12 @@ impl Site {
     pub(crate) fn load(
         config: Config,
         runtime: Runtime,
-        kv: Option<Arc<dyn KvStore>>,
+        kv: Option<(Arc<dyn KvStore>, KvBackendStore)>,
         caches: Arc<Caches>,
         tenants: Vec<LoadedTenant>,
         https: Option<Arc<Https>>,
     ) -> anyhow::Result<Site> {
+        let (kv, kv_backend) = kv.unzip();
         let local = FileRegistry::open(&config.server.data_dir.join("apps"))?;
         let shared = match &config.cluster {
             Some(cluster) => Some(RedisRegistry::connect(&cluster.redis)?),
@@ -182,6 +187,7 @@ impl Site {
             config_path: config.file.clone(),
             runtime,
             kv,
+            kv_backend,
             caches,
             routes,
             local,
@@ -225,15 +231,28 @@ impl Site {
     }
 
     /// Whether the server serves what it should: outside a cluster always; in one, once it has compared its
-    /// apps with Redis.
-    pub(crate) fn readiness(&self) -> Result<(), String> {
+    /// apps with Redis. Ready, it says how its Redis links are: a node whose Redis is away (or failing over)
+    /// still serves what it has, so it stays ready, and the answer says why deploys may fail meanwhile.
+    pub(crate) fn readiness(&self) -> Result<Vec<String>, String> {
         if self.handing_over.load(Ordering::Acquire) {
             return Err("handing over to a new binary".into());
         }
         if self.shared.is_some() && !self.synced.load(Ordering::Acquire) {
             return Err("not yet in step with the cluster's apps in Redis".into());
         }
-        Ok(())
+        Ok(self.redis_links().iter().map(|(role, status)| describe_link(role, status)).collect())
+    }
+
+    /// The Redis links this node uses: the cluster's registry and the key-value store, by role.
+    pub(crate) fn redis_links(&self) -> Vec<(&'static str, LinkStatus)> {
+        let mut links = Vec::new();
+        if let Some(shared) = &self.shared {
+            links.push(("cluster", shared.link_status()));
+        }
+        if let Some(KvBackendStore::Redis(store)) = &self.kv_backend {
+            links.push(("kv", store.link_status()));
+        }
+        links
     }
 
     /// Validates and deploys `wasm` as `tenant/name` at `route` (default `/name`), behind the tenant's HTTP
@@ -552,4 +571,18 @@ fn without_private_key(spec: &serde_json::Value) -> serde_json::Value {
         *key = json!("(hidden)");
     }
     shown
+}
+
+/// One line on a Redis link for `/readyz`: `redis (cluster): sentinel master mymaster at 10.0.0.2:6379, 1
+/// failover seen; last error: ...`.
+fn describe_link(role: &str, status: &LinkStatus) -> String {
+    let at = status.master.as_deref().unwrap_or("not reached yet");
+    let what = match &status.master_name {
+        Some(name) => format!("sentinel master {name} at {at}, {} failover(s) seen", status.failovers),
+        None => format!("server at {at}"),
+    };
+    match &status.last_error {
+        Some(e) => format!("redis ({role}): {what}; failing: {e} (serving what this node has)"),
+        None => format!("redis ({role}): {what}; answering"),
+    }
 }

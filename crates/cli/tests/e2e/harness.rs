@@ -139,7 +139,18 @@ impl Running {
 
     /// [`Running::spawn`], under `ulimit ULIMIT_ARGS` if given (`-v KIB` limits the address space).
     pub fn spawn_limited(ulimit_args: Option<&str>, args: &[&std::ffi::OsStr]) -> Running {
-        let mut child = palisade(ulimit_args)
+        Running::spawn_with(palisade(ulimit_args), args)
+    }
+
+    /// [`Running::spawn`] with `env` added to the server's environment.
+    pub fn spawn_env(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Running {
+        let mut command = palisade(None);
+        command.envs(env.iter().copied());
+        Running::spawn_with(command, args)
+    }
+
+    fn spawn_with(mut command: Command, args: &[&std::ffi::OsStr]) -> Running {
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")

@@ -1,12 +1,13 @@
 //! Operating palisade: the admin API (tokens, deploys swapped in under load with zero failed requests,
 //! refusals that change nothing, reload), metrics, access logs, health, apps kept across restarts, and two
-//! nodes sharing apps and key-value data through a real redis-server, through its restart.
+//! nodes sharing apps and key-value data through a real redis-server, through its restart, and through a
+//! Sentinel failover.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_kv::test_support::RedisServer;
+use palisade_kv::test_support::{RedisServer, SentinelSet};
 use serde_json::Value;
 
 use crate::harness::{Running, Site, guest, install_crypto_provider};
@@ -535,6 +536,71 @@ async fn two_nodes_share_apps_and_data_through_redis() {
     })
     .await;
     assert_eq!(get(&c, "/kv?op=get&key=greeting").await, (200, "from-a".into()));
+}
+
+/// Redis behind Sentinel: two nodes on a master, its replica and three Sentinels. The master is killed: the
+/// nodes serve throughout, a deploy succeeds again within 15 s (once Sentinel has promoted the replica), every
+/// app deployed before is still served, key-value data written before is still there, and `/readyz` and the
+/// metrics say what happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_on_sentinel_deploys_again_after_its_master_dies() {
+    let mut set = tokio::task::block_in_place(SentinelSet::start);
+    let (site_a, site_b) = (cluster_node(&set.url()), cluster_node(&set.url()));
+    let (a, b) = (site_a.start(), site_b.start());
+    let admin_a = Admin::of(&a);
+    for node in [&a, &b] {
+        let readyz = node.admin_url("/readyz");
+        wait_until("ready", Duration::from_secs(10), || async {
+            plain_client().get(readyz.as_str()).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+    assert_eq!(admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await.0, 201);
+    assert_eq!(admin_a.deploy("alice", "cgi", "", &wasm("hello-cgi.wasm")).await.0, 201);
+    for node in [&a, &b] {
+        wait_until("both apps everywhere", Duration::from_secs(10), || async {
+            get(node, "/app/x").await.1.starts_with(V1) && get(node, "/cgi/x").await.0 == 200
+        })
+        .await;
+    }
+    assert_eq!(get(&a, "/kv?op=set&key=greeting&value=before").await, (200, "ok\n".into()));
+    let readyz = plain_client().get(a.admin_url("/readyz")).send().await.unwrap().text().await.unwrap();
+    let master = format!("sentinel master palisade-test at 127.0.0.1:{}", set.master_port());
+    assert!(readyz.contains(&format!("redis (cluster): {master}")), "{readyz}");
+
+    tokio::task::block_in_place(|| set.sync_replica());
+    set.kill_master();
+    let killed = Instant::now();
+    // Serving goes on from what each node has.
+    for node in [&a, &b] {
+        assert!(get(node, "/app/x").await.1.starts_with(V1));
+    }
+    wait_until("a deploy after the failover", Duration::from_secs(15), || async {
+        admin_a.deploy("alice", "after", "", &wasm("hello.wasm")).await.0 == 201
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    for node in [&a, &b] {
+        wait_until("every app on every node", Duration::from_secs(10), || async {
+            get(node, "/app/x").await.1.starts_with(V1)
+                && get(node, "/cgi/x").await.0 == 200
+                && get(node, "/after/x").await.1.starts_with(V1)
+        })
+        .await;
+    }
+    wait_until("key-value data through the new master", Duration::from_secs(10), || async {
+        get(&b, "/kv?op=get&key=greeting").await == (200, "before".into())
+    })
+    .await;
+    let readyz = plain_client().get(a.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+    let readyz = readyz.text().await.unwrap();
+    let promoted = format!("sentinel master palisade-test at 127.0.0.1:{}", set.replica_port());
+    assert!(readyz.contains(&format!("redis (cluster): {promoted}, 1 failover(s) seen; answering")), "{readyz}");
+    let metrics = admin_a.text("/metrics").await;
+    assert!(metrics.contains("palisade_redis_failovers_total"), "{metrics}");
+    assert!(metrics.contains("palisade_redis_up{link=\"cluster\"} 1"), "{metrics}");
 }
 
 /// `palisade_compile_cache_total{result="miss"}`: guests prepared anew.

@@ -4,6 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,15 +71,21 @@ routes = [
     site
 }
 
-fn serve_with_pid_file(site: &Site) -> Running {
-    let (config, pid_file) = (site.path("palisade.toml"), site.path("palisade.pid"));
-    Running::spawn(&[
-        "serve".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--pid-file".as_ref(),
-        pid_file.as_os_str(),
-    ])
+/// `palisade serve --pid-file`, as systemd would start it (a `Type=notify` unit): its readiness messages
+/// arrive on the returned socket.
+fn serve_with_pid_file(site: &Site) -> (Running, UnixDatagram) {
+    let (config, pid_file, notify) = (site.path("palisade.toml"), site.path("palisade.pid"), site.path("notify.sock"));
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let args = ["serve".as_ref(), "--config".as_ref(), config.as_os_str(), "--pid-file".as_ref(), pid_file.as_os_str()];
+    (Running::spawn_env(&args, &[("NOTIFY_SOCKET", notify.as_os_str())]), systemd)
+}
+
+/// The next readiness message: `READY=1` and the pid of the process that serves.
+fn ready_message(systemd: &UnixDatagram) -> String {
+    let mut message = [0u8; 256];
+    let n = systemd.recv(&mut message).unwrap();
+    String::from_utf8_lossy(&message[..n]).into_owned()
 }
 
 /// Requests in a loop until told to stop: (answered, failures with the first reason).
@@ -116,10 +123,11 @@ fn client_loop(
 async fn sigusr2_hands_over_without_a_failed_request() {
     let upstream = Upstream::start("up");
     let site = upgradable_site(&upstream);
-    let mut old = serve_with_pid_file(&site);
+    let (mut old, systemd) = serve_with_pid_file(&site);
     let old_pid = old.pid();
     let pid_file = site.path("palisade.pid");
     assert_eq!(read_pid(&pid_file), old_pid);
+    assert_eq!(ready_message(&systemd), format!("READY=1\nMAINPID={old_pid}\n"));
 
     // Four loops: kept-alive and new connections, a static file and a component.
     crate::harness::install_crypto_provider();
@@ -173,6 +181,8 @@ async fn sigusr2_hands_over_without_a_failed_request() {
     let _new = Reaped(new_pid);
     assert_ne!(new_pid, old_pid);
     assert!(process_alive(new_pid));
+    // systemd is told which process is the service's main one now.
+    assert_eq!(ready_message(&systemd), format!("READY=1\nMAINPID={new_pid}\n"));
 
     // The tunnel opened before still carries bytes, through the old process.
     tunnel.write_all(b"after the hand-over").unwrap();
@@ -218,7 +228,7 @@ async fn sigusr2_hands_over_without_a_failed_request() {
 async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     let upstream = Upstream::start("up");
     let site = upgradable_site(&upstream);
-    let mut old = serve_with_pid_file(&site);
+    let (mut old, _systemd) = serve_with_pid_file(&site);
     let pid_file = site.path("palisade.pid");
     let old_pid = old.pid();
     let config = site.path("palisade.toml");
