@@ -61,6 +61,26 @@ static = "$WORK/www"
 TOML
 }
 
+# static_site [SERVER_KEYS]: a 1 KiB file ($WORK/www/1k.bin), served by palisade (its config, with SERVER_KEYS
+# added to [server]) and by nginx ($WORK/nginx.conf) to any host on 127.0.0.1:18080.
+static_site() {
+  mkdir -p "$WORK/www" && head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
+  palisade_config "${1:-}" <<TOML
+[tenants.bench]
+hosts = ["*"]
+
+[[tenants.bench.routes]]
+path = "/"
+static = "$WORK/www"
+TOML
+  nginx_config <<NGINX
+  server {
+    listen 127.0.0.1:18080;
+    root $WORK/www;
+  }
+NGINX
+}
+
 # nginx_config [NAME [WORKERS]]: writes $WORK/NAME.conf (default nginx.conf), nginx at its best for files:
 # WORKERS workers (default $NGINX_WORKERS, or 2), keep-alive, sendfile, open_file_cache, no access log; standard
 # input goes inside its http block (the server blocks, TLS settings).

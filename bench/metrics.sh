@@ -10,17 +10,7 @@ source "$(dirname "$0")/lib.sh"
 bench_prepare
 REQUESTS=${REQUESTS:-20000}
 ROUNDS=${ROUNDS:-5}
-mkdir -p "$WORK/www"
-head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
-
-palisade_config <<EOF
-[tenants.bench]
-hosts = ["*"]
-
-[[tenants.bench.routes]]
-path = "/"
-static = "$WORK/www"
-EOF
+static_site
 cp "$WORK/palisade.toml" "$WORK/bare.toml"
 printf '\n[admin]\nlisten = "127.0.0.1:18081"\n' >>"$WORK/palisade.toml"
 mv "$WORK/palisade.toml" "$WORK/admin.toml"

@@ -4,25 +4,8 @@
 # time; prints medians and ratios. Usage: bench/static.sh  (DURATION=5s ROUNDS=3 by default)
 source "$(dirname "$0")/lib.sh"
 bench_prepare
-mkdir -p "$WORK/www"
-head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
+static_site
 head -c $((1 << 20)) /dev/urandom >"$WORK/www/1m.bin"
-
-palisade_config <<EOF
-[tenants.bench]
-hosts = ["*"]
-
-[[tenants.bench.routes]]
-path = "/"
-static = "$WORK/www"
-EOF
-
-nginx_config <<EOF
-  server {
-    listen 127.0.0.1:18080;
-    root $WORK/www;
-  }
-EOF
 
 contenders=(palisade nginx)
 declare -A rps p50 p99 cpu

@@ -142,9 +142,9 @@ impl Running {
         Running::spawn_with(palisade(ulimit_args), args)
     }
 
-    /// [`Running::spawn`] with `env` added to the server's environment.
-    pub fn spawn_env(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Running {
-        let mut command = palisade(None);
+    /// [`Running::spawn`] of the binary at `binary` (a copy of palisade's), with `env` added to its environment.
+    pub fn spawn_from(binary: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Running {
+        let mut command = Command::new(binary);
         command.envs(env.iter().copied());
         Running::spawn_with(command, args)
     }

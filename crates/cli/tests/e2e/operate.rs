@@ -135,6 +135,17 @@ async fn wait_until<F: Future<Output = bool>>(what: &str, limit: Duration, mut d
     }
 }
 
+/// Waits (at most 10 s each) until every node's `/readyz` answers 200.
+async fn wait_ready(nodes: &[&Running]) {
+    for node in nodes {
+        let readyz = node.admin_url("/readyz");
+        wait_until("ready", Duration::from_secs(10), || async {
+            plain_client().get(readyz.as_str()).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn deploys_swap_atomically_under_load_and_refusals_change_nothing() {
     let site = admin_site("");
@@ -476,13 +487,7 @@ async fn two_nodes_share_apps_and_data_through_redis() {
     let (site_a, site_b) = (cluster_node(&redis.url()), cluster_node(&redis.url()));
     let (a, b) = (site_a.start(), site_b.start());
     let admin_a = Admin::of(&a);
-    for node in [&a, &b] {
-        let readyz = node.admin_url("/readyz");
-        wait_until("ready", Duration::from_secs(10), || async {
-            plain_client().get(readyz.as_str()).send().await.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-    }
+    wait_ready(&[&a, &b]).await;
 
     // v1 through node A: both serve it.
     assert_eq!(admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await.0, 201);
@@ -548,13 +553,7 @@ async fn a_cluster_on_sentinel_deploys_again_after_its_master_dies() {
     let (site_a, site_b) = (cluster_node(&set.url()), cluster_node(&set.url()));
     let (a, b) = (site_a.start(), site_b.start());
     let admin_a = Admin::of(&a);
-    for node in [&a, &b] {
-        let readyz = node.admin_url("/readyz");
-        wait_until("ready", Duration::from_secs(10), || async {
-            plain_client().get(readyz.as_str()).send().await.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-    }
+    wait_ready(&[&a, &b]).await;
     assert_eq!(admin_a.deploy("alice", "app", "", &wasm("hello.wasm")).await.0, 201);
     assert_eq!(admin_a.deploy("alice", "cgi", "", &wasm("hello-cgi.wasm")).await.0, 201);
     for node in [&a, &b] {

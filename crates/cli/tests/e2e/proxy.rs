@@ -228,21 +228,7 @@ async fn large_bodies_stream_both_ways_without_being_held() {
 async fn websocket_upgrades_pass_through() {
     let a = Upstream::start("a");
     let (_site, server) = proxy_site(&format!("{{ upstreams = [{:?}], timeout = \"1s\" }}", a.url()), "");
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (mut s, head) = crate::upstream::websocket(server.addr, "app.localhost");
     assert!(head.contains("upgrade: websocket") && head.contains("connection: upgrade"), "{head}");
     for message in [&b"hello"[..], b"over the tunnel"] {
         s.write_all(message).unwrap();

@@ -3,7 +3,6 @@
 //! process that fails to start leaves the old one serving.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,13 +71,30 @@ routes = [
 }
 
 /// `palisade serve --pid-file`, as systemd would start it (a `Type=notify` unit): its readiness messages
-/// arrive on the returned socket.
+/// arrive on the returned socket. The binary is the site's own `palisade` (a hard link to the one built), so
+/// that a test can put another file at its path.
 fn serve_with_pid_file(site: &Site) -> (Running, UnixDatagram) {
     let (config, pid_file, notify) = (site.path("palisade.toml"), site.path("palisade.pid"), site.path("notify.sock"));
+    install_binary(site, None);
     let systemd = UnixDatagram::bind(&notify).unwrap();
     systemd.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let args = ["serve".as_ref(), "--config".as_ref(), config.as_os_str(), "--pid-file".as_ref(), pid_file.as_os_str()];
-    (Running::spawn_env(&args, &[("NOTIFY_SOCKET", notify.as_os_str())]), systemd)
+    (Running::spawn_from(&site.path("palisade"), &args, &[("NOTIFY_SOCKET", notify.as_os_str())]), systemd)
+}
+
+/// Puts palisade (or the shell script `script`) at the site's `palisade`, by a rename as an operator would:
+/// a running process keeps the file it was started from.
+fn install_binary(site: &Site, script: Option<&str>) {
+    let new = site.path("palisade.new");
+    let _ = std::fs::remove_file(&new);
+    match script {
+        None => std::fs::hard_link(crate::harness::BIN, &new).unwrap(),
+        Some(text) => {
+            std::fs::write(&new, text).unwrap();
+            std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+    }
+    std::fs::rename(&new, site.path("palisade")).unwrap();
 }
 
 /// The next readiness message: `READY=1` and the pid of the process that serves.
@@ -147,21 +163,7 @@ async fn sigusr2_hands_over_without_a_failed_request() {
         client_loop(one_shot.clone(), component, "hello from", stop.clone()),
     ];
     // A WebSocket tunnel through the proxy, open before the hand-over.
-    let mut tunnel = TcpStream::connect(old.addr).unwrap();
-    tunnel.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tunnel
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tunnel.read(&mut byte).unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (mut tunnel, _) = crate::upstream::websocket(old.addr, "127.0.0.1");
     // A proxied request that takes 3 s, started before the hand-over.
     let slow = {
         let (client, url) = (one_shot.clone(), old.url("127.0.0.1", "/three-seconds"));
@@ -231,16 +233,27 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     let (mut old, _systemd) = serve_with_pid_file(&site);
     let pid_file = site.path("palisade.pid");
     let old_pid = old.pid();
-    let config = site.path("palisade.toml");
-    let good = std::fs::read_to_string(&config).unwrap();
-    // The new binary cannot start: its configuration names a file that is not there.
-    std::fs::write(&config, good.replace("hello.wasm", "missing.wasm")).unwrap();
-    let (code, out, err) = tokio::task::block_in_place(|| {
-        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
-    });
+    let upgrade = || {
+        tokio::task::block_in_place(|| {
+            site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
+        })
+    };
+    // A new binary that does not start.
+    install_binary(&site, Some("#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n"));
+    let (code, out, err) = upgrade();
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("the upgrade failed") && err.contains(&old_pid.to_string()), "{err}");
     assert!(old.log_contains("upgrade failed, still serving with this process"), "{}", old.log());
+    assert!(old.log().contains("exited (exit status: 3) before it was ready"), "{}", old.log());
+    assert!(old.log().contains("this build is broken"), "its own words are in the log:\n{}", old.log());
+    // A good binary that cannot load the configuration it is given.
+    install_binary(&site, None);
+    let config = site.path("palisade.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("hello.wasm", "missing.wasm")).unwrap();
+    let (code, out, err) = upgrade();
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("the upgrade failed"), "{err}");
     assert!(old.log().contains("missing.wasm"), "the new process's reason is in the log:\n{}", old.log());
     assert!(old.alive());
     assert_eq!(read_pid(&pid_file), old_pid);
@@ -257,9 +270,7 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     let deployed = client.put(old.admin_url("/v1/tenants/a/apps/greet")).body(wasm).send().await.unwrap();
     assert!(deployed.status().is_success(), "{}", deployed.text().await.unwrap());
     std::fs::write(&config, good).unwrap();
-    let (code, out, err) = tokio::task::block_in_place(|| {
-        site.run(&["upgrade", "--pid-file", pid_file.to_str().unwrap(), "--timeout", "60s"])
-    });
+    let (code, out, err) = upgrade();
     assert_eq!(code, 0, "{out}{err}");
     let _new = Reaped(read_pid(&pid_file));
     let started = Instant::now();

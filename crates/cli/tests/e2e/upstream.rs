@@ -256,3 +256,25 @@ impl Recorder {
         String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
     }
 }
+
+/// Opens a WebSocket tunnel through the server at `addr` to an [`Upstream`]'s `/ws` (proxied for `host`):
+/// the connection, once the `101` head has been read (returned, lower-cased).
+pub fn websocket(addr: std::net::SocketAddr, host: &str) -> (std::net::TcpStream, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    (s, head)
+}
