@@ -1,8 +1,10 @@
 //! Binary hand-over (SIGUSR2): the running process starts the binary at its path, hands it its listening
 //! sockets, and stops accepting once the new process says it serves.
 //!
-//! The two talk over a Unix socket in the abstract namespace whose random name the old process gives the new
-//! one in [`UPGRADE_ENV`]; the old one accepts only its own child there (checked with `SO_PEERCRED`). One message
+//! The two talk over a Unix socket in a directory of its own (mode 0700, random name, under the temporary
+//! directory) whose path the old process gives the new one in [`UPGRADE_ENV`]: other users cannot reach it
+//! (an abstract socket's name would be listed in `/proc/net/unix` for anyone to connect to), and the old
+//! process accepts only its own child there (checked with `SO_PEERCRED`). One message
 //! carries the sockets (`SCM_RIGHTS`) with a label each (`http 0.0.0.0:80`: its role and the address the
 //! configuration gives, so a port-0 test address matches too); the new process answers `ready` once its
 //! workers accept on them. Both processes hold the same sockets meanwhile, so a connection waiting in a listen
@@ -13,10 +15,11 @@ use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::os::linux::net::SocketAddrExt as _;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -76,12 +79,11 @@ impl Predecessor {
     /// If this process was started by a hand-over, connects to the process it replaces and takes its sockets.
     pub(crate) fn connect(listening: &mut Listening) -> anyhow::Result<Option<Predecessor>> {
         let Some(name) = std::env::var_os(UPGRADE_ENV) else { return Ok(None) };
-        let name = name.to_string_lossy().into_owned();
-        let addr = UnixAddr::from_abstract_name(name.as_bytes()).context("the hand-over socket's name")?;
-        let stream = UnixStream::connect_addr(&addr)
-            .with_context(|| format!("connecting to the process handing over ({UPGRADE_ENV}={name})"))?;
+        let path = PathBuf::from(name);
+        let stream = UnixStream::connect(&path)
+            .with_context(|| format!("connecting to the process handing over ({UPGRADE_ENV}={})", path.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        listening.inherited = receive(&stream).context("receiving the listening sockets")?;
+        listening.inherited = receive(&stream).context("receiving the listening sockets (none came within 10 s)")?;
         tracing::info!(sockets = listening.inherited.len(), "took over the previous process's listening sockets");
         Ok(Some(Predecessor { stream }))
     }
@@ -94,29 +96,29 @@ impl Predecessor {
     }
 }
 
-/// Starts the binary at this process's path on the same arguments and hands it `listening`'s sockets;
-/// returns once it serves, or an error (the new process stopped) if it exits, stops answering or is not
-/// ready within `ready_within`. Blocks: call on a blocking thread.
+/// Starts the binary at this process's path on the same arguments and hands it `sockets`; returns its pid once
+/// it serves, or an error (the new process stopped) if it exits, stops answering, is not ready within
+/// `ready_within`, or `cancel` is set. Blocks: call on a blocking thread.
 pub(crate) fn hand_over(
     binary: &Binary,
     sockets: Vec<(String, TcpListener)>,
     ready_within: Duration,
+    cancel: &AtomicBool,
 ) -> anyhow::Result<u32> {
-    let mut name = [0u8; 16];
-    getrandom::fill(&mut name).map_err(|e| anyhow::anyhow!("no randomness for the hand-over socket: {e}"))?;
-    let name = format!("palisade-upgrade-{}-{}", std::process::id(), hex(&name));
-    let listener = UnixListener::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes())?)
-        .context("binding the hand-over socket")?;
+    let place = Private::new()?;
+    let path = place.dir.join("socket");
+    let listener = UnixListener::bind(&path).context("binding the hand-over socket")?;
     listener.set_nonblocking(true)?;
     let mut child = Command::new(&binary.path)
         .args(&binary.args)
-        .env(UPGRADE_ENV, &name)
+        .env(UPGRADE_ENV, &path)
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", binary.path.display()))?;
     let pid = child.id();
     tracing::info!(pid, "started {} to hand over to", binary.path.display());
-    match exchange(&listener, &mut child, &sockets, Instant::now() + ready_within) {
+    let deadline = Waiting { deadline: Instant::now() + ready_within, cancel };
+    match exchange(&listener, &mut child, &sockets, &deadline) {
         Ok(()) => Ok(pid),
         Err(e) => {
             // Whatever it started goes; the sockets it held are this process's still.
@@ -127,29 +129,66 @@ pub(crate) fn hand_over(
     }
 }
 
+/// A directory of this process's own (0700) for the hand-over socket, removed when dropped.
+struct Private {
+    dir: PathBuf,
+}
+
+impl Private {
+    fn new() -> anyhow::Result<Private> {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness for the hand-over socket: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("palisade-upgrade-{}-{}", std::process::id(), hex(&random)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {} for the hand-over socket", dir.display()))?;
+        Ok(Private { dir })
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Until when the old process waits for the new one, unless told to give up.
+struct Waiting<'a> {
+    deadline: Instant,
+    cancel: &'a AtomicBool,
+}
+
 /// The old process's side: accept the child, send it the sockets, wait for its word.
 fn exchange(
     listener: &UnixListener,
     child: &mut Child,
     sockets: &[(String, TcpListener)],
-    deadline: Instant,
+    until: &Waiting<'_>,
 ) -> anyhow::Result<()> {
-    let mut stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let peer = rustix::net::sockopt::socket_peercred(&stream).context("the connecting process")?;
-                if u32::try_from(peer.pid.as_raw_nonzero().get()).ok() == Some(child.id()) {
-                    break stream;
+    let mut refused = 0u64;
+    let mut stream = 'found: loop {
+        // Everything waiting is looked at before the next pause.
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let peer = rustix::net::sockopt::socket_peercred(&stream).context("the connecting process")?;
+                    if u32::try_from(peer.pid.as_raw_nonzero().get()).ok() == Some(child.id()) {
+                        break 'found stream;
+                    }
+                    if refused == 0 {
+                        tracing::warn!(
+                            pid = peer.pid.as_raw_nonzero().get(),
+                            "refused a hand-over connection from another process"
+                        );
+                    }
+                    refused += 1;
                 }
-                tracing::warn!(
-                    pid = peer.pid.as_raw_nonzero().get(),
-                    "refused a hand-over connection from another process"
-                );
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("accepting the new process"),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e).context("accepting the new process"),
         }
-        waiting(child, deadline)?;
+        waiting(child, until)?;
         std::thread::sleep(Duration::from_millis(20));
     };
     stream.set_nonblocking(false)?;
@@ -161,7 +200,9 @@ fn exchange(
     loop {
         match stream.read(&mut buf) {
             Ok(0) => {
-                waiting(child, Instant::now() + Duration::from_secs(1))?;
+                // It may be exiting: its status says more than the closed socket.
+                std::thread::sleep(Duration::from_millis(200));
+                waiting(child, until)?;
                 anyhow::bail!("the new process closed the hand-over socket before it was ready");
             }
             Ok(n) => {
@@ -176,16 +217,19 @@ fn exchange(
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(e).context("waiting for the new process"),
         }
-        waiting(child, deadline)?;
+        waiting(child, until)?;
     }
 }
 
-/// Fails if the child has exited or `deadline` has passed.
-fn waiting(child: &mut Child, deadline: Instant) -> anyhow::Result<()> {
+/// Fails if the child has exited, the deadline has passed, or the wait was given up.
+fn waiting(child: &mut Child, until: &Waiting<'_>) -> anyhow::Result<()> {
     if let Some(status) = child.try_wait()? {
         anyhow::bail!("the new process exited ({status}) before it was ready");
     }
-    if Instant::now() >= deadline {
+    if until.cancel.load(Ordering::Relaxed) {
+        anyhow::bail!("given up: this process is stopping");
+    }
+    if Instant::now() >= until.deadline {
         anyhow::bail!("the new process was not ready in time");
     }
     Ok(())

@@ -60,6 +60,13 @@ pub(crate) fn ready_message() -> String {
     format!("READY=1\nMAINPID={}\n", std::process::id())
 }
 
+/// Sends `signal` to process `pid`, if it still runs.
+pub(crate) fn signal(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
 /// What `palisade upgrade` was asked.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpgradeArgs {

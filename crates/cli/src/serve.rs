@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,6 +35,11 @@ pub(crate) fn block_on<T, F: Future<Output = anyhow::Result<T>>>(future: F) -> a
 }
 
 async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Result<()> {
+    // Listened for first: a SIGUSR2 while loading (whose default action would end the process) is kept, and
+    // acted on once this process serves.
+    let upgrades = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGUSR2: no binary hand-over"))
+        .ok();
     // A process started by a hand-over takes its predecessor's sockets before it binds anything.
     let mut listening = Listening::default();
     let predecessor = Predecessor::connect(&mut listening)?;
@@ -117,7 +123,7 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
     pid_file.write();
     process::notify_systemd(&process::ready_message());
 
-    let handed_over = until_stopped(&site, &listening, &binary, &pid_file).await;
+    let handed_over = until_stopped(&site, &listening, &binary, &pid_file, upgrades).await;
     // No more admin connections: a change made here now would be lost to the new process.
     if let Some(api) = admin_api {
         api.abort();
@@ -139,20 +145,20 @@ async fn serve(config: Config, binary: Binary, pid_file: PidFile) -> anyhow::Res
 }
 
 /// Waits for SIGINT or SIGTERM (`false`), or for a hand-over to a new binary to succeed (`true`). SIGUSR2
-/// starts one; one that fails is logged and this process goes on serving.
-async fn until_stopped(site: &Site, listening: &Listening, binary: &Binary, pid_file: &PidFile) -> bool {
-    let mut usr2 = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGUSR2: no binary hand-over");
-            None
-        }
-    };
+/// starts one; one that fails is logged and this process goes on serving. SIGINT or SIGTERM during a
+/// hand-over stops it (the new process is stopped too) and then this process.
+async fn until_stopped(
+    site: &Site,
+    listening: &Listening,
+    binary: &Binary,
+    pid_file: &PidFile,
+    mut upgrades: Option<tokio::signal::unix::Signal>,
+) -> bool {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let upgrade = async {
-            match &mut usr2 {
+            match &mut upgrades {
                 Some(usr2) => usr2.recv().await,
                 None => std::future::pending().await,
             }
@@ -167,21 +173,45 @@ async fn until_stopped(site: &Site, listening: &Listening, binary: &Binary, pid_
         // go on meanwhile) and taken back if it fails.
         let caches = site.caches.clone();
         tokio::task::spawn_blocking(move || caches.release_disk(Duration::from_secs(5))).await.ok();
-        let (binary, sockets) = (binary.clone(), listening.to_hand_over());
-        let outcome =
-            tokio::task::spawn_blocking(move || handover::hand_over(&binary, sockets?, HAND_OVER_READY_WITHIN))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("the hand-over task failed: {e}")));
-        match outcome {
-            Ok(pid) => {
+        let (binary, sockets, cancel) = (binary.clone(), listening.to_hand_over(), Arc::new(AtomicBool::new(false)));
+        let cancelled = cancel.clone();
+        let mut handing = tokio::task::spawn_blocking(move || {
+            handover::hand_over(&binary, sockets?, HAND_OVER_READY_WITHIN, &cancelled)
+        });
+        let mut stopping = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut handing => {
+                    break outcome.unwrap_or_else(|e| Err(anyhow::anyhow!("the hand-over task failed: {e}")));
+                }
+                () = &mut shutdown, if !stopping => {
+                    tracing::info!("stopping: the hand-over under way is given up");
+                    cancel.store(true, Ordering::Relaxed);
+                    stopping = true;
+                }
+            }
+        };
+        match (outcome, stopping) {
+            (Ok(pid), false) => {
                 tracing::info!(pid, "the new process serves; this one stops accepting and finishes its requests");
                 return true;
             }
-            Err(e) => {
-                tracing::error!("upgrade failed, still serving with this process: {e:#}");
+            (Ok(pid), true) => {
+                // Ready just as the stop came: the stop is passed on, and this process stops too.
+                tracing::info!(pid, "the new process was ready as the stop came; stopping it too");
+                process::signal(pid, rustix::process::Signal::TERM);
+                return true;
+            }
+            (Err(e), stopping) => {
+                if !stopping {
+                    tracing::error!("upgrade failed, still serving with this process: {e:#}");
+                }
                 let caches = site.caches.clone();
                 tokio::task::spawn_blocking(move || caches.reacquire_disk()).await.ok();
                 site.hand_over(false).await;
+                if stopping {
+                    return false;
+                }
                 // Written again, so that `palisade upgrade` knows the new binary did not take over.
                 pid_file.write();
             }

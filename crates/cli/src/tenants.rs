@@ -301,10 +301,14 @@ impl Site {
     /// every other node of the cluster: `{"purged": N}`, the URLs touched here.
     pub(crate) async fn purge(&self, tenant: &str, purge: PurgeRequest) -> Result<serde_json::Value, ControlError> {
         // Refused during a hand-over, like any change: the new process would not know what was purged here.
-        if !self.change().await?.tenants.contains_key(tenant) {
+        // Held until the purge is applied, so that a hand-over starting meanwhile lets go of the cache's files
+        // only after it.
+        let state = self.change().await?;
+        if !state.tenants.contains_key(tenant) {
             return Err(no_tenant(tenant));
         }
         let purged = self.apply_purge(tenant, &purge).await;
+        drop(state);
         if let Some(shared) = &self.shared {
             let message = json!({ "tenant": tenant, "purge": purge }).to_string();
             shared.announce_purge(&message).await.map_err(|e| {

@@ -283,3 +283,61 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
         assert_eq!(r.status(), 200, "{path} after the hand-over");
     }
 }
+
+/// Signals at awkward moments: a SIGUSR2 while the server is still loading is acted on once it serves (its
+/// default action would end the process); a SIGTERM while a hand-over waits for a new process that never gets
+/// ready gives the hand-over up, stops that process, and stops the server with exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_during_start_up_and_during_a_hand_over() {
+    let upstream = Upstream::start("up");
+    let site = upgradable_site(&upstream);
+    install_binary(&site, None);
+    let pid_file = site.path("palisade.pid");
+    let mut server = std::process::Command::new(site.path("palisade"))
+        .args(["serve", "--config", site.path("palisade.toml").to_str().unwrap()])
+        .args(["--pid-file", pid_file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server_guard = Reaped(server.id());
+    // Loading compiles the component: the signal comes well before the server listens.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!pid_file.exists(), "the server was ready too soon for this test");
+    let _ = std::process::Command::new("kill").args(["-USR2", &server.id().to_string()]).status();
+    let started = Instant::now();
+    let new_pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != server.id()
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no hand-over after a SIGUSR2 sent while starting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _new = Reaped(new_pid);
+    let status = tokio::task::block_in_place(|| server.wait()).unwrap();
+    assert_eq!(status.code(), Some(0), "the first process ends as a hand-over ends it");
+
+    // The new process hands over to one that never gets ready; SIGTERM meanwhile.
+    install_binary(&site, Some("#!/bin/sh\nexec sleep 29.7531\n"));
+    let _ = std::process::Command::new("kill").args(["-USR2", &new_pid.to_string()]).status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &new_pid.to_string()]).status();
+    let started = Instant::now();
+    while process_alive(new_pid) {
+        assert!(started.elapsed() < Duration::from_secs(10), "SIGTERM during a hand-over was not acted on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The would-be new process was stopped with it.
+    let started = Instant::now();
+    loop {
+        let left = std::process::Command::new("pgrep").args(["-f", "^sleep 29.7531$"]).output().unwrap();
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the would-be new process was left running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
