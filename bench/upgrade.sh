@@ -6,10 +6,12 @@
 # Printed per round: requests, failed ones (wrk's socket errors: connect, read, write, timeout, plus non-2xx)
 # and the slowest request. ROUNDS rounds (default 3), the contenders alternating.
 # Usage: bench/upgrade.sh
+DURATION=${DURATION:-8s}
 source "$(dirname "$0")/lib.sh"
 bench_prepare
-DURATION=${DURATION:-8s}
 static_site 'shutdown_timeout = "10s"'
+# nginx changes binaries only as a daemon (in the foreground its master ignores SIGUSR2, its parent being alive).
+sed -i 's/^daemon off;/daemon on;/' "$WORK/nginx.conf"
 URL=http://127.0.0.1:18080/1k.bin
 
 # run_wrk CONNECTIONS [WRK_ARGS...]: wrk for DURATION; prints "requests failed max_ms".
@@ -18,7 +20,7 @@ run_wrk() {
   shift
   "${LOAD_ON[@]}" wrk -t1 -c"$conns" -d"$DURATION" --latency "$@" "$URL" | awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    $1 == "Latency" { max = ms($4) }
+    $1 == "Latency" && $2 != "Distribution" { max = ms($4) }
     /requests in/ { requests = $1 }
     /Socket errors:/ { gsub(",", ""); failed += $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx responses:/ { failed += $5 }

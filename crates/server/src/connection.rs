@@ -232,30 +232,44 @@ impl Connections {
             match stream.into_std() {
                 Ok(stream) => {
                     let arrival = Arrival { stream, peer, tls: tls.clone(), counted: (admitted, share) };
-                    // Refused only by a worker that has stopped: the server is stopping, and the connection
-                    // is closed unserved like one still in the listen queue.
-                    let _ = self.balance.hand_over(worker, arrival);
+                    // Refused only by a worker that has stopped taking connections: this one serves it then
+                    // (it was accepted, and after a hand-over no other process will).
+                    if let Err(arrival) = self.balance.hand_over(worker, arrival) {
+                        self.take(arrival);
+                    }
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "cannot hand a connection to another worker"),
             }
         }
     }
 
-    /// Serves the connections other workers hand over, until told to stop.
+    /// Serves the connections other workers hand over, until told to stop; those already handed over then are
+    /// served too (later ones are served by the worker that accepted them).
     pub(crate) async fn arrivals(self: Arc<Self>, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Arrival>) {
         let mut stop = self.stop.clone();
         loop {
             let arrival = tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    inbox.close();
+                    while let Ok(arrival) = inbox.try_recv() {
+                        self.take(arrival);
+                    }
+                    return;
+                }
                 arrival = inbox.recv() => match arrival {
                     Some(a) => a,
                     None => return,
                 },
             };
-            match TcpStream::from_std(arrival.stream) {
-                Ok(stream) => self.start(stream, arrival.peer, arrival.tls, arrival.counted),
-                Err(e) => tracing::warn!(error = %e, "cannot take over a connection from another worker"),
-            }
+            self.take(arrival);
+        }
+    }
+
+    /// Serves a connection accepted on another thread.
+    fn take(self: &Arc<Self>, arrival: Arrival) {
+        match TcpStream::from_std(arrival.stream) {
+            Ok(stream) => self.start(stream, arrival.peer, arrival.tls, arrival.counted),
+            Err(e) => tracing::warn!(error = %e, "cannot take over a connection from another worker"),
         }
     }
 
