@@ -9,6 +9,7 @@
 //!
 //! The protocol itself is instant-acme's; this crate decides when, for which names, and where things go.
 
+mod answer;
 mod order;
 mod store;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use palisade_config::AcmeConfig;
 use palisade_tls::{Challenges, LoadedCert, Site};
 
+pub use answer::{Answer, AnswerBoard};
 pub use order::AcmeError;
 
 /// First wait after a failed attempt; doubled after each failure.
@@ -54,8 +56,14 @@ impl AcmeSite {
     }
 
     /// Keeps the site's certificate fresh, forever: orders one when none is installed or a third of its
-    /// lifetime is left, and retries failures with back-off.
-    pub async fn run(self, current: Option<LoadedCert>, challenges: Arc<Challenges>) {
+    /// lifetime is left, and retries failures with back-off. In a cluster, `board` takes the challenge
+    /// answers to the other nodes, which the CA may reach instead of this one.
+    pub async fn run(
+        self,
+        current: Option<LoadedCert>,
+        challenges: Arc<Challenges>,
+        board: Option<Arc<dyn AnswerBoard>>,
+    ) {
         let mut current = current;
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -64,7 +72,7 @@ impl AcmeSite {
                 tracing::debug!(tenant = %self.tenant, "next ACME renewal in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
-            match order::obtain(&self, &challenges).await {
+            match order::obtain(&self, &challenges, board.as_deref()).await {
                 Ok(cert) => {
                     self.site.install(cert.key.clone());
                     tracing::info!(

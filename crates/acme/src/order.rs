@@ -10,7 +10,7 @@ use instant_acme::{
 use palisade_config::AcmeChallenge;
 use palisade_tls::{Challenges, LoadedCert};
 
-use crate::{AcmeSite, store};
+use crate::{AcmeSite, Answer, AnswerBoard, store};
 
 /// How long the CA gets to validate challenges, and then to issue.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,20 +40,31 @@ pub enum AcmeError {
     Challenge(String),
 }
 
-/// Orders a certificate for the site's names, answers its challenges, stores and returns it.
-pub(crate) async fn obtain(site: &AcmeSite, challenges: &Challenges) -> Result<LoadedCert, AcmeError> {
+/// How long an answer posted to a cluster's other nodes gets to reach them before the CA is told to check it.
+const BOARD_DELAY: Duration = Duration::from_millis(500);
+
+/// Orders a certificate for the site's names, answers its challenges (here and, with a `board`, on the
+/// cluster's other nodes), stores and returns it.
+pub(crate) async fn obtain(
+    site: &AcmeSite,
+    challenges: &Challenges,
+    board: Option<&dyn AnswerBoard>,
+) -> Result<LoadedCert, AcmeError> {
     let account = account(site).await?;
     let identifiers: Vec<Identifier> = site.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
 
-    let mut published: Vec<(String, String)> = Vec::new();
-    let result = answer_challenges(site, &mut order, challenges, &mut published).await;
+    let mut published: Vec<Answer> = Vec::new();
+    let result = answer_challenges(site, &mut order, challenges, board, &mut published).await;
     let result = match result {
         Ok(()) => finish(&mut order).await,
         Err(e) => Err(e),
     };
-    for (token, name) in &published {
-        challenges.clear(token, name);
+    for answer in &published {
+        answer.withdraw(challenges);
+        if let Some(board) = board {
+            board.post(answer, false).await;
+        }
     }
     let (cert_pem, key_pem) = result?;
 
@@ -92,7 +103,8 @@ async fn answer_challenges(
     site: &AcmeSite,
     order: &mut instant_acme::Order,
     challenges: &Challenges,
-    published: &mut Vec<(String, String)>,
+    board: Option<&dyn AnswerBoard>,
+    published: &mut Vec<Answer>,
 ) -> Result<(), AcmeError> {
     let kind = match site.config.challenge {
         AcmeChallenge::Http01 => ChallengeType::Http01,
@@ -109,15 +121,23 @@ async fn answer_challenges(
         let Some(mut challenge) = authz.challenge(kind.clone()) else {
             return Err(AcmeError::Refused(format!("the CA offers no {kind:?} challenge")));
         };
-        let name = challenge.identifier().to_string();
         let key_authorization = challenge.key_authorization();
-        match kind {
-            ChallengeType::TlsAlpn01 => {
-                challenges.set_tls_alpn01(&name, alpn_certificate(&name, key_authorization.digest().as_ref())?)
-            }
-            _ => challenges.set_http01(&challenge.token, key_authorization.as_str()),
+        let answer = match kind {
+            ChallengeType::TlsAlpn01 => Answer::TlsAlpn01 {
+                name: challenge.identifier().to_string(),
+                digest: key_authorization.digest().as_ref().to_vec(),
+            },
+            _ => Answer::Http01 {
+                token: challenge.token.clone(),
+                key_authorization: key_authorization.as_str().to_string(),
+            },
+        };
+        answer.publish(challenges)?;
+        published.push(answer.clone());
+        if let Some(board) = board {
+            board.post(&answer, true).await;
+            tokio::time::sleep(BOARD_DELAY).await;
         }
-        published.push((challenge.token.clone(), name));
         challenge.set_ready().await?;
     }
     Ok(())
@@ -157,7 +177,7 @@ async fn refusal(order: &mut instant_acme::Order) -> String {
 }
 
 /// The self-signed certificate a TLS-ALPN-01 validation handshake must present (RFC 8737 §3).
-fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<palisade_tls::CertifiedKey>, AcmeError> {
+pub(crate) fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<palisade_tls::CertifiedKey>, AcmeError> {
     let fail = |e: rcgen::Error| AcmeError::Challenge(e.to_string());
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(fail)?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];

@@ -26,7 +26,13 @@ pub(crate) async fn keep_in_step(site: Arc<Site>, shared: RedisRegistry, interva
                 let (site, message) = (purging.clone(), message.to_string());
                 tokio::spawn(async move { site.apply_announced_purge(&message).await });
             };
-            shared.watch(&purge_mark, || wake.notify_one(), purge).await;
+            let answers = purging.https.clone();
+            let acme = |message: &str| {
+                if let Some(https) = &answers {
+                    https.announced_answer(message);
+                }
+            };
+            shared.watch(&purge_mark, || wake.notify_one(), purge, acme).await;
         });
     }
     let mut warned = false;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use palisade_acme::AcmeSite;
+use palisade_acme::{AcmeSite, Answer, AnswerBoard};
 use palisade_config::{AcmeConfig, Config, Tenant, TlsSource};
 use palisade_tls::{CertError, CertFiles, Challenges, LoadedCert, Sites, TlsTerminator};
 use tokio::sync::Notify;
@@ -34,6 +34,8 @@ pub(crate) struct Https {
     /// The API tenants with a site: their running ACME renewal (`None`: a certificate given as PEM), to stop
     /// or restart when a tenant goes or changes.
     api_sites: Mutex<HashMap<String, Option<Renewal>>>,
+    /// In a cluster, where ACME orders also post their challenge answers.
+    board: std::sync::OnceLock<Arc<dyn AnswerBoard>>,
 }
 
 struct Startup {
@@ -108,8 +110,28 @@ impl Https {
             api_acme_ca: config.admin.as_ref().and_then(|a| a.acme_ca.clone()),
             startup: Mutex::new(Some(Startup { files, acme })),
             api_sites: Mutex::default(),
+            board: std::sync::OnceLock::new(),
         };
         Ok(Some((https, reports)))
+    }
+
+    /// In a cluster: where ACME orders post their challenge answers for the other nodes (set before
+    /// [`Https::keep_fresh`], and before API tenants are loaded).
+    pub(crate) fn share_answers(&self, board: Arc<dyn AnswerBoard>) {
+        let _ = self.board.set(board);
+    }
+
+    /// Publishes or withdraws an answer another node announced (`{"publish": bool, "answer": {...}}`).
+    pub(crate) fn announced_answer(&self, message: &str) {
+        match serde_json::from_str::<Announced>(message) {
+            Ok(Announced { publish: true, answer }) => {
+                if let Err(e) = answer.publish(&self.challenges) {
+                    tracing::warn!("ACME answer from another node not published: {e}");
+                }
+            }
+            Ok(Announced { publish: false, answer }) => answer.withdraw(&self.challenges),
+            Err(e) => tracing::warn!("ACME answer from another node not understood: {e}"),
+        }
     }
 
     /// Starts reloading certificate files (when they change, and all of them whenever `reload` is notified)
@@ -118,7 +140,7 @@ impl Https {
         let Some(startup) = self.startup.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
         tokio::spawn(startup.files.watch(FILE_POLL_INTERVAL, reload));
         for (site, current) in startup.acme {
-            tokio::spawn(site.run(current, self.challenges.clone()));
+            tokio::spawn(site.run(current, self.challenges.clone(), self.board.get().cloned()));
         }
     }
 
@@ -149,7 +171,8 @@ impl Https {
                     dir: self.acme_dir.join(name),
                 };
                 let stored = managed.install_stored();
-                let task = tokio::spawn(managed.run(stored, self.challenges.clone())).abort_handle();
+                let board = self.board.get().cloned();
+                let task = tokio::spawn(managed.run(stored, self.challenges.clone(), board)).abort_handle();
                 api_sites.insert(name.clone(), Some(Renewal { config, hosts, task }));
             }
             Some(TlsSource::Inline { .. }) => {
@@ -208,4 +231,31 @@ pub(crate) fn inline_certificate(tenant: &Tenant) -> Result<Option<LoadedCert>, 
     let Some(TlsSource::Inline { cert, key }) = &tenant.tls else { return Ok(None) };
     let (cert_name, key_name) = (Path::new("tls.cert_pem"), Path::new("tls.key_pem"));
     LoadedCert::from_pem(cert.as_bytes(), key.0.as_bytes(), &tenant.host_names(), cert_name, key_name).map(Some)
+}
+
+/// An ACME answer as nodes announce it to each other.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announced {
+    publish: bool,
+    answer: Answer,
+}
+
+/// A cluster's board for ACME answers: the registry's channel in Redis.
+pub(crate) struct ClusterBoard(pub(crate) palisade_registry::RedisRegistry);
+
+impl AnswerBoard for ClusterBoard {
+    fn post<'a>(
+        &'a self,
+        answer: &'a Answer,
+        publish: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let message = serde_json::json!({ "publish": publish, "answer": answer }).to_string();
+            if let Err(e) = self.0.announce_acme(&message).await {
+                tracing::warn!(
+                    "ACME answer not announced to the other nodes (the CA may reach one that lacks it): {e}"
+                );
+            }
+        })
+    }
 }

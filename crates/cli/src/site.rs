@@ -142,6 +142,10 @@ impl Site {
             Some(cluster) => Some(RedisRegistry::connect(&cluster.redis)?),
             None => None,
         };
+        // Before any ACME order starts: the CA may validate through another node than the one that asked.
+        if let (Some(https), Some(shared)) = (&https, &shared) {
+            https.share_answers(Arc::new(crate::https::ClusterBoard(shared.clone())));
+        }
         let tenant_store = FileTenants::open(&config.server.data_dir.join("tenants"))?;
         let tokens = TokenIndex::of(&tenant_store.all_tokens()?);
         let tenants = tenants

@@ -18,7 +18,7 @@ mod tenants;
 
 pub use file::FileRegistry;
 pub use record::{AppRecord, sha256_hex, valid_name};
-pub use redis_registry::{CHANNEL, PURGE_CHANNEL, RedisRegistry, Snapshot};
+pub use redis_registry::{ACME_CHANNEL, CHANNEL, PURGE_CHANNEL, RedisRegistry, Snapshot};
 pub use tenants::{FileTenants, TenantRecord, TokenRecord};
 
 /// Why the registry could not do what was asked.

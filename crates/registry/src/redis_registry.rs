@@ -25,6 +25,9 @@ use crate::{AppRecord, RegistryError, TenantRecord, TokenRecord};
 pub const CHANNEL: &str = "palisade:apps";
 /// The channel cache purges are announced on, so that every node purges its own copy.
 pub const PURGE_CHANNEL: &str = "palisade:purge";
+/// The channel ACME challenge answers are announced on, so that every node answers the CA for the one that
+/// ordered (its validation may reach any of them).
+pub const ACME_CHANNEL: &str = "palisade:acme";
 /// The stream every purge is also added to (the last [`PURGE_LOG_LENGTH`] or so), so that a node whose
 /// subscription was cut applies the purges it missed when it subscribes again.
 const PURGE_LOG: &str = "palisade:purges";
@@ -336,6 +339,18 @@ impl RedisRegistry {
             .map_err(unavailable)
     }
 
+    /// Announces an ACME challenge answer (`message`, JSON) to every node listening now. Not logged: an answer
+    /// matters only while its order is under way.
+    pub async fn announce_acme(&self, message: &str) -> Result<(), RegistryError> {
+        redis::cmd("PUBLISH")
+            .arg(ACME_CHANNEL)
+            .arg(message)
+            .query_async::<i64>(&mut self.link.connection())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     /// The purges logged after `last` (a stream ID), oldest first, as (ID, message); with `last` `None`, none,
     /// and the ID to start from.
     async fn purges_since(&self, last: Option<&str>) -> Result<(Vec<(String, String)>, String), redis::RedisError> {
@@ -365,8 +380,14 @@ impl RedisRegistry {
     /// `purge_mark`, so that a node started again (whose cache's disk tier outlived it) applies those logged
     /// while it was down; without one, a first start begins with the newest. Runs until the task is dropped;
     /// while Redis is away it retries every second. Through a Sentinel link it subscribes again, on the new
-    /// master, whenever the master moves.
-    pub async fn watch(&self, purge_mark: &Path, on_change: impl Fn(), on_purge: impl Fn(&str)) {
+    /// master, whenever the master moves. `on_acme` gets every ACME answer announced on [`ACME_CHANNEL`].
+    pub async fn watch(
+        &self,
+        purge_mark: &Path,
+        on_change: impl Fn(),
+        on_purge: impl Fn(&str),
+        on_acme: impl Fn(&str),
+    ) {
         let mut warned = false;
         let mut last: Option<String> = std::fs::read_to_string(purge_mark).ok().map(|m| m.trim().to_string());
         let mark = |id: &str| {
@@ -382,7 +403,7 @@ impl RedisRegistry {
             // Made before subscribing, so that a move while subscribing is seen too.
             let mut moves = self.link.master_moves();
             match self.link.pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL]).await {
+                Ok(mut pubsub) => match pubsub.subscribe(&[CHANNEL, PURGE_CHANNEL, ACME_CHANNEL]).await {
                     Ok(()) => {
                         if warned {
                             tracing::info!("app registry: subscribed to Redis again");
@@ -422,6 +443,10 @@ impl RedisRegistry {
                                 on_purge(purge);
                                 mark(id);
                                 last = Some(id.to_string());
+                            } else if message.get_channel_name() == ACME_CHANNEL {
+                                if let Ok(text) = message.get_payload::<String>() {
+                                    on_acme(&text);
+                                }
                             } else {
                                 on_change();
                             }

@@ -23,6 +23,7 @@ async fn put_fetch_list_remove_and_watch() {
                         changes.fetch_add(1, Ordering::SeqCst);
                     },
                     |_purge| {},
+                    |_acme| {},
                 )
                 .await
         })

@@ -24,6 +24,7 @@ async fn the_registry_follows_the_master_across_a_failover() {
                         changes.fetch_add(1, Ordering::SeqCst);
                     },
                     |_purge| {},
+                    |_acme| {},
                 )
                 .await
         })

@@ -234,3 +234,66 @@ async fn tenants_created_through_the_api_get_certificates_and_lose_them_when_rem
     assert!(refused.is_err(), "no certificate for a removed tenant's host: {refused:?}");
     assert!(!site.path("data/acme/shop").exists(), "its account and certificate are deleted");
 }
+
+/// A cluster's nodes answer the CA for each other: pebble validates only through node A's ports, and node B
+/// still gets its certificates, because its challenge answers reach A through Redis.
+#[tokio::test]
+async fn cluster_nodes_answer_each_others_challenges() {
+    let ca = TestCa::new();
+    let redis = palisade_kv::test_support::RedisServer::start();
+    let (a, b) = (Site::new(), Site::new());
+    let (a_http, a_tls) = (free_port(), free_port());
+    let pebble = start_pebble(&a, &ca, a_http, a_tls);
+    let directory = &pebble.directory;
+    for (node, http, tls) in [(&a, a_http, a_tls), (&b, free_port(), free_port())] {
+        node.write("www/index.html", "hello from the cluster\n");
+        node.write("pebble/ca.pem", &ca.pem);
+        node.write(
+            "palisade.toml",
+            format!(
+                r#"[server]
+listen = ["127.0.0.1:{http}"]
+tls_listen = ["127.0.0.1:{tls}"]
+data_dir = "data"
+shutdown_timeout = "5s"
+
+[cluster]
+redis = "{redis}"
+
+[tenants.alice]
+hosts = ["alice.test"]
+acme = {{ directory = "{directory}", ca = "pebble/ca.pem" }}
+
+[[tenants.alice.routes]]
+path = "/"
+static = "www"
+
+[tenants.bob]
+hosts = ["bob.test"]
+acme = {{ directory = "{directory}", challenge = "http-01", ca = "pebble/ca.pem" }}
+
+[[tenants.bob.routes]]
+path = "/"
+static = "www"
+"#,
+                redis = redis.url()
+            ),
+        );
+    }
+    let node_a = a.start();
+    let node_b = b.start();
+    let obtained = "ACME certificate obtained";
+    for (name, node) in [("A", &node_a), ("B", &node_b)] {
+        assert!(wait_for_log(node, obtained, 2, Duration::from_secs(90)) >= 2, "node {name}:\n{}", node.log());
+    }
+    // B's validations were answered by A, both kinds.
+    assert!(!node_b.log().contains("answered an ACME"), "pebble never reaches B:\n{}", node_b.log());
+    assert!(wait_for_log(&node_a, "answered an ACME HTTP-01 validation", 2, Duration::from_secs(5)) >= 2);
+    assert!(wait_for_log(&node_a, "answered an ACME TLS-ALPN-01 validation", 2, Duration::from_secs(5)) >= 2);
+    let root = pebble_root(&pebble, &ca).await;
+    let client = node_b.https_client(&["alice.test", "bob.test"], &root);
+    for host in ["alice.test", "bob.test"] {
+        let r = client.get(node_b.https_url(host, "/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host} on node B");
+    }
+}
