@@ -5,10 +5,15 @@
 # warmed (the first request stores the response), then measured with wrk over 32 connections: every request is
 # a hit. ROUNDS rounds, contenders alternating, one at a time; prints medians and ratios, and the cache's CPU
 # per request (the steadier figure while the load generator shares the cores).
-# PIN=1 (see lib.sh) gives the cache a core of its own, the origin and wrk the other.
-# Usage: bench/cache.sh  (DURATION=5s ROUNDS=3 by default)
+# Then, at equal load, palisade-loadgen (bench/loadgen, as bench/proxy.sh uses it): an open loop at each rate of
+# RATES, the same for every cache, latency counted from each request's due time; its p99 says what a cache's tail
+# is when none is pushed past what it can serve.
+# PIN=1 (see lib.sh) gives the cache a core of its own, the origin and the load generators the other.
+# Usage: bench/cache.sh  (DURATION=5s ROUNDS=3 RATES="20000 40000" by default; RATES="" skips equal load)
 source "$(dirname "$0")/lib.sh"
+RATES=${RATES-20000 40000}
 bench_prepare
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet -p palisade-loadgen)
 mkdir -p "$WORK/www" "$WORK/nginx-cache"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 url=http://127.0.0.1:18080/1k.bin
@@ -61,7 +66,7 @@ start_varnish() {
 }
 
 contenders=(palisade nginx varnish)
-declare -A rps p50 p99 cpu
+declare -A rps p50 p99 cpu at_rate
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do
     if [ "$c" = varnish ]; then start_varnish; else start_server "$c"; fi
@@ -73,6 +78,13 @@ for round in $(seq "$ROUNDS"); do
     read -r r a b u < <(measure "$LAST_PID" 32 "$url")
     rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b " cpu[$c]+="$u "
     echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us, CPU ${u} us per request)" >&2
+    for rate in $RATES; do
+      out=$("${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$rate" --seconds "${DURATION%s}" \
+        "$url")  # a failed run stops the script
+      read -r _ a _ b _ _ late <<<"$out"
+      at_rate[$c $rate]+="$b "
+      echo "round $round: $c at $rate req/s: p50 ${a} us, p99 ${b} us (${late} % sent late)" >&2
+    done
     stop "$LAST_PID"
   done
 done
@@ -84,4 +96,12 @@ for c in "${contenders[@]}"; do
 done
 for anchor in nginx varnish; do
   echo "P9: palisade/$anchor hits req/s = $(ratio "$(median ${rps[palisade]})" "$(median ${rps[$anchor]})"), p99 = $(ratio "$(median ${p99[palisade]})" "$(median ${p99[$anchor]})"), CPU per request = $(ratio "$(median ${cpu[palisade]})" "$(median ${cpu[$anchor]})")"
+done
+for rate in $RATES; do
+  printf '\nat %s req/s, p99 (us):' "$rate"
+  for c in "${contenders[@]}"; do printf ' %s %s' "$c" "$(median ${at_rate[$c $rate]})"; done
+  echo
+  for anchor in nginx varnish; do
+    echo "palisade/$anchor p99 at $rate req/s = $(ratio "$(median ${at_rate[palisade $rate]})" "$(median ${at_rate[$anchor $rate]})")"
+  done
 done

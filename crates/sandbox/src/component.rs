@@ -346,8 +346,9 @@ impl AppInner {
             // of an instance's cost; the connection's task sends the response first, so neither adds to the
             // request's latency.
             tokio::task::yield_now().await;
-            drop(store);
-            drop(permit);
+            // The slot is free once the instance is gone: the store goes first. In the background lane both
+            // go to a thread of normal priority (`dispose`).
+            palisade_sched::dispose((store, permit));
             result
         };
         let mut guest = self.runtime.scheduler.run(&tenant.share, &self.history, run);

@@ -12,6 +12,7 @@ use crate::clock::thread_cpu_time;
 use crate::guest::take_yielded;
 use crate::history::AppHistory;
 use crate::lane::Lane;
+use crate::reaper::InSlice;
 use crate::share::Share;
 
 /// A guest's work as the lane runs it: it delivers its own output (through a channel) when it ends.
@@ -84,14 +85,17 @@ impl Job {
         self.wake_by_ref();
     }
 
-    /// Drops the guest's future (it finished, was stopped, or the lane stopped).
+    /// Drops the guest's future (it finished, was stopped, or the lane stopped), on the reaper's thread: a
+    /// stopped guest's future still holds its instance.
     pub(crate) fn drop_run(&self) {
         if self.state.swap(DONE, Ordering::AcqRel) & DONE == 0 {
             self.share.left_lane();
             self.lane.leave();
         }
         let run = self.run.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(run);
+        if let Some(run) = run {
+            self.lane.reaper.take(run, &self.share);
+        }
     }
 
     /// Runs one slice of the guest on this thread (a lane runner, or a connection worker lending one): until it
@@ -111,6 +115,7 @@ impl Job {
         let start = thread_cpu_time();
         let polled = {
             let _io = self.lane.io.enter();
+            let _in_slice = InSlice::enter(&self.lane.reaper, &self.share);
             std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut Context::from_waker(&waker))))
         };
         let slice = thread_cpu_time().saturating_sub(start);
@@ -125,7 +130,7 @@ impl Job {
                 self.park(yielded);
             }
             Ok(Poll::Pending) => {
-                drop(run);
+                self.lane.reaper.take(run, &self.share);
                 self.drop_run();
             }
             Ok(Poll::Ready(())) => {
@@ -135,7 +140,7 @@ impl Job {
             }
             Err(_) => {
                 tracing::error!(tenant = %self.share.name(), "a guest panicked in the background lane; it was dropped");
-                drop(run);
+                self.lane.reaper.take(run, &self.share);
                 self.drop_run();
             }
         }

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::job::Job;
+use crate::reaper::Reaper;
 use crate::share::Share;
 
 /// How long the lane may go without running a slice, while guests are ready, before connection workers lend it
@@ -52,10 +53,12 @@ pub(crate) struct Lane {
     stopping: AtomicBool,
     /// The runtime guests' I/O and timers belong to while the lane polls them.
     pub(crate) io: tokio::runtime::Handle,
+    /// Where guests' remains are dropped.
+    pub(crate) reaper: Reaper,
 }
 
 impl Lane {
-    pub(crate) fn new(io: tokio::runtime::Handle, runners: usize) -> Lane {
+    pub(crate) fn new(io: tokio::runtime::Handle, runners: usize, reaper: Reaper) -> Lane {
         let (signal, signals) = crossbeam_channel::bounded(runners.max(1) * 2);
         Lane {
             tenants: ArcSwap::default(),
@@ -71,6 +74,7 @@ impl Lane {
             epoch: Instant::now(),
             stopping: AtomicBool::new(false),
             io,
+            reaper,
         }
     }
 
@@ -205,7 +209,7 @@ mod tests {
 
     fn lane() -> Arc<Lane> {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let lane = Arc::new(Lane::new(rt.handle().clone(), 1));
+        let lane = Arc::new(Lane::new(rt.handle().clone(), 1, Reaper::start().expect("reaper thread")));
         std::mem::forget(rt);
         lane
     }

@@ -19,9 +19,14 @@
 //! every runner (work-conserving); two tenants flooding spinning guests get CPU in the ratio of their weights.
 //!
 //! Lowest priority must not mean never: when the foreground keeps every core busy (a flood of short requests),
-//! the runners get no CPU. Each connection worker then lends the lane one slice whenever it has finished none
-//! for 2 ms, so long guests keep a floor of about a quarter of every core, and the foreground waits at most one
-//! slice for it, only while this lasts.
+//! the runners get no CPU. Each connection worker then lends the lane slices (for at most about one tick)
+//! whenever it has finished none for 2 ms, and pauses three times as long as it lent, so long guests keep a
+//! floor of about a quarter of every core, and the foreground waits at most about one tick for it, only while
+//! this lasts.
+//!
+//! A background guest's remains (its store, with the instance's memory, which can take the kernel a
+//! millisecond or more to unmap) are dropped by a reaper thread of normal priority, charged to its tenant
+//! ([`dispose`]), never in a slice on a lending connection worker or a lowest-priority runner.
 //!
 //! What it costs a request that stays in the foreground: one allocation (the guest's future is boxed so it can
 //! move) and two clock readings per poll.
@@ -50,11 +55,13 @@ mod history;
 mod job;
 mod lane;
 mod priority;
+mod reaper;
 mod runners;
 mod scheduler;
 mod share;
 
 pub use guest::{Guest, GuestLost, tick_yield};
 pub use history::AppHistory;
+pub use reaper::dispose;
 pub use scheduler::{Scheduler, SchedulerOptions};
 pub use share::{MAX_WEIGHT, Share, Shares};

@@ -90,18 +90,20 @@ pub(crate) fn ensure_lender(lane: &Arc<Lane>) {
     }
 }
 
-/// How long a connection worker lends the lane CPU at a time when it starves: about one slice.
-const LEND_FOR: Duration = Duration::from_millis(1);
-/// How long it then serves its connections before it lends again: the lane's floor is about a quarter of each
-/// worker, and a connection waits at most about one slice for it.
-const LEND_PAUSE: Duration = Duration::from_millis(3);
+/// How long a connection worker goes on starting slices when it lends the lane CPU. A slice ends at the next
+/// epoch tick (or sooner), so a lend lasts at most this and one tick: a slice started later than this could
+/// make it last up to two ticks, and the worker's connections wait for all of it.
+const LEND_STARTS: Duration = Duration::from_micros(250);
+/// How long it then serves its connections before it lends again, for each unit of time lent: the lane's floor
+/// is about a quarter of each worker.
+const LEND_PAUSE_PER_LENT: u32 = 3;
 
 /// A connection worker's part in the lane: while guests are there, it looks every [`STARVED_AFTER`] (and
 /// whenever a guest becomes ready meanwhile) whether the runners have left the lane to the lenders or run
 /// nothing lately (they get no CPU because the foreground keeps every core busy), and if so runs guests' slices
-/// itself for up to [`LEND_FOR`], at the worker's priority, as it would have before they were moved. So a tenant's long guests keep a share of the
-/// CPU however much short work others send, at the cost of about one slice's wait for the worker's
-/// connections, only while that lasts.
+/// itself for up to about one tick (see [`LEND_STARTS`]), at the worker's priority, as it would have before they
+/// were moved. So a tenant's long guests keep a share of the CPU however much short work others send, at the
+/// cost of about one tick's wait for the worker's connections, only while that lasts.
 async fn lend(lane: Arc<Lane>) {
     while !lane.is_stopping() {
         if lane.is_empty() {
@@ -121,14 +123,15 @@ async fn lend(lane: Arc<Lane>) {
             continue;
         }
         let start = Instant::now();
-        while start.elapsed() < LEND_FOR {
+        while start.elapsed() < LEND_STARTS {
             match lane.pick() {
                 Some(job) => drop(job.run_slice()),
                 None => break,
             }
         }
-        if start.elapsed() >= LEND_FOR {
-            tokio::time::sleep(LEND_PAUSE).await;
+        let lent = start.elapsed();
+        if lent >= LEND_STARTS {
+            tokio::time::sleep(lent * LEND_PAUSE_PER_LENT).await;
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::guest::Guest;
 use crate::history::AppHistory;
 use crate::job::{Job, Run};
 use crate::lane::Lane;
+use crate::reaper::Reaper;
 use crate::share::{Share, Shares};
 
 /// How the scheduler is set up.
@@ -57,7 +58,7 @@ impl Scheduler {
             .enable_all()
             .build()?;
         io.spawn(accountant(shares.clone(), options.threads));
-        let lane = Arc::new(Lane::new(io.handle().clone(), options.threads));
+        let lane = Arc::new(Lane::new(io.handle().clone(), options.threads, Reaper::start()?));
         // The runners end when the lane stops; nothing waits for them.
         drop(crate::runners::start(&lane, options.threads)?);
         Ok(Scheduler {

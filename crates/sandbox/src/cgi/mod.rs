@@ -176,9 +176,10 @@ impl CgiInner {
                 start.call_async(&mut store, ()).await
             }
             .await;
-            drop(store);
             run_clock.stop();
-            drop(permit);
+            // The store goes first (the slot is free once the instance is gone), in the background lane on a
+            // thread of normal priority (`dispose`).
+            palisade_sched::dispose((store, permit));
             result
         };
         let mut guest = self.runtime.scheduler.run(&tenant.share, &self.history, run);
