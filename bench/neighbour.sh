@@ -13,9 +13,10 @@
 #   memory     20 tenants (memory = 64 MiB, max_concurrency = 16) all flooding memory bombs under
 #              max_guest_memory = 512 MiB: the server's peak RSS, and the neighbour's answers meanwhile.
 # Usage: bench/neighbour.sh  (DURATION=5s ROUNDS=3 by default; SCENARIOS="floor one ..." picks some;
-# PALISADE_BIN=path measures another build)
+# PALISADE_BIN=path measures another build; RATE=5000 measures the neighbour at that fixed rate, open loop)
 source "$(dirname "$0")/lib.sh"
 bench_prepare
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet -p palisade-loadgen)
 PALISADE=${PALISADE_BIN:-$PALISADE}
 SCENARIOS=${SCENARIOS:-floor one ten static proxy alone memory}
 probe=$BENCH_ROOT/target/guests/probe-component.wasm
@@ -87,18 +88,32 @@ attack_floor() {
 }
 
 declare -A rps p50 p99
+# neighbour_load URL: the neighbour's load, printing `req/s p50 p99`: wrk's closed loop over 4 connections, or
+# with RATE set, palisade-loadgen's open loop at RATE req/s (latency from each request's due time, so a stall
+# counts for every request it held back, and calm and attacked runs see the same load).
+neighbour_load() {
+  if [ -z "${RATE:-}" ]; then
+    load 4 "$1" good.localhost
+    return
+  fi
+  local out
+  out=$("${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$RATE" --connections 4 \
+    --seconds "$secs" --host good.localhost "$1")
+  awk '{ printf "%.0f %.0f %.0f\n", $1, $2, $4 }' <<<"$out"
+}
+
 # rounds SCENARIO URL ATTACK: the neighbour's calm and attacked rounds.
 rounds() {
   local name=$1 url=$2 attack=$3 round r a b attacker
   load 4 "$url" good.localhost >/dev/null  # warm-up
   for round in $(seq "$ROUNDS"); do
-    read -r r a b < <(load 4 "$url" good.localhost)
+    read -r r a b < <(neighbour_load "$url")
     rps[$name-calm]+="$r " p50[$name-calm]+="$a " p99[$name-calm]+="$b "
     echo "$name, round $round: calm: $r req/s, p50 $a us, p99 $b us" >&2
     $attack &
     attacker=$!
     sleep 1
-    read -r r a b < <(load 4 "$url" good.localhost)
+    read -r r a b < <(neighbour_load "$url")
     rps[$name-attack]+="$r " p50[$name-attack]+="$a " p99[$name-attack]+="$b "
     echo "$name, round $round: attacked: $r req/s, p50 $a us, p99 $b us" >&2
     wait "$attacker"

@@ -50,6 +50,9 @@ struct Args {
     /// Seconds of load before the measurement starts.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// The `Host` header to send (the URL's authority by default), for a virtual host on a loopback address.
+    #[arg(long)]
+    host: Option<String>,
 }
 
 /// One keep-alive connection and its next request. Times are nanoseconds of the monotonic clock.
@@ -76,7 +79,8 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("resolving {authority}"))?
         .next()
         .with_context(|| format!("{authority} has no address"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes();
+    let host = args.host.as_deref().unwrap_or(authority);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
     rustix::thread::set_current_timer_slack(NonZeroU64::new(1))?;
 
     let nanos = |s: f64| (s * 1e9) as u64;
@@ -202,7 +206,7 @@ fn send(stream: &mut TcpStream, request: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// Reads what the socket has; returns whether an answer (status 2xx or 3xx, framed by Content-Length) is now
+/// Reads what the socket has; returns whether an answer (status 2xx or 3xx, framed by Content-Length or chunked) is now
 /// complete, and removes it from the buffer.
 fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
     let mut chunk = [0u8; 16 * 1024];
@@ -223,12 +227,17 @@ fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
     if !(200..400).contains(&status) {
         bail!("the server answered {status}");
     }
-    let length = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .context("an answer without Content-Length")?;
-    let total = head + std::str::from_utf8(length.value)?.trim().parse::<usize>()?;
+    let header = |name: &str| response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+    let total = match (header("content-length"), header("transfer-encoding")) {
+        (Some(length), _) => head + std::str::from_utf8(length.value)?.trim().parse::<usize>()?,
+        (None, Some(coding)) if coding.value.eq_ignore_ascii_case(b"chunked") => {
+            match chunked_end(&connection.buf, head)? {
+                Some(total) => total,
+                None => return Ok(false),
+            }
+        }
+        _ => bail!("an answer without Content-Length"),
+    };
     if connection.buf.len() < total {
         return Ok(false);
     }
@@ -237,6 +246,24 @@ fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
     }
     connection.buf.clear();
     Ok(true)
+}
+
+/// Where a chunked body starting at `from` ends (after its last chunk and an empty trailer), once it has all
+/// arrived.
+fn chunked_end(buf: &[u8], mut from: usize) -> anyhow::Result<Option<usize>> {
+    loop {
+        let Some(rest) = buf.get(from..) else { return Ok(None) };
+        let httparse::Status::Complete((read, size)) =
+            httparse::parse_chunk_size(rest).map_err(|_| anyhow::anyhow!("a malformed chunk size"))?
+        else {
+            return Ok(None);
+        };
+        from += read;
+        if size == 0 {
+            return Ok((buf.len() >= from + 2).then_some(from + 2));
+        }
+        from += usize::try_from(size)? + 2;
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +310,9 @@ mod tests {
             Err("the server answered 404".into())
         );
         assert_eq!(outcome(b"HTTP/1.1 200 OK\r\n\r\n"), Err("an answer without Content-Length".into()));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(outcome(chunked), Ok(true));
+        assert_eq!(outcome(&chunked[..chunked.len() - 2]), Ok(false));
         let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(outcome(twice), Err("the server sent more than one answer".into()));
         let (mut closed, server) = pair();
