@@ -13,7 +13,6 @@
 source "$(dirname "$0")/lib.sh"
 RATES=${RATES-20000 40000}
 bench_prepare
-(cd "$BENCH_ROOT" && cargo build --release --locked --quiet -p palisade-loadgen)
 mkdir -p "$WORK/www" "$WORK/nginx-cache"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 url=http://127.0.0.1:18080/1k.bin

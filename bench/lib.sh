@@ -28,11 +28,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Builds palisade (release) and the guests, and installs the anchors.
+# Builds palisade (release), the guests and the open-loop load generator (palisade-loadgen), and installs the
+# anchors.
 bench_prepare() {
   "$BENCH_ROOT/bench/setup.sh"
   "$BENCH_ROOT/scripts/build-guests.sh"
-  (cd "$BENCH_ROOT" && cargo build --release --locked --quiet && cargo build --release --locked --quiet --example hello -p palisade-server)
+  (cd "$BENCH_ROOT" && cargo build --release --locked --quiet &&
+    cargo build --release --locked --quiet --example hello -p palisade-server &&
+    cargo build --release --locked --quiet -p palisade-loadgen)
 }
 
 # palisade_config [SERVER_KEYS]: writes $WORK/palisade.toml, palisade's [server] section for the benchmarks (port

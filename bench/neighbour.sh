@@ -16,7 +16,6 @@
 # PALISADE_BIN=path measures another build; RATE=5000 measures the neighbour at that fixed rate, open loop)
 source "$(dirname "$0")/lib.sh"
 bench_prepare
-(cd "$BENCH_ROOT" && cargo build --release --locked --quiet -p palisade-loadgen)
 PALISADE=${PALISADE_BIN:-$PALISADE}
 SCENARIOS=${SCENARIOS:-floor one ten static proxy alone memory}
 probe=$BENCH_ROOT/target/guests/probe-component.wasm

@@ -17,8 +17,7 @@
 source "$(dirname "$0")/lib.sh"
 RATES=${RATES-10000 20000}
 bench_prepare
-(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example bare_proxy -p palisade-proxy &&
-  cargo build --release --locked --quiet -p palisade-loadgen)
+(cd "$BENCH_ROOT" && cargo build --release --locked --quiet --example bare_proxy -p palisade-proxy)
 mkdir -p "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 
