@@ -77,13 +77,7 @@ for round in $(seq "$ROUNDS"); do
     read -r r a b u < <(measure "$LAST_PID" 32 "$url")
     rps[$c]+="$r " p50[$c]+="$a " p99[$c]+="$b " cpu[$c]+="$u "
     echo "round $round: $c $r req/s (p50 ${a} us, p99 ${b} us, CPU ${u} us per request)" >&2
-    for rate in $RATES; do
-      out=$("${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$rate" --seconds "${DURATION%s}" \
-        "$url")  # a failed run stops the script
-      read -r _ a _ b _ _ late <<<"$out"
-      at_rate[$c $rate]+="$b "
-      echo "round $round: $c at $rate req/s: p50 ${a} us, p99 ${b} us (${late} % sent late)" >&2
-    done
+    at_rates "$round" "$c" "$url"
     stop "$LAST_PID"
   done
 done

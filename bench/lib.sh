@@ -178,6 +178,24 @@ load() {
     END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.0f %.0f\n", rps, p50, p99 }'
 }
 
+# open_loop RATE URL [LOADGEN_ARGS...]: one palisade-loadgen run at RATE req/s for DURATION (on LOAD_ON's core
+# if PIN is set); prints its line, `answered_per_second p50 p90 p99 p99.9 max late_percent` (latencies in µs).
+open_loop() {
+  "${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$1" --seconds "${DURATION%s}" "${@:3}" "$2"
+}
+
+# at_rates ROUND CONTENDER URL: an open-loop run at each rate of RATES; appends each p99 to the caller's
+# `at_rate[CONTENDER RATE]` (an associative array) and reports the run. A failed run stops the script.
+at_rates() {
+  local rate out a b late
+  for rate in $RATES; do
+    out=$(open_loop "$rate" "$3")
+    read -r _ a _ b _ _ late <<<"$out"
+    at_rate[$2 $rate]+="$b "
+    echo "round $1: $2 at $rate req/s: p50 ${a} us, p99 ${b} us (${late} % sent late)" >&2
+  done
+}
+
 # measure PID CONNECTIONS URL: `load`, plus the CPU time the server PID (and its child processes) spent per
 # request, in µs: prints "req/s p50_us p99_us cpu_us". The CPU figure is steadier than the rate on a machine
 # whose load generator shares the cores: it says what each request costs the server, whoever won the cores.

@@ -96,8 +96,7 @@ neighbour_load() {
     return
   fi
   local out
-  out=$("${LOAD_ON[@]}" "$BENCH_ROOT/target/release/palisade-loadgen" --rate "$RATE" --connections 4 \
-    --seconds "$secs" --host good.localhost "$1")
+  out=$(open_loop "$RATE" "$1" --connections 4 --host good.localhost)
   awk '{ printf "%.0f %.0f %.0f\n", $1, $2, $4 }' <<<"$out"
 }
 
