@@ -206,8 +206,8 @@ fn send(stream: &mut TcpStream, request: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// Reads what the socket has; returns whether an answer (status 2xx or 3xx, framed by Content-Length or chunked) is now
-/// complete, and removes it from the buffer.
+/// Reads what the socket has; returns whether an answer (status 2xx or 3xx, framed by Content-Length or chunked)
+/// is now complete, and removes it from the buffer.
 fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -236,7 +236,7 @@ fn receive(connection: &mut Connection) -> anyhow::Result<bool> {
                 None => return Ok(false),
             }
         }
-        _ => bail!("an answer without Content-Length"),
+        _ => bail!("an answer framed neither by Content-Length nor chunked"),
     };
     if connection.buf.len() < total {
         return Ok(false);
@@ -309,7 +309,10 @@ mod tests {
             outcome(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
             Err("the server answered 404".into())
         );
-        assert_eq!(outcome(b"HTTP/1.1 200 OK\r\n\r\n"), Err("an answer without Content-Length".into()));
+        assert_eq!(
+            outcome(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Err("an answer framed neither by Content-Length nor chunked".into())
+        );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
         assert_eq!(outcome(chunked), Ok(true));
         assert_eq!(outcome(&chunked[..chunked.len() - 2]), Ok(false));

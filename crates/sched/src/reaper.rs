@@ -9,6 +9,7 @@
 //! tenant.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -46,7 +47,11 @@ impl Reaper {
 fn reap(remains: &Receiver<Remains>) {
     for Remains { what, share } in remains {
         let start = thread_cpu_time();
-        drop(what);
+        // A drop that panics must not end the reaper: every later guest's remains would be dropped where they
+        // were left, in slices, without a word.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| drop(what))).is_err() {
+            tracing::error!(tenant = %share.name(), "dropping a guest's remains panicked");
+        }
         share.charge_background(thread_cpu_time().saturating_sub(start));
     }
 }
@@ -112,5 +117,29 @@ mod tests {
         assert_eq!(by.as_deref(), Some("palisade-reaper"));
         dispose(Witness(tx));
         assert_eq!(rx.recv().expect("dropped"), std::thread::current().name().map(str::to_string));
+    }
+
+    /// Panics when dropped.
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("a drop that panics");
+        }
+    }
+
+    #[test]
+    fn a_drop_that_panics_leaves_the_reaper_running() {
+        let reaper = Reaper::start().expect("thread");
+        let share = Shares::default().share("t", 1);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        reaper.take(Bomb, &share);
+        // Dropped after the bomb, on the reaper's thread either way (a dying thread's queue drops what it held).
+        reaper.take(Witness(tx.clone()), &share);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("dropped after the bomb");
+        // Sent once the bomb has gone off: a reaper that died would leave it to be dropped here.
+        reaper.take(Witness(tx), &share);
+        let by = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("dropped");
+        assert_eq!(by.as_deref(), Some("palisade-reaper"));
     }
 }
