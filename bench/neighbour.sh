@@ -13,7 +13,9 @@
 #   memory     20 tenants (memory = 64 MiB, max_concurrency = 16) all flooding memory bombs under
 #              max_guest_memory = 512 MiB: the server's peak RSS, and the neighbour's answers meanwhile.
 # Usage: bench/neighbour.sh  (DURATION=5s ROUNDS=3 by default; SCENARIOS="floor one ..." picks some;
-# PALISADE_BIN=path measures another build; RATE=5000 measures the neighbour at that fixed rate, open loop)
+# PALISADE_BIN=path measures another build; RATE=5000 measures the neighbour at that fixed rate, open loop;
+# ATTACK_NICE=19 runs the attack's load generators at that nice value: on a real edge the attacker's clients
+# are other machines, while here they share the two cores with the neighbour's)
 source "$(dirname "$0")/lib.sh"
 bench_prepare
 PALISADE=${PALISADE_BIN:-$PALISADE}
@@ -67,7 +69,7 @@ flood() {
   local s=$1 c=$2 path=$3 host pids=()
   shift 3
   for host in "$@"; do
-    wrk -t1 -c"$c" -d"${s}s" -H "Host: $host" "http://127.0.0.1:18080$path" >/dev/null 2>&1 &
+    nice -n "${ATTACK_NICE:-0}" wrk -t1 -c"$c" -d"${s}s" -H "Host: $host" "http://127.0.0.1:18080$path" >/dev/null 2>&1 &
     pids+=($!)
   done
   wait "${pids[@]}"

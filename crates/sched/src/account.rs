@@ -1,10 +1,11 @@
 //! Which tenants are heavy: using more of the machine than about half their fair share.
 //!
-//! Only a heavy tenant's long guests go to the background lane. A tenant whose guests are merely slow (an
-//! interpreter that takes 5 ms a request) but that uses less than its share keeps running them beside
-//! everyone's short guests, at normal priority: at the lowest priority, a flood of another tenant's short
-//! requests would leave them nearly nothing. A tenant flooding spinning guests uses far more than its share,
-//! and its guests make way for everyone else's at once.
+//! Only a heavy tenant's long guests go to the background lane's lowest priority. A tenant whose guests are
+//! merely slow (an interpreter that takes 5 ms a request) but that uses less than its share keeps running them
+//! beside everyone's short guests: at the lowest priority, a flood of another tenant's short requests would
+//! leave them nearly nothing. A tenant alone has no one to make way for: its long guests go to runners of
+//! normal priority, so that it can use every core. A tenant flooding spinning guests uses far more than its share, and its
+//! guests make way for everyone else's at once.
 //!
 //! A tenant's fair share is the machine's cores split between the tenants present lately (their guests used
 //! CPU, or they had requests that run no guest: static files and proxied requests are work for the connection
@@ -28,14 +29,15 @@ pub(crate) fn account(shares: &[Arc<Share>], window: Duration, cores: usize) {
     let weights: u128 =
         shares.iter().zip(&present).filter(|&(_, &p)| p).map(|(share, _)| u128::from(share.weight())).sum();
     let machine = u128::try_from(cores.max(1)).unwrap_or(1) * 1_000_000_000;
-    for (share, &recent) in shares.iter().zip(&recent) {
+    for ((share, &recent), &present) in shares.iter().zip(&recent).zip(&present) {
+        // Alone, a tenant has no one to make way for: it keeps normal priority, and competes with whatever
+        // else runs on the machine on equal terms (at the lowest priority, any busy process would starve it).
+        let others = weights > if present { u128::from(share.weight()) } else { 0 };
+        share.set_alone(!others);
         if recent == 0 || weights == 0 {
             share.set_heavy(false);
             continue;
         }
-        // Alone, a tenant has no one to make way for: it keeps normal priority, and competes with whatever
-        // else runs on the machine on equal terms (at the lowest priority, any busy process would starve it).
-        let others = weights > u128::from(share.weight());
         let fair = machine * u128::from(share.weight()) / weights;
         share.set_heavy(others && u128::from(recent) * 2 > fair);
     }
@@ -105,6 +107,7 @@ mod tests {
         let both = [busy.clone(), files.clone()];
         settle(&both, &[100 * MS, Duration::ZERO], 2);
         assert!(!busy.heavy(), "alone");
+        assert!(busy.moves_long_guests(), "alone: its long guests spread over the cores");
         for _ in 0..3 {
             files.note_request();
             busy.charge_foreground(100 * MS);
@@ -112,7 +115,9 @@ mod tests {
         }
         assert!(busy.heavy(), "a neighbour's static files and proxied requests need the machine too");
         assert!(!files.heavy());
+        assert!(!files.moves_long_guests(), "light beside a busy neighbour: its long guests stay on their worker");
         settle(&both, &[100 * MS, Duration::ZERO], 2);
         assert!(!busy.heavy(), "the neighbour gone quiet for a few looks: alone again");
+        assert!(busy.moves_long_guests());
     }
 }

@@ -73,7 +73,7 @@ impl<T: Send + 'static> Guest<T> {
     ) -> Guest<T> {
         let (share, history) = (share.clone(), history.clone());
         scheduler.ensure_lender();
-        let state = if history.runs_long() && share.heavy() {
+        let state = if history.runs_long() && share.moves_long_guests() {
             scheduler.submit(&share, &history, future)
         } else {
             State::Foreground { future, ticks: 0 }
@@ -135,8 +135,8 @@ impl<T: Send + 'static> Future for Guest<T> {
                     this.state = State::Finished;
                     return Poll::Ready(Ok(output));
                 }
-                // A light tenant's long guest goes on here, giving way at every tick like the others.
-                Poll::Pending if !long || !this.share.heavy() => return Poll::Pending,
+                // A light tenant's long guest beside others goes on here, giving way at every tick.
+                Poll::Pending if !long || !this.share.moves_long_guests() => return Poll::Pending,
                 Poll::Pending => {
                     let State::Foreground { future, .. } = std::mem::replace(&mut this.state, State::Finished) else {
                         unreachable!("matched above")

@@ -36,6 +36,9 @@ pub(crate) struct Lane {
     /// One message per guest made ready (dropped when runners are already told enough): idle runners wait here.
     signal: Sender<()>,
     pub(crate) signals: Receiver<()>,
+    /// The same for guests of tenants alone, which the runners of normal priority wait for.
+    alone_signal: Sender<()>,
+    pub(crate) alone_signals: Receiver<()>,
     /// The lane's virtual time: the highest virtual time of a tenant given a slice.
     clock: AtomicU64,
     /// Guests in the lane, in any state.
@@ -60,11 +63,14 @@ pub(crate) struct Lane {
 impl Lane {
     pub(crate) fn new(io: tokio::runtime::Handle, runners: usize, reaper: Reaper) -> Lane {
         let (signal, signals) = crossbeam_channel::bounded(runners.max(1) * 2);
+        let (alone_signal, alone_signals) = crossbeam_channel::bounded(runners.max(1) * 2);
         Lane {
             tenants: ArcSwap::default(),
             adding: Mutex::new(()),
             signal,
             signals,
+            alone_signal,
+            alone_signals,
             clock: AtomicU64::new(0),
             jobs: AtomicUsize::new(0),
             nonempty: tokio::sync::Notify::new(),
@@ -117,10 +123,23 @@ impl Lane {
             return;
         }
         job.mark_queued_now();
+        let alone = job.share.alone();
         job.share.queue(job.clone());
         let _ = self.signal.try_send(());
+        if alone {
+            let _ = self.alone_signal.try_send(());
+        }
         if self.needs_lenders() {
             self.starving.notify_one();
+        }
+    }
+
+    /// Wakes a runner of each priority if guests are in the lane: after the accountant's look, a tenant whose
+    /// guests were queued for one kind of runner may now be the other kind's (it is alone now, or no longer).
+    pub(crate) fn nudge_runners(&self) {
+        if !self.is_empty() {
+            let _ = self.signal.try_send(());
+            let _ = self.alone_signal.try_send(());
         }
     }
 
@@ -131,10 +150,25 @@ impl Lane {
 
     /// The next guest to run: one of the tenant's that is furthest behind; `None` when none is ready.
     pub(crate) fn pick(&self) -> Option<Arc<Job>> {
+        self.pick_among(|_| true)
+    }
+
+    /// The next guest of a tenant alone to run: what a runner of normal priority takes.
+    pub(crate) fn pick_alone(&self) -> Option<Arc<Job>> {
+        self.pick_among(Share::alone)
+    }
+
+    /// The next guest of a tenant beside others to run, in fair order: what a runner of the lowest priority
+    /// takes. Never a tenant's alone: such a runner gives way to every busy process on the machine.
+    pub(crate) fn pick_beside_others(&self) -> Option<Arc<Job>> {
+        self.pick_among(|t| !t.alone())
+    }
+
+    fn pick_among(&self, eligible: impl Fn(&Share) -> bool) -> Option<Arc<Job>> {
         // Two threads may go for the same tenant's last guest; the one that misses looks again.
         for _ in 0..4 {
             let tenants = self.tenants.load();
-            let best = tenants.iter().filter(|t| t.has_queued()).min_by_key(|t| t.vtime())?;
+            let best = tenants.iter().filter(|t| t.has_queued() && eligible(t)).min_by_key(|t| t.vtime())?;
             if let Some(job) = best.dequeue() {
                 self.clock.fetch_max(best.vtime(), Ordering::AcqRel);
                 self.progressed();

@@ -9,14 +9,19 @@
 //!   ms of running; the ticks are where it gives way anyway), and whose tenant is heavy (it used more than half
 //!   its fair share of the machine lately, see [`Share::heavy`]), is moved, mid-run, to the background lane: its
 //!   own threads, at the operating system's lowest priority (`SCHED_IDLE`), so a connection worker that has work
-//!   takes the core back at once. A light tenant's slow guests stay in the foreground, giving way at every tick. TLS, static files, proxying, the admin API and short guests never wait behind a long
-//!   guest's slice. An app whose recent requests were mostly moved ([`AppHistory`]) starts its next ones there.
+//!   takes the core back at once. A light tenant's slow guests stay in the foreground, giving way at every tick,
+//!   unless the tenant is alone: then they move to runners of normal priority, because a connection worker keeps
+//!   its connections to itself, and a long guest left on it could use only that worker's core (a tenant alone
+//!   with more long guests than cores would leave a core idle). TLS, static files, proxying, the admin API and
+//!   short guests never wait behind a long guest's slice. An app whose recent requests were mostly moved
+//!   ([`AppHistory`]) starts its next ones there.
 //!
-//! In the background lane, guests take turns: its runner threads (one per core) each run one slice of a ready
-//! guest at a time (until its next epoch yield or I/O wait), and the next slice goes to the tenant that has used
-//! the least CPU for its [`Share`]'s weight, foreground time included (start-time fair queuing, as Pisces and
-//! 2DFQ do between tenants), and within a tenant to its request that has run the least. A tenant alone gets
-//! every runner (work-conserving); two tenants flooding spinning guests get CPU in the ratio of their weights.
+//! In the background lane, guests take turns: its runner threads (one per core at each of the two priorities)
+//! each run one slice of a ready guest at a time (until its next epoch yield or I/O wait), and the next slice
+//! goes to the tenant that has used the least CPU for its [`Share`]'s weight, foreground time included
+//! (start-time fair queuing, as Pisces and 2DFQ do between tenants), and within a tenant to its request that
+//! has run the least. A tenant alone gets every core (work-conserving); two tenants flooding spinning guests
+//! get CPU in the ratio of their weights.
 //!
 //! Lowest priority must not mean never: when the foreground keeps every core busy (a flood of short requests),
 //! the runners get no CPU. Each connection worker then lends the lane slices (for at most about one tick)

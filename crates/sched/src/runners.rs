@@ -24,48 +24,71 @@ fn back_off(lane: &Lane) {
     }
 }
 
-/// Starts `count` runner threads at the lowest priority the system allows (what that is, or why it could not
-/// be lowered, is logged once). They run until the lane stops.
-pub(crate) fn start(lane: &Arc<Lane>, count: usize) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+/// Starts the lane's runners, which run until it stops: `count` threads at the lowest priority the system
+/// allows (what that is, or why it could not be lowered, is logged once), which run the guests of tenants
+/// beside others, and `count` at normal priority, which run a tenant's alone (see [`alone_runner`]).
+pub(crate) fn start(lane: &Arc<Lane>, count: usize) -> std::io::Result<()> {
+    for i in 0..count.max(1) {
+        let lane = lane.clone();
+        std::thread::Builder::new().name(format!("palisade-alone-{i}")).spawn(move || alone_runner(&lane))?;
+    }
     let logged = Arc::new(std::sync::Once::new());
-    (0..count.max(1))
-        .map(|i| {
-            let (lane, logged) = (lane.clone(), logged.clone());
-            std::thread::Builder::new().name(format!("palisade-guest-{i}")).spawn(move || {
-                let lowered = crate::priority::lower_current_thread();
-                logged.call_once(|| match lowered {
-                    Ok(how) => tracing::debug!("background guest threads run at the lowest priority ({how})"),
-                    Err(e) => tracing::warn!(
-                        "background guest threads run at normal priority, so long guests compete with \
+    for i in 0..count.max(1) {
+        let (lane, logged) = (lane.clone(), logged.clone());
+        std::thread::Builder::new().name(format!("palisade-guest-{i}")).spawn(move || {
+            let lowered = crate::priority::lower_current_thread();
+            logged.call_once(|| match lowered {
+                Ok(how) => tracing::debug!("background guest threads run at the lowest priority ({how})"),
+                Err(e) => tracing::warn!(
+                    "background guest threads run at normal priority, so long guests compete with \
                          connections for the CPU: {e}"
-                    ),
-                });
-                let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
-                while !lane.is_stopping() {
-                    if lane.contended() {
-                        back_off(&lane);
-                        continue;
-                    }
-                    match lane.pick() {
-                        Some(job) => {
-                            let (w, c) = job.run_slice();
-                            (wall, cpu) = (wall + w, cpu + c);
-                            if wall >= WINDOW {
-                                if cpu * KEPT_FROM_CPU < wall {
-                                    lane.runners_contended(BACK_OFF);
-                                }
-                                (wall, cpu) = (Duration::ZERO, Duration::ZERO);
+                ),
+            });
+            let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
+            while !lane.is_stopping() {
+                if lane.contended() {
+                    back_off(&lane);
+                    continue;
+                }
+                match lane.pick_beside_others() {
+                    Some(job) => {
+                        let (w, c) = job.run_slice();
+                        (wall, cpu) = (wall + w, cpu + c);
+                        if wall >= WINDOW {
+                            if cpu * KEPT_FROM_CPU < wall {
+                                lane.runners_contended(BACK_OFF);
                             }
+                            (wall, cpu) = (Duration::ZERO, Duration::ZERO);
                         }
-                        // Nothing ready: wait for a guest, looking now and then whether the lane stopped.
-                        None => {
-                            let _ = lane.signals.recv_timeout(Duration::from_millis(250));
-                        }
+                    }
+                    // Nothing ready: wait for a guest, looking now and then whether the lane stopped.
+                    None => {
+                        let _ = lane.signals.recv_timeout(Duration::from_millis(250));
                     }
                 }
-            })
-        })
-        .collect()
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// A runner of normal priority: it runs the guests of a tenant alone (no other tenant was there at the
+/// accountant's last look). Its long guests leave the connection worker they started on as a heavy tenant's
+/// do, but keep the worker's priority: a worker keeps its connections to itself, so a guest that stayed on it
+/// could use only that worker's core, and a tenant alone with four long guests on a two-core machine could find
+/// three on one worker and the other core idle. Here they take whichever core is free. Once another tenant is
+/// there, the tenant's guests in the lane go to the lowest-priority runners (and the lenders), as before: a
+/// tenant that is light only for a moment, between two looks that found it heavy, must not take whole cores
+/// from its neighbours at normal priority (ten tenants flooding together did that to half the neighbour's rate).
+fn alone_runner(lane: &Lane) {
+    while !lane.is_stopping() {
+        match lane.pick_alone() {
+            Some(job) => drop(job.run_slice()),
+            None => {
+                let _ = lane.alone_signals.recv_timeout(Duration::from_millis(250));
+            }
+        }
+    }
 }
 
 thread_local! {

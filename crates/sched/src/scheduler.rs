@@ -57,10 +57,10 @@ impl Scheduler {
             .thread_name("palisade-guest-io")
             .enable_all()
             .build()?;
-        io.spawn(accountant(shares.clone(), options.threads));
         let lane = Arc::new(Lane::new(io.handle().clone(), options.threads, Reaper::start()?));
+        io.spawn(accountant(shares.clone(), options.threads, lane.clone()));
         // The runners end when the lane stops; nothing waits for them.
-        drop(crate::runners::start(&lane, options.threads)?);
+        crate::runners::start(&lane, options.threads)?;
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 foreground_ticks: options.foreground_ticks.max(1),
@@ -83,7 +83,7 @@ impl Scheduler {
 }
 
 /// Tells heavy tenants from light ones every [`crate::account::EVERY`], for as long as the scheduler runs.
-async fn accountant(shares: Shares, cores: usize) {
+async fn accountant(shares: Shares, cores: usize, lane: Arc<Lane>) {
     let mut interval = tokio::time::interval(crate::account::EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = std::time::Instant::now();
@@ -91,6 +91,7 @@ async fn accountant(shares: Shares, cores: usize) {
         interval.tick().await;
         crate::account::account(&shares.held(), last.elapsed(), cores);
         last = std::time::Instant::now();
+        lane.nudge_runners();
     }
 }
 

@@ -44,8 +44,11 @@ pub struct Share {
     recent: AtomicU64,
     seen: AtomicU64,
     /// Whether the tenant has recently used more than about half its fair share of the machine (see
-    /// [`crate::account`]): only such a tenant's long guests go to the background lane.
+    /// [`crate::account`]): only such a tenant's long guests run at the lowest priority.
     heavy: AtomicBool,
+    /// Whether no other tenant was present at the accountant's last look: the tenant's long guests leave the
+    /// connection workers for runners of normal priority, so that it can use every core.
+    alone: AtomicBool,
     /// Set by each request that runs no guest (a static file, a proxied request): the tenant is there, with a
     /// claim on the machine, though its guests used nothing.
     requested: AtomicBool,
@@ -69,6 +72,7 @@ impl Share {
             recent: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             heavy: AtomicBool::new(false),
+            alone: AtomicBool::new(false),
             requested: AtomicBool::new(false),
             present_for: AtomicU8::new(0),
         }
@@ -99,8 +103,8 @@ impl Share {
         self.demotions.load(Ordering::Relaxed)
     }
 
-    /// Whether the tenant's long guests go to the background lane: it has recently used more than about half
-    /// its fair share of the machine's CPU.
+    /// Whether the tenant's long guests run at the lowest priority: it has recently used more than about half
+    /// its fair share of the machine's CPU (and another tenant is there).
     pub fn heavy(&self) -> bool {
         self.heavy.load(Ordering::Relaxed)
     }
@@ -147,6 +151,24 @@ impl Share {
 
     pub(crate) fn set_heavy(&self, heavy: bool) {
         self.heavy.store(heavy, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_alone(&self, alone: bool) {
+        self.alone.store(alone, Ordering::Relaxed);
+    }
+
+    /// Whether the tenant's long guests leave the connection worker they started on: a heavy tenant's make way
+    /// for its neighbours (at the lowest priority), a tenant alone's spread over every core (at normal
+    /// priority). A light tenant beside others keeps its long guests on their worker, giving way at every
+    /// tick: at normal priority on threads of their own they would take whole cores from the neighbours'
+    /// connections (ten tenants, each light for a moment in turn, took half the neighbour's rate that way).
+    pub(crate) fn moves_long_guests(&self) -> bool {
+        self.heavy() || self.alone()
+    }
+
+    /// Whether no other tenant was present at the accountant's last look.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone.load(Ordering::Relaxed)
     }
 
     pub(crate) fn charge_foreground(&self, used: Duration) {

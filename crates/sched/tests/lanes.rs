@@ -1,5 +1,6 @@
 //! The scheduler with real threads: a heavy tenant's spinning guests are moved to the background lane, share
-//! it by weight, and stop when asked; a light tenant's stay in the foreground.
+//! it by weight, and stop when asked; a light tenant's stay in the foreground, unless it is alone: then they
+//! go to runners of normal priority, free to use every core.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,13 +40,34 @@ async fn make_heavy(scheduler: &Scheduler, shares: &Shares, share: &Arc<Share>) 
     other
 }
 
+/// The names of the threads a guest ran on, one per slice of `slice` until it has run for `cpu`.
+async fn spin_noting_threads(cpu: Duration, slice: Duration) -> Vec<String> {
+    let mut threads = Vec::new();
+    let mut ran = Duration::ZERO;
+    while ran < cpu {
+        threads.push(std::thread::current().name().unwrap_or("unnamed").to_owned());
+        let start = Instant::now();
+        while start.elapsed() < slice {
+            std::hint::spin_loop();
+        }
+        ran += slice;
+        tick_yield().await;
+    }
+    threads
+}
+
 #[tokio::test(flavor = "current_thread")]
-async fn a_light_tenants_long_guest_stays_in_the_foreground() {
+async fn a_light_tenants_long_guest_beside_others_stays_in_the_foreground() {
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
+    let neighbour = shares.share("files", 1);
     let history = Arc::new(AppHistory::default());
+    // The accountant's first looks see the neighbour there.
+    neighbour.note_request();
+    tokio::time::sleep(Duration::from_millis(120)).await;
     for _ in 0..8 {
+        neighbour.note_request();
         let long = scheduler.run(&share, &history, spin(Duration::from_millis(3), Duration::from_millis(1)));
         assert!(!long.in_background());
         assert_eq!(long.await.ok(), Some(Duration::from_millis(3)));
@@ -54,6 +76,31 @@ async fn a_light_tenants_long_guest_stays_in_the_foreground() {
     }
     assert!(!share.heavy());
     assert_eq!(share.demotions(), 0, "a tenant using little of the machine keeps its slow guests in the foreground");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_tenant_alone_has_its_long_guests_leave_the_worker_at_normal_priority() {
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    let history = Arc::new(AppHistory::default());
+    // The accountant's first looks: no other tenant is there.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let worker = std::thread::current().name().unwrap_or("unnamed").to_owned();
+    let long = scheduler.run(&share, &history, spin_noting_threads(Duration::from_millis(8), Duration::from_millis(1)));
+    assert!(!long.in_background(), "every app starts on the worker");
+    let threads = long.await.expect("an answer");
+    assert!(!share.heavy(), "alone: light");
+    assert_eq!(share.demotions(), 1, "moved once it had used its ticks on the worker");
+    assert_eq!(threads[0], worker, "its first slice ran where it started: {threads:?}");
+    assert!(
+        threads.iter().any(|t| t.starts_with("palisade-alone-")),
+        "then on a runner of normal priority, free to use another core: {threads:?}"
+    );
+    assert!(
+        !threads.iter().any(|t| t.starts_with("palisade-guest-")),
+        "never on a runner of the lowest priority, which a busy machine could keep from the CPU: {threads:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -89,6 +136,10 @@ async fn tenants_share_the_background_lane_by_weight() {
     let scheduler = scheduler(1, &shares);
     let (light, heavy) = (shares.share("light", 1), shares.share("heavy", 3));
     let history = Arc::new(AppHistory::default());
+    // Neither is ever alone, so both start on the test's thread and move to the lane only once heavy.
+    light.note_request();
+    heavy.note_request();
+    tokio::time::sleep(Duration::from_millis(120)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let guest = |share: &Arc<Share>| {
         let stop = stop.clone();
