@@ -10,8 +10,14 @@ use palisade_sched::{AppHistory, Scheduler, SchedulerOptions, Share, Shares, tic
 
 /// A guest that runs for `cpu` in slices of `slice`, yielding between them as guests do at epoch ticks.
 async fn spin(cpu: Duration, slice: Duration) -> Duration {
+    spin_calling(cpu, slice, || {}).await
+}
+
+/// [`spin`], calling `each` at the start of every slice; returns the time it ran.
+async fn spin_calling(cpu: Duration, slice: Duration, mut each: impl FnMut() + Send) -> Duration {
     let mut ran = Duration::ZERO;
     while ran < cpu {
+        each();
         let start = Instant::now();
         while start.elapsed() < slice {
             std::hint::spin_loop();
@@ -43,16 +49,7 @@ async fn make_heavy(scheduler: &Scheduler, shares: &Shares, share: &Arc<Share>) 
 /// The names of the threads a guest ran on, one per slice of `slice` until it has run for `cpu`.
 async fn spin_noting_threads(cpu: Duration, slice: Duration) -> Vec<String> {
     let mut threads = Vec::new();
-    let mut ran = Duration::ZERO;
-    while ran < cpu {
-        threads.push(std::thread::current().name().unwrap_or("unnamed").to_owned());
-        let start = Instant::now();
-        while start.elapsed() < slice {
-            std::hint::spin_loop();
-        }
-        ran += slice;
-        tick_yield().await;
-    }
+    spin_calling(cpu, slice, || threads.push(std::thread::current().name().unwrap_or("unnamed").to_owned())).await;
     threads
 }
 

