@@ -4,8 +4,8 @@
 //! merely slow (an interpreter that takes 5 ms a request) but that uses less than its share keeps running them
 //! beside everyone's short guests: at the lowest priority, a flood of another tenant's short requests would
 //! leave them nearly nothing. A tenant alone has no one to make way for: its long guests go to runners of
-//! normal priority, so that it can use every core. A tenant flooding spinning guests uses far more than its share, and its
-//! guests make way for everyone else's at once.
+//! normal priority, so that it can use every core. A tenant flooding spinning guests uses far more than its
+//! share, and its guests make way for everyone else's at once.
 //!
 //! A tenant's fair share is the machine's cores split between the tenants present lately (their guests used
 //! CPU, or they had requests that run no guest: static files and proxied requests are work for the connection

@@ -33,7 +33,8 @@ pub(crate) struct Lane {
     /// Tenants that have had guests here; read on every pick, added to on a tenant's first guest.
     tenants: ArcSwap<Vec<Arc<Share>>>,
     adding: Mutex<()>,
-    /// One message per guest made ready (dropped when runners are already told enough): idle runners wait here.
+    /// One message per guest made ready (dropped when runners are already told enough): the lowest-priority
+    /// runners wait here when they have nothing to run.
     signal: Sender<()>,
     pub(crate) signals: Receiver<()>,
     /// The same for guests of tenants alone, which the runners of normal priority wait for.

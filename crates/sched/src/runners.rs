@@ -40,36 +40,42 @@ pub(crate) fn start(lane: &Arc<Lane>, count: usize) -> std::io::Result<()> {
             logged.call_once(|| match lowered {
                 Ok(how) => tracing::debug!("background guest threads run at the lowest priority ({how})"),
                 Err(e) => tracing::warn!(
-                    "background guest threads run at normal priority, so long guests compete with \
-                         connections for the CPU: {e}"
+                    "background guest threads run at normal priority, so long guests compete with connections \
+                     for the CPU: {e}"
                 ),
             });
-            let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
-            while !lane.is_stopping() {
-                if lane.contended() {
-                    back_off(&lane);
-                    continue;
-                }
-                match lane.pick_beside_others() {
-                    Some(job) => {
-                        let (w, c) = job.run_slice();
-                        (wall, cpu) = (wall + w, cpu + c);
-                        if wall >= WINDOW {
-                            if cpu * KEPT_FROM_CPU < wall {
-                                lane.runners_contended(BACK_OFF);
-                            }
-                            (wall, cpu) = (Duration::ZERO, Duration::ZERO);
-                        }
-                    }
-                    // Nothing ready: wait for a guest, looking now and then whether the lane stopped.
-                    None => {
-                        let _ = lane.signals.recv_timeout(Duration::from_millis(250));
-                    }
-                }
-            }
+            lowest_priority_runner(&lane);
         })?;
     }
     Ok(())
+}
+
+/// A runner of the lowest priority: it runs the guests of tenants beside others. When its slices get next to
+/// no CPU (the foreground keeps the cores busy), it leaves the lane to the lenders for a while.
+fn lowest_priority_runner(lane: &Lane) {
+    let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
+    while !lane.is_stopping() {
+        if lane.contended() {
+            back_off(lane);
+            continue;
+        }
+        match lane.pick_beside_others() {
+            Some(job) => {
+                let (w, c) = job.run_slice();
+                (wall, cpu) = (wall + w, cpu + c);
+                if wall >= WINDOW {
+                    if cpu * KEPT_FROM_CPU < wall {
+                        lane.runners_contended(BACK_OFF);
+                    }
+                    (wall, cpu) = (Duration::ZERO, Duration::ZERO);
+                }
+            }
+            // Nothing ready: wait for a guest, looking now and then whether the lane stopped.
+            None => {
+                let _ = lane.signals.recv_timeout(Duration::from_millis(250));
+            }
+        }
+    }
 }
 
 /// A runner of normal priority: it runs the guests of a tenant alone (no other tenant was there at the
