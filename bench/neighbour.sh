@@ -160,11 +160,12 @@ if wants alone; then
   # Spinning guests stop at cpu_time (200 ms), each logging it: the cores allow at most cores / 0.2 s of them a
   # second. (The attacker's other requests wait in line and get 503: its max_concurrency is 4.)
   stopped() { grep -c 'limit="cpu_time"' "$WORK/palisade.log" || true; }
-  before=$(stopped)
+  before=$(stopped) cpu_before=$(cpu_ms "$server")
   flood "$secs" 40 /loop evil.localhost
   done_rate=$(awk -v n=$(($(stopped) - before)) -v s="$secs" 'BEGIN { printf "%.2f", n / s }')
+  used=$(awk -v c=$(($(cpu_ms "$server") - cpu_before)) -v s="$secs" 'BEGIN { printf "%.2f", c / 1000 / s }')
   cores=$(nproc)
-  echo "attacker alone: $done_rate spinning guests finished/s; the cores allow $((cores * 5)); work done: $(ratio "$done_rate" $((cores * 5)))"
+  echo "attacker alone: $done_rate spinning guests finished/s; the cores allow $((cores * 5)); work done: $(ratio "$done_rate" $((cores * 5))); the server used $used of $cores cores"
 fi
 
 if wants memory; then
