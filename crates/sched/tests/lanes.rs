@@ -32,18 +32,46 @@ fn scheduler(threads: usize, shares: &Shares) -> Scheduler {
     Scheduler::start(&SchedulerOptions { threads, foreground_ticks: 2 }, shares).expect("threads")
 }
 
-/// Spins as `share`'s tenant (with an app of its own), beside a trickle from another tenant, until the
-/// scheduler finds it heavy. Returns the other tenant, which must be held for as long as it should count.
-async fn make_heavy(scheduler: &Scheduler, shares: &Shares, share: &Arc<Share>) -> Arc<Share> {
-    let other = shares.share("a-neighbour", 1);
+/// One test at a time: each measures what its guests get of the machine, which the others' spinning would take.
+static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Another tenant, present while this is held: its requests (static files, say) arrive every 10 ms from a
+/// thread of its own. Its weight of 20 makes a spinning tenant's fair share a twentieth of the machine or less,
+/// so that one is heavy whenever it spins at all, however much of the CPU other processes take.
+struct Neighbour {
+    gone: Arc<AtomicBool>,
+}
+
+impl Neighbour {
+    fn arrive(shares: &Shares) -> Neighbour {
+        let share = shares.share("a-neighbour", 20);
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                share.note_request();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Neighbour { gone }
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Spins as `share`'s tenant (with an app of its own) until the scheduler finds it heavy, which it does within
+/// a few of the accountant's looks while a [`Neighbour`] is there.
+async fn make_heavy(scheduler: &Scheduler, share: &Arc<Share>) {
     let history = Arc::new(AppHistory::default());
     let start = Instant::now();
     while !share.heavy() {
-        assert!(start.elapsed() < Duration::from_secs(10), "a tenant using the whole machine beside another is heavy");
-        let _ = scheduler.run(share, &history, spin(Duration::from_millis(10), Duration::from_millis(1))).await;
-        let _ = scheduler.run(&other, &history, spin(Duration::from_micros(200), Duration::from_micros(200))).await;
+        assert!(start.elapsed() < Duration::from_secs(10), "a tenant spinning beside another is heavy");
+        let _ = scheduler.run(share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
     }
-    other
 }
 
 /// The names of the threads a guest ran on, one per slice of `slice` until it has run for `cpu`.
@@ -55,6 +83,7 @@ async fn spin_noting_threads(cpu: Duration, slice: Duration) -> Vec<String> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_light_tenants_long_guest_beside_others_stays_in_the_foreground() {
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
@@ -77,6 +106,7 @@ async fn a_light_tenants_long_guest_beside_others_stays_in_the_foreground() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_tenant_alone_has_its_long_guests_leave_the_worker_at_normal_priority() {
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
@@ -102,10 +132,12 @@ async fn a_tenant_alone_has_its_long_guests_leave_the_worker_at_normal_priority(
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_there_next() {
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
+    let _neighbour = Neighbour::arrive(&shares);
+    make_heavy(&scheduler, &share).await;
     let demoted = share.demotions();
     let history = Arc::new(AppHistory::default());
     let short = scheduler.run(&share, &history, async { 1 });
@@ -122,6 +154,7 @@ async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_t
     for _ in 0..3 {
         let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
     }
+    make_heavy(&scheduler, &share).await;
     let next = scheduler.run(&share, &history, async { 2 });
     assert!(next.in_background(), "four long runs of eight: the next starts in the background");
     assert_eq!(next.await.ok(), Some(2));
@@ -129,13 +162,13 @@ async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_t
 
 #[tokio::test(flavor = "current_thread")]
 async fn tenants_share_the_background_lane_by_weight() {
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let (light, heavy) = (shares.share("light", 1), shares.share("heavy", 3));
     let history = Arc::new(AppHistory::default());
     // Neither is ever alone, so both start on the test's thread and move to the lane only once heavy.
-    light.note_request();
-    heavy.note_request();
+    let _neighbour = Neighbour::arrive(&shares);
     tokio::time::sleep(Duration::from_millis(120)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let guest = |share: &Arc<Share>| {
@@ -150,8 +183,19 @@ async fn tenants_share_the_background_lane_by_weight() {
     let guests: Vec<_> = [&light, &light, &heavy, &heavy].into_iter().map(guest).collect();
     let running = tokio::spawn(futures::future::join_all(guests));
     // They start in the foreground, and move once the scheduler finds both tenants heavy.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(light.heavy() && heavy.heavy(), "both use more than half their share");
+    let start = Instant::now();
+    while light.demotions() < 2 || heavy.demotions() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "both use more than half their share");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Their foreground CPU counts too: the heavy tenant, having used no more than the light one there, first
+    // gets the lane to itself until their virtual times are even. From the light one's next slice on, they
+    // share by weight. (On a busy machine, where the lane gets little CPU, evening out takes a while.)
+    let even = light.cpu_time();
+    while light.cpu_time() == even {
+        assert!(start.elapsed() < Duration::from_secs(20), "the light tenant runs in the lane too");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (l0, h0) = (light.cpu_time(), heavy.cpu_time());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (l, h) = (light.cpu_time() - l0, heavy.cpu_time() - h0);
@@ -170,10 +214,12 @@ async fn stopping_a_background_guest_waits_until_it_is_gone() {
             self.0.store(true, Ordering::SeqCst);
         }
     }
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
+    let _neighbour = Neighbour::arrive(&shares);
+    make_heavy(&scheduler, &share).await;
     let history = Arc::new(AppHistory::default());
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = Flag(dropped.clone());
@@ -189,24 +235,37 @@ async fn stopping_a_background_guest_waits_until_it_is_gone() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn when_the_lane_gets_no_cpu_the_foreground_lends_it_slices() {
+    let _machine = MACHINE.lock().await;
     let shares = Shares::default();
     let scheduler = scheduler(1, &shares);
     let share = shares.share("t", 1);
-    let _neighbour = make_heavy(&scheduler, &shares, &share).await;
+    let _neighbour = Neighbour::arrive(&shares);
+    make_heavy(&scheduler, &share).await;
     let history = Arc::new(AppHistory::default());
     for _ in 0..4 {
         let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
     }
     // The lane's only runner is held by a guest that never gives way (as a runner starved of CPU would be).
-    let hog = scheduler.run(&share, &history, async {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(1500) {
-            std::hint::spin_loop();
+    // Should a connection worker lend it a slice first (the runner being kept from the CPU by other processes),
+    // it gives way there until the runner takes it.
+    make_heavy(&scheduler, &share).await;
+    let held = Arc::new(AtomicBool::new(false));
+    let holding = held.clone();
+    let hog = scheduler.run(&share, &history, async move {
+        while !std::thread::current().name().is_some_and(|n| n.starts_with("palisade-guest-")) {
+            tick_yield().await;
         }
+        holding.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(1500));
     });
     assert!(hog.in_background());
     let hog = tokio::spawn(hog);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let start = Instant::now();
+    while !held.load(Ordering::Relaxed) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the runner takes the guest");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    make_heavy(&scheduler, &share).await;
     let started = Instant::now();
     let waiting = scheduler.run(&share, &history, spin(Duration::from_millis(10), Duration::from_millis(1)));
     assert!(waiting.in_background());
