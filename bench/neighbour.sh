@@ -61,6 +61,9 @@ proxy = "http://127.0.0.1:18090"
 [[tenants.good.routes]]
 path = "/"
 component = "$hello"
+
+[admin]
+listen = "127.0.0.1:18901"
 EOF
 }
 
@@ -155,6 +158,13 @@ for s in $SCENARIOS; do
   echo "$s: attacked / calm: req/s $(ratio "$(median ${rps[$s-attack]})" "$(median ${rps[$s-calm]})"), p50 $(ratio "$(median ${p50[$s-attack]})" "$(median ${p50[$s-calm]})"), p99 $(ratio "$(median ${p99[$s-attack]})" "$(median ${p99[$s-calm]})")"
 done
 [ -n "${rps[one-calm]:-}" ] && echo "server peak RSS: $((($(peak_rss_kib "$server") + 1023) / 1024)) MiB; limits fired: $limits"
+# A neighbour's short guests belong on the connection workers: any moved to the background lane waited there
+# behind the attackers' (the stalls of hundreds of milliseconds that a short guest preempted across two ticks
+# once caused).
+curl -s http://127.0.0.1:18901/metrics | awk -F'[ ]' '
+  /^palisade_guest_demotions_total\{tenant="good"\}/ { moved = $2 }
+  /^palisade_guest_wait_seconds_total\{tenant="good"\}/ { waited = $2 }
+  END { printf "the neighbour'"'"'s guests moved to the background lane: %d, waiting %.3f s in all\n", moved, waited }'
 
 if wants alone; then
   # Spinning guests stop at cpu_time (200 ms), each logging it: the cores allow at most cores / 0.2 s of them a

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
+use crate::clock::thread_cpu_time;
 use crate::history::AppHistory;
 use crate::job::Job;
 use crate::scheduler::Inner;
@@ -34,6 +35,21 @@ pub fn tick_yield() -> impl Future<Output = ()> + Send + 'static {
     tokio::task::yield_now()
 }
 
+/// CPU a guest must use after the first tick it gives way at before it counts as long.
+///
+/// Ticks are wall-clock: a short guest whose thread the system preempted (a busy machine, a neighbour's burst)
+/// runs into ticks having used microseconds of CPU. Counted as long, it would be moved to the background lane,
+/// and its app's next requests would start there: a hello answered in 50 microseconds then waits for turns
+/// behind a flood, and its tenant sees stalls of hundreds of milliseconds. Half a tick of CPU after the first
+/// one tells a guest that runs long from one that was only kept from its core.
+pub(crate) const LONG_CPU: Duration = Duration::from_micros(500);
+
+/// Whether a run that gave way at `ticks` ticks, and used `cpu` since the first, is long: `after` ticks, and
+/// at least [`LONG_CPU`].
+pub(crate) fn runs_long(ticks: u32, after: u32, cpu: Duration) -> bool {
+    ticks >= after && (after <= 1 || cpu >= LONG_CPU)
+}
+
 /// The guest's run ended without an answer: it panicked, or the scheduler stopped (the server is shutting
 /// down).
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +67,12 @@ pub struct Guest<T> {
 }
 
 enum State<T> {
-    /// Polled by the task that awaits it, on the caller's thread; `ticks`: epoch ticks at which it gave way.
+    /// Polled by the task that awaits it, on the caller's thread; `ticks`: epoch ticks at which it gave way;
+    /// `cpu`: the CPU its polls used since the first of them (measured only from then on).
     Foreground {
         future: BoxFuture<'static, T>,
         ticks: u32,
+        cpu: Duration,
     },
     /// In the background lane, which sends the output when the guest ends.
     Background {
@@ -76,7 +94,7 @@ impl<T: Send + 'static> Guest<T> {
         let state = if history.runs_long() && share.moves_long_guests() {
             scheduler.submit(&share, &history, future)
         } else {
-            State::Foreground { future, ticks: 0 }
+            State::Foreground { future, ticks: 0, cpu: Duration::ZERO }
         };
         Guest { state, share, history, scheduler }
     }
@@ -118,17 +136,21 @@ impl<T: Send + 'static> Future for Guest<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let State::Foreground { future, ticks } = &mut this.state {
+        if let State::Foreground { future, ticks, cpu } = &mut this.state {
             // Only a tick inside this poll counts: code outside any `Guest` (a warm instance being made) may
             // have left the flag set.
             take_yielded();
+            // The thread's CPU clock costs a system call, so only a guest that has already run into a tick
+            // reads it: a short guest never does.
+            let cpu_start = (*ticks > 0).then(thread_cpu_time);
             let start = Instant::now();
             let poll = future.as_mut().poll(cx);
             this.share.charge_foreground(start.elapsed());
-            // Counted in ticks it ran through rather than in wall time: a short guest whose thread the system
-            // preempted took long on the clock, but gave way at one tick at most.
+            if let Some(cpu_start) = cpu_start {
+                *cpu += thread_cpu_time().saturating_sub(cpu_start);
+            }
             *ticks += u32::from(take_yielded());
-            let long = *ticks >= this.scheduler.foreground_ticks;
+            let long = runs_long(*ticks, this.scheduler.foreground_ticks, *cpu);
             match poll {
                 Poll::Ready(output) => {
                     this.history.record(long);

@@ -1,7 +1,7 @@
 //! One guest in the background lane: its future, its state, and one slice of running it.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use crate::clock::thread_cpu_time;
-use crate::guest::take_yielded;
+use crate::guest::{runs_long, take_yielded};
 use crate::history::AppHistory;
 use crate::lane::Lane;
 use crate::reaper::InSlice;
@@ -33,8 +33,9 @@ pub(crate) struct Job {
     run: Mutex<Option<Run>>,
     state: AtomicU8,
     cancelled: AtomicBool,
-    /// Epoch ticks at which it gave way in this lane.
+    /// Epoch ticks at which it gave way in this lane, and the CPU it used here since the first, in nanoseconds.
     ticks: AtomicU32,
+    cpu_since_tick: AtomicU64,
     /// When it was last queued.
     queued_at: Mutex<Instant>,
     history: Arc<AppHistory>,
@@ -59,6 +60,7 @@ impl Job {
             state: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
             ticks: AtomicU32::new(0),
+            cpu_since_tick: AtomicU64::new(0),
             queued_at: Mutex::new(Instant::now()),
             history: history.clone(),
             long_after,
@@ -123,6 +125,9 @@ impl Job {
         let yielded = take_yielded();
         self.charge(slice);
         self.lane.progressed();
+        if self.ticks.load(Ordering::Relaxed) > 0 {
+            self.cpu_since_tick.fetch_add(u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
         let ticks = self.ticks.fetch_add(u32::from(yielded), Ordering::Relaxed) + u32::from(yielded);
         match polled {
             Ok(Poll::Pending) if !self.cancelled.load(Ordering::Acquire) => {
@@ -134,7 +139,8 @@ impl Job {
                 self.drop_run();
             }
             Ok(Poll::Ready(())) => {
-                self.history.record(ticks >= self.long_after);
+                let cpu = Duration::from_nanos(self.cpu_since_tick.load(Ordering::Relaxed));
+                self.history.record(runs_long(ticks, self.long_after, cpu));
                 drop(run);
                 self.drop_run();
             }

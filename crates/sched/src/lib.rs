@@ -6,7 +6,8 @@
 //!   hop, warm instances, a hello component answered in tens of microseconds. Nearly every request of a
 //!   well-behaved app ends here.
 //! - **Background**: a guest that has run through [`SchedulerOptions::foreground_ticks`] epoch ticks (1 to 2
-//!   ms of running; the ticks are where it gives way anyway), and whose tenant is heavy (it used more than half
+//!   ms of running; the ticks are where it gives way anyway; past the first, it must also have used half a
+//!   tick of CPU, so a short guest the system preempted is not taken for a long one), and whose tenant is heavy (it used more than half
 //!   its fair share of the machine lately, see [`Share::heavy`]), is moved, mid-run, to the background lane: its
 //!   own threads, at the operating system's lowest priority (`SCHED_IDLE`), so a connection worker that has work
 //!   takes the core back at once. A light tenant's slow guests stay in the foreground, giving way at every tick,

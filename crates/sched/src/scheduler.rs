@@ -17,7 +17,8 @@ pub struct SchedulerOptions {
     pub threads: usize,
     /// Epoch ticks a request's guest may run through in the foreground before it is moved to the background
     /// lane. With 1 ms ticks, two let a guest run 1 to 2 ms there: guests that answer in microseconds never
-    /// reach it, and one that a busy system preempted once does not either.
+    /// reach it. Past the first, a guest must also have used half a tick of CPU (`LONG_CPU`): one that a busy
+    /// system preempted, however often, does not count as long.
     pub foreground_ticks: u32,
 }
 

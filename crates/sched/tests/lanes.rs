@@ -161,6 +161,34 @@ async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_t
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_short_guest_kept_from_its_core_across_ticks_stays_in_the_foreground() {
+    let _machine = MACHINE.lock().await;
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    let _neighbour = Neighbour::arrive(&shares);
+    make_heavy(&scheduler, &share).await;
+    let demoted = share.demotions();
+    let history = Arc::new(AppHistory::default());
+    for _ in 0..8 {
+        // It gives way at three ticks, as a guest whose thread the system preempted would, having used next to
+        // no CPU.
+        let preempted = scheduler.run(&share, &history, async {
+            for _ in 0..3 {
+                tick_yield().await;
+            }
+            7
+        });
+        assert_eq!(preempted.await.ok(), Some(7));
+    }
+    assert_eq!(share.demotions(), demoted, "ticks without the CPU to go with them do not make a guest long");
+    make_heavy(&scheduler, &share).await;
+    let next = scheduler.run(&share, &history, async { 8 });
+    assert!(!next.in_background(), "its app's requests ran short: the next starts in the foreground");
+    assert_eq!(next.await.ok(), Some(8));
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn tenants_share_the_background_lane_by_weight() {
     let _machine = MACHINE.lock().await;
     let shares = Shares::default();
