@@ -74,6 +74,25 @@ async fn make_heavy(scheduler: &Scheduler, share: &Arc<Share>) {
     }
 }
 
+/// What the tests of a heavy tenant start from, one test at a time: a scheduler with one runner of each kind,
+/// and tenant `t`, found heavy beside a [`Neighbour`] for as long as this is held.
+struct Heavy {
+    scheduler: Scheduler,
+    share: Arc<Share>,
+    _neighbour: Neighbour,
+    _machine: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn heavy_tenant() -> Heavy {
+    let machine = MACHINE.lock().await;
+    let shares = Shares::default();
+    let scheduler = scheduler(1, &shares);
+    let share = shares.share("t", 1);
+    let neighbour = Neighbour::arrive(&shares);
+    make_heavy(&scheduler, &share).await;
+    Heavy { scheduler, share, _neighbour: neighbour, _machine: machine }
+}
+
 /// The names of the threads a guest ran on, one per slice of `slice` until it has run for `cpu`.
 async fn spin_noting_threads(cpu: Duration, slice: Duration) -> Vec<String> {
     let mut threads = Vec::new();
@@ -132,48 +151,39 @@ async fn a_tenant_alone_has_its_long_guests_leave_the_worker_at_normal_priority(
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_heavy_tenants_long_guest_moves_to_the_background_and_its_app_starts_there_next() {
-    let _machine = MACHINE.lock().await;
-    let shares = Shares::default();
-    let scheduler = scheduler(1, &shares);
-    let share = shares.share("t", 1);
-    let _neighbour = Neighbour::arrive(&shares);
-    make_heavy(&scheduler, &share).await;
+    let Heavy { scheduler, share, .. } = &heavy_tenant().await;
     let demoted = share.demotions();
     let history = Arc::new(AppHistory::default());
-    let short = scheduler.run(&share, &history, async { 1 });
+    let short = scheduler.run(share, &history, async { 1 });
     assert!(!short.in_background());
     assert_eq!(short.await.ok(), Some(1));
     assert_eq!(share.demotions(), demoted, "a short guest stays in the foreground");
 
-    let long = scheduler.run(&share, &history, spin(Duration::from_millis(5), Duration::from_millis(1)));
+    let long = scheduler.run(share, &history, spin(Duration::from_millis(5), Duration::from_millis(1)));
     assert!(!long.in_background(), "every app starts in the foreground");
     assert_eq!(long.await.ok(), Some(Duration::from_millis(5)));
     assert_eq!(share.demotions(), demoted + 1, "moved once it had used its foreground slice");
     assert!(share.cpu_time() >= Duration::from_millis(4), "both lanes' CPU is counted: {:?}", share.cpu_time());
 
+    // Long runs: each uses half a tick of CPU past its first tick, also on a busy machine.
     for _ in 0..3 {
-        let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
+        let _ = scheduler.run(share, &history, spin(Duration::from_millis(5), Duration::from_millis(1))).await;
     }
-    make_heavy(&scheduler, &share).await;
-    let next = scheduler.run(&share, &history, async { 2 });
+    make_heavy(scheduler, share).await;
+    let next = scheduler.run(share, &history, async { 2 });
     assert!(next.in_background(), "four long runs of eight: the next starts in the background");
     assert_eq!(next.await.ok(), Some(2));
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_short_guest_kept_from_its_core_across_ticks_stays_in_the_foreground() {
-    let _machine = MACHINE.lock().await;
-    let shares = Shares::default();
-    let scheduler = scheduler(1, &shares);
-    let share = shares.share("t", 1);
-    let _neighbour = Neighbour::arrive(&shares);
-    make_heavy(&scheduler, &share).await;
+    let Heavy { scheduler, share, .. } = &heavy_tenant().await;
     let demoted = share.demotions();
     let history = Arc::new(AppHistory::default());
     for _ in 0..8 {
         // It gives way at three ticks, as a guest whose thread the system preempted would, having used next to
         // no CPU.
-        let preempted = scheduler.run(&share, &history, async {
+        let preempted = scheduler.run(share, &history, async {
             for _ in 0..3 {
                 tick_yield().await;
             }
@@ -182,8 +192,8 @@ async fn a_short_guest_kept_from_its_core_across_ticks_stays_in_the_foreground()
         assert_eq!(preempted.await.ok(), Some(7));
     }
     assert_eq!(share.demotions(), demoted, "ticks without the CPU to go with them do not make a guest long");
-    make_heavy(&scheduler, &share).await;
-    let next = scheduler.run(&share, &history, async { 8 });
+    make_heavy(scheduler, share).await;
+    let next = scheduler.run(share, &history, async { 8 });
     assert!(!next.in_background(), "its app's requests ran short: the next starts in the foreground");
     assert_eq!(next.await.ok(), Some(8));
 }
@@ -242,16 +252,11 @@ async fn stopping_a_background_guest_waits_until_it_is_gone() {
             self.0.store(true, Ordering::SeqCst);
         }
     }
-    let _machine = MACHINE.lock().await;
-    let shares = Shares::default();
-    let scheduler = scheduler(1, &shares);
-    let share = shares.share("t", 1);
-    let _neighbour = Neighbour::arrive(&shares);
-    make_heavy(&scheduler, &share).await;
+    let Heavy { scheduler, share, .. } = &heavy_tenant().await;
     let history = Arc::new(AppHistory::default());
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = Flag(dropped.clone());
-    let mut guest = scheduler.run(&share, &history, async move {
+    let mut guest = scheduler.run(share, &history, async move {
         let _flag = flag;
         spin(Duration::from_secs(60), Duration::from_millis(1)).await
     });
@@ -263,23 +268,18 @@ async fn stopping_a_background_guest_waits_until_it_is_gone() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn when_the_lane_gets_no_cpu_the_foreground_lends_it_slices() {
-    let _machine = MACHINE.lock().await;
-    let shares = Shares::default();
-    let scheduler = scheduler(1, &shares);
-    let share = shares.share("t", 1);
-    let _neighbour = Neighbour::arrive(&shares);
-    make_heavy(&scheduler, &share).await;
+    let Heavy { scheduler, share, .. } = &heavy_tenant().await;
     let history = Arc::new(AppHistory::default());
     for _ in 0..4 {
-        let _ = scheduler.run(&share, &history, spin(Duration::from_millis(2), Duration::from_millis(1))).await;
+        let _ = scheduler.run(share, &history, spin(Duration::from_millis(5), Duration::from_millis(1))).await;
     }
     // The lane's only runner is held by a guest that never gives way (as a runner starved of CPU would be).
     // Should a connection worker lend it a slice first (the runner being kept from the CPU by other processes),
     // it gives way there until the runner takes it.
-    make_heavy(&scheduler, &share).await;
+    make_heavy(scheduler, share).await;
     let held = Arc::new(AtomicBool::new(false));
     let holding = held.clone();
-    let hog = scheduler.run(&share, &history, async move {
+    let hog = scheduler.run(share, &history, async move {
         while !std::thread::current().name().is_some_and(|n| n.starts_with("palisade-guest-")) {
             tick_yield().await;
         }
@@ -293,9 +293,9 @@ async fn when_the_lane_gets_no_cpu_the_foreground_lends_it_slices() {
         assert!(start.elapsed() < Duration::from_secs(10), "the runner takes the guest");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    make_heavy(&scheduler, &share).await;
+    make_heavy(scheduler, share).await;
     let started = Instant::now();
-    let waiting = scheduler.run(&share, &history, spin(Duration::from_millis(10), Duration::from_millis(1)));
+    let waiting = scheduler.run(share, &history, spin(Duration::from_millis(10), Duration::from_millis(1)));
     assert!(waiting.in_background());
     assert_eq!(waiting.await.ok(), Some(Duration::from_millis(10)));
     let took = started.elapsed();
