@@ -33,11 +33,13 @@ pub(crate) struct Lane {
     /// Tenants that have had guests here; read on every pick, added to on a tenant's first guest.
     tenants: ArcSwap<Vec<Arc<Share>>>,
     adding: Mutex<()>,
-    /// One message per guest made ready (dropped when runners are already told enough): the lowest-priority
-    /// runners wait here when they have nothing to run.
+    /// One message per guest of a tenant beside others made ready (dropped when runners are already told
+    /// enough): the lowest-priority runners wait here when they have nothing to run.
     signal: Sender<()>,
     pub(crate) signals: Receiver<()>,
-    /// The same for guests of tenants alone, which the runners of normal priority wait for.
+    /// The same for guests of tenants alone, which the runners of normal priority wait for. A guest wakes only
+    /// the runners that may take it; should its tenant change kind before it is picked, the accountant's nudge
+    /// after that look wakes the others (see [`Lane::nudge_runners`]).
     alone_signal: Sender<()>,
     pub(crate) alone_signals: Receiver<()>,
     /// The lane's virtual time: the highest virtual time of a tenant given a slice.
@@ -124,12 +126,9 @@ impl Lane {
             return;
         }
         job.mark_queued_now();
-        let alone = job.share.alone();
+        let runners = if job.share.alone() { &self.alone_signal } else { &self.signal };
         job.share.queue(job.clone());
-        let _ = self.signal.try_send(());
-        if alone {
-            let _ = self.alone_signal.try_send(());
-        }
+        let _ = runners.try_send(());
         if self.needs_lenders() {
             self.starving.notify_one();
         }
