@@ -7,6 +7,10 @@
 #   ten        ten tenants each flood 4 connections of spinning guests;
 #   static     the neighbour's static file, under `one`'s attack;
 #   proxy      the neighbour's reverse-proxy route (to an nginx upstream), under `one`'s attack;
+#   static-floor, proxy-floor
+#              the machine's floor for those two routes: `floor`'s two busy loops instead of the attack. The
+#              summary then also gives the attacked p99 over the floor's: what the attack costs beyond what
+#              any background work on these cores costs;
 # then, once each:
 #   alone      the attacker alone (no neighbour traffic): spinning guests finished per second, against what the
 #              machine's cores allow (cores / cpu_time): is the scheduler work-conserving?
@@ -19,7 +23,7 @@
 source "$(dirname "$0")/lib.sh"
 bench_prepare
 PALISADE=${PALISADE_BIN:-$PALISADE}
-SCENARIOS=${SCENARIOS:-floor one ten static proxy alone memory}
+SCENARIOS=${SCENARIOS:-floor one ten static static-floor proxy proxy-floor alone memory}
 probe=$BENCH_ROOT/target/guests/probe-component.wasm
 hello=$BENCH_ROOT/target/guests/hello.wasm
 secs=${DURATION%s}
@@ -133,7 +137,7 @@ serve() {
 
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-if wants static || wants proxy; then
+if wants static || wants static-floor || wants proxy || wants proxy-floor; then
   nginx_config upstream 1 <<EOF
   server { listen 127.0.0.1:18090; root $WORK/www; }
 EOF
@@ -146,16 +150,22 @@ wants floor && rounds floor http://127.0.0.1:18080/ attack_floor
 wants one && rounds one http://127.0.0.1:18080/ attack_one
 wants ten && rounds ten http://127.0.0.1:18080/ attack_ten
 wants static && rounds static http://127.0.0.1:18080/files/1k.bin attack_one
+wants static-floor && rounds static-floor http://127.0.0.1:18080/files/1k.bin attack_floor
 wants proxy && rounds proxy http://127.0.0.1:18080/up/1k.bin attack_one
+wants proxy-floor && rounds proxy-floor http://127.0.0.1:18080/up/1k.bin attack_floor
 limits=$(grep -c 'limit reached' "$WORK/palisade.log" || true)
 
-printf '\n%-16s %10s %9s %9s\n' neighbour req/s p50_us p99_us
+printf '\n%-20s %10s %9s %9s\n' neighbour req/s p50_us p99_us
 for s in $SCENARIOS; do
   [ -n "${rps[$s-calm]:-}" ] || continue
   for k in calm attack; do
-    printf '%-16s %10s %9s %9s\n' "$s-$k" "$(median ${rps[$s-$k]})" "$(median ${p50[$s-$k]})" "$(median ${p99[$s-$k]})"
+    printf '%-20s %10s %9s %9s\n' "$s-$k" "$(median ${rps[$s-$k]})" "$(median ${p50[$s-$k]})" "$(median ${p99[$s-$k]})"
   done
   echo "$s: attacked / calm: req/s $(ratio "$(median ${rps[$s-attack]})" "$(median ${rps[$s-calm]})"), p50 $(ratio "$(median ${p50[$s-attack]})" "$(median ${p50[$s-calm]})"), p99 $(ratio "$(median ${p99[$s-attack]})" "$(median ${p99[$s-calm]})")"
+done
+for s in static proxy; do
+  [ -n "${p99[$s-attack]:-}" ] && [ -n "${p99[$s-floor-attack]:-}" ] || continue
+  echo "$s: attacked p99 / the floor's (two busy loops): $(ratio "$(median ${p99[$s-attack]})" "$(median ${p99[$s-floor-attack]})")"
 done
 [ -n "${rps[one-calm]:-}" ] && echo "server peak RSS: $((($(peak_rss_kib "$server") + 1023) / 1024)) MiB; limits fired: $limits"
 # A neighbour's short guests belong on the connection workers: any moved to the background lane waited there

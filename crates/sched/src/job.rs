@@ -124,7 +124,6 @@ impl Job {
         let wall = started.elapsed();
         let yielded = take_yielded();
         self.charge(slice);
-        self.lane.progressed();
         if self.ticks.load(Ordering::Relaxed) > 0 {
             self.cpu_since_tick.fetch_add(u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         }

@@ -24,9 +24,15 @@ use crate::job::Job;
 use crate::reaper::Reaper;
 use crate::share::Share;
 
-/// How long the lane may go without running a slice, while guests are ready, before connection workers lend it
-/// CPU: the floor long guests get however busy the foreground is.
-pub(crate) const STARVED_AFTER: Duration = Duration::from_millis(2);
+/// How long the lane's runners may go without starting or ending a slice, while guests are in the lane, before
+/// connection workers lend it CPU: the floor long guests get however busy the foreground is.
+///
+/// A runner at the lowest priority that gets some of the CPU is slow, not starved: beside a busy neighbour it
+/// may get half a core, so its slices of up to a tick take two or three milliseconds of wall-clock time. Ten
+/// milliseconds without progress means its runners got less than about a tenth of a core. Lending sooner took
+/// connection workers from their connections for no more CPU to the lane: with lending off, an attacker's
+/// guests got the same CPU (BENCHMARKS.md, "The machine's floor").
+pub(crate) const STARVED_AFTER: Duration = Duration::from_millis(10);
 
 /// The lane: which tenants have queues in it, and how it is doing.
 pub(crate) struct Lane {
@@ -50,7 +56,8 @@ pub(crate) struct Lane {
     pub(crate) nonempty: tokio::sync::Notify,
     /// Lenders are told here when a guest becomes ready while the lane starves.
     pub(crate) starving: tokio::sync::Notify,
-    /// When a slice last started or ended, in nanoseconds since `epoch`.
+    /// When a runner last started or ended a slice (or the lane last became non-empty), in nanoseconds since
+    /// `epoch`. Lenders' slices do not count: while the runners are starved, the lenders go on.
     progress: AtomicU64,
     /// Until when the runners leave the lane to the lenders (they found themselves kept from the CPU), in
     /// nanoseconds since `epoch`.
@@ -106,6 +113,8 @@ impl Lane {
             }
         }
         if self.jobs.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Starvation counts from when there is something to run.
+            self.progressed();
             self.nonempty.notify_waiters();
         }
         self.send(job);
@@ -148,20 +157,21 @@ impl Lane {
         self.jobs.load(Ordering::Acquire) == 0
     }
 
-    /// The next guest to run: one of the tenant's that is furthest behind; `None` when none is ready.
+    /// The next guest to run: one of the tenant's that is furthest behind; `None` when none is ready. What a
+    /// lender takes: it is not the runners' progress.
     pub(crate) fn pick(&self) -> Option<Arc<Job>> {
         self.pick_among(|_| true)
     }
 
     /// The next guest of a tenant alone to run: what a runner of normal priority takes.
     pub(crate) fn pick_alone(&self) -> Option<Arc<Job>> {
-        self.pick_among(Share::alone)
+        self.pick_among(Share::alone).inspect(|_| self.progressed())
     }
 
     /// The next guest of a tenant beside others to run, in fair order: what a runner of the lowest priority
     /// takes. Never a tenant's alone: such a runner gives way to every busy process on the machine.
     pub(crate) fn pick_beside_others(&self) -> Option<Arc<Job>> {
-        self.pick_among(|t| !t.alone())
+        self.pick_among(|t| !t.alone()).inspect(|_| self.progressed())
     }
 
     fn pick_among(&self, eligible: impl Fn(&Share) -> bool) -> Option<Arc<Job>> {
@@ -171,7 +181,6 @@ impl Lane {
             let best = tenants.iter().filter(|t| t.has_queued() && eligible(t)).min_by_key(|t| t.vtime())?;
             if let Some(job) = best.dequeue() {
                 self.clock.fetch_max(best.vtime(), Ordering::AcqRel);
-                self.progressed();
                 job.share.waited_for_turn(job.queued_for());
                 return Some(job);
             }
@@ -179,12 +188,14 @@ impl Lane {
         None
     }
 
-    /// Whether the lane has run no slice for [`STARVED_AFTER`]: its runners get no CPU.
+    /// Whether the lane's runners have started or ended no slice for [`STARVED_AFTER`]: they get (next to) no
+    /// CPU.
     pub(crate) fn starved(&self) -> bool {
         let last = Duration::from_nanos(self.progress.load(Ordering::Relaxed));
         self.epoch.elapsed().saturating_sub(last) >= STARVED_AFTER
     }
 
+    /// A runner started or ended a slice.
     pub(crate) fn progressed(&self) {
         self.progress.store(self.now(), Ordering::Relaxed);
     }
@@ -325,12 +336,15 @@ mod tests {
     fn a_lane_without_progress_is_starved() {
         let lane = lane();
         let share = Shares::default().share("t", 1);
-        let _job = job(&lane, &share);
+        let job = job(&lane, &share);
         lane.progressed();
         assert!(!lane.starved(), "progress just now");
         std::thread::sleep(STARVED_AFTER * 2);
         assert!(lane.starved(), "no slice for a while");
         assert!(lane.pick().is_some());
-        assert!(!lane.starved(), "a slice started");
+        assert!(lane.starved(), "a lender's slice is not the runners' progress");
+        lane.send(job.clone());
+        assert!(lane.pick_beside_others().is_some());
+        assert!(!lane.starved(), "a runner's slice started");
     }
 }

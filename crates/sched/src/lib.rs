@@ -26,9 +26,10 @@
 //!
 //! Lowest priority must not mean never: when the foreground keeps every core busy (a flood of short requests),
 //! the runners get no CPU. Each connection worker then lends the lane slices (for at most about one tick)
-//! whenever it has finished none for 2 ms, and pauses three times as long as it lent, so long guests keep a
-//! floor of about a quarter of every core, and the foreground waits at most about one tick for it, only while
-//! this lasts.
+//! once the runners have started or ended none for 10 ms, and pauses three times as long as it lent, so long
+//! guests keep a floor of about a quarter of every core, and the foreground waits at most about one tick for
+//! it, only while this lasts. (Runners that are merely slow, getting part of a core beside a busy neighbour,
+//! are left to it: lending to them cost the neighbour's tail and gave the lane no more CPU.)
 //!
 //! A background guest's remains (its store, with the instance's memory, which can take the kernel a
 //! millisecond or more to unmap) are dropped by a reaper thread of normal priority, charged to its tenant

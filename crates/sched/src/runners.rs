@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lane::{Lane, STARVED_AFTER};
+use crate::lane::Lane;
 
 /// A runner judges whether it gets the CPU over its slices of this much wall-clock time.
 const WINDOW: Duration = Duration::from_millis(50);
@@ -62,6 +62,7 @@ fn lowest_priority_runner(lane: &Lane) {
         match lane.pick_beside_others() {
             Some(job) => {
                 let (w, c) = job.run_slice();
+                lane.progressed();
                 (wall, cpu) = (wall + w, cpu + c);
                 if wall >= WINDOW {
                     if cpu * KEPT_FROM_CPU < wall {
@@ -89,7 +90,10 @@ fn lowest_priority_runner(lane: &Lane) {
 fn alone_runner(lane: &Lane) {
     while !lane.is_stopping() {
         match lane.pick_alone() {
-            Some(job) => drop(job.run_slice()),
+            Some(job) => {
+                job.run_slice();
+                lane.progressed();
+            }
             None => {
                 let _ = lane.alone_signals.recv_timeout(Duration::from_millis(250));
             }
@@ -126,8 +130,10 @@ const LEND_STARTS: Duration = Duration::from_micros(250);
 /// How long it then serves its connections before it lends again, for each unit of time lent: the lane's floor
 /// is about a quarter of each worker.
 const LEND_PAUSE_PER_LENT: u32 = 3;
+/// How often a lender looks whether the lane needs it, besides when a guest becomes ready while it starves.
+const LOOK_EVERY: Duration = Duration::from_millis(2);
 
-/// A connection worker's part in the lane: while guests are there, it looks every [`STARVED_AFTER`] (and
+/// A connection worker's part in the lane: while guests are there, it looks every [`LOOK_EVERY`] (and
 /// whenever a guest becomes ready meanwhile) whether the runners have left the lane to the lenders or run
 /// nothing lately (they get no CPU because the foreground keeps every core busy), and if so runs guests' slices
 /// itself for up to about one tick (see [`LEND_STARTS`]), at the worker's priority, as it would have before they
@@ -146,7 +152,7 @@ async fn lend(lane: Arc<Lane>) {
         }
         tokio::select! {
             () = lane.starving.notified() => {}
-            () = tokio::time::sleep(STARVED_AFTER) => {}
+            () = tokio::time::sleep(LOOK_EVERY) => {}
         }
         if !lane.needs_lenders() {
             continue;
