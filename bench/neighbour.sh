@@ -5,6 +5,11 @@
 #              attacker in palisade): what any background CPU work costs a neighbour on this machine;
 #   one        one tenant floods 10x its max_concurrency of spinning guests (40 connections) and memory bombs;
 #   ten        ten tenants each flood 4 connections of spinning guests;
+#   refused    one tenant's slots all held by sleeping guests while 100 connections send it more: all but those
+#              few are refused with 503, once 64 wait (max_queue) at once, the others after queue_timeout; what a
+#              flood of refusals costs the neighbour (the summary gives the refusals a second);
+#   unserved   its anchor: the same 100 connections sending a host palisade does not serve (404 at once), so a
+#              flood of requests that run nothing at all;
 #   static     the neighbour's static file, under `one`'s attack;
 #   proxy      the neighbour's reverse-proxy route (to an nginx upstream), under `one`'s attack;
 #   static-floor, proxy-floor
@@ -23,7 +28,7 @@
 source "$(dirname "$0")/lib.sh"
 bench_prepare
 PALISADE=${PALISADE_BIN:-$PALISADE}
-SCENARIOS=${SCENARIOS:-floor one ten static static-floor proxy proxy-floor alone memory}
+SCENARIOS=${SCENARIOS:-floor one ten refused unserved static static-floor proxy proxy-floor alone memory}
 probe=$BENCH_ROOT/target/guests/probe-component.wasm
 hello=$BENCH_ROOT/target/guests/hello.wasm
 secs=${DURATION%s}
@@ -88,6 +93,8 @@ attack_one() {
   flood $((secs + 2)) 8 /membomb evil.localhost &
   wait
 }
+attack_refused() { flood $((secs + 2)) 100 /sleep evil.localhost; }
+attack_unserved() { flood $((secs + 2)) 100 / nobody.localhost; }
 attack_ten() { flood $((secs + 2)) 4 /loop $(for i in $(seq 0 9); do echo "evil$i.localhost"; done); }
 attack_floor() {
   local i
@@ -127,6 +134,13 @@ rounds() {
   done
 }
 
+# evil_refusals: requests refused to the tenant `evil` for want of a slot so far (from /metrics).
+evil_refusals() {
+  curl -s http://127.0.0.1:18901/metrics | awk '
+    /^palisade_limits_total\{/ && /tenant="evil"/ && /kind="max_concurrency"/ { n += $2 }
+    END { printf "%d\n", n }'
+}
+
 # serve: (re)starts palisade on $WORK/palisade.toml.
 server=
 serve() {
@@ -149,6 +163,12 @@ serve
 wants floor && rounds floor http://127.0.0.1:18080/ attack_floor
 wants one && rounds one http://127.0.0.1:18080/ attack_one
 wants ten && rounds ten http://127.0.0.1:18080/ attack_ten
+wants unserved && rounds unserved http://127.0.0.1:18080/ attack_unserved
+if wants refused; then
+  refused_before=$(evil_refusals)
+  rounds refused http://127.0.0.1:18080/ attack_refused
+  refused_rate=$(awk -v n=$(($(evil_refusals) - refused_before)) -v s=$((ROUNDS * (secs + 2))) 'BEGIN { printf "%.0f", n / s }')
+fi
 wants static && rounds static http://127.0.0.1:18080/files/1k.bin attack_one
 wants static-floor && rounds static-floor http://127.0.0.1:18080/files/1k.bin attack_floor
 wants proxy && rounds proxy http://127.0.0.1:18080/up/1k.bin attack_one
@@ -167,6 +187,7 @@ for s in static proxy; do
   [ -n "${p99[$s-attack]:-}" ] && [ -n "${p99[$s-floor-attack]:-}" ] || continue
   echo "$s: attacked p99 / the floor's (two busy loops): $(ratio "$(median ${p99[$s-attack]})" "$(median ${p99[$s-floor-attack]})")"
 done
+[ -n "${refused_rate:-}" ] && echo "refused: the attacker got $refused_rate refusals (503) a second"
 [ -n "${rps[one-calm]:-}" ] && echo "server peak RSS: $((($(peak_rss_kib "$server") + 1023) / 1024)) MiB; limits fired: $limits"
 # A neighbour's short guests belong on the connection workers: any moved to the background lane waited there
 # behind the attackers' (the stalls of hundreds of milliseconds that a short guest preempted across two ticks
