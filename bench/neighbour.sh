@@ -16,6 +16,8 @@
 #              the machine's floor for those two routes: `floor`'s two busy loops instead of the attack. The
 #              summary then also gives the attacked p99 over the floor's: what the attack costs beyond what
 #              any background work on these cores costs;
+#   static-spinners, static-bombs (only when named in SCENARIOS)
+#              the static file under each half of `one`'s attack alone: what each part costs;
 # then, once each:
 #   alone      the attacker alone (no neighbour traffic): spinning guests finished per second, against what the
 #              machine's cores allow (cores / cpu_time): is the scheduler work-conserving?
@@ -88,9 +90,11 @@ flood() {
 }
 
 # Attacks, each lasting DURATION + 2 s.
+attack_spinners() { flood $((secs + 2)) 40 /loop evil.localhost; }
+attack_bombs() { flood $((secs + 2)) 8 /membomb evil.localhost; }
 attack_one() {
-  flood $((secs + 2)) 40 /loop evil.localhost &
-  flood $((secs + 2)) 8 /membomb evil.localhost &
+  attack_spinners &
+  attack_bombs &
   wait
 }
 attack_refused() { flood $((secs + 2)) 100 /sleep evil.localhost; }
@@ -151,7 +155,7 @@ serve() {
 
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-if wants static || wants static-floor || wants proxy || wants proxy-floor; then
+if wants static || wants static-floor || wants static-spinners || wants static-bombs || wants proxy || wants proxy-floor; then
   nginx_config upstream 1 <<EOF
   server { listen 127.0.0.1:18090; root $WORK/www; }
 EOF
@@ -171,15 +175,17 @@ if wants refused; then
 fi
 wants static && rounds static http://127.0.0.1:18080/files/1k.bin attack_one
 wants static-floor && rounds static-floor http://127.0.0.1:18080/files/1k.bin attack_floor
+wants static-spinners && rounds static-spinners http://127.0.0.1:18080/files/1k.bin attack_spinners
+wants static-bombs && rounds static-bombs http://127.0.0.1:18080/files/1k.bin attack_bombs
 wants proxy && rounds proxy http://127.0.0.1:18080/up/1k.bin attack_one
 wants proxy-floor && rounds proxy-floor http://127.0.0.1:18080/up/1k.bin attack_floor
 limits=$(grep -c 'limit reached' "$WORK/palisade.log" || true)
 
-printf '\n%-20s %10s %9s %9s\n' neighbour req/s p50_us p99_us
+printf '\n%-24s %10s %9s %9s\n' neighbour req/s p50_us p99_us
 for s in $SCENARIOS; do
   [ -n "${rps[$s-calm]:-}" ] || continue
   for k in calm attack; do
-    printf '%-20s %10s %9s %9s\n' "$s-$k" "$(median ${rps[$s-$k]})" "$(median ${p50[$s-$k]})" "$(median ${p99[$s-$k]})"
+    printf '%-24s %10s %9s %9s\n' "$s-$k" "$(median ${rps[$s-$k]})" "$(median ${p50[$s-$k]})" "$(median ${p99[$s-$k]})"
   done
   echo "$s: attacked / calm: req/s $(ratio "$(median ${rps[$s-attack]})" "$(median ${rps[$s-calm]})"), p50 $(ratio "$(median ${p50[$s-attack]})" "$(median ${p50[$s-calm]})"), p99 $(ratio "$(median ${p99[$s-attack]})" "$(median ${p99[$s-calm]})")"
 done
